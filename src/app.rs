@@ -1,0 +1,156 @@
+//! Wires collectors → store → exporters, runs them until shutdown, then drains with a bound.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::collect::gpu::{GpuOptions, NvmlCollector};
+use crate::collect::gpu_sim::SimGpuCollector;
+use crate::collect::host::HostCollector;
+use crate::collect::run_collector;
+use crate::config::Config;
+use crate::export::api::{self, ApiState};
+use crate::export::prometheus::{BuildInfo, MetricsRenderer};
+use crate::model::CollectorStatus;
+use crate::store::Store;
+
+/// Where GPU samples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuSource {
+    /// Real GPUs through NVML.
+    Nvml,
+    /// `gpulse demo`: this many simulated GPUs.
+    Demo { gpus: u32 },
+}
+
+/// An error that stops the agent (not a collector failure, which is only data).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot start the {0} collector thread: {1}")]
+    Thread(&'static str, std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Runs the agent on an already-bound listener until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    source: GpuSource,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let mut statuses = Vec::new();
+    if config.gpu.enabled {
+        statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
+    }
+    if config.host.enabled {
+        statuses.push(CollectorStatus::new("host", config.host.interval.0));
+    }
+    let store = Arc::new(Store::new(config.store.window_samples, statuses));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    if config.gpu.enabled {
+        let interval = config.gpu.interval.0;
+        match source {
+            GpuSource::Nvml => {
+                let options = GpuOptions::from_config(&config.gpu, config.nvml_library());
+                let collector =
+                    NvmlCollector::start(options).map_err(|e| AppError::Thread("gpu", e))?;
+                tasks.spawn(run_collector(
+                    collector,
+                    interval,
+                    Arc::clone(&store),
+                    stop_rx.clone(),
+                ));
+            }
+            GpuSource::Demo { gpus } => {
+                tracing::info!(gpus, "Demo mode: GPUs are simulated.");
+                let collector = SimGpuCollector::new(gpus, interval);
+                tasks.spawn(run_collector(
+                    collector,
+                    interval,
+                    Arc::clone(&store),
+                    stop_rx.clone(),
+                ));
+            }
+        }
+    }
+    if config.host.enabled {
+        let collector =
+            HostCollector::start(&config.host).map_err(|e| AppError::Thread("host", e))?;
+        tasks.spawn(run_collector(
+            collector,
+            config.host.interval.0,
+            Arc::clone(&store),
+            stop_rx.clone(),
+        ));
+    }
+
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        gpu_source: match source {
+            GpuSource::Nvml => "nvml",
+            GpuSource::Demo { .. } => "demo",
+        },
+    };
+    let state = ApiState {
+        metrics: MetricsRenderer::new(Arc::clone(&store), build),
+        store: Arc::clone(&store),
+        node: Arc::from(config.node_name()),
+    };
+    let app = api::router(state, &config.http);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(api::serve(listener, app, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    }));
+
+    shutdown.await;
+    tracing::info!("Shutting down.");
+    let _ = stop_tx.send(true);
+    let grace = config.agent.shutdown_grace_period.0;
+    let drained = tokio::time::timeout(grace, async {
+        while tasks.join_next().await.is_some() {}
+        server.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(AppError::Http(error)),
+        Ok(Err(_join)) => Ok(()),
+        Err(_) => {
+            tracing::warn!(grace = ?grace, "Shutdown grace period elapsed; exiting with work in flight.");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Default demo size: enough GPUs to make dashboards look like a real node.
+pub const DEMO_GPUS: u32 = 4;

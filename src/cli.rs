@@ -1,0 +1,198 @@
+//! Command-line interface: flags, subcommands and exit codes.
+//!
+//! Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 usage or config
+//! error. Config is fully loaded and validated before any port is bound.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::{self, DEMO_GPUS, GpuSource};
+use crate::config::{self, Config, ConfigError, LogFormat, Override};
+
+/// Exit code for usage and configuration errors (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpulse",
+    version,
+    about = "On-node GPU agent: NVML + host sampling, Prometheus /metrics and a JSON API.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default when no command is given).
+    Run(RunArgs),
+    /// Run the agent with simulated GPUs, so every metric is visible without a GPU.
+    Demo {
+        /// Number of simulated GPUs.
+        #[arg(long, default_value_t = DEMO_GPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
+        gpus: u32,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (with GPULSE_* environment overrides applied).
+    Check { file: PathBuf },
+    /// Print a fully commented example config holding every default.
+    Example,
+}
+
+/// Flags shared by `run` and `demo`; each overrides the file and the environment.
+#[derive(Debug, Args, Clone, Default)]
+struct RunArgs {
+    /// TOML config file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address for /metrics and the API (overrides http.listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1).
+    #[arg(long, value_name = "PATH")]
+    nvml_lib: Option<String>,
+    /// Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval).
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
+    /// Log filter, e.g. info or debug (overrides log.level).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Vec<Override> {
+        let mut out = config::env_overrides(std::env::vars());
+        if let Some(v) = &self.listen {
+            out.push(Override::flag("http", "listen", v, "--listen"));
+        }
+        if let Some(v) = &self.nvml_lib {
+            out.push(Override::flag("gpu", "nvml_library", v, "--nvml-lib"));
+        }
+        if let Some(v) = &self.interval {
+            out.push(Override::flag("gpu", "interval", v, "--interval"));
+            out.push(Override::flag("host", "interval", v, "--interval"));
+        }
+        if let Some(v) = &self.log_level {
+            out.push(Override::flag("log", "level", v, "--log-level"));
+        }
+        out
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        let config = Config::load(self.config.as_deref(), &self.overrides())?;
+        log_filter(&config)?;
+        Ok(config)
+    }
+}
+
+/// Parses the log filter, so a bad `log.level` is a config error, not a silent default.
+fn log_filter(config: &Config) -> Result<EnvFilter, ConfigError> {
+    EnvFilter::try_new(&config.log.level).map_err(|error| ConfigError {
+        key: Some("log.level".to_owned()),
+        origin: "configuration".to_owned(),
+        message: format!("invalid log filter {:?}: {error}", config.log.level),
+    })
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run, GpuSource::Nvml),
+        Some(Command::Run(args)) => run(args, GpuSource::Nvml),
+        Some(Command::Demo { gpus, run: args }) => run(args, GpuSource::Demo { gpus }),
+        Some(Command::Config(ConfigCommand::Example)) => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => {
+            let args = RunArgs {
+                config: Some(file.clone()),
+                ..RunArgs::default()
+            };
+            match args.load() {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => usage_error(&error),
+            }
+        }
+    }
+}
+
+fn usage_error(error: &ConfigError) -> ExitCode {
+    eprintln!("gpulse: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn run(args: RunArgs, source: GpuSource) -> ExitCode {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error),
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // The agent does little async work; blocking NVML/sysinfo calls have their own threads.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gpulse: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match crate::export::api::bind(config.http.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(listen = %config.http.listen, error = %error, "Cannot listen.");
+                eprintln!("gpulse: cannot listen on {}: {error}", config.http.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
+        tracing::info!(listen = %addr, version = env!("CARGO_PKG_VERSION"), "gpulse started.");
+        match app::run(config, source, listener, app::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %error, "gpulse stopped.");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let Ok(filter) = log_filter(config) else {
+        return;
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

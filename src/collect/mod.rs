@@ -1,0 +1,144 @@
+//! Collectors: one source per file, each run on its own interval by [`run_collector`].
+//!
+//! * `gpu`: NVML through nvml-wrapper (the only module that imports it).
+//! * `gpu_sim`: simulated GPUs for `gpulse demo`.
+//! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
+//! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
+//!
+//! The runner, not each collector, times every cycle, records success and duration in the
+//! store, and logs only when a collector's state changes (ok → failing, failing → ok, or a
+//! different failure class), so a missing driver is one log line, not one per second.
+
+pub mod gpu;
+pub mod gpu_sim;
+pub mod host;
+pub mod worker;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::model::Sample;
+use crate::store::{RunReport, Store};
+
+/// A source of samples. `collect` must respect its own deadline: the runner does not cancel it.
+pub trait Collector: Send + 'static {
+    /// Stable name used in metrics (`collector` label) and logs.
+    fn name(&self) -> &'static str;
+    /// Takes one sample.
+    fn collect(&mut self) -> impl Future<Output = Result<Sample, CollectError>> + Send;
+}
+
+/// Why a cycle produced no fresh sample. `kind` is a bounded label; `message` is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Failure classes of a collector cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The source does not exist here (no NVML, no driver). A normal state, retried.
+    Unavailable,
+    /// The cycle missed its deadline, or the previous one is still stuck in a blocking call.
+    Deadline,
+    /// Anything else.
+    Failed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Deadline => "deadline",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl CollectError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for CollectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+/// Runs `collector` every `interval` until `shutdown` turns true, publishing into `store`.
+///
+/// Missed ticks are delayed, not bursted: a slow cycle never causes a catch-up storm.
+pub async fn run_collector<C: Collector>(
+    mut collector: C,
+    interval: Duration,
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = collector.name();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_state: Option<Result<(), ErrorKind>> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let started = Instant::now();
+        let result = collector.collect().await;
+        let duration = started.elapsed();
+        let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
+        log_transition(name, last_state, &result);
+        last_state = Some(state);
+        let outcome = match result {
+            Ok(sample) => {
+                store.publish(sample);
+                Ok(())
+            }
+            Err(error) => Err((error.kind.as_str(), error.message)),
+        };
+        store.record_run(
+            name,
+            RunReport {
+                duration,
+                finished_at: SystemTime::now(),
+                outcome,
+            },
+        );
+    }
+    tracing::debug!(collector = name, "Collector stopped.");
+}
+
+fn log_transition(
+    name: &str,
+    previous: Option<Result<(), ErrorKind>>,
+    result: &Result<Sample, CollectError>,
+) {
+    let now = result.as_ref().map(|_| ()).map_err(|e| e.kind);
+    if previous == Some(now) {
+        return;
+    }
+    match result {
+        Ok(_) if previous.is_some() => tracing::info!(collector = name, "Collector recovered."),
+        Ok(_) => tracing::debug!(collector = name, "Collector took its first sample."),
+        Err(error) if error.kind == ErrorKind::Unavailable => {
+            tracing::warn!(collector = name, error = %error.message, "Collector source unavailable; will retry.")
+        }
+        Err(error) => {
+            tracing::error!(collector = name, kind = error.kind.as_str(), error = %error.message, "Collector failing; serving its last good sample.")
+        }
+    }
+}

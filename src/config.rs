@@ -1,0 +1,574 @@
+//! The agent's configuration: TOML file < `GPULSE_<SECTION>_<KEY>` environment < flags.
+//!
+//! Every field has a documented default (see [`EXAMPLE`], which `gpulse config example`
+//! prints and a test keeps equal to [`Config::default`]). Unknown keys are errors. Values are
+//! validated while they are parsed (durations must be positive, addresses must parse), so a
+//! loaded [`Config`] is always usable and every error can name its key and where it came from.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The commented example configuration; every value in it is the default.
+pub const EXAMPLE: &str = include_str!("../packaging/gpulse.example.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "GPULSE_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub gpu: GpuConfig,
+    pub host: HostConfig,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+/// `[agent]`: identity of this node and process-wide settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Node name reported in JSON and used as `Hostname` later; empty means the OS hostname.
+    pub node_name: String,
+    /// How long shutdown waits for in-flight work before exiting.
+    pub shutdown_grace_period: HumanDuration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            shutdown_grace_period: HumanDuration::secs(5),
+        }
+    }
+}
+
+/// `[gpu]`: the NVML collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub enabled: bool,
+    /// Time between sampling cycles.
+    pub interval: HumanDuration,
+    /// Deadline for one cycle of NVML calls; past it the last good sample is served as stale.
+    pub timeout: HumanDuration,
+    /// Path of the NVML library; empty means the system `libnvidia-ml.so.1`.
+    pub nvml_library: String,
+    /// How often to retry loading NVML when it is absent or failed to initialize.
+    pub nvml_retry_interval: HumanDuration,
+    /// List compute processes (pid, memory, utilization) per GPU.
+    pub processes: bool,
+    /// At most this many processes are reported per GPU (bounds label cardinality).
+    pub max_processes: usize,
+    /// Report MIG mode and MIG instances.
+    pub mig: bool,
+    /// Report per-link NVLink state and error counters.
+    pub nvlink: bool,
+    /// Read PCIe TX/RX throughput (NVML waits about 20 ms per GPU and direction for it).
+    pub pcie_throughput: bool,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: HumanDuration::secs(1),
+            timeout: HumanDuration::secs(2),
+            nvml_library: String::new(),
+            nvml_retry_interval: HumanDuration::secs(30),
+            processes: true,
+            max_processes: 64,
+            mig: true,
+            nvlink: true,
+            pcie_throughput: false,
+        }
+    }
+}
+
+/// `[host]`: the sysinfo collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    pub enabled: bool,
+    pub interval: HumanDuration,
+    /// Deadline for one host cycle (a hung network filesystem can block disk queries).
+    pub timeout: HumanDuration,
+    /// Also report utilization per CPU core.
+    pub per_cpu: bool,
+    /// Report space per mounted filesystem.
+    pub disks: bool,
+    /// Report counters per network interface.
+    pub networks: bool,
+    /// At most this many disks and this many interfaces are reported.
+    pub max_devices: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: HumanDuration::secs(5),
+            timeout: HumanDuration::secs(2),
+            per_cpu: false,
+            disks: true,
+            networks: true,
+            max_devices: 64,
+        }
+    }
+}
+
+/// `[store]`: how much history is kept in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Samples kept per source (the window the score will read).
+    pub window_samples: NonZeroUsize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            window_samples: NonZeroUsize::new(300).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+/// `[http]`: the server for /metrics, /healthz, /readyz and /v1/*.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Requests taking longer than this get 503.
+    pub request_timeout: HumanDuration,
+    /// Requests handled at once; more wait in line (until their timeout).
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted (413 above it).
+    pub max_request_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9412)),
+            request_timeout: HumanDuration::secs(10),
+            max_concurrent_requests: 64,
+            max_request_body_bytes: 65536,
+        }
+    }
+}
+
+/// `[log]`: the agent's own logs (stderr).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `gpulse=debug,info`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A positive duration written the human way (`500ms`, `1s`, `2m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+
+    /// Parses `500ms`, `1s`, `1m 30s`; zero is refused because every duration here is an
+    /// interval or a deadline.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(text.trim()).map_err(|error| {
+            format!("invalid duration {text:?} ({error}); use e.g. \"500ms\", \"1s\", \"2m\"")
+        })?;
+        if d.is_zero() {
+            return Err(format!("duration {text:?} must be greater than zero"));
+        }
+        Ok(Self(d))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A configuration error: which key, where it came from, and what is wrong, on one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key (`gpu.interval`) when known.
+    pub key: Option<String>,
+    /// `FILE:LINE:COLUMN`, `GPULSE_GPU_INTERVAL (environment)` or `--interval (flag)`.
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "config key `{key}` at {}: {}", self.origin, self.message),
+            None => write!(f, "config at {}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One value set from outside the file: `section.key = raw`, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    pub section: String,
+    pub key: String,
+    pub raw: String,
+    pub origin: String,
+}
+
+impl Override {
+    /// A value given by a command-line flag.
+    pub fn flag(section: &str, key: &str, raw: impl Into<String>, flag: &str) -> Self {
+        Self {
+            section: section.to_owned(),
+            key: key.to_owned(),
+            raw: raw.into(),
+            origin: format!("{flag} (flag)"),
+        }
+    }
+}
+
+/// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
+const SECTIONS: [&str; 6] = ["agent", "gpu", "host", "store", "http", "log"];
+
+/// Picks the config overrides out of environment variables. Variables whose first word is
+/// not a section (e.g. `GPULSE_REAL_GPU`) are not config and are left alone.
+pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
+    let mut out: Vec<Override> = vars
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+            let (section, key) = rest.split_once('_')?;
+            SECTIONS.contains(&section).then(|| Override {
+                section: section.to_owned(),
+                key: key.to_owned(),
+                raw,
+                origin: format!("{name} (environment)"),
+            })
+        })
+        .collect();
+    // Environment order is arbitrary; sort so errors are reproducible.
+    out.sort_by(|a, b| a.origin.cmp(&b.origin));
+    out
+}
+
+impl Config {
+    /// Parses a TOML document; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|error| toml_error(text, origin, &error))
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            key: None,
+            origin: origin.clone(),
+            message: format!("cannot read file: {error}"),
+        })?;
+        Self::from_toml(&text, &origin)
+    }
+
+    /// Loads the file (if any), then applies overrides in order (later wins).
+    pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let base = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        base.with_overrides(overrides)
+    }
+
+    /// Applies overrides one at a time, so an error names the variable or flag at fault.
+    pub fn with_overrides(self, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let mut config = self;
+        for o in overrides {
+            config = config.with_override(o)?;
+        }
+        Ok(config)
+    }
+
+    fn with_override(self, o: &Override) -> Result<Self, ConfigError> {
+        let fail = |message: String| ConfigError {
+            key: Some(format!("{}.{}", o.section, o.key)),
+            origin: o.origin.clone(),
+            message,
+        };
+        let mut root = toml::Table::try_from(&self).map_err(|e| fail(e.to_string()))?;
+        let section = root
+            .get_mut(&o.section)
+            .and_then(toml::Value::as_table_mut)
+            .ok_or_else(|| fail(format!("unknown section `{}`", o.section)))?;
+        let current = section.get(&o.key).ok_or_else(|| {
+            fail(format!(
+                "unknown key `{}` in section [{}]",
+                o.key, o.section
+            ))
+        })?;
+        let value = typed_value(current, &o.raw).map_err(fail)?;
+        section.insert(o.key.clone(), value);
+        Config::deserialize(toml::Value::Table(root)).map_err(|e| fail(e.message().to_owned()))
+    }
+
+    /// The node name to report: the configured one, else the OS hostname, else `unknown`.
+    pub fn node_name(&self) -> String {
+        if !self.agent.node_name.is_empty() {
+            return self.agent.node_name.clone();
+        }
+        sysinfo_free_hostname().unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// The NVML library to load, `None` for the system default.
+    pub fn nvml_library(&self) -> Option<PathBuf> {
+        (!self.gpu.nvml_library.is_empty()).then(|| PathBuf::from(&self.gpu.nvml_library))
+    }
+}
+
+/// Reads the hostname from the kernel without pulling sysinfo into config.
+fn sysinfo_free_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Converts a raw string from env or a flag into the TOML type the key already has, so that
+/// `GPULSE_GPU_PROCESSES=false` is a bool and `GPULSE_AGENT_NODE_NAME=42` stays a string.
+fn typed_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    use toml::Value;
+    match current {
+        Value::String(_) => Ok(Value::String(raw.to_owned())),
+        Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("expected an integer, got {raw:?}")),
+        Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| format!("expected a number, got {raw:?}")),
+        _ => {
+            let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
+                .map_err(|e| format!("expected a TOML value, got {raw:?}: {}", e.message()))?;
+            doc.get("v")
+                .cloned()
+                .ok_or_else(|| format!("expected a TOML value, got {raw:?}"))
+        }
+    }
+}
+
+/// Turns a toml error into one line naming the key, `file:line:column` and the problem.
+fn toml_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError {
+            key: None,
+            origin: origin.to_owned(),
+            message,
+        };
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    ConfigError {
+        key: key_at(text, start),
+        origin: format!("{origin}:{line}:{column}"),
+        message,
+    }
+}
+
+/// Best-effort dotted key for the line holding byte offset `at`: the nearest `[section]`
+/// header above it plus the key left of `=` on that line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = text[line_start..line_end].trim();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))?;
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_is_the_default_and_mentions_every_key() {
+        let parsed = Config::from_toml(EXAMPLE, "example").unwrap();
+        assert_eq!(parsed, Config::default());
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let default = toml::Table::try_from(Config::default()).unwrap();
+        for (section, keys) in &default {
+            let keys = keys.as_table().unwrap();
+            for key in keys.keys() {
+                assert!(
+                    example.get(section).and_then(|s| s.get(key)).is_some(),
+                    "{section}.{key} missing from the example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_line() {
+        let err = Config::from_toml("[gpu]\ninterval = \"1s\"\nintervall = \"2s\"\n", "a.toml")
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("gpu.intervall"));
+        assert_eq!(err.origin, "a.toml:3:1");
+        assert!(err.message.contains("unknown field"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let err = Config::from_toml("[host]\n\n interval = \"soon\"\n", "b.toml").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("host.interval"));
+        assert!(err.origin.starts_with("b.toml:3:"), "{}", err.origin);
+        assert!(err.message.contains("invalid duration"), "{}", err.message);
+        let zero = Config::from_toml("[gpu]\ninterval = \"0s\"\n", "c.toml").unwrap_err();
+        assert!(
+            zero.message.contains("greater than zero"),
+            "{}",
+            zero.message
+        );
+    }
+
+    #[test]
+    fn bad_listen_address_is_rejected() {
+        let err = Config::from_toml("[http]\nlisten = \"nowhere\"\n", "d.toml").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("http.listen"));
+    }
+
+    #[test]
+    fn env_overrides_are_typed_and_attributed() {
+        let vars = vec![
+            ("GPULSE_GPU_INTERVAL".to_owned(), "500ms".to_owned()),
+            ("GPULSE_GPU_PROCESSES".to_owned(), "false".to_owned()),
+            ("GPULSE_AGENT_NODE_NAME".to_owned(), "42".to_owned()),
+            ("GPULSE_REAL_GPU".to_owned(), "1".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let overrides = env_overrides(vars);
+        assert_eq!(overrides.len(), 3);
+        let c = Config::default().with_overrides(&overrides).unwrap();
+        assert_eq!(c.gpu.interval, HumanDuration(Duration::from_millis(500)));
+        assert!(!c.gpu.processes);
+        assert_eq!(c.agent.node_name, "42");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let bad = env_overrides(vec![("GPULSE_GPU_INTERVAL".to_owned(), "x".to_owned())]);
+        let err = Config::default().with_overrides(&bad).unwrap_err();
+        assert_eq!(err.origin, "GPULSE_GPU_INTERVAL (environment)");
+        assert_eq!(err.key.as_deref(), Some("gpu.interval"));
+        let unknown = env_overrides(vec![("GPULSE_GPU_SPEED".to_owned(), "1".to_owned())]);
+        let err = Config::default().with_overrides(&unknown).unwrap_err();
+        assert!(
+            err.message.contains("unknown key `speed`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let overrides = vec![
+            env_overrides(vec![(
+                "GPULSE_HTTP_LISTEN".to_owned(),
+                "127.0.0.1:1".to_owned(),
+            )])
+            .remove(0),
+            Override::flag("http", "listen", "127.0.0.1:2", "--listen"),
+        ];
+        let c = Config::default().with_overrides(&overrides).unwrap();
+        assert_eq!(c.http.listen.port(), 2);
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        let err = Config::from_toml("[gpu]\nmig = 3\n", "e.toml").unwrap_err();
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("config key `gpu.mig` at e.toml:2:"),
+            "{line}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn durations_round_trip(ms in 1u64..10_000_000) {
+            let d = HumanDuration(Duration::from_millis(ms));
+            proptest::prop_assert_eq!(HumanDuration::parse(&d.to_string()).unwrap(), d);
+        }
+
+        #[test]
+        fn arbitrary_documents_never_panic(doc in "\\PC{0,200}") {
+            let _ = Config::from_toml(&doc, "fuzz.toml");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Exporters: they read [`crate::store::Snapshot`]s and never call collectors.
+//!
+//! * `prometheus`: renders `/metrics` (Prometheus text or OpenMetrics).
+//! * `json`: the versioned JSON DTOs of `/v1/*` (model types are never serialized directly).
+//! * `api`: the axum router and server with its bounds (timeouts, concurrency, body size).
+
+pub mod api;
+pub mod json;
+pub mod prometheus;

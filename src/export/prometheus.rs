@@ -1,0 +1,759 @@
+//! Renders the latest snapshot as Prometheus text (or OpenMetrics) for `/metrics`.
+//!
+//! Rendering goes through prometheus-client's [`Collector`] hook: on each scrape the snapshot
+//! is read (never re-sampled) and turned into const metrics. Values are those of the last
+//! completed collector cycle, so no timestamps are attached; HELP texts say so. A family with
+//! no series (e.g. GPU metrics with no NVML) is left out entirely.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample};
+use crate::store::{Snapshot, Store};
+
+/// Content type of the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics text, served when the scraper asks for it.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Static facts about this agent, rendered as `gpulse_build_info`.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    /// `demo` when GPUs are simulated, otherwise `nvml`.
+    pub gpu_source: &'static str,
+}
+
+/// The `/metrics` renderer. Cheap to clone; holds the store and build info.
+#[derive(Debug, Clone)]
+pub struct MetricsRenderer {
+    registry: Arc<Registry>,
+}
+
+impl MetricsRenderer {
+    pub fn new(store: Arc<Store>, build: BuildInfo) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector { store, build }));
+        Self {
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Renders the exposition; `openmetrics` picks the format.
+    pub fn render(&self, openmetrics: bool) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(64 * 1024);
+        if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Renders one snapshot into any prometheus-client encoder, for tests and benches.
+pub fn render_snapshot(snapshot: &Snapshot, build: &BuildInfo) -> Result<String, fmt::Error> {
+    #[derive(Debug)]
+    struct Fixed(Snapshot, BuildInfo);
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_snapshot(&self.0, &self.1, encoder)
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Fixed(snapshot.clone(), build.clone())));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    store: Arc<Store>,
+    build: BuildInfo,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_snapshot(&self.store.snapshot(), &self.build, encoder)
+    }
+}
+
+/// Writes one metric family; skipped entirely when `series` is empty.
+fn family<L, I>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: I,
+) -> fmt::Result
+where
+    L: EncodeLabelSet,
+    I: IntoIterator<Item = (L, f64)>,
+{
+    let mut series = series.into_iter().peekable();
+    if series.peek().is_none() {
+        return Ok(());
+    }
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        let encoder = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(encoder)?,
+            _ => ConstGauge::new(value).encode(encoder)?,
+        }
+    }
+    Ok(())
+}
+
+fn gauge<L: EncodeLabelSet, I: IntoIterator<Item = (L, f64)>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: I,
+) -> fmt::Result {
+    family(enc, name, help, MetricType::Gauge, series)
+}
+
+/// A counter; `name` is given without `_total`, which the encoder appends.
+fn counter<L: EncodeLabelSet, I: IntoIterator<Item = (L, f64)>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: I,
+) -> fmt::Result {
+    family(enc, name, help, MetricType::Counter, series)
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn encode_snapshot(snap: &Snapshot, build: &BuildInfo, mut enc: DescriptorEncoder) -> fmt::Result {
+    let e = &mut enc;
+    gauge(
+        e,
+        "gpulse_build_info",
+        "Always 1; labels carry the gpulse version and where GPU data comes from.",
+        [(
+            [
+                ("version", build.version),
+                ("gpu_source", build.gpu_source),
+                ("os", std::env::consts::OS),
+                ("arch", std::env::consts::ARCH),
+            ],
+            1.0,
+        )],
+    )?;
+    encode_collectors(e, snap)?;
+    if let Some(gpu) = &snap.gpu {
+        encode_gpus(e, gpu)?;
+    }
+    if let Some(host) = &snap.host {
+        encode_host(e, host)?;
+    }
+    Ok(())
+}
+
+fn encode_collectors(e: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
+    let by_name = |value: fn(&crate::model::CollectorStatus) -> Option<f64>| {
+        snap.collectors
+            .iter()
+            .filter_map(move |c| value(c).map(|v| ([("collector", c.name)], v)))
+    };
+    gauge(
+        e,
+        "gpulse_collector_success",
+        "1 if the collector's last cycle produced a fresh sample, 0 if it failed or missed its deadline.",
+        by_name(|c| (c.runs > 0).then_some(flag(c.last_success))),
+    )?;
+    gauge(
+        e,
+        "gpulse_collector_stale",
+        "1 if the data served for this collector is from an earlier cycle because the last one failed.",
+        by_name(|c| Some(flag(c.is_stale()))),
+    )?;
+    gauge(
+        e,
+        "gpulse_collector_duration_seconds",
+        "How long the collector's last cycle took (capped at its deadline).",
+        by_name(|c| (c.runs > 0).then_some(c.last_duration.as_secs_f64())),
+    )?;
+    gauge(
+        e,
+        "gpulse_collector_interval_seconds",
+        "Configured time between the collector's cycles; metric values are as of its last cycle.",
+        by_name(|c| Some(c.interval.as_secs_f64())),
+    )?;
+    gauge(
+        e,
+        "gpulse_collector_last_success_timestamp_seconds",
+        "Unix time of the collector's last successful cycle.",
+        by_name(|c| c.last_success_at.map(unix_seconds)),
+    )?;
+    counter(
+        e,
+        "gpulse_collector_runs",
+        "Collector cycles attempted.",
+        by_name(|c| Some(c.runs as f64)),
+    )?;
+    counter(
+        e,
+        "gpulse_collector_failures",
+        "Collector cycles that failed or missed their deadline.",
+        by_name(|c| Some(c.failures as f64)),
+    )
+}
+
+type GpuLabels<'a> = [(&'static str, &'a str); 2];
+
+fn gpu_labels(d: &GpuDevice) -> GpuLabels<'_> {
+    [("gpu", &d.identity.index_label), ("uuid", &d.identity.uuid)]
+}
+
+/// One series per GPU that has the reading.
+fn per_gpu<'a>(
+    gpu: &'a GpuSample,
+    value: impl Fn(&GpuDevice) -> Option<f64> + 'a,
+) -> impl Iterator<Item = (GpuLabels<'a>, f64)> + 'a {
+    gpu.devices
+        .iter()
+        .filter(|d| !d.lost)
+        .filter_map(move |d| value(d).map(|v| (gpu_labels(d), v)))
+}
+
+/// One series per GPU and per labelled item of a list reading, with one extra label.
+fn per_gpu_item<'a, T: 'a>(
+    gpu: &'a GpuSample,
+    label: &'static str,
+    items: impl Fn(&'a GpuDevice) -> &'a [T] + 'a,
+    item: impl Fn(&'a T) -> (&'a str, f64) + Copy + 'a,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 3], f64)> + 'a {
+    gpu.devices.iter().filter(|d| !d.lost).flat_map(move |d| {
+        let [g, u] = gpu_labels(d);
+        items(d).iter().map(move |x| {
+            let (value_label, v) = item(x);
+            ([g, u, (label, value_label)], v)
+        })
+    })
+}
+
+fn bytes(v: Option<u64>) -> Option<f64> {
+    v.map(|b| b as f64)
+}
+
+fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
+    let driver = gpu.driver_version.as_deref().unwrap_or("");
+    let cuda = gpu.cuda_driver_version.as_deref().unwrap_or("");
+    gauge(
+        e,
+        "gpulse_gpus",
+        "Number of GPUs NVML reports on this node.",
+        [([("source", "nvml")], gpu.devices.len() as f64)],
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_info",
+        "Always 1; identity labels of each GPU, joined to other series by uuid.",
+        gpu.devices.iter().map(|d| {
+            let id = &d.identity;
+            (
+                [
+                    ("gpu", id.index_label.as_str()),
+                    ("uuid", id.uuid.as_str()),
+                    ("name", id.name.as_str()),
+                    ("pci_bus_id", id.pci_bus_id.as_str()),
+                    ("serial", id.serial.as_deref().unwrap_or("")),
+                    ("vbios_version", id.vbios_version.as_deref().unwrap_or("")),
+                    ("driver_version", driver),
+                    ("cuda_driver_version", cuda),
+                ],
+                1.0,
+            )
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_lost",
+        "1 if the driver reports the GPU as lost (fallen off the bus); its other metrics are then absent.",
+        gpu.devices.iter().map(|d| (gpu_labels(d), flag(d.lost))),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_utilization_ratio",
+        "Fraction of the last sample period in which a kernel ran on the GPU (0-1).",
+        per_gpu(gpu, |d| d.utilization.gpu),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_memory_utilization_ratio",
+        "Fraction of the last sample period in which device memory was read or written (0-1).",
+        per_gpu(gpu, |d| d.utilization.memory),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_encoder_utilization_ratio",
+        "Video encoder utilization (0-1).",
+        per_gpu(gpu, |d| d.utilization.encoder),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_decoder_utilization_ratio",
+        "Video decoder utilization (0-1).",
+        per_gpu(gpu, |d| d.utilization.decoder),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_memory_total_bytes",
+        "Total framebuffer memory.",
+        per_gpu(gpu, |d| bytes(d.memory.total_bytes)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_memory_used_bytes",
+        "Framebuffer memory allocated by processes.",
+        per_gpu(gpu, |d| bytes(d.memory.used_bytes)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_memory_free_bytes",
+        "Framebuffer memory free for allocation.",
+        per_gpu(gpu, |d| bytes(d.memory.free_bytes)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_memory_reserved_bytes",
+        "Framebuffer memory reserved by the driver and firmware.",
+        per_gpu(gpu, |d| bytes(d.memory.reserved_bytes)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_temperature_celsius",
+        "Temperature by sensor: gpu (core) or memory (HBM).",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            [
+                ("gpu", d.temperature_gpu_celsius),
+                ("memory", d.temperature_memory_celsius),
+            ]
+            .into_iter()
+            .filter_map(move |(sensor, t)| t.map(|t| ([g, u, ("sensor", sensor)], t)))
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_temperature_threshold_celsius",
+        "Temperature thresholds: slowdown, shutdown, memory_max, gpu_max.",
+        per_gpu_item(
+            gpu,
+            "threshold",
+            |d| &d.temperature_thresholds,
+            |(n, v)| (n, *v),
+        ),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_power_watts",
+        "Power draw of the board.",
+        per_gpu(gpu, |d| d.power_watts),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_power_limit_watts",
+        "Power limit the driver enforces.",
+        per_gpu(gpu, |d| d.power_limit_watts),
+    )?;
+    counter(
+        e,
+        "gpulse_gpu_energy_joules",
+        "Energy used since the driver was loaded.",
+        per_gpu(gpu, |d| d.energy_joules),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_clock_hertz",
+        "Current clock frequency: graphics, sm, memory, video.",
+        per_gpu_item(gpu, "clock", |d| &d.clocks_hertz, |(n, v)| (n, *v)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_clock_max_hertz",
+        "Maximum clock frequency: graphics, sm, memory, video.",
+        per_gpu_item(gpu, "clock", |d| &d.max_clocks_hertz, |(n, v)| (n, *v)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_performance_state",
+        "Performance state, 0 (maximum performance) to 15 (minimum).",
+        per_gpu(gpu, |d| d.performance_state.map(f64::from)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_fan_speed_ratio",
+        "Fan speed as a fraction of its maximum, per fan.",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            d.fan_speed_ratio
+                .iter()
+                .map(move |(fan, v)| ([g, u, ("fan", fan_label(*fan))], *v))
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_throttle_active",
+        "1 if this clock-event (throttle) reason is limiting clocks now; one series per reason the GPU supports.",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            d.throttle
+                .iter()
+                .flat_map(|t| t.decoded().collect::<Vec<_>>())
+                .map(move |(reason, on)| ([g, u, ("reason", reason)], flag(on)))
+        }),
+    )?;
+    counter(
+        e,
+        "gpulse_gpu_throttle_seconds",
+        "Cumulative time clocks were held down by each policy (power, thermal, sync_boost, board_limit, low_utilization, reliability).",
+        per_gpu_item(gpu, "reason", |d| &d.throttle_seconds, |(n, v)| (n, *v)),
+    )?;
+    counter(
+        e,
+        "gpulse_gpu_ecc_errors",
+        "ECC errors by kind (corrected, uncorrected) and scope (volatile: since driver load; aggregate: lifetime).",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            d.ecc_errors
+                .iter()
+                .map(move |(kind, scope, n)| ([g, u, ("kind", kind), ("scope", scope)], *n as f64))
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_retired_pages",
+        "Memory pages retired, by cause (single_bit_ecc, double_bit_ecc).",
+        per_gpu_item(gpu, "cause", |d| &d.retired_pages, |(n, v)| (n, *v as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_retired_pages_pending",
+        "1 if pages are waiting to be retired at the next driver reload.",
+        per_gpu(gpu, |d| d.retired_pages_pending.map(flag)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_remapped_rows",
+        "Memory rows remapped, by cause (correctable, uncorrectable).",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            d.remapped_rows.iter().flat_map(move |r| {
+                [
+                    ([g, u, ("cause", "correctable")], r.correctable as f64),
+                    ([g, u, ("cause", "uncorrectable")], r.uncorrectable as f64),
+                ]
+            })
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_row_remap_pending",
+        "1 if a row remap is pending (the GPU needs a reset to apply it).",
+        per_gpu(gpu, |d| d.remapped_rows.map(|r| flag(r.pending))),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_row_remap_failure",
+        "1 if a row remap failed (the GPU needs inspection).",
+        per_gpu(gpu, |d| d.remapped_rows.map(|r| flag(r.failure))),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_pcie_link_generation",
+        "Current PCIe link generation.",
+        per_gpu(gpu, |d| d.pcie.link_generation.map(f64::from)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_pcie_link_width",
+        "Current PCIe link width (lanes).",
+        per_gpu(gpu, |d| d.pcie.link_width.map(f64::from)),
+    )?;
+    counter(
+        e,
+        "gpulse_gpu_pcie_replays",
+        "PCIe replay (retry) events since the driver was loaded.",
+        per_gpu(gpu, |d| d.pcie.replay_count.map(|n| n as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_pcie_throughput_bytes_per_second",
+        "PCIe throughput by direction (tx, rx), when enabled.",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            [
+                ("tx", d.pcie.tx_bytes_per_second),
+                ("rx", d.pcie.rx_bytes_per_second),
+            ]
+            .into_iter()
+            .filter_map(move |(dir, v)| v.map(|v| ([g, u, ("direction", dir)], v)))
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_nvlink_active",
+        "1 if the NVLink link is up.",
+        per_gpu_item(
+            gpu,
+            "link",
+            |d| &d.nvlinks,
+            |l| (&l.link_label, flag(l.active)),
+        ),
+    )?;
+    counter(
+        e,
+        "gpulse_gpu_nvlink_errors",
+        "NVLink data-link errors by link and counter (replay, recovery, crc_flit, crc_data).",
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
+            let [g, u] = gpu_labels(d);
+            d.nvlinks.iter().flat_map(move |l| {
+                l.errors.iter().map(move |(counter, n)| {
+                    (
+                        [g, u, ("link", l.link_label.as_str()), ("counter", counter)],
+                        *n as f64,
+                    )
+                })
+            })
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_processes",
+        "Compute processes running on the GPU.",
+        per_gpu(gpu, |d| d.processes.as_ref().map(|p| p.len() as f64)),
+    )?;
+    let processes: Vec<(GpuLabels<'_>, String, &GpuProcess)> = gpu
+        .devices
+        .iter()
+        .filter(|d| !d.lost)
+        .flat_map(|d| {
+            d.processes
+                .iter()
+                .flatten()
+                .map(move |p| (gpu_labels(d), p.pid.to_string(), p))
+        })
+        .collect();
+    let process_series = |value: fn(&GpuProcess) -> Option<f64>| {
+        processes.iter().filter_map(move |(l, pid, p)| {
+            value(p).map(|v| ([l[0], l[1], ("pid", pid.as_str())], v))
+        })
+    };
+    gauge(
+        e,
+        "gpulse_gpu_process_memory_used_bytes",
+        "GPU memory used by each compute process.",
+        process_series(|p| bytes(p.used_memory_bytes)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_process_sm_utilization_ratio",
+        "SM utilization attributed to each compute process over the last sample period (0-1).",
+        process_series(|p| p.sm_utilization),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_process_memory_utilization_ratio",
+        "Memory-controller utilization attributed to each compute process (0-1).",
+        process_series(|p| p.memory_utilization),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_mig_enabled",
+        "1 if MIG mode is enabled on the GPU.",
+        per_gpu(gpu, |d| d.mig.as_ref().map(|m| flag(m.enabled))),
+    )?;
+    let mig_series = |value: fn(&crate::model::MigInstance) -> Option<u64>| {
+        gpu.devices.iter().filter(|d| !d.lost).flat_map(move |d| {
+            let [g, u] = gpu_labels(d);
+            d.mig
+                .iter()
+                .flat_map(|m| m.instances.iter())
+                .filter_map(move |i| {
+                    value(i).map(|b| ([g, u, ("mig_uuid", i.uuid.as_str())], b as f64))
+                })
+        })
+    };
+    gauge(
+        e,
+        "gpulse_gpu_mig_memory_total_bytes",
+        "Memory of each MIG instance.",
+        mig_series(|i| i.memory_total_bytes),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_mig_memory_used_bytes",
+        "Memory used in each MIG instance.",
+        mig_series(|i| i.memory_used_bytes),
+    )
+}
+
+fn fan_label(fan: u32) -> &'static str {
+    const FANS: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    FANS.get(fan as usize).copied().unwrap_or("other")
+}
+
+fn encode_host<'a>(e: &mut DescriptorEncoder, host: &'a HostSample) -> fmt::Result {
+    const NONE: [(&str, &str); 0] = [];
+    let one = |v: Option<f64>| v.map(|v| (NONE, v));
+    gauge(
+        e,
+        "gpulse_host_cpu_utilization_ratio",
+        "Fraction of CPU time busy across all cores since the previous host cycle (0-1).",
+        one(host.cpu_utilization),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_cpu_core_utilization_ratio",
+        "Fraction of CPU time busy per core since the previous host cycle (0-1).",
+        host.per_cpu_utilization
+            .iter()
+            .map(|(cpu, v)| ([("cpu", cpu.as_str())], *v)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_cpus",
+        "Logical CPUs.",
+        one(Some(host.cpu_count as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_load_average",
+        "System load average over 1, 5 and 15 minutes.",
+        host.load_average.iter().flat_map(|l| {
+            [
+                ([("window", "1m")], l[0]),
+                ([("window", "5m")], l[1]),
+                ([("window", "15m")], l[2]),
+            ]
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_memory_total_bytes",
+        "Physical memory.",
+        one(Some(host.memory_total_bytes as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_memory_available_bytes",
+        "Memory available to new processes without swapping.",
+        one(Some(host.memory_available_bytes as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_memory_used_bytes",
+        "Memory in use.",
+        one(Some(host.memory_used_bytes as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_swap_total_bytes",
+        "Swap space.",
+        one(Some(host.swap_total_bytes as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_swap_used_bytes",
+        "Swap space in use.",
+        one(Some(host.swap_used_bytes as f64)),
+    )?;
+    let disk_labels = |d: &'a crate::model::DiskReadings| {
+        [
+            ("mountpoint", d.mount_point.as_str()),
+            ("device", d.device.as_str()),
+            ("fstype", d.filesystem.as_str()),
+        ]
+    };
+    gauge(
+        e,
+        "gpulse_host_filesystem_size_bytes",
+        "Size of each mounted filesystem.",
+        host.disks
+            .iter()
+            .map(|d| (disk_labels(d), d.total_bytes as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_filesystem_available_bytes",
+        "Space available to unprivileged users on each mounted filesystem.",
+        host.disks
+            .iter()
+            .map(|d| (disk_labels(d), d.available_bytes as f64)),
+    )?;
+    let net = |value: fn(&crate::model::NetworkReadings) -> u64| {
+        host.networks
+            .iter()
+            .map(move |n| ([("interface", n.interface.as_str())], value(n) as f64))
+    };
+    counter(
+        e,
+        "gpulse_host_network_received_bytes",
+        "Bytes received per interface.",
+        net(|n| n.received_bytes),
+    )?;
+    counter(
+        e,
+        "gpulse_host_network_transmitted_bytes",
+        "Bytes sent per interface.",
+        net(|n| n.transmitted_bytes),
+    )?;
+    counter(
+        e,
+        "gpulse_host_network_received_packets",
+        "Packets received per interface.",
+        net(|n| n.received_packets),
+    )?;
+    counter(
+        e,
+        "gpulse_host_network_transmitted_packets",
+        "Packets sent per interface.",
+        net(|n| n.transmitted_packets),
+    )?;
+    counter(
+        e,
+        "gpulse_host_network_receive_errors",
+        "Receive errors per interface.",
+        net(|n| n.receive_errors),
+    )?;
+    counter(
+        e,
+        "gpulse_host_network_transmit_errors",
+        "Transmit errors per interface.",
+        net(|n| n.transmit_errors),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_uptime_seconds",
+        "Time since the host booted.",
+        one(host.uptime.map(|u| u.as_secs_f64())),
+    )?;
+    gauge(
+        e,
+        "gpulse_host_boot_time_seconds",
+        "Unix time the host booted.",
+        one(host.boot_time_seconds.map(|b| b as f64)),
+    )
+}

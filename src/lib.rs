@@ -1,0 +1,23 @@
+//! gpulse: an on-node GPU agent that samples NVML and the host and exports Prometheus and JSON.
+//!
+//! # Layout
+//!
+//! Data flows one way: `collect` → `store` → `export`.
+//!
+//! * `config`: the TOML/env/flag configuration, its defaults, validation and the commented example.
+//! * `model`: plain sample types that collectors produce and exporters read (no I/O, no serde).
+//! * `collect`: one source per file (`gpu` for NVML, `gpu_sim` for demo GPUs, `host` for
+//!   sysinfo), the shared runner that times each cycle, and the deadline worker that keeps a
+//!   hung blocking call from stalling anything else.
+//! * `store`: a bounded window per source plus the latest immutable snapshot.
+//! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs and HTTP router (`api`).
+//! * `app`: wires the pieces together and runs until shutdown.
+//! * `cli`: command-line parsing and the subcommands; `main.rs` only calls [`cli::main`].
+
+pub mod app;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod export;
+pub mod model;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The `gpulse` binary: a thin shell around [`gpulse::cli::main`].
+
+fn main() -> std::process::ExitCode {
+    gpulse::cli::main()
+}

@@ -1,0 +1,311 @@
+//! Plain sample types that collectors produce and exporters read: no I/O, no serde, no clocks.
+//!
+//! Every optional reading is an `Option` (or an empty list): `None` means the device said
+//! NotSupported / NoPermission or the call failed, and exporters omit it. A reading is never
+//! replaced by 0.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// One completed GPU sampling cycle over every visible GPU.
+#[derive(Debug, Clone)]
+pub struct GpuSample {
+    /// Wall-clock time at which the cycle finished.
+    pub taken_at: SystemTime,
+    /// Driver version as NVML reports it (e.g. `550.163.01`).
+    pub driver_version: Option<String>,
+    /// CUDA driver API version as `major.minor` (e.g. `12.4`).
+    pub cuda_driver_version: Option<String>,
+    /// One entry per GPU, in index order.
+    pub devices: Vec<GpuDevice>,
+}
+
+/// What identifies a GPU; it does not change while the driver stays loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuIdentity {
+    pub index: u32,
+    /// `index` as a string, kept so exporters do not format it on every scrape.
+    pub index_label: String,
+    pub uuid: String,
+    pub name: String,
+    pub pci_bus_id: String,
+    pub serial: Option<String>,
+    pub vbios_version: Option<String>,
+}
+
+/// The readings of one GPU in one cycle.
+#[derive(Debug, Clone, Default)]
+pub struct GpuDevice {
+    pub identity: Arc<GpuIdentity>,
+    /// The driver reported the GPU as lost (fallen off the bus); no other reading is valid.
+    pub lost: bool,
+    pub utilization: Utilization,
+    pub memory: MemoryReadings,
+    /// GPU core temperature in °C.
+    pub temperature_gpu_celsius: Option<f64>,
+    /// HBM / memory temperature in °C.
+    pub temperature_memory_celsius: Option<f64>,
+    /// Thresholds in °C, labelled `slowdown`, `shutdown`, `memory_max`, `gpu_max`.
+    pub temperature_thresholds: Vec<(&'static str, f64)>,
+    pub power_watts: Option<f64>,
+    pub power_limit_watts: Option<f64>,
+    /// Energy used since the driver was loaded, in joules.
+    pub energy_joules: Option<f64>,
+    /// Current clocks in Hz, labelled `graphics`, `sm`, `memory`, `video`.
+    pub clocks_hertz: Vec<(&'static str, f64)>,
+    /// Maximum clocks in Hz, same labels as `clocks_hertz`.
+    pub max_clocks_hertz: Vec<(&'static str, f64)>,
+    /// Performance state 0 (fastest) to 15.
+    pub performance_state: Option<u32>,
+    /// Fan speed per fan index, 0–1 of the maximum.
+    pub fan_speed_ratio: Vec<(u32, f64)>,
+    pub throttle: Option<ThrottleReasons>,
+    /// Cumulative time spent throttled per policy, in seconds (`power`, `thermal`, …).
+    pub throttle_seconds: Vec<(&'static str, f64)>,
+    /// ECC error counts as `(kind, scope, count)`: kind `corrected|uncorrected`,
+    /// scope `volatile|aggregate`.
+    pub ecc_errors: Vec<(&'static str, &'static str, u64)>,
+    /// Retired pages per cause (`single_bit_ecc`, `double_bit_ecc`).
+    pub retired_pages: Vec<(&'static str, u64)>,
+    pub retired_pages_pending: Option<bool>,
+    pub remapped_rows: Option<RemappedRows>,
+    pub pcie: PcieReadings,
+    pub nvlinks: Vec<NvLinkReadings>,
+    /// `None` when process listing is off or unsupported; `Some(vec![])` means "none running".
+    pub processes: Option<Vec<GpuProcess>>,
+    pub mig: Option<MigReadings>,
+}
+
+/// Utilization ratios (0–1) over the driver's last sampling period.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Utilization {
+    pub gpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub encoder: Option<f64>,
+    pub decoder: Option<f64>,
+}
+
+/// Framebuffer memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryReadings {
+    pub total_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    pub reserved_bytes: Option<u64>,
+}
+
+/// The clock-event (throttle) reason bitmasks NVML reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThrottleReasons {
+    pub active: u64,
+    pub supported: u64,
+}
+
+/// Named clock-event reason bits (`gpu-exporters.md` §7.3). Bits outside this table are
+/// ignored rather than exported under a made-up name.
+pub const THROTTLE_REASONS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+impl ThrottleReasons {
+    /// Every supported reason with whether it is active now, in table order.
+    pub fn decoded(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+        THROTTLE_REASONS
+            .iter()
+            .filter(|(bit, _)| self.supported & bit != 0)
+            .map(|(bit, name)| (*name, self.active & bit != 0))
+    }
+}
+
+/// Row-remapping state (Ampere and newer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemappedRows {
+    pub correctable: u64,
+    pub uncorrectable: u64,
+    pub pending: bool,
+    pub failure: bool,
+}
+
+/// PCIe link readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PcieReadings {
+    pub link_generation: Option<u32>,
+    pub link_width: Option<u32>,
+    pub replay_count: Option<u64>,
+    pub tx_bytes_per_second: Option<f64>,
+    pub rx_bytes_per_second: Option<f64>,
+}
+
+/// One NVLink link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NvLinkReadings {
+    pub link: u32,
+    pub link_label: String,
+    pub active: bool,
+    /// Error counters as `(counter, count)`: `replay`, `recovery`, `crc_flit`, `crc_data`.
+    pub errors: Vec<(&'static str, u64)>,
+}
+
+/// A compute process using a GPU.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub used_memory_bytes: Option<u64>,
+    /// SM utilization ratio attributed to this process over the last sampling period.
+    pub sm_utilization: Option<f64>,
+    /// Memory-controller utilization ratio attributed to this process.
+    pub memory_utilization: Option<f64>,
+}
+
+/// MIG mode and the MIG instances carved out of a GPU.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigReadings {
+    pub enabled: bool,
+    pub pending_enabled: bool,
+    pub instances: Vec<MigInstance>,
+}
+
+/// One MIG device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigInstance {
+    pub index: u32,
+    pub uuid: String,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_used_bytes: Option<u64>,
+}
+
+/// One completed host sampling cycle.
+#[derive(Debug, Clone, Default)]
+pub struct HostSample {
+    pub taken_at: Option<SystemTime>,
+    /// Average CPU busy ratio (0–1) over all cores since the previous cycle.
+    pub cpu_utilization: Option<f64>,
+    /// Per-core busy ratio; empty unless `host.per_cpu` is on.
+    pub per_cpu_utilization: Vec<(String, f64)>,
+    pub cpu_count: usize,
+    /// Load averages over 1, 5 and 15 minutes.
+    pub load_average: Option<[f64; 3]>,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub disks: Vec<DiskReadings>,
+    pub networks: Vec<NetworkReadings>,
+    pub uptime: Option<Duration>,
+    pub boot_time_seconds: Option<u64>,
+}
+
+/// Space on one mounted filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskReadings {
+    pub mount_point: String,
+    pub device: String,
+    pub filesystem: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// Cumulative counters of one network interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkReadings {
+    pub interface: String,
+    pub received_bytes: u64,
+    pub transmitted_bytes: u64,
+    pub received_packets: u64,
+    pub transmitted_packets: u64,
+    pub receive_errors: u64,
+    pub transmit_errors: u64,
+}
+
+/// A sample from any collector, as handed to the store.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    Gpu(GpuSample),
+    Host(HostSample),
+}
+
+/// The health of one collector as of its last cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorStatus {
+    pub name: &'static str,
+    pub interval: Duration,
+    /// Cycles attempted.
+    pub runs: u64,
+    /// Cycles that failed or missed their deadline.
+    pub failures: u64,
+    /// Whether the last cycle produced a fresh sample.
+    pub last_success: bool,
+    pub last_duration: Duration,
+    pub last_run_at: Option<SystemTime>,
+    pub last_success_at: Option<SystemTime>,
+    /// Why the last cycle failed, for the JSON API and logs (never a metric label).
+    pub last_error: Option<String>,
+    /// The failure class of the last cycle (`unavailable`, `deadline`, `failed`), bounded.
+    pub last_error_kind: Option<&'static str>,
+}
+
+impl CollectorStatus {
+    /// A collector that has not run yet.
+    pub fn new(name: &'static str, interval: Duration) -> Self {
+        Self {
+            name,
+            interval,
+            runs: 0,
+            failures: 0,
+            last_success: false,
+            last_duration: Duration::ZERO,
+            last_run_at: None,
+            last_success_at: None,
+            last_error: None,
+            last_error_kind: None,
+        }
+    }
+
+    /// True when the data served is older than the last attempt: the last cycle failed
+    /// but an earlier one succeeded.
+    pub fn is_stale(&self) -> bool {
+        !self.last_success && self.last_success_at.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_decode_lists_only_supported_reasons() {
+        let t = ThrottleReasons {
+            active: 0x8 | 0x40,
+            supported: 0x1 | 0x8 | 0x40,
+        };
+        let decoded: Vec<_> = t.decoded().collect();
+        assert_eq!(
+            decoded,
+            vec![
+                ("gpu_idle", false),
+                ("hw_slowdown", true),
+                ("hw_thermal_slowdown", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_only_after_an_earlier_success() {
+        let mut s = CollectorStatus::new("gpu", Duration::from_secs(1));
+        assert!(!s.is_stale());
+        s.last_success_at = Some(SystemTime::UNIX_EPOCH);
+        s.last_success = false;
+        assert!(s.is_stale());
+        s.last_success = true;
+        assert!(!s.is_stale());
+    }
+}

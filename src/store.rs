@@ -1,0 +1,256 @@
+//! The store: a bounded window of samples per source and the latest immutable snapshot.
+//!
+//! Collectors write through [`Store::publish`] and [`Store::record_run`]; exporters only call
+//! [`Store::snapshot`], which hands out an `Arc` of a snapshot that is never mutated. A new
+//! snapshot is built (cheaply: it holds `Arc`s) on every write, so readers never wait for a
+//! collector and never see a half-updated state.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::model::{CollectorStatus, GpuSample, HostSample, Sample};
+
+/// Everything exporters read, as of one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The latest successful GPU sample (possibly stale; see the `gpu` collector status).
+    pub gpu: Option<Arc<GpuSample>>,
+    /// The latest successful host sample.
+    pub host: Option<Arc<HostSample>>,
+    /// Status of every registered collector, in registration order.
+    pub collectors: Vec<CollectorStatus>,
+}
+
+impl Snapshot {
+    /// The status of the named collector, if registered.
+    pub fn collector(&self, name: &str) -> Option<&CollectorStatus> {
+        self.collectors.iter().find(|c| c.name == name)
+    }
+
+    /// True once every registered collector has finished at least one cycle, successful or not.
+    pub fn first_cycle_done(&self) -> bool {
+        self.collectors.iter().all(|c| c.runs > 0)
+    }
+}
+
+/// How one collector cycle ended, as the runner reports it.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub duration: Duration,
+    pub finished_at: SystemTime,
+    /// `Ok(())` when a fresh sample was published; otherwise the failure class and message.
+    pub outcome: Result<(), (&'static str, String)>,
+}
+
+/// A bounded FIFO: pushing past capacity drops the oldest entry.
+#[derive(Debug)]
+struct Window<T> {
+    items: VecDeque<Arc<T>>,
+    capacity: usize,
+}
+
+impl<T> Window<T> {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            items: VecDeque::with_capacity(capacity.get().min(1024)),
+            capacity: capacity.get(),
+        }
+    }
+
+    fn push(&mut self, item: Arc<T>) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+}
+
+#[derive(Debug)]
+struct Windows {
+    gpu: Window<GpuSample>,
+    host: Window<HostSample>,
+}
+
+/// Shared between collectors (writers) and exporters (readers).
+#[derive(Debug)]
+pub struct Store {
+    latest: RwLock<Arc<Snapshot>>,
+    /// Serializes writers; readers never take it.
+    windows: Mutex<Windows>,
+}
+
+impl Store {
+    /// A store keeping `window` samples per source, with these collectors registered.
+    pub fn new(window: NonZeroUsize, collectors: Vec<CollectorStatus>) -> Self {
+        Self {
+            latest: RwLock::new(Arc::new(Snapshot {
+                collectors,
+                ..Snapshot::default()
+            })),
+            windows: Mutex::new(Windows {
+                gpu: Window::new(window),
+                host: Window::new(window),
+            }),
+        }
+    }
+
+    /// The latest snapshot. Cheap: one lock held for an `Arc` clone.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.latest.read() {
+            Ok(guard) => Arc::clone(&guard),
+            // A writer panicked mid-swap; the Arc inside is still a whole snapshot.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Adds a fresh sample to its window and makes it the latest.
+    pub fn publish(&self, sample: Sample) {
+        let mut windows = self.lock_windows();
+        self.update(|snap| match sample {
+            Sample::Gpu(gpu) => {
+                let gpu = Arc::new(gpu);
+                windows.gpu.push(Arc::clone(&gpu));
+                snap.gpu = Some(gpu);
+            }
+            Sample::Host(host) => {
+                let host = Arc::new(host);
+                windows.host.push(Arc::clone(&host));
+                snap.host = Some(host);
+            }
+        });
+    }
+
+    /// Records how a collector cycle ended.
+    pub fn record_run(&self, name: &str, report: RunReport) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            if let Some(status) = snap.collectors.iter_mut().find(|c| c.name == name) {
+                status.runs += 1;
+                status.last_duration = report.duration;
+                status.last_run_at = Some(report.finished_at);
+                match &report.outcome {
+                    Ok(()) => {
+                        status.last_success = true;
+                        status.last_success_at = Some(report.finished_at);
+                        status.last_error = None;
+                        status.last_error_kind = None;
+                    }
+                    Err((kind, message)) => {
+                        status.failures += 1;
+                        status.last_success = false;
+                        status.last_error = Some(message.clone());
+                        status.last_error_kind = Some(kind);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The GPU samples in the window, oldest first.
+    pub fn gpu_window(&self) -> Vec<Arc<GpuSample>> {
+        self.lock_windows().gpu.items.iter().cloned().collect()
+    }
+
+    /// The host samples in the window, oldest first.
+    pub fn host_window(&self) -> Vec<Arc<HostSample>> {
+        self.lock_windows().host.items.iter().cloned().collect()
+    }
+
+    fn lock_windows(&self) -> MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copy-on-write update of the latest snapshot. Callers hold the windows lock, so
+    /// writers are serialized and no update is lost.
+    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        let mut next = Snapshot::clone(&self.snapshot());
+        change(&mut next);
+        let next = Arc::new(next);
+        match self.latest.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(window: usize) -> Store {
+        Store::new(
+            NonZeroUsize::new(window).unwrap(),
+            vec![
+                CollectorStatus::new("gpu", Duration::from_secs(1)),
+                CollectorStatus::new("host", Duration::from_secs(5)),
+            ],
+        )
+    }
+
+    fn host(load: f64) -> Sample {
+        Sample::Host(HostSample {
+            load_average: Some([load, 0.0, 0.0]),
+            ..HostSample::default()
+        })
+    }
+
+    #[test]
+    fn window_is_bounded_and_keeps_the_newest() {
+        let s = store(3);
+        for i in 0..10 {
+            s.publish(host(f64::from(i)));
+        }
+        let loads: Vec<f64> = s
+            .host_window()
+            .iter()
+            .map(|h| h.load_average.unwrap()[0])
+            .collect();
+        assert_eq!(loads, vec![7.0, 8.0, 9.0]);
+        assert_eq!(
+            s.snapshot().host.as_ref().unwrap().load_average.unwrap()[0],
+            9.0
+        );
+    }
+
+    #[test]
+    fn snapshots_are_immutable_once_handed_out() {
+        let s = store(3);
+        s.publish(host(1.0));
+        let before = s.snapshot();
+        s.publish(host(2.0));
+        assert_eq!(before.host.as_ref().unwrap().load_average.unwrap()[0], 1.0);
+        assert_eq!(
+            s.snapshot().host.as_ref().unwrap().load_average.unwrap()[0],
+            2.0
+        );
+    }
+
+    #[test]
+    fn run_reports_update_status_and_staleness() {
+        let s = store(3);
+        assert!(!s.snapshot().first_cycle_done());
+        let ok = RunReport {
+            duration: Duration::from_millis(3),
+            finished_at: SystemTime::UNIX_EPOCH,
+            outcome: Ok(()),
+        };
+        s.record_run("gpu", ok.clone());
+        s.record_run("host", ok);
+        assert!(s.snapshot().first_cycle_done());
+        s.record_run(
+            "gpu",
+            RunReport {
+                duration: Duration::from_secs(2),
+                finished_at: SystemTime::UNIX_EPOCH,
+                outcome: Err(("deadline", "hung".to_owned())),
+            },
+        );
+        let snap = s.snapshot();
+        let gpu = snap.collector("gpu").unwrap();
+        assert_eq!((gpu.runs, gpu.failures), (2, 1));
+        assert!(gpu.is_stale());
+        assert_eq!(gpu.last_error_kind, Some("deadline"));
+    }
+}
