@@ -1,1 +1,70 @@
-fn main() {}
+//! Benchmark: rendering /metrics for 8 GPUs plus a host sample, through the same
+//! store-backed renderer the HTTP handler uses.
+
+// A benchmark that cannot set up should stop loudly; these are not runtime paths.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gpulse::collect::gpu_sim::SimGpuCollector;
+use gpulse::export::json::SnapshotV1;
+use gpulse::export::prometheus::{BuildInfo, MetricsRenderer};
+use gpulse::model::{CollectorStatus, HostSample, NetworkReadings, Sample};
+use gpulse::store::Store;
+
+fn store_with_8_gpus() -> Arc<Store> {
+    let store = Arc::new(Store::new(
+        NonZeroUsize::new(300).unwrap(),
+        vec![
+            CollectorStatus::new("gpu", Duration::from_secs(1)),
+            CollectorStatus::new("host", Duration::from_secs(5)),
+        ],
+    ));
+    let mut sim = SimGpuCollector::new(8, Duration::from_secs(1));
+    store.publish(Sample::Gpu(sim.next_sample()));
+    store.publish(Sample::Host(HostSample {
+        cpu_utilization: Some(0.3),
+        cpu_count: 64,
+        load_average: Some([1.0, 2.0, 3.0]),
+        memory_total_bytes: 1 << 40,
+        networks: (0..4)
+            .map(|i| NetworkReadings {
+                interface: format!("eth{i}"),
+                received_bytes: 1 << 30,
+                ..NetworkReadings::default()
+            })
+            .collect(),
+        ..HostSample::default()
+    }));
+    store
+}
+
+fn bench(c: &mut Criterion) {
+    let store = store_with_8_gpus();
+    let renderer = MetricsRenderer::new(
+        Arc::clone(&store),
+        BuildInfo {
+            version: "bench",
+            gpu_source: "demo",
+        },
+    );
+    let size = renderer.render(false).unwrap().len();
+    println!("/metrics body for 8 GPUs: {size} bytes");
+    c.bench_function("render_metrics_8_gpus", |b| {
+        b.iter(|| std::hint::black_box(renderer.render(false).unwrap()))
+    });
+    c.bench_function("render_snapshot_json_8_gpus", |b| {
+        b.iter(|| {
+            let snap = store.snapshot();
+            std::hint::black_box(
+                serde_json::to_vec(&SnapshotV1::from_snapshot(&snap, "n")).unwrap(),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

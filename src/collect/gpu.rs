@@ -118,8 +118,9 @@ impl Collector for NvmlCollector {
     }
 }
 
-/// State owned by the NVML thread.
-struct NvmlSampler {
+/// The blocking NVML sampler. [`NvmlCollector`] owns one on its dedicated thread; benches
+/// and tests may drive it directly.
+pub struct NvmlSampler {
     options: GpuOptions,
     nvml: Option<Nvml>,
     /// When loading NVML last failed, and why; retried after `retry_interval`.
@@ -133,7 +134,7 @@ struct NvmlSampler {
 }
 
 impl NvmlSampler {
-    fn new(options: GpuOptions) -> Self {
+    pub fn new(options: GpuOptions) -> Self {
         Self {
             options,
             nvml: None,
@@ -145,7 +146,8 @@ impl NvmlSampler {
         }
     }
 
-    fn cycle(&mut self) -> Result<GpuSample, CollectError> {
+    /// One sampling cycle over every GPU; loads NVML first if needed (rate-limited).
+    pub fn cycle(&mut self) -> Result<GpuSample, CollectError> {
         self.ensure_loaded()?;
         let Some(nvml) = self.nvml.as_ref() else {
             return Err(CollectError::new(ErrorKind::Unavailable, "NVML not loaded"));
@@ -205,7 +207,7 @@ impl NvmlSampler {
                 Ok(())
             }
             Err(error) => {
-                let error = init_error(&self.options.library, &error);
+                let error = init_error(&self.options.library, self.options.retry_interval, &error);
                 self.last_init_failure = Some((Instant::now(), error.clone()));
                 Err(error)
             }
@@ -266,25 +268,29 @@ impl NvmlSampler {
 
 /// Maps a failed `Nvml::init` to a collector error. A missing library or driver is
 /// `unavailable` (a normal state), anything else is `failed`.
-fn init_error(library: &Option<PathBuf>, error: &NvmlError) -> CollectError {
+fn init_error(library: &Option<PathBuf>, retry: Duration, error: &NvmlError) -> CollectError {
     let lib = library.as_ref().map_or_else(
         || "libnvidia-ml.so.1".to_owned(),
         |p| p.display().to_string(),
     );
+    let then = format!("serving host metrics without GPUs; retrying every {retry:?}");
     match error {
         NvmlError::LibloadingError(_) => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no NVIDIA driver found: cannot load {lib} ({error})"),
+            format!("no NVIDIA GPU found: cannot load {lib} ({error}); {then}"),
         ),
         NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no NVIDIA driver loaded ({error})"),
+            format!("no NVIDIA GPU found: the driver is not loaded ({error}); {then}"),
         ),
         NvmlError::NoPermission => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no permission to open the NVIDIA devices ({error})"),
+            format!("no permission to open the NVIDIA devices ({error}); {then}"),
         ),
-        _ => CollectError::new(ErrorKind::Failed, format!("NVML init failed: {error}")),
+        _ => CollectError::new(
+            ErrorKind::Failed,
+            format!("NVML init failed: {error}; {then}"),
+        ),
     }
 }
 

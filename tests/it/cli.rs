@@ -1,0 +1,99 @@
+//! The binary's command line: exit codes, one-line config errors, and validation before bind.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn gpulse(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpulse"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn example_config_passes_check() {
+    let example = gpulse(&["config", "example"], &[]);
+    assert_eq!(example.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpulse.toml");
+    std::fs::write(&path, &example.stdout).unwrap();
+    let check = gpulse(&["config", "check", path.to_str().unwrap()], &[]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).ends_with(": ok\n"));
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[agent]\nnode_name = \"n1\"\n\n[gpu]\ninterval = \"fast\"\n",
+    )
+    .unwrap();
+    let out = gpulse(&["config", "check", path.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`gpu.interval`"), "{err}");
+    assert!(err.contains(&format!("{}:5:", path.display())), "{err}");
+}
+
+#[test]
+fn bad_env_and_flags_exit_2_naming_their_origin() {
+    let out = gpulse(
+        &["config", "check", "/dev/null"],
+        &[("GPULSE_HOST_PER_CPU", "sometimes")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("GPULSE_HOST_PER_CPU (environment)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = gpulse(&["run", "--interval", "0ms"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--interval (flag)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = gpulse(&["run", "--no-such-flag"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_is_validated_before_the_port_is_bound() {
+    // The port is taken: a bind attempt would fail with exit 1. Exit 2 proves validation came first.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = gpulse(&["--listen", &addr, "--log-level", "[[["], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("log.level"), "{}", stderr(&out));
+
+    let out = gpulse(
+        &["--listen", &addr],
+        &[("GPULSE_GPU_NVML_LIBRARY", "/nonexistent")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot listen"), "{}", stderr(&out));
+}
+
+#[test]
+fn unreadable_config_file_is_a_usage_error() {
+    let out = gpulse(&["--config", "/nonexistent/gpulse.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read file"),
+        "{}",
+        stderr(&out)
+    );
+}

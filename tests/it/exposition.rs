@@ -1,0 +1,212 @@
+//! Golden-file check of the /metrics exposition and Prometheus naming rules.
+//!
+//! Regenerate with `UPDATE_GOLDEN=1 cargo test --test it exposition` after an intended change,
+//! and review the diff of `tests/data/metrics.golden` like code.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gpulse::collect::gpu_sim::SimGpuCollector;
+use gpulse::export::prometheus::{BuildInfo, render_snapshot};
+use gpulse::model::{
+    CollectorStatus, DiskReadings, GpuDevice, HostSample, MigInstance, MigReadings, NetworkReadings,
+};
+use gpulse::store::Snapshot;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A fixed snapshot: two simulated GPUs at tick 100 (GPU 1 throttling), a lost GPU, a MIG
+/// GPU, a host, and a stale collector.
+fn fixed_snapshot() -> Snapshot {
+    let mut sim = SimGpuCollector::new(3, Duration::from_secs(1));
+    let mut gpu = sim.next_sample();
+    for _ in 0..110 {
+        gpu = sim.next_sample();
+    }
+    gpu.taken_at = at(1_700_000_000);
+    let lost_identity = Arc::clone(&gpu.devices[2].identity);
+    gpu.devices[2] = GpuDevice {
+        identity: lost_identity,
+        lost: true,
+        ..GpuDevice::default()
+    };
+    gpu.devices[0].mig = Some(MigReadings {
+        enabled: true,
+        pending_enabled: true,
+        instances: vec![MigInstance {
+            index: 0,
+            uuid: "MIG-demo-0".to_owned(),
+            memory_total_bytes: Some(10 << 30),
+            memory_used_bytes: Some(1 << 30),
+        }],
+    });
+    // A GPU whose fan reading is unsupported must simply lack the series.
+    gpu.devices[0].fan_speed_ratio = vec![(0, 0.35)];
+    let host = HostSample {
+        taken_at: Some(at(1_700_000_000)),
+        cpu_utilization: Some(0.25),
+        per_cpu_utilization: vec![("0".to_owned(), 0.5), ("1".to_owned(), 0.0)],
+        cpu_count: 2,
+        load_average: Some([0.5, 0.25, 0.125]),
+        memory_total_bytes: 16 << 30,
+        memory_available_bytes: 8 << 30,
+        memory_used_bytes: 7 << 30,
+        swap_total_bytes: 0,
+        swap_used_bytes: 0,
+        disks: vec![DiskReadings {
+            mount_point: "/".to_owned(),
+            device: "/dev/vda1".to_owned(),
+            filesystem: "ext4".to_owned(),
+            total_bytes: 100 << 30,
+            available_bytes: 40 << 30,
+        }],
+        networks: vec![NetworkReadings {
+            interface: "eth0".to_owned(),
+            received_bytes: 1000,
+            transmitted_bytes: 2000,
+            received_packets: 10,
+            transmitted_packets: 20,
+            receive_errors: 1,
+            transmit_errors: 0,
+        }],
+        uptime: Some(Duration::from_secs(3600)),
+        boot_time_seconds: Some(1_699_996_400),
+    };
+    let mut gpu_status = CollectorStatus::new("gpu", Duration::from_secs(1));
+    gpu_status.runs = 10;
+    gpu_status.failures = 2;
+    gpu_status.last_success = false;
+    gpu_status.last_duration = Duration::from_millis(2000);
+    gpu_status.last_run_at = Some(at(1_700_000_010));
+    gpu_status.last_success_at = Some(at(1_700_000_000));
+    gpu_status.last_error = Some("deadline".to_owned());
+    gpu_status.last_error_kind = Some("deadline");
+    let mut host_status = CollectorStatus::new("host", Duration::from_secs(5));
+    host_status.runs = 3;
+    host_status.last_success = true;
+    host_status.last_duration = Duration::from_micros(1500);
+    host_status.last_run_at = Some(at(1_700_000_000));
+    host_status.last_success_at = Some(at(1_700_000_000));
+    Snapshot {
+        gpu: Some(Arc::new(gpu)),
+        host: Some(Arc::new(host)),
+        collectors: vec![gpu_status, host_status],
+    }
+}
+
+fn build() -> BuildInfo {
+    BuildInfo {
+        version: "0.0.0-test",
+        gpu_source: "demo",
+    }
+}
+
+#[test]
+fn metrics_match_the_golden_file() {
+    let text = render_snapshot(&fixed_snapshot(), &build())
+        .unwrap()
+        .replace(std::env::consts::ARCH, "ARCH");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics.golden");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(path).unwrap();
+    if text != golden {
+        let first = text
+            .lines()
+            .zip(golden.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "/metrics differs from {path} at line {}: got {:?}, want {:?} (UPDATE_GOLDEN=1 to accept)",
+            first + 1,
+            text.lines().nth(first),
+            golden.lines().nth(first)
+        );
+    }
+}
+
+#[test]
+fn names_follow_prometheus_conventions() {
+    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(name.starts_with("gpulse_"), "{name}");
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name} is a {kind}"
+        );
+        for bad in [
+            "_milli", "_kilo", "_mega", "_percent", "_celcius", "_mhz", "_kb",
+        ] {
+            assert!(!name.contains(bad), "{name} is not in base units");
+        }
+    }
+}
+
+#[test]
+fn lost_and_unsupported_readings_are_omitted_not_zero() {
+    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
+    assert!(text.contains("gpulse_gpu_lost{gpu=\"2\","));
+    let lost_util = text
+        .lines()
+        .any(|l| l.starts_with("gpulse_gpu_utilization_ratio{gpu=\"2\""));
+    assert!(!lost_util, "a lost GPU must not report utilization");
+    // Only GPU 0 has a fan reading.
+    let fans: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gpulse_gpu_fan_speed_ratio{"))
+        .collect();
+    assert_eq!(fans.len(), 1, "{fans:?}");
+    // PCIe throughput is off: the family is absent, not 0.
+    assert!(!text.contains("gpulse_gpu_pcie_throughput_bytes_per_second"));
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    let Some(promtool) = find("promtool") else {
+        assert!(
+            std::env::var_os("GPULSE_CI").is_none(),
+            "promtool missing in CI (apt-get install prometheus)"
+        );
+        eprintln!("promtool not installed; skipping");
+        return;
+    };
+    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}
+
+fn find(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,13 @@
+//! Integration tests for gpulse; one module per area (ripgrep style: add a test where it fits).
+
+// Test helpers may panic freely: a panic here is a failed test, not a crashed agent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// The HTTP API in-process (demo GPUs): endpoints, codes, bounds, shutdown.
+mod api;
+// The binary's command line and config errors.
+mod cli;
+// The /metrics golden file and naming rules.
+mod exposition;
+// House rules: module docs, import boundaries, README vs CI.
+mod tidy;

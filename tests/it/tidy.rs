@@ -1,0 +1,120 @@
+//! House rules checked as tests: module docs on every file, no nvml-wrapper or axum outside
+//! their modules, and the README quick start in step with `.ci/run`.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sources(under: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(&root().join(under), &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root()).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let mut missing = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        for (path, text) in sources(dir) {
+            if !text.starts_with("//!") {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:?}"
+    );
+}
+
+#[test]
+fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
+    for (path, text) in sources("src") {
+        if text.contains("nvml_wrapper") {
+            assert!(
+                path.starts_with("src/collect/gpu"),
+                "{path} imports nvml-wrapper"
+            );
+        }
+        if text.contains("sysinfo::") {
+            assert_eq!(path, "src/collect/host.rs", "{path} imports sysinfo");
+        }
+        for http in ["axum", "tower_http", "prometheus_client", "serde_json"] {
+            if text.contains(&format!("{http}::")) {
+                assert!(path.starts_with("src/export/"), "{path} uses {http}");
+            }
+        }
+    }
+}
+
+#[test]
+fn model_types_are_not_serializable() {
+    let model = std::fs::read_to_string(root().join("src/model.rs")).unwrap();
+    assert!(
+        !model.contains("Serialize"),
+        "model.rs must stay serde-free; DTOs live in export/json.rs"
+    );
+}
+
+#[test]
+fn readme_test_command_is_what_ci_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let quick_start = readme
+        .split("## Quick start")
+        .nth(1)
+        .expect("README has a Quick start section");
+    let block = quick_start
+        .split("```")
+        .nth(1)
+        .expect("Quick start has a code block");
+    let commands: Vec<&str> = block
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        2,
+        "quick start must have exactly two commands: {commands:?}"
+    );
+    assert!(
+        commands[0].contains("gpulse") && commands[0].contains("demo"),
+        "{commands:?}"
+    );
+    let test_command = commands[1];
+    assert!(
+        ci.lines()
+            .any(|l| l.trim() == test_command || l.trim().ends_with(test_command)),
+        ".ci/run does not run the README test command `{test_command}`"
+    );
+}
+
+#[test]
+fn readme_shows_the_example_config_verbatim() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(gpulse::config::EXAMPLE.trim()),
+        "README's config reference differs from packaging/gpulse.example.toml; paste it again"
+    );
+}
