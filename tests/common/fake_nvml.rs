@@ -44,7 +44,9 @@ pub fn build_fake_nvml() -> PathBuf {
                 .args(["-ldl", "-lpthread"])
                 .output()
                 .unwrap_or_else(|e| {
-                    panic!("fake NVML: cannot run `cc` (a C compiler is needed for these tests): {e}")
+                    panic!(
+                        "fake NVML: cannot run `cc` (a C compiler is needed for these tests): {e}"
+                    )
                 });
             if !result.status.success() {
                 panic!(
@@ -80,7 +82,11 @@ impl FakeNvml {
             .unwrap_or_else(|e| panic!("fake NVML: cannot create a temp dir: {e}"));
         let lib = dir.path().join(LIB_NAME);
         std::fs::copy(&built, &lib).unwrap_or_else(|e| {
-            panic!("fake NVML: cannot copy {} to {}: {e}", built.display(), lib.display())
+            panic!(
+                "fake NVML: cannot copy {} to {}: {e}",
+                built.display(),
+                lib.display()
+            )
         });
         let fake = FakeNvml { dir };
         fake.set_config(config);

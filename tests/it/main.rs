@@ -7,7 +7,15 @@
 mod api;
 // The binary's command line and config errors.
 mod cli;
+// The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).
+mod nvml;
 // The /metrics golden file and naming rules.
 mod exposition;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
+// Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.
+mod agent;
+#[path = "../common/fake_nvml.rs"]
+mod fake_nvml;
+// A real Prometheus scraping the agent on the fake NVML; promtool on the live /metrics.
+mod prometheus_e2e;

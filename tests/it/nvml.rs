@@ -1,0 +1,498 @@
+//! The real nvml-wrapper code path against the fake `libnvidia-ml.so.1`: exact values, omitted
+//! unsupported readings, lost GPUs, MIG, a hung call, a driver that appears later, recovery.
+//! Real-GPU checks run only with `GPULSE_REAL_GPU=1`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gpulse::collect::ErrorKind;
+use gpulse::collect::gpu::{GpuOptions, NvmlSampler};
+use gpulse::config::GpuConfig;
+use gpulse::model::{GpuDevice, GpuSample};
+
+use crate::agent::Agent;
+use crate::fake_nvml::{FakeNvml, build_fake_nvml};
+
+const GIB: u64 = 1 << 30;
+
+fn options(lib: &Path) -> GpuOptions {
+    let mut options = GpuOptions::from_config(&GpuConfig::default(), Some(lib.to_owned()));
+    options.retry_interval = Duration::from_millis(1);
+    options
+}
+
+fn sample(fake: &FakeNvml) -> GpuSample {
+    NvmlSampler::new(options(&fake.lib_path())).cycle().unwrap()
+}
+
+fn uuid(i: u32) -> String {
+    format!("GPU-00000000-fake-4000-8000-{i:012}")
+}
+
+#[test]
+fn every_reading_has_the_fakes_value() {
+    let fake = FakeNvml::new("gpus=2\n");
+    let mut opts = options(&fake.lib_path());
+    opts.pcie_throughput = true;
+    let s = NvmlSampler::new(opts).cycle().unwrap();
+    assert_eq!(s.driver_version.as_deref(), Some("550.163.01"));
+    assert_eq!(s.cuda_driver_version.as_deref(), Some("12.4"));
+    assert_eq!(s.devices.len(), 2);
+    for (i, d) in s.devices.iter().enumerate() {
+        let n = i as u64;
+        let f = i as f64;
+        let id = &d.identity;
+        assert_eq!(id.index, i as u32);
+        assert_eq!(id.uuid, uuid(i as u32));
+        assert_eq!(id.name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(id.pci_bus_id, format!("00000000:{:02X}:00.0", 0x10 + i));
+        assert_eq!(
+            id.serial.as_deref(),
+            Some(format!("16543210{i:05}").as_str())
+        );
+        assert_eq!(id.vbios_version.as_deref(), Some("96.00.99.00.01"));
+        assert!(!d.lost);
+        assert_eq!(d.utilization.gpu, Some((50.0 + 5.0 * f) / 100.0));
+        assert_eq!(d.utilization.memory, Some((30.0 + f) / 100.0));
+        assert_eq!(d.utilization.encoder, Some(0.0));
+        assert_eq!(d.utilization.decoder, Some(0.0));
+        let total = 85_899_345_920u64;
+        let reserved = 536_870_912u64;
+        let used = (10 + n) * GIB;
+        assert_eq!(d.memory.total_bytes, Some(total));
+        assert_eq!(d.memory.used_bytes, Some(used));
+        assert_eq!(d.memory.reserved_bytes, Some(reserved));
+        assert_eq!(d.memory.free_bytes, Some(total - reserved - used));
+        assert_eq!(d.temperature_gpu_celsius, Some(40.0 + f));
+        assert_eq!(d.temperature_memory_celsius, Some(45.0 + f));
+        assert_eq!(
+            d.temperature_thresholds,
+            vec![
+                ("slowdown", 87.0),
+                ("shutdown", 92.0),
+                ("memory_max", 95.0),
+                ("gpu_max", 85.0)
+            ]
+        );
+        assert_eq!(d.power_watts, Some(300.0 + f));
+        assert_eq!(d.power_limit_watts, Some(700.0));
+        assert_eq!(d.energy_joules, Some(1e6 * (f + 1.0)));
+        assert_eq!(
+            d.clocks_hertz,
+            vec![
+                ("graphics", 1755e6),
+                ("sm", 1755e6),
+                ("memory", 2619e6),
+                ("video", 1545e6)
+            ]
+        );
+        assert_eq!(
+            d.max_clocks_hertz,
+            vec![
+                ("graphics", 1980e6),
+                ("sm", 1980e6),
+                ("memory", 2619e6),
+                ("video", 1755e6)
+            ]
+        );
+        assert_eq!(d.performance_state, Some(0));
+        assert_eq!(d.fan_speed_ratio, vec![(0, 0.35)]);
+        let throttle = d.throttle.unwrap();
+        assert_eq!((throttle.active, throttle.supported), (0x1, 0x1FF));
+        assert_eq!(
+            d.throttle_seconds,
+            vec![
+                ("power", 2.0 * (f + 1.0)),
+                ("thermal", 0.0),
+                ("sync_boost", 0.0),
+                ("board_limit", 0.0),
+                ("low_utilization", 0.0),
+                ("reliability", 0.0)
+            ]
+        );
+        assert_eq!(
+            d.ecc_errors,
+            vec![
+                ("corrected", "volatile", 0),
+                ("corrected", "aggregate", 5),
+                ("uncorrected", "volatile", 0),
+                ("uncorrected", "aggregate", 0)
+            ]
+        );
+        assert_eq!(
+            d.retired_pages,
+            vec![("single_bit_ecc", 0), ("double_bit_ecc", 0)]
+        );
+        assert_eq!(d.retired_pages_pending, Some(false));
+        let rows = d.remapped_rows.unwrap();
+        assert_eq!(
+            (
+                rows.correctable,
+                rows.uncorrectable,
+                rows.pending,
+                rows.failure
+            ),
+            (0, 0, false, false)
+        );
+        assert_eq!(d.pcie.link_generation, Some(5));
+        assert_eq!(d.pcie.link_width, Some(16));
+        assert_eq!(d.pcie.replay_count, Some(0));
+        assert_eq!(d.pcie.tx_bytes_per_second, Some(1000.0 * 1024.0));
+        assert_eq!(d.pcie.rx_bytes_per_second, Some(2000.0 * 1024.0));
+        assert_eq!(d.nvlinks.len(), 18);
+        assert!(d.nvlinks.iter().all(|l| l.active && l.errors.len() == 4));
+        let procs = d.processes.as_ref().unwrap();
+        assert_eq!(procs.len(), 1);
+        assert_eq!(procs[0].pid, 1000 + 10 * i as u32);
+        assert_eq!(procs[0].used_memory_bytes, Some(8 * GIB));
+        assert_eq!(procs[0].sm_utilization, Some(0.4));
+        assert_eq!(procs[0].memory_utilization, Some(0.2));
+        let mig = d.mig.as_ref().unwrap();
+        assert!(!mig.enabled && mig.instances.is_empty());
+    }
+}
+
+#[test]
+fn overrides_and_counters_are_reported_as_configured() {
+    let fake = FakeNvml::new(
+        "gpus=1\ngpu0.util=97\ngpu0.throttle=0xC8\ngpu0.ecc_uncorrected_volatile=2\n\
+         gpu0.remap_unc=3\ngpu0.remap_pending=1\ngpu0.retired_dbe=2\ngpu0.retired_pending=1\n\
+         gpu0.nvlink_down=3\ngpu0.nvlink_crc_flit=7\ngpu0.pcie_replay=11\ngpu0.processes=3\n",
+    );
+    let s = sample(&fake);
+    let d = &s.devices[0];
+    assert_eq!(d.utilization.gpu, Some(0.97));
+    let active: Vec<&str> = d
+        .throttle
+        .unwrap()
+        .decoded()
+        .filter(|(_, on)| *on)
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(
+        active,
+        [
+            "hw_slowdown",
+            "hw_thermal_slowdown",
+            "hw_power_brake_slowdown"
+        ]
+    );
+    assert!(d.ecc_errors.contains(&("uncorrected", "volatile", 2)));
+    let rows = d.remapped_rows.unwrap();
+    assert_eq!((rows.uncorrectable, rows.pending), (3, true));
+    assert_eq!(
+        d.retired_pages,
+        vec![("single_bit_ecc", 0), ("double_bit_ecc", 2)]
+    );
+    assert_eq!(d.retired_pages_pending, Some(true));
+    assert!(!d.nvlinks[3].active && d.nvlinks[2].active);
+    assert!(d.nvlinks[0].errors.contains(&("crc_flit", 7)));
+    assert_eq!(d.pcie.replay_count, Some(11));
+    assert_eq!(d.processes.as_ref().unwrap().len(), 3);
+}
+
+#[test]
+fn unsupported_and_forbidden_readings_are_omitted_not_zero() {
+    let fake = FakeNvml::new(
+        "gpus=2\n\
+         not_supported=nvmlDeviceGetPowerUsage,nvmlDeviceGetFanSpeed_v2,nvmlDeviceGetNumFans,nvmlDeviceGetFieldValues,nvmlDeviceGetNvLinkState,nvmlDeviceGetMigMode\n\
+         no_permission=nvmlDeviceGetTotalEccErrors\n\
+         gpu1.not_supported=nvmlDeviceGetUtilizationRates,nvmlDeviceGetComputeRunningProcesses_v3\n",
+    );
+    let s = sample(&fake);
+    for d in &s.devices {
+        assert_eq!(d.power_watts, None);
+        assert!(d.fan_speed_ratio.is_empty());
+        assert_eq!(d.temperature_memory_celsius, None);
+        assert_eq!(d.remapped_rows, None);
+        assert!(d.ecc_errors.is_empty());
+        assert!(d.nvlinks.is_empty());
+        assert!(d.mig.is_none());
+        // Unaffected readings are still there.
+        assert!(d.memory.total_bytes.is_some());
+        assert!(d.power_limit_watts.is_some());
+    }
+    assert_eq!(s.devices[0].utilization.gpu, Some(0.5));
+    assert_eq!(s.devices[1].utilization.gpu, None);
+    assert!(s.devices[0].processes.is_some());
+    assert!(s.devices[1].processes.is_none());
+}
+
+#[test]
+fn a_lost_gpu_is_flagged_and_the_others_keep_reporting() {
+    let fake = FakeNvml::new("gpus=3\n");
+    let mut sampler = NvmlSampler::new(options(&fake.lib_path()));
+    let healthy = sampler.cycle().unwrap();
+    assert!(healthy.devices.iter().all(|d| !d.lost));
+    fake.set_config("gpus=3\nlost=1\n");
+    let s = sampler.cycle().unwrap();
+    let lost: Vec<&GpuDevice> = s.devices.iter().filter(|d| d.lost).collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].identity.index, 1);
+    // Identity survives from the earlier cycle, so alerts can name the GPU.
+    assert_eq!(lost[0].identity.uuid, uuid(1));
+    assert_eq!(lost[0].utilization.gpu, None);
+    assert_eq!(s.devices[2].utilization.gpu, Some(0.6));
+    fake.set_config("gpus=3\n");
+    let back = sampler.cycle().unwrap();
+    assert!(back.devices.iter().all(|d| !d.lost));
+}
+
+#[test]
+fn mig_instances_are_listed_with_their_memory() {
+    let fake = FakeNvml::new("gpus=1\ngpu0.mig=1\ngpu0.mig_devices=2\n");
+    let s = sample(&fake);
+    let mig = s.devices[0].mig.as_ref().unwrap();
+    assert!(mig.enabled);
+    assert_eq!(mig.instances.len(), 2);
+    assert_eq!(mig.instances[1].memory_total_bytes, Some(10 * GIB));
+    assert_eq!(mig.instances[1].memory_used_bytes, Some(2 * GIB));
+    assert!(mig.instances[0].uuid.starts_with("MIG-"));
+}
+
+#[test]
+fn init_failures_are_unavailable_and_retried() {
+    let fake = FakeNvml::new("init_error=9\n");
+    let mut sampler = NvmlSampler::new(options(&fake.lib_path()));
+    let err = sampler.cycle().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(
+        err.message.contains("driver is not loaded"),
+        "{}",
+        err.message
+    );
+    fake.set_config("gpus=1\n");
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(sampler.cycle().unwrap().devices.len(), 1);
+}
+
+#[test]
+fn a_library_that_appears_later_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libnvidia-ml.so.1");
+    let mut sampler = NvmlSampler::new(options(&lib));
+    let err = sampler.cycle().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert!(
+        err.message.contains("no NVIDIA GPU found"),
+        "{}",
+        err.message
+    );
+    std::fs::copy(build_fake_nvml(), &lib).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(sampler.cycle().unwrap().devices.len(), 2);
+}
+
+#[test]
+fn retries_wait_for_the_retry_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libnvidia-ml.so.1");
+    let mut opts = options(&lib);
+    opts.retry_interval = Duration::from_secs(3600);
+    let mut sampler = NvmlSampler::new(opts);
+    assert!(sampler.cycle().is_err());
+    std::fs::copy(build_fake_nvml(), &lib).unwrap();
+    // Within the retry interval the earlier failure is reported without reloading.
+    assert_eq!(sampler.cycle().unwrap_err().kind, ErrorKind::Unavailable);
+}
+
+fn metric_lines<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .collect()
+}
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = agent.get_ok("/metrics");
+        if ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n--- /metrics ---\n{body}\n--- stderr ---\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_agent_exports_fake_values_and_omits_unsupported_ones() {
+    let fake = FakeNvml::new("gpus=2\ngpu1.util=42\nnot_supported=nvmlDeviceGetPowerUsage\n");
+    let lib = fake.lib_path();
+    let agent = Agent::start(
+        [
+            "--nvml-lib".as_ref(),
+            lib.as_os_str(),
+            "--interval".as_ref(),
+            "200ms".as_ref(),
+        ],
+        [("GPULSE_LOG_LEVEL", "info")],
+    );
+    let body = wait_for(&agent, "both GPUs", |b| {
+        metric_lines(b, "gpulse_gpu_utilization_ratio").len() == 2
+    });
+    assert!(body.contains(&format!(
+        "gpulse_gpu_utilization_ratio{{gpu=\"0\",uuid=\"{}\"}} 0.5\n",
+        uuid(0)
+    )));
+    assert!(body.contains(&format!(
+        "gpulse_gpu_utilization_ratio{{gpu=\"1\",uuid=\"{}\"}} 0.42\n",
+        uuid(1)
+    )));
+    assert!(body.contains("gpulse_gpu_memory_total_bytes{gpu=\"0\""));
+    assert!(
+        metric_lines(&body, "gpulse_gpu_power_watts").is_empty(),
+        "{body}"
+    );
+    assert_eq!(metric_lines(&body, "gpulse_gpu_power_limit_watts").len(), 2);
+    assert!(body.contains("gpulse_collector_success{collector=\"gpu\"} 1"));
+    assert!(body.contains("driver_version=\"550.163.01\""));
+}
+
+#[test]
+fn a_hung_nvml_call_serves_stale_data_without_blocking_or_piling_up_threads() {
+    let fake = FakeNvml::new("gpus=2\n");
+    let lib = fake.lib_path();
+    let agent = Agent::start(
+        [
+            "--nvml-lib".as_ref(),
+            lib.as_os_str(),
+            "--interval".as_ref(),
+            "100ms".as_ref(),
+        ],
+        [("GPULSE_GPU_TIMEOUT", "300ms")],
+    );
+    wait_for(&agent, "a first GPU sample", |b| {
+        b.contains("gpulse_collector_success{collector=\"gpu\"} 1")
+    });
+    let threads_before = threads(agent.pid());
+
+    fake.set_config("gpus=2\nhang=nvmlDeviceGetPowerUsage\n");
+    let body = wait_for(&agent, "the gpu collector to go stale", |b| {
+        b.contains("gpulse_collector_stale{collector=\"gpu\"} 1")
+    });
+    assert!(body.contains("gpulse_collector_success{collector=\"gpu\"} 0"));
+    // The last good sample is still served.
+    assert_eq!(metric_lines(&body, "gpulse_gpu_utilization_ratio").len(), 2);
+    assert!(body.contains("gpulse_collector_success{collector=\"host\"} 1"));
+
+    // While NVML stays hung, scrapes stay fast and no threads pile up.
+    for _ in 0..20 {
+        let started = Instant::now();
+        agent.get_ok("/metrics");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "/metrics blocked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(threads(agent.pid()), threads_before, "threads piled up");
+    let failures_while_hung = agent.get_ok("/metrics");
+    assert!(
+        failures_while_hung.lines().any(|l| l
+            .starts_with("gpulse_collector_failures_total{collector=\"gpu\"}")
+            && !l.ends_with(" 0")),
+        "{failures_while_hung}"
+    );
+
+    fake.set_config("gpus=2\n");
+    wait_for(&agent, "recovery", |b| {
+        b.contains("gpulse_collector_success{collector=\"gpu\"} 1")
+            && b.contains("gpulse_collector_stale{collector=\"gpu\"} 0")
+    });
+    let log = agent.stderr();
+    assert_eq!(log.matches("Collector failing").count(), 1, "{log}");
+    assert_eq!(log.matches("Collector recovered").count(), 1, "{log}");
+}
+
+#[test]
+fn without_nvml_the_agent_serves_host_metrics_says_so_once_and_picks_nvml_up_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libnvidia-ml.so.1");
+    let agent = Agent::start(
+        [
+            "--nvml-lib".as_ref(),
+            lib.as_os_str(),
+            "--interval".as_ref(),
+            "100ms".as_ref(),
+        ],
+        [("GPULSE_GPU_NVML_RETRY_INTERVAL", "200ms")],
+    );
+    let body = wait_for(&agent, "several failed gpu cycles", |b| {
+        b.lines().any(|l| {
+            l.strip_prefix("gpulse_collector_runs_total{collector=\"gpu\"} ")
+                .is_some_and(|n| n.parse::<f64>().unwrap_or(0.0) >= 5.0)
+        })
+    });
+    assert!(body.contains("gpulse_collector_success{collector=\"gpu\"} 0"));
+    assert!(body.contains("gpulse_collector_stale{collector=\"gpu\"} 0"));
+    assert!(
+        !body.contains("gpulse_gpu_"),
+        "GPU series without NVML:\n{body}"
+    );
+    assert!(body.contains("gpulse_host_memory_total_bytes"));
+    assert_eq!(
+        agent.stderr().matches("no NVIDIA GPU found").count(),
+        1,
+        "{}",
+        agent.stderr()
+    );
+
+    std::fs::copy(build_fake_nvml(), &lib).unwrap();
+    let body = wait_for(&agent, "the GPUs to appear", |b| {
+        b.contains("gpulse_gpus{source=\"nvml\"} 2")
+    });
+    assert!(body.contains("gpulse_collector_success{collector=\"gpu\"} 1"));
+}
+
+/// Runs only on a machine with an NVIDIA driver, when `GPULSE_REAL_GPU=1`.
+#[test]
+fn real_gpu_sample_is_plausible() {
+    if std::env::var("GPULSE_REAL_GPU").as_deref() != Ok("1") {
+        eprintln!("GPULSE_REAL_GPU != 1; skipping the real-GPU test");
+        return;
+    }
+    let mut sampler = NvmlSampler::new(GpuOptions::from_config(&GpuConfig::default(), None));
+    let started = Instant::now();
+    let s = sampler.cycle().expect("NVML loads on a GPU machine");
+    let first = started.elapsed();
+    assert!(!s.devices.is_empty());
+    for d in &s.devices {
+        eprintln!("{:?}", d);
+        assert!(!d.lost);
+        assert!(d.identity.uuid.starts_with("GPU-") || d.identity.uuid.starts_with("MIG-"));
+        assert!(!d.identity.name.is_empty());
+        assert!(d.memory.total_bytes.unwrap_or(0) > 0);
+        assert!(d.utilization.gpu.is_some_and(|u| (0.0..=1.0).contains(&u)));
+        assert!(d.power_watts.is_some_and(|w| w > 0.0));
+        assert!(
+            d.temperature_gpu_celsius
+                .is_some_and(|t| t > 0.0 && t < 120.0)
+        );
+    }
+    let started = Instant::now();
+    let n = 20;
+    for _ in 0..n {
+        sampler.cycle().unwrap();
+    }
+    eprintln!(
+        "real GPU cycle: first {:?}, steady {:?} per cycle over {} GPUs",
+        first,
+        started.elapsed() / n,
+        s.devices.len()
+    );
+}
