@@ -118,3 +118,16 @@ fn readme_shows_the_example_config_verbatim() {
         "README's config reference differs from packaging/gpulse.example.toml; paste it again"
     );
 }
+
+#[test]
+fn readme_metric_table_lists_every_exported_metric() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let golden = std::fs::read_to_string(root().join("tests/data/metrics.golden")).unwrap();
+    let missing: Vec<&str> = golden
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !readme.contains(&format!("`{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "metrics missing from the README table: {missing:?}");
+}
