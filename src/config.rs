@@ -148,7 +148,7 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Requests taking longer than this get 503.
     pub request_timeout: HumanDuration,
-    /// Requests handled at once; more wait in line (until their timeout).
+    /// Requests handled at once; beyond it requests get 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Largest request body accepted (413 above it).
     pub max_request_body_bytes: usize,

@@ -240,29 +240,32 @@ impl NvmlSampler {
                 };
             }
         };
-        let identity = match self.identities.get(&index) {
-            Some(identity) => Arc::clone(identity),
-            None => {
+        // The UUID is read every cycle: it is cheap, shows whether the GPU still answers, and
+        // catches a different GPU at this index after a hot-plug or driver reload.
+        let uuid = device.uuid();
+        let cached = self.identities.get(&index).cloned();
+        let identity = match (cached, &uuid) {
+            (Some(cached), Ok(uuid)) if cached.uuid == *uuid => cached,
+            (Some(cached), Err(_)) => cached,
+            _ => {
                 let identity = read_identity(&device, index);
-                // A lost GPU answers no identity call; do not cache the placeholder.
+                // A GPU that answers no identity call gets no cache entry.
                 if !identity.uuid.is_empty() {
                     self.identities.insert(index, Arc::clone(&identity));
                 }
                 identity
             }
         };
-        if matches!(device.utilization_rates(), Err(NvmlError::GpuLost))
-            || matches!(device.memory_info(), Err(NvmlError::GpuLost))
-        {
+        let rates = device.utilization_rates();
+        if matches!(uuid, Err(NvmlError::GpuLost)) || matches!(rates, Err(NvmlError::GpuLost)) {
             return GpuDevice {
                 identity,
                 lost: true,
                 ..GpuDevice::default()
             };
         }
-        let options = self.options.clone();
         let seen = self.process_util_seen.entry(index).or_insert(0);
-        read_device(&device, identity, &options, seen)
+        read_device(&device, identity, rates.ok(), &self.options, seen)
     }
 }
 
@@ -359,10 +362,10 @@ const NVLINK_COUNTERS: [(ErrorCounter, &str); 4] = [
 fn read_device(
     device: &Device<'_>,
     identity: Arc<GpuIdentity>,
+    rates: Option<nvml_wrapper::struct_wrappers::device::Utilization>,
     options: &GpuOptions,
     process_util_seen: &mut u64,
 ) -> GpuDevice {
-    let rates = device.utilization_rates().ok();
     let memory = device.memory_info().ok();
     let fields = read_fields(device);
     let field = |id: u32| fields.get(&id).copied();
