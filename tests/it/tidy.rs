@@ -129,5 +129,8 @@ fn readme_metric_table_lists_every_exported_metric() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| !readme.contains(&format!("`{name}`")))
         .collect();
-    assert!(missing.is_empty(), "metrics missing from the README table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "metrics missing from the README table: {missing:?}"
+    );
 }
