@@ -28,8 +28,8 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
 
-use super::worker::{DeadlineWorker, WorkerError};
-use super::{CollectError, Collector, ErrorKind};
+use super::worker::DeadlineWorker;
+use super::{CollectError, Collector, ErrorKind, run_on_worker};
 use crate::config::GpuConfig;
 use crate::model::{
     GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigInstance, MigReadings,
@@ -97,24 +97,9 @@ impl Collector for NvmlCollector {
     }
 
     async fn collect(&mut self) -> Result<Sample, CollectError> {
-        match self.worker.run(self.timeout).await {
-            Ok(result) => result.map(Sample::Gpu),
-            Err(WorkerError::DeadlineExceeded) => Err(CollectError::new(
-                ErrorKind::Deadline,
-                format!(
-                    "NVML cycle did not finish within {:?}; serving the last good sample",
-                    self.timeout
-                ),
-            )),
-            Err(WorkerError::Busy) => Err(CollectError::new(
-                ErrorKind::Deadline,
-                "an NVML call from an earlier cycle is still blocked; serving the last good sample",
-            )),
-            Err(WorkerError::Stopped) => Err(CollectError::new(
-                ErrorKind::Failed,
-                "the NVML worker thread stopped",
-            )),
-        }
+        run_on_worker(&self.worker, "NVML", self.timeout)
+            .await
+            .map(Sample::Gpu)
     }
 }
 
@@ -475,24 +460,8 @@ fn read_device(
             .total_energy_consumption()
             .ok()
             .map(|mj| mj as f64 / 1000.0),
-        clocks_hertz: CLOCKS
-            .iter()
-            .filter_map(|(c, label)| {
-                device
-                    .clock_info(*c)
-                    .ok()
-                    .map(|mhz| (*label, f64::from(mhz) * MHZ))
-            })
-            .collect(),
-        max_clocks_hertz: CLOCKS
-            .iter()
-            .filter_map(|(c, label)| {
-                device
-                    .max_clock_info(*c)
-                    .ok()
-                    .map(|mhz| (*label, f64::from(mhz) * MHZ))
-            })
-            .collect(),
+        clocks_hertz: read_clocks(|c| device.clock_info(c)),
+        max_clocks_hertz: read_clocks(|c| device.max_clock_info(c)),
         performance_state: device
             .performance_state()
             .ok()
@@ -546,6 +515,14 @@ fn read_device(
         },
         mig: if options.mig { read_mig(device) } else { None },
     }
+}
+
+/// Reads one value per clock domain (MHz from NVML), as Hz; unsupported domains are left out.
+fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(&'static str, f64)> {
+    CLOCKS
+        .iter()
+        .filter_map(|(clock, label)| read(*clock).ok().map(|mhz| (*label, f64::from(mhz) * MHZ)))
+        .collect()
 }
 
 /// Reads HBM temperature and row-remapping counters in one NVML call.

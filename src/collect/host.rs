@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System};
 
-use super::worker::{DeadlineWorker, WorkerError};
-use super::{CollectError, Collector, ErrorKind};
+use super::worker::DeadlineWorker;
+use super::{CollectError, Collector, ErrorKind, run_on_worker};
 use crate::config::HostConfig;
 use crate::model::{DiskReadings, HostSample, NetworkReadings, Sample};
 
@@ -43,17 +43,9 @@ impl Collector for HostCollector {
     }
 
     async fn collect(&mut self) -> Result<Sample, CollectError> {
-        match self.worker.run(self.timeout).await {
-            Ok(result) => result.map(Sample::Host),
-            Err(WorkerError::DeadlineExceeded | WorkerError::Busy) => Err(CollectError::new(
-                ErrorKind::Deadline,
-                format!("host cycle did not finish within {:?}", self.timeout),
-            )),
-            Err(WorkerError::Stopped) => Err(CollectError::new(
-                ErrorKind::Failed,
-                "the host worker thread stopped",
-            )),
-        }
+        run_on_worker(&self.worker, "host", self.timeout)
+            .await
+            .map(Sample::Host)
     }
 }
 

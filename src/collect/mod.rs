@@ -24,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::model::Sample;
 use crate::store::{RunReport, Store};
+use worker::{DeadlineWorker, WorkerError};
 
 /// A source of samples. `collect` must respect its own deadline: the runner does not cancel it.
 pub trait Collector: Send + 'static {
@@ -73,6 +74,34 @@ impl CollectError {
 impl fmt::Display for CollectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.kind.as_str())
+    }
+}
+
+/// Runs one cycle on a deadline worker and turns worker failures into collector errors, so
+/// every blocking source reports a hang the same way.
+pub(crate) async fn run_on_worker<S: Send + 'static>(
+    worker: &DeadlineWorker<Result<S, CollectError>>,
+    source: &str,
+    deadline: Duration,
+) -> Result<S, CollectError> {
+    match worker.run(deadline).await {
+        Ok(result) => result,
+        Err(WorkerError::DeadlineExceeded) => Err(CollectError::new(
+            ErrorKind::Deadline,
+            format!(
+                "{source} cycle did not finish within {deadline:?}; serving the last good sample"
+            ),
+        )),
+        Err(WorkerError::Busy) => Err(CollectError::new(
+            ErrorKind::Deadline,
+            format!(
+                "a {source} call from an earlier cycle is still blocked; serving the last good sample"
+            ),
+        )),
+        Err(WorkerError::Stopped) => Err(CollectError::new(
+            ErrorKind::Failed,
+            format!("the {source} worker thread stopped"),
+        )),
     }
 }
 

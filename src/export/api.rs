@@ -144,6 +144,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Serves `routes` with the bounds of `http` on a free port; returns its base URL.
+    async fn serve_bounded(routes: Router, http: &HttpConfig) -> String {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(
+            listener,
+            with_bounds(routes, http),
+            std::future::pending(),
+        ));
+        base
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_beyond_the_in_flight_limit_are_shed_then_served() {
         let http = HttpConfig {
@@ -157,13 +169,7 @@ mod tests {
                 "done"
             }),
         );
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(
-            listener,
-            with_bounds(routes, &http),
-            std::future::pending(),
-        ));
+        let base = serve_bounded(routes, &http).await;
         let first = tokio::spawn(reqwest::get(format!("{base}/slow")));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let second = reqwest::get(format!("{base}/slow")).await.unwrap();
@@ -187,13 +193,7 @@ mod tests {
                 "done"
             }),
         );
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(
-            listener,
-            with_bounds(routes, &http),
-            std::future::pending(),
-        ));
+        let base = serve_bounded(routes, &http).await;
         let started = std::time::Instant::now();
         let r = reqwest::get(format!("{base}/slow")).await.unwrap();
         assert_eq!(r.status(), 503);
