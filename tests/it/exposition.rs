@@ -210,3 +210,35 @@ fn find(program: &str) -> Option<std::path::PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+proptest::proptest! {
+    /// Label values come from the machine (mount points, interface and GPU names); whatever
+    /// they hold, each series stays on one line with its value, so a scrape cannot be broken.
+    #[test]
+    fn hostile_label_values_cannot_break_the_exposition(
+        names in proptest::collection::vec("\\PC*|[\"\\\\\n{}=,]{0,8}", 1..6)
+    ) {
+        let mut snap = fixed_snapshot();
+        let mut host = (*snap.host.clone().unwrap()).clone();
+        host.disks = names
+            .iter()
+            .map(|n| DiskReadings {
+                mount_point: n.clone(),
+                device: n.clone(),
+                filesystem: "ext4".to_owned(),
+                total_bytes: 1,
+                available_bytes: 1,
+            })
+            .collect();
+        snap.host = Some(Arc::new(host));
+        let text = render_snapshot(&snap, &build()).unwrap();
+        let sizes: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("gpulse_host_filesystem_size_bytes{"))
+            .collect();
+        proptest::prop_assert_eq!(sizes.len(), names.len());
+        for line in sizes {
+            proptest::prop_assert!(line.ends_with("} 1.0"), "{}", line);
+        }
+    }
+}
