@@ -141,6 +141,15 @@ printf '%s\n' "${rss_samples[@]}" | sort -n | awk -v n="${#rss_samples[@]}" '
 printf '%s\n' "${rss_samples[@]}" | awk '
     NR == 1 { first = $1 } { last = $1; n = NR }
     END { printf "RSS trend    %+d KiB from first to last sample (%+.1f KiB/s; the store window fills for 300 s at 1 s intervals)\n", last - first, (last - first) / (n > 1 ? n - 1 : 1) }'
+printf '%s\n' "${rss_samples[@]}" | awk -v w="$WARMUP" '
+    { v[NR] = $1; n = NR }
+    END {
+        step = int(n / 10); if (step < 1) step = 1
+        line = "RSS over t   "
+        for (i = 1; i <= n; i += step) line = line sprintf("%ds:%.1f ", w + i, v[i] / 1024)
+        if ((i - step) != n) line = line sprintf("%ds:%.1f ", w + n, v[n] / 1024)
+        print line "(MiB)"
+    }'
 printf 'RSS after    %d KiB (%.2f MiB) after the latency burst\n' "$rss_end" "$(awk -v k="$rss_end" 'BEGIN { print k / 1024 }')"
 printf 'VmHWM        %d KiB (%.2f MiB)\n' "$hwm" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')"
 echo "threads      $threads"
