@@ -42,7 +42,9 @@ bin=target/release/gpulse
 # Private_Dirty; write them back first so the mapping table below means what it says.
 sync "$bin" 2>/dev/null || sync
 cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/fake_nvml/fake_nvml.c -ldl -lpthread
-printf 'gpus=%s\n' "$GPUS" >"$work/fake_nvml.conf"
+# The fake re-reads its config at most once a second, so the figures are gpulse's, not a
+# stat() per NVML call in the fake.
+printf 'gpus=%s\nconfig_poll_ms=1000\n' "$GPUS" >"$work/fake_nvml.conf"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr="127.0.0.1:$port"

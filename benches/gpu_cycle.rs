@@ -1,5 +1,6 @@
 //! Benchmark: one NVML sampling cycle over 8 GPUs through the real nvml-wrapper code and the
-//! fake `libnvidia-ml.so.1` (no latency configured, so this measures gpulse's own cost), plus
+//! fake `libnvidia-ml.so.1` (no latency, config polled once a minute, so this measures
+//! gpulse's and nvml-wrapper's own cost rather than the fake's), plus
 //! the demo simulator's cycle for comparison.
 
 // A benchmark that cannot set up should stop loudly; these are not runtime paths.
@@ -16,7 +17,7 @@ use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::config::GpuConfig;
 
 fn bench(c: &mut Criterion) {
-    let fake = fake_nvml::FakeNvml::new("gpus=8\n");
+    let fake = fake_nvml::FakeNvml::new("gpus=8\nconfig_poll_ms=60000\n");
     let options = GpuOptions::from_config(&GpuConfig::default(), Some(fake.lib_path()));
     let mut sampler = NvmlSampler::new(options);
     let first = sampler.cycle().expect("fake NVML loads");

@@ -144,14 +144,36 @@ pub struct PcieReadings {
     pub rx_bytes_per_second: Option<f64>,
 }
 
-/// One NVLink link.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One NVLink link. Kept free of heap allocations: a GPU has up to 18 links and every
+/// sample carries all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NvLinkReadings {
     pub link: u32,
-    pub link_label: String,
     pub active: bool,
-    /// Error counters as `(counter, count)`: `replay`, `recovery`, `crc_flit`, `crc_data`.
-    pub errors: Vec<(&'static str, u64)>,
+    /// Error counters in the order of [`NVLINK_ERROR_COUNTERS`]; `None` where unsupported.
+    pub errors: [Option<u64>; 4],
+}
+
+/// Names of the NVLink data-link error counters, in [`NvLinkReadings::errors`] order.
+pub const NVLINK_ERROR_COUNTERS: [&str; 4] = ["replay", "recovery", "crc_flit", "crc_data"];
+
+impl NvLinkReadings {
+    /// The supported error counters as `(name, count)`.
+    pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        NVLINK_ERROR_COUNTERS
+            .iter()
+            .zip(self.errors)
+            .filter_map(|(name, n)| n.map(|n| (*name, n)))
+    }
+}
+
+/// Decimal label for small indices (links, fans, cores) without formatting on every scrape.
+pub fn index_label(i: u32) -> &'static str {
+    const LABELS: [&str; 32] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+    ];
+    LABELS.get(i as usize).copied().unwrap_or("other")
 }
 
 /// A compute process using a GPU.

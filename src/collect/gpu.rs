@@ -336,11 +336,12 @@ const VIOLATION_POLICIES: [(PerformancePolicy, &str); 6] = [
     (PerformancePolicy::Reliability, "reliability"),
 ];
 
-const NVLINK_COUNTERS: [(ErrorCounter, &str); 4] = [
-    (ErrorCounter::DlReplay, "replay"),
-    (ErrorCounter::DlRecovery, "recovery"),
-    (ErrorCounter::DlCrcFlit, "crc_flit"),
-    (ErrorCounter::DlCrcData, "crc_data"),
+/// In the order of `model::NVLINK_ERROR_COUNTERS`.
+const NVLINK_COUNTERS: [ErrorCounter; 4] = [
+    ErrorCounter::DlReplay,
+    ErrorCounter::DlRecovery,
+    ErrorCounter::DlCrcFlit,
+    ErrorCounter::DlCrcData,
 ];
 
 /// Reads every metric of one device; each failure only omits that reading.
@@ -563,17 +564,10 @@ fn read_nvlinks(device: &Device<'_>) -> Vec<NvLinkReadings> {
             // InvalidArg past the last link; NotSupported on boards without NVLink.
             Err(_) => break,
         };
-        let errors = NVLINK_COUNTERS
-            .iter()
-            .filter_map(|(counter, label)| {
-                wrapper.error_counter(*counter).ok().map(|n| (*label, n))
-            })
-            .collect();
         links.push(NvLinkReadings {
             link,
-            link_label: link.to_string(),
             active,
-            errors,
+            errors: NVLINK_COUNTERS.map(|counter| wrapper.error_counter(counter).ok()),
         });
     }
     links

@@ -198,14 +198,8 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
         nvlinks: (0..4)
             .map(|link| NvLinkReadings {
                 link,
-                link_label: link.to_string(),
                 active: true,
-                errors: vec![
-                    ("replay", 0),
-                    ("recovery", 0),
-                    ("crc_flit", 0),
-                    ("crc_data", 0),
-                ],
+                errors: [Some(0); 4],
             })
             .collect(),
         processes: Some(vec![GpuProcess {

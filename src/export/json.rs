@@ -348,11 +348,10 @@ impl From<&GpuDevice> for GpuV1 {
                     link: l.link,
                     active: l.active,
                     errors: l
-                        .errors
-                        .iter()
+                        .errors()
                         .map(|(n, v)| NamedValueV1 {
-                            name: (*n).to_owned(),
-                            value: *v as f64,
+                            name: n.to_owned(),
+                            value: v as f64,
                         })
                         .collect(),
                 })

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample};
+use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, index_label};
 use crate::store::{Snapshot, Store};
 
 /// Content type of the classic Prometheus text format.
@@ -408,7 +408,7 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
             let [g, u] = gpu_labels(d);
             d.fan_speed_ratio
                 .iter()
-                .map(move |(fan, v)| ([g, u, ("fan", fan_label(*fan))], *v))
+                .map(move |(fan, v)| ([g, u, ("fan", index_label(*fan))], *v))
         }),
     )?;
     gauge(
@@ -518,7 +518,7 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
             gpu,
             "link",
             |d| &d.nvlinks,
-            |l| (&l.link_label, flag(l.active)),
+            |l| (index_label(l.link), flag(l.active)),
         ),
     )?;
     counter(
@@ -528,10 +528,10 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
             let [g, u] = gpu_labels(d);
             d.nvlinks.iter().flat_map(move |l| {
-                l.errors.iter().map(move |(counter, n)| {
+                l.errors().map(move |(counter, n)| {
                     (
-                        [g, u, ("link", l.link_label.as_str()), ("counter", counter)],
-                        *n as f64,
+                        [g, u, ("link", index_label(l.link)), ("counter", counter)],
+                        n as f64,
                     )
                 })
             })
@@ -606,13 +606,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         "Memory used in each MIG instance.",
         mig_series(|i| i.memory_used_bytes),
     )
-}
-
-fn fan_label(fan: u32) -> &'static str {
-    const FANS: [&str; 16] = [
-        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
-    ];
-    FANS.get(fan as usize).copied().unwrap_or("other")
 }
 
 fn encode_host<'a>(e: &mut DescriptorEncoder, host: &'a HostSample) -> fmt::Result {
