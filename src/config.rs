@@ -128,7 +128,7 @@ impl Default for HostConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Samples kept per source (the window the score will read).
+    /// Cycles of history kept per source, as compact points for trends and the score.
     pub window_samples: NonZeroUsize,
 }
 

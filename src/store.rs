@@ -1,4 +1,8 @@
-//! The store: a bounded window of samples per source and the latest immutable snapshot.
+//! The store: a bounded window per source and the latest immutable snapshot.
+//!
+//! The latest full sample of each source lives in the snapshot; the window keeps compact
+//! fixed-size points (`GpuWindowPoint`, `HostWindowPoint`) of the last `window_samples` cycles
+//! for trends and the score, so history costs tens of bytes per GPU per cycle.
 //!
 //! Collectors write through [`Store::publish`] and [`Store::record_run`]; exporters only call
 //! [`Store::snapshot`], which hands out an `Arc` of a snapshot that is never mutated. A new
@@ -10,7 +14,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::model::{CollectorStatus, GpuSample, HostSample, Sample};
+use crate::model::{
+    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample,
+};
 
 /// Everything exporters read, as of one moment.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +53,7 @@ pub struct RunReport {
 /// A bounded FIFO: pushing past capacity drops the oldest entry.
 #[derive(Debug)]
 struct Window<T> {
-    items: VecDeque<Arc<T>>,
+    items: VecDeque<T>,
     capacity: usize,
 }
 
@@ -59,7 +65,7 @@ impl<T> Window<T> {
         }
     }
 
-    fn push(&mut self, item: Arc<T>) {
+    fn push(&mut self, item: T) {
         if self.items.len() == self.capacity {
             self.items.pop_front();
         }
@@ -69,8 +75,8 @@ impl<T> Window<T> {
 
 #[derive(Debug)]
 struct Windows {
-    gpu: Window<GpuSample>,
-    host: Window<HostSample>,
+    gpu: Window<GpuWindowPoint>,
+    host: Window<HostWindowPoint>,
 }
 
 /// Shared between collectors (writers) and exporters (readers).
@@ -110,14 +116,12 @@ impl Store {
         let mut windows = self.lock_windows();
         self.update(|snap| match sample {
             Sample::Gpu(gpu) => {
-                let gpu = Arc::new(gpu);
-                windows.gpu.push(Arc::clone(&gpu));
-                snap.gpu = Some(gpu);
+                windows.gpu.push(GpuWindowPoint::from(&gpu));
+                snap.gpu = Some(Arc::new(gpu));
             }
             Sample::Host(host) => {
-                let host = Arc::new(host);
-                windows.host.push(Arc::clone(&host));
-                snap.host = Some(host);
+                windows.host.push(HostWindowPoint::from(&host));
+                snap.host = Some(Arc::new(host));
             }
         });
     }
@@ -148,14 +152,14 @@ impl Store {
         });
     }
 
-    /// The GPU samples in the window, oldest first.
-    pub fn gpu_window(&self) -> Vec<Arc<GpuSample>> {
+    /// The GPU points in the window, oldest first.
+    pub fn gpu_window(&self) -> Vec<GpuWindowPoint> {
         self.lock_windows().gpu.items.iter().cloned().collect()
     }
 
-    /// The host samples in the window, oldest first.
-    pub fn host_window(&self) -> Vec<Arc<HostSample>> {
-        self.lock_windows().host.items.iter().cloned().collect()
+    /// The host points in the window, oldest first.
+    pub fn host_window(&self) -> Vec<HostWindowPoint> {
+        self.lock_windows().host.items.iter().copied().collect()
     }
 
     fn lock_windows(&self) -> MutexGuard<'_, Windows> {
@@ -202,11 +206,7 @@ mod tests {
         for i in 0..10 {
             s.publish(host(f64::from(i)));
         }
-        let loads: Vec<f64> = s
-            .host_window()
-            .iter()
-            .map(|h| h.load_average.unwrap()[0])
-            .collect();
+        let loads: Vec<f32> = s.host_window().iter().map(|h| h.load1.unwrap()).collect();
         assert_eq!(loads, vec![7.0, 8.0, 9.0]);
         assert_eq!(
             s.snapshot().host.as_ref().unwrap().load_average.unwrap()[0],
