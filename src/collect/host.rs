@@ -49,8 +49,9 @@ impl Collector for HostCollector {
     }
 }
 
-/// State owned by the host thread: sysinfo keeps previous readings to compute CPU usage.
-struct HostSampler {
+/// The blocking host sampler; [`HostCollector`] owns one on its thread, benches drive it
+/// directly. sysinfo keeps previous readings to compute CPU usage.
+pub struct HostSampler {
     config: HostConfig,
     system: Option<System>,
     disks: Option<Disks>,
@@ -58,7 +59,7 @@ struct HostSampler {
 }
 
 impl HostSampler {
-    fn new(config: HostConfig) -> Self {
+    pub fn new(config: HostConfig) -> Self {
         Self {
             config,
             system: None,
@@ -67,7 +68,8 @@ impl HostSampler {
         }
     }
 
-    fn cycle(&mut self) -> Result<HostSample, CollectError> {
+    /// One host sampling cycle.
+    pub fn cycle(&mut self) -> Result<HostSample, CollectError> {
         let system = match &mut self.system {
             Some(system) => system,
             slot @ None => slot.insert(
