@@ -5,6 +5,7 @@
 //! validated while they are parsed (durations must be positive, addresses must parse), so a
 //! loaded [`Config`] is always usable and every error can name its key and where it came from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -28,6 +29,8 @@ pub struct Config {
     pub host: HostConfig,
     pub store: StoreConfig,
     pub http: HttpConfig,
+    pub prometheus: PrometheusConfig,
+    pub otlp: OtlpConfig,
     pub log: LogConfig,
 }
 
@@ -39,6 +42,9 @@ pub struct AgentConfig {
     pub node_name: String,
     /// How long shutdown waits for in-flight work before exiting.
     pub shutdown_grace_period: HumanDuration,
+    /// Extra identity labels of this node (e.g. Akash provider and lease ids), exported as
+    /// OTLP resource attributes.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {
@@ -46,6 +52,7 @@ impl Default for AgentConfig {
         Self {
             node_name: String::new(),
             shutdown_grace_period: HumanDuration::secs(5),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -152,6 +159,16 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
     /// Largest request body accepted (413 above it).
     pub max_request_body_bytes: usize,
+    /// Open connections at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// PEM certificate chain; with `tls_key_file`, serve HTTPS. Reloaded on SIGHUP and when
+    /// the files change.
+    pub tls_cert_file: String,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: String,
+    /// File holding a bearer token; when set, every path but /healthz and /readyz needs
+    /// `Authorization: Bearer <token>`.
+    pub bearer_token_file: String,
 }
 
 impl Default for HttpConfig {
@@ -161,8 +178,45 @@ impl Default for HttpConfig {
             request_timeout: HumanDuration::secs(10),
             max_concurrent_requests: 64,
             max_request_body_bytes: 65536,
+            max_connections: 256,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            bearer_token_file: String::new(),
         }
     }
+}
+
+/// `[prometheus]`: what /metrics renders.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Also render dcgm-exporter's default metric names, units and labels, so dashboards
+    /// built for it (Grafana 12239) work unchanged.
+    pub dcgm_compat: bool,
+}
+
+/// `[otlp]`: pushing metrics to an OpenTelemetry collector. Empty values fall back to the
+/// standard `OTEL_EXPORTER_OTLP_*` variables, then to the OpenTelemetry defaults.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Collector URL, e.g. `http://otel-collector:4317` (gRPC) or `http://host:4318` (HTTP).
+    /// Empty: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`; with
+    /// neither set, OTLP push is off.
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`; empty: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+    pub protocol: String,
+    /// Time between pushes; empty: `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 10s.
+    pub interval: String,
+    /// Deadline of one push; empty: `OTEL_EXPORTER_OTLP_TIMEOUT` (ms), else 10s.
+    pub timeout: String,
+    /// Extra request headers (e.g. an API key), merged over `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: BTreeMap<String, String>,
+    /// `gzip` or `none`; empty: `OTEL_EXPORTER_OTLP_COMPRESSION`, else none.
+    pub compression: String,
+    /// `cumulative` or `delta`; empty: `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
+    /// else cumulative.
+    pub temporality: String,
 }
 
 /// `[log]`: the agent's own logs (stderr).
@@ -275,7 +329,16 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 6] = ["agent", "gpu", "host", "store", "http", "log"];
+const SECTIONS: [&str; 8] = [
+    "agent",
+    "gpu",
+    "host",
+    "store",
+    "http",
+    "prometheus",
+    "otlp",
+    "log",
+];
 
 /// Picks the config overrides out of environment variables. Variables whose first word is
 /// not a section (e.g. `GPULSE_REAL_GPU`) are not config and are left alone.
