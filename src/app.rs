@@ -12,7 +12,9 @@ use crate::collect::gpu_sim::SimGpuCollector;
 use crate::collect::host::HostCollector;
 use crate::collect::run_collector;
 use crate::config::Config;
+use crate::export::ExportStats;
 use crate::export::api::{self, ApiState};
+use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer};
 use crate::model::CollectorStatus;
 use crate::store::Store;
@@ -35,10 +37,12 @@ pub enum AppError {
     Http(std::io::Error),
 }
 
-/// Runs the agent on an already-bound listener until `shutdown` completes.
+/// Runs the agent on an already-bound listener until `shutdown` completes. `otlp` is the
+/// resolved push configuration ([`OtlpSettings::resolve`]), `None` when push is off.
 pub async fn run(
     config: Config,
     source: GpuSource,
+    otlp: Option<OtlpSettings>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
@@ -97,6 +101,30 @@ pub async fn run(
             GpuSource::Demo { .. } => "demo",
         },
     };
+    let stats = Arc::new(ExportStats::default());
+    let push = otlp.and_then(|settings| {
+        let identity = AgentIdentity {
+            node_name: config.node_name(),
+            host_id: crate::export::otlp::machine_id(),
+            labels: config.agent.labels.clone(),
+            gpu_source: build.gpu_source,
+        };
+        match OtlpPush::start(&settings, &identity, Arc::clone(&store), Arc::clone(&stats)) {
+            Ok(push) => {
+                tracing::info!(
+                    endpoint = %settings.endpoint,
+                    protocol = ?settings.protocol,
+                    interval = ?settings.interval,
+                    "OTLP push on."
+                );
+                Some(push)
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "OTLP push off.");
+                None
+            }
+        }
+    });
     let state = ApiState {
         metrics: MetricsRenderer::new(Arc::clone(&store), build),
         store: Arc::clone(&store),
@@ -113,6 +141,12 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let grace = config.agent.shutdown_grace_period.0;
     let drained = tokio::time::timeout(grace, async {
+        if let Some(push) = push {
+            // The SDK's shutdown blocks (a last push, bounded by the OTLP timeout).
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || push.shutdown()).await {
+                tracing::debug!(error = %error, "Last OTLP push failed.");
+            }
+        }
         while tasks.join_next().await.is_some() {}
         server.await
     })

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, DEMO_GPUS, GpuSource};
 use crate::config::{self, Config, ConfigError, LogFormat, Override};
+use crate::export::otlp::OtlpSettings;
 
 /// Exit code for usage and configuration errors (clap uses the same).
 pub const EXIT_USAGE: u8 = 2;
@@ -97,6 +98,7 @@ impl RunArgs {
     fn load(&self) -> Result<Config, ConfigError> {
         let config = Config::load(self.config.as_deref(), &self.overrides())?;
         log_filter(&config)?;
+        otlp_settings(&config)?;
         Ok(config)
     }
 }
@@ -108,6 +110,11 @@ fn log_filter(config: &Config) -> Result<EnvFilter, ConfigError> {
         origin: "configuration".to_owned(),
         message: format!("invalid log filter {:?}: {error}", config.log.level),
     })
+}
+
+/// The OTLP push settings from `[otlp]` and the `OTEL_*` environment.
+fn otlp_settings(config: &Config) -> Result<Option<OtlpSettings>, ConfigError> {
+    OtlpSettings::resolve(&config.otlp, |name| std::env::var(name).ok())
 }
 
 /// Entry point of the binary.
@@ -143,8 +150,8 @@ fn usage_error(error: &ConfigError) -> ExitCode {
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
-    let config = match args.load() {
-        Ok(config) => config,
+    let (config, otlp) = match args.load().and_then(|c| otlp_settings(&c).map(|o| (c, o))) {
+        Ok(loaded) => loaded,
         Err(error) => return usage_error(&error),
     };
     init_logging(&config);
@@ -173,7 +180,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
             .local_addr()
             .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
         tracing::info!(listen = %addr, version = env!("CARGO_PKG_VERSION"), "gpulse started.");
-        match app::run(config, source, listener, app::shutdown_signal()).await {
+        match app::run(config, source, otlp, listener, app::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %error, "gpulse stopped.");

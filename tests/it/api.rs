@@ -21,6 +21,7 @@ async fn start(mut config: Config) -> Running {
     let task = tokio::spawn(app::run(
         config,
         GpuSource::Demo { gpus: 2 },
+        None,
         listener,
         async {
             let _ = stopped.await;

@@ -1,0 +1,1837 @@
+//! OTLP metrics push (gRPC or HTTP/protobuf) with OpenTelemetry `hw.gpu.*` / `system.*` names.
+//!
+//! Settings come from `[otlp]`, then the standard `OTEL_*` variables, then OpenTelemetry's
+//! defaults ([`OtlpSettings::resolve`], a pure function). Instruments are observable: their
+//! callbacks read the store's latest snapshot at export time, so the push never calls a
+//! collector and holds no data of its own beyond the SDK's per-series state, which is bounded
+//! by the series count whether or not the collector answers.
+//!
+//! Every push is bounded by `timeout`; a failed push is counted in [`ExportStats`] (exported as
+//! `gpulse_export_failures_total{exporter="otlp"}`), logged when the state changes, and the
+//! data of that interval is dropped (no unbounded retry queue).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
+use opentelemetry_otlp::{
+    Compression, MetricExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+
+use super::ExportStats;
+use crate::config::{ConfigError, HumanDuration, OtlpConfig};
+use crate::model::{GpuDevice, GpuSample, HostSample};
+use crate::store::{Snapshot, Store};
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Fully resolved push settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// Exactly what the exporter is given (for HTTP, including `/v1/metrics`).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+    pub gzip: bool,
+    pub temporality: Temporality,
+}
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl OtlpSettings {
+    /// Resolves `[otlp]` over the `OTEL_*` variables (read through `env`). `Ok(None)` when no
+    /// endpoint is configured anywhere: push is off. Errors name the key or variable at fault.
+    pub fn resolve(
+        config: &OtlpConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let fail = |key: &str, origin: String, message: String| ConfigError {
+            key: Some(key.to_owned()),
+            origin,
+            message,
+        };
+        let from_config = |key: &str| format!("[otlp] {key} (configuration)");
+
+        let protocol_text = non_empty(&config.protocol)
+            .map(|p| (p, from_config("protocol")))
+            .or_else(|| {
+                [
+                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                ]
+                .iter()
+                .find_map(|v| env(v).map(|p| (p, format!("{v} (environment)"))))
+            });
+        let protocol = match &protocol_text {
+            None => OtlpProtocol::HttpProtobuf,
+            Some((p, origin)) => match p.trim() {
+                "grpc" => OtlpProtocol::Grpc,
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                other => {
+                    return Err(fail(
+                        "otlp.protocol",
+                        origin.clone(),
+                        format!(
+                            "unsupported protocol {other:?}; use \"grpc\" or \"http/protobuf\""
+                        ),
+                    ));
+                }
+            },
+        };
+
+        // A signal-specific endpoint is used as is; a base endpoint gets the signal path.
+        let endpoint = if let Some(e) = non_empty(&config.endpoint) {
+            Some((e, true))
+        } else if let Some(e) = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+            Some((e, false))
+        } else {
+            env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| (e, true))
+        };
+        let Some((endpoint, is_base)) = endpoint else {
+            return Ok(None);
+        };
+        let endpoint = endpoint.trim().to_owned();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(fail(
+                "otlp.endpoint",
+                from_config("endpoint"),
+                format!("endpoint {endpoint:?} must start with http:// or https://"),
+            ));
+        }
+        let endpoint = match protocol {
+            OtlpProtocol::HttpProtobuf if is_base && !endpoint.ends_with("/v1/metrics") => {
+                format!("{}/v1/metrics", endpoint.trim_end_matches('/'))
+            }
+            _ => endpoint,
+        };
+
+        let duration = |key: &str, configured: &str, vars: [&str; 1], default: Duration| {
+            if let Some(text) = non_empty(configured) {
+                return HumanDuration::parse(&text)
+                    .map(|d| d.0)
+                    .map_err(|m| fail(key, from_config(&key[5..]), m));
+            }
+            match vars.iter().find_map(|v| env(v).map(|t| (*v, t))) {
+                Some((var, text)) => text
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        fail(
+                            key,
+                            format!("{var} (environment)"),
+                            format!("expected a positive number of milliseconds, got {text:?}"),
+                        )
+                    }),
+                None => Ok(default),
+            }
+        };
+        let interval = duration(
+            "otlp.interval",
+            &config.interval,
+            ["OTEL_METRIC_EXPORT_INTERVAL"],
+            DEFAULT_INTERVAL,
+        )?;
+        let timeout = duration(
+            "otlp.timeout",
+            &config.timeout,
+            ["OTEL_EXPORTER_OTLP_TIMEOUT"],
+            DEFAULT_TIMEOUT,
+        )?;
+
+        let mut headers = BTreeMap::new();
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        ] {
+            if let Some(text) = env(var) {
+                for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+                    let Some((k, v)) = pair.split_once('=') else {
+                        return Err(fail(
+                            "otlp.headers",
+                            format!("{var} (environment)"),
+                            format!("expected key=value pairs separated by commas, got {pair:?}"),
+                        ));
+                    };
+                    headers.insert(percent_decode(k.trim()), percent_decode(v.trim()));
+                }
+            }
+        }
+        headers.extend(config.headers.clone());
+
+        let compression = non_empty(&config.compression)
+            .map(|c| (c, from_config("compression")))
+            .or_else(|| {
+                [
+                    "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                    "OTEL_EXPORTER_OTLP_COMPRESSION",
+                ]
+                .iter()
+                .find_map(|v| env(v).map(|c| (c, format!("{v} (environment)"))))
+            });
+        let gzip = match compression {
+            None => false,
+            Some((c, origin)) => match c.trim() {
+                "gzip" => true,
+                "none" => false,
+                other => {
+                    return Err(fail(
+                        "otlp.compression",
+                        origin,
+                        format!("unsupported compression {other:?}; use \"gzip\" or \"none\""),
+                    ));
+                }
+            },
+        };
+
+        let temporality = non_empty(&config.temporality)
+            .map(|t| (t, from_config("temporality")))
+            .or_else(|| {
+                env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE").map(|t| {
+                    (
+                        t,
+                        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE (environment)"
+                            .to_owned(),
+                    )
+                })
+            });
+        let temporality = match temporality {
+            None => Temporality::Cumulative,
+            Some((t, origin)) => match t.trim().to_ascii_lowercase().as_str() {
+                "cumulative" => Temporality::Cumulative,
+                "delta" => Temporality::Delta,
+                "lowmemory" => Temporality::LowMemory,
+                other => {
+                    return Err(fail(
+                        "otlp.temporality",
+                        origin,
+                        format!(
+                            "unsupported temporality {other:?}; use \"cumulative\" or \"delta\""
+                        ),
+                    ));
+                }
+            },
+        };
+
+        Ok(Some(Self {
+            endpoint,
+            protocol,
+            interval,
+            timeout,
+            headers,
+            gzip,
+            temporality,
+        }))
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Decodes `%XX` escapes, as the OTLP spec allows in `OTEL_EXPORTER_OTLP_HEADERS`.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Who this agent is, for the OTLP resource.
+#[derive(Debug, Clone, Default)]
+pub struct AgentIdentity {
+    pub node_name: String,
+    pub host_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `nvml` or `demo`.
+    pub gpu_source: &'static str,
+}
+
+/// A running OTLP push; [`OtlpPush::shutdown`] flushes and stops it.
+pub struct OtlpPush {
+    provider: SdkMeterProvider,
+}
+
+impl std::fmt::Debug for OtlpPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OtlpPush")
+    }
+}
+
+/// Why the push could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the OTLP exporter: {0}")]
+pub struct OtlpStartError(String);
+
+impl OtlpPush {
+    /// Builds the exporter and registers the instruments. Must run inside a tokio runtime
+    /// (the gRPC client needs one). The first push happens one `interval` later.
+    pub fn start(
+        settings: &OtlpSettings,
+        identity: &AgentIdentity,
+        store: Arc<Store>,
+        stats: Arc<ExportStats>,
+    ) -> Result<Self, OtlpStartError> {
+        let exporter = build_exporter(settings)?;
+        let exporter = CountingExporter {
+            inner: exporter,
+            stats: Arc::clone(&stats),
+        };
+        let reader = PeriodicReader::builder(exporter)
+            .with_interval(settings.interval)
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource(identity))
+            .with_reader(reader)
+            .build();
+        register_instruments(
+            &provider.meter("gpulse"),
+            &store,
+            &stats,
+            identity.gpu_source,
+        );
+        Ok(Self { provider })
+    }
+
+    /// Pushes now; blocking (call from a blocking thread). Errors are already counted.
+    pub fn flush(&self) -> OTelSdkResult {
+        self.provider.force_flush()
+    }
+
+    /// Flushes what is left and stops the reader thread; blocking.
+    pub fn shutdown(self) -> OTelSdkResult {
+        self.provider.shutdown()
+    }
+}
+
+fn build_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpStartError> {
+    let built = match settings.protocol {
+        OtlpProtocol::Grpc => {
+            let mut headers = axum::http::HeaderMap::new();
+            for (k, v) in &settings.headers {
+                let name = axum::http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| OtlpStartError(format!("header name {k:?}: {e}")))?;
+                let value = axum::http::HeaderValue::from_str(v)
+                    .map_err(|e| OtlpStartError(format!("header {k:?}: {e}")))?;
+                headers.insert(name, value);
+            }
+            let mut builder = MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_metadata(
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+                )
+                .with_temporality(settings.temporality);
+            if settings.gzip {
+                builder = builder.with_compression(Compression::Gzip);
+            }
+            builder.build()
+        }
+        OtlpProtocol::HttpProtobuf => {
+            let mut builder = MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_headers(
+                    settings
+                        .headers
+                        .clone()
+                        .into_iter()
+                        .collect::<HashMap<_, _>>(),
+                )
+                .with_temporality(settings.temporality);
+            if settings.gzip {
+                builder = builder.with_compression(Compression::Gzip);
+            }
+            builder.build()
+        }
+    };
+    built.map_err(|e| OtlpStartError(e.to_string()))
+}
+
+fn resource(identity: &AgentIdentity) -> Resource {
+    // The default detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; attributes
+    // added here override them, so `service.name` is only defaulted when the user set none.
+    let user_named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    let mut builder = Resource::builder();
+    if !user_named {
+        builder = builder.with_service_name("gpulse");
+    }
+    let mut attributes = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("host.name", identity.node_name.clone()),
+        KeyValue::new("gpulse.gpu_source", identity.gpu_source),
+    ];
+    if let Some(id) = &identity.host_id {
+        attributes.push(KeyValue::new("host.id", id.clone()));
+    }
+    for (k, v) in &identity.labels {
+        attributes.push(KeyValue::new(k.clone(), v.clone()));
+    }
+    builder.with_attributes(attributes).build()
+}
+
+/// Reads the machine id (systemd / dbus), the `host.id` OpenTelemetry suggests on Linux.
+pub fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Wraps the real exporter to count pushes and failures and log state changes.
+#[derive(Debug)]
+struct CountingExporter {
+    inner: MetricExporter,
+    stats: Arc<ExportStats>,
+}
+
+impl PushMetricExporter for CountingExporter {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        self.stats.record(
+            "otlp",
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+// ---------------------------------------------------------------- instruments
+
+type Emit<'a> = &'a mut dyn FnMut(f64, &[KeyValue]);
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+/// Registers one observable instrument whose callback reads the latest snapshot.
+fn observe(
+    meter: &Meter,
+    store: &Arc<Store>,
+    kind: Kind,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    emit: impl Fn(&Snapshot, Emit<'_>) + Send + Sync + 'static,
+) {
+    let store = Arc::clone(store);
+    let callback = move |obs: &dyn AsyncInstrument<f64>| {
+        let snap = store.snapshot();
+        emit(&snap, &mut |v, attrs| obs.observe(v, attrs));
+    };
+    // Dropping the handle does not unregister the callback.
+    match kind {
+        Kind::Gauge => {
+            meter
+                .f64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(callback)
+                .build();
+        }
+        Kind::Counter => {
+            meter
+                .f64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(callback)
+                .build();
+        }
+    }
+}
+
+/// OpenTelemetry `hw.*` identity attributes of a GPU, plus the index for joins.
+fn gpu_attributes(gpu: &GpuSample, d: &GpuDevice) -> Vec<KeyValue> {
+    let id = &d.identity;
+    let mut attrs = vec![
+        KeyValue::new("hw.id", id.uuid.clone()),
+        KeyValue::new("hw.name", format!("gpu{}", id.index)),
+        KeyValue::new("hw.type", "gpu"),
+        KeyValue::new("hw.vendor", "NVIDIA"),
+        KeyValue::new("hw.model", id.name.clone()),
+        KeyValue::new("gpulse.gpu.index", i64::from(id.index)),
+        KeyValue::new("gpulse.gpu.pci_bus_id", id.pci_bus_id.clone()),
+    ];
+    if let Some(v) = &gpu.driver_version {
+        attrs.push(KeyValue::new("hw.driver_version", v.clone()));
+    }
+    if let Some(v) = &id.serial {
+        attrs.push(KeyValue::new("hw.serial_number", v.clone()));
+    }
+    if let Some(v) = &id.vbios_version {
+        attrs.push(KeyValue::new("hw.firmware_version", v.clone()));
+    }
+    attrs
+}
+
+/// Emits `value(d)` for every GPU that is not lost.
+fn per_gpu(snap: &Snapshot, emit: Emit<'_>, value: impl Fn(&GpuDevice) -> Option<f64>) {
+    if let Some(gpu) = &snap.gpu {
+        for d in gpu.devices.iter().filter(|d| !d.lost) {
+            if let Some(v) = value(d) {
+                emit(v, &gpu_attributes(gpu, d));
+            }
+        }
+    }
+}
+
+/// Emits one value per labelled item of every GPU that is not lost.
+fn per_gpu_items(
+    snap: &Snapshot,
+    emit: Emit<'_>,
+    items: impl Fn(&GpuDevice) -> Vec<(Vec<KeyValue>, f64)>,
+) {
+    if let Some(gpu) = &snap.gpu {
+        for d in gpu.devices.iter().filter(|d| !d.lost) {
+            let base = gpu_attributes(gpu, d);
+            for (extra, v) in items(d) {
+                let mut attrs = base.clone();
+                attrs.extend(extra);
+                emit(v, &attrs);
+            }
+        }
+    }
+}
+
+fn host(snap: &Snapshot, emit: Emit<'_>, value: impl Fn(&HostSample, Emit<'_>)) {
+    if let Some(h) = &snap.host {
+        value(h, emit);
+    }
+}
+
+fn kv(k: &'static str, v: &str) -> KeyValue {
+    KeyValue::new(k, v.to_owned())
+}
+
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The Prometheus family each OTLP instrument carries, so tests can check that every metric
+/// /metrics has is pushed too.
+pub const PROMETHEUS_TO_OTLP: &[(&str, &str)] = &[
+    ("gpulse_collector_success", "gpulse.collector.success"),
+    ("gpulse_collector_stale", "gpulse.collector.stale"),
+    (
+        "gpulse_collector_duration_seconds",
+        "gpulse.collector.duration",
+    ),
+    (
+        "gpulse_collector_interval_seconds",
+        "gpulse.collector.interval",
+    ),
+    (
+        "gpulse_collector_last_success_timestamp_seconds",
+        "gpulse.collector.last_success.timestamp",
+    ),
+    ("gpulse_collector_runs_total", "gpulse.collector.runs"),
+    (
+        "gpulse_collector_failures_total",
+        "gpulse.collector.failures",
+    ),
+    ("gpulse_export_failures_total", "gpulse.export.failures"),
+    ("gpulse_exports_total", "gpulse.exports"),
+    ("gpulse_build_info", "gpulse.build.info"),
+    ("gpulse_gpus", "gpulse.gpu.count"),
+    ("gpulse_gpu_info", "gpulse.gpu.info"),
+    ("gpulse_gpu_lost", "gpulse.gpu.lost"),
+    ("gpulse_gpu_utilization_ratio", "hw.gpu.utilization"),
+    ("gpulse_gpu_encoder_utilization_ratio", "hw.gpu.utilization"),
+    ("gpulse_gpu_decoder_utilization_ratio", "hw.gpu.utilization"),
+    (
+        "gpulse_gpu_memory_utilization_ratio",
+        "hw.gpu.memory.utilization",
+    ),
+    ("gpulse_gpu_memory_total_bytes", "hw.gpu.memory.limit"),
+    ("gpulse_gpu_memory_used_bytes", "hw.gpu.memory.usage"),
+    ("gpulse_gpu_memory_free_bytes", "gpulse.gpu.memory.free"),
+    (
+        "gpulse_gpu_memory_reserved_bytes",
+        "gpulse.gpu.memory.reserved",
+    ),
+    ("gpulse_gpu_temperature_celsius", "gpulse.gpu.temperature"),
+    (
+        "gpulse_gpu_temperature_threshold_celsius",
+        "gpulse.gpu.temperature.threshold",
+    ),
+    ("gpulse_gpu_power_watts", "hw.power"),
+    ("gpulse_gpu_power_limit_watts", "gpulse.gpu.power.limit"),
+    ("gpulse_gpu_energy_joules_total", "hw.energy"),
+    ("gpulse_gpu_clock_hertz", "gpulse.gpu.clock.frequency"),
+    (
+        "gpulse_gpu_clock_max_hertz",
+        "gpulse.gpu.clock.max_frequency",
+    ),
+    (
+        "gpulse_gpu_performance_state",
+        "gpulse.gpu.performance_state",
+    ),
+    ("gpulse_gpu_fan_speed_ratio", "gpulse.gpu.fan.speed"),
+    ("gpulse_gpu_throttle_active", "gpulse.gpu.throttle.active"),
+    (
+        "gpulse_gpu_throttle_seconds_total",
+        "gpulse.gpu.throttle.time",
+    ),
+    ("gpulse_gpu_ecc_errors_total", "hw.errors"),
+    ("gpulse_gpu_retired_pages", "gpulse.gpu.retired_pages"),
+    (
+        "gpulse_gpu_retired_pages_pending",
+        "gpulse.gpu.retired_pages.pending",
+    ),
+    ("gpulse_gpu_remapped_rows", "gpulse.gpu.remapped_rows"),
+    (
+        "gpulse_gpu_row_remap_pending",
+        "gpulse.gpu.row_remap.pending",
+    ),
+    (
+        "gpulse_gpu_row_remap_failure",
+        "gpulse.gpu.row_remap.failure",
+    ),
+    (
+        "gpulse_gpu_pcie_link_generation",
+        "gpulse.gpu.pcie.link.generation",
+    ),
+    ("gpulse_gpu_pcie_link_width", "gpulse.gpu.pcie.link.width"),
+    ("gpulse_gpu_pcie_replays_total", "gpulse.gpu.pcie.replays"),
+    (
+        "gpulse_gpu_pcie_throughput_bytes_per_second",
+        "gpulse.gpu.pcie.throughput",
+    ),
+    ("gpulse_gpu_nvlink_active", "gpulse.gpu.nvlink.active"),
+    ("gpulse_gpu_nvlink_errors_total", "gpulse.gpu.nvlink.errors"),
+    ("gpulse_gpu_processes", "gpulse.gpu.processes"),
+    (
+        "gpulse_gpu_process_memory_used_bytes",
+        "gpulse.gpu.process.memory.usage",
+    ),
+    (
+        "gpulse_gpu_process_sm_utilization_ratio",
+        "gpulse.gpu.process.sm.utilization",
+    ),
+    (
+        "gpulse_gpu_process_memory_utilization_ratio",
+        "gpulse.gpu.process.memory.utilization",
+    ),
+    ("gpulse_gpu_mig_enabled", "gpulse.gpu.mig.enabled"),
+    (
+        "gpulse_gpu_mig_memory_total_bytes",
+        "gpulse.gpu.mig.memory.limit",
+    ),
+    (
+        "gpulse_gpu_mig_memory_used_bytes",
+        "gpulse.gpu.mig.memory.usage",
+    ),
+    (
+        "gpulse_host_cpu_utilization_ratio",
+        "system.cpu.utilization",
+    ),
+    (
+        "gpulse_host_cpu_core_utilization_ratio",
+        "system.cpu.utilization",
+    ),
+    ("gpulse_host_cpus", "system.cpu.logical.count"),
+    ("gpulse_host_load_average", "gpulse.host.load_average"),
+    ("gpulse_host_memory_total_bytes", "system.memory.limit"),
+    (
+        "gpulse_host_memory_available_bytes",
+        "system.linux.memory.available",
+    ),
+    ("gpulse_host_memory_used_bytes", "system.memory.usage"),
+    ("gpulse_host_swap_total_bytes", "gpulse.host.swap.limit"),
+    ("gpulse_host_swap_used_bytes", "system.paging.usage"),
+    (
+        "gpulse_host_filesystem_size_bytes",
+        "system.filesystem.limit",
+    ),
+    (
+        "gpulse_host_filesystem_available_bytes",
+        "system.filesystem.usage",
+    ),
+    (
+        "gpulse_host_network_received_bytes_total",
+        "system.network.io",
+    ),
+    (
+        "gpulse_host_network_transmitted_bytes_total",
+        "system.network.io",
+    ),
+    (
+        "gpulse_host_network_received_packets_total",
+        "system.network.packet.count",
+    ),
+    (
+        "gpulse_host_network_transmitted_packets_total",
+        "system.network.packet.count",
+    ),
+    (
+        "gpulse_host_network_receive_errors_total",
+        "system.network.errors",
+    ),
+    (
+        "gpulse_host_network_transmit_errors_total",
+        "system.network.errors",
+    ),
+    ("gpulse_host_uptime_seconds", "system.uptime"),
+    ("gpulse_host_boot_time_seconds", "gpulse.host.boot_time"),
+];
+
+fn register_instruments(
+    m: &Meter,
+    s: &Arc<Store>,
+    stats: &Arc<ExportStats>,
+    gpu_source: &'static str,
+) {
+    register_agent_instruments(m, s, stats, gpu_source);
+    register_gpu_instruments(m, s);
+    register_host_instruments(m, s);
+}
+
+fn register_agent_instruments(
+    m: &Meter,
+    s: &Arc<Store>,
+    stats: &Arc<ExportStats>,
+    gpu_source: &'static str,
+) {
+    use Kind::{Counter, Gauge};
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.build.info",
+        "1",
+        "Always 1; attributes carry the version and where GPU data comes from.",
+        move |_, e| {
+            e(
+                1.0,
+                &[
+                    kv("gpulse.version", env!("CARGO_PKG_VERSION")),
+                    kv("gpulse.gpu_source", gpu_source),
+                ],
+            )
+        },
+    );
+    let st = Arc::clone(stats);
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.exports",
+        "{push}",
+        "Pushes attempted per exporter.",
+        move |_, e| {
+            for (name, pushes, _) in st.snapshot() {
+                e(pushes as f64, &[kv("gpulse.exporter", name)]);
+            }
+        },
+    );
+    let st = Arc::clone(stats);
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.export.failures",
+        "{push}",
+        "Pushes that failed per exporter.",
+        move |_, e| {
+            for (name, _, failures) in st.snapshot() {
+                e(failures as f64, &[kv("gpulse.exporter", name)]);
+            }
+        },
+    );
+    fn each(snap: &Snapshot, emit: Emit<'_>, v: fn(&crate::model::CollectorStatus) -> Option<f64>) {
+        for c in &snap.collectors {
+            if let Some(x) = v(c) {
+                emit(x, &[kv("gpulse.collector", c.name)]);
+            }
+        }
+    }
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.collector.success",
+        "1",
+        "1 if the collector's last cycle produced a fresh sample.",
+        |sn, e| each(sn, e, |c| (c.runs > 0).then_some(flag(c.last_success))),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.collector.stale",
+        "1",
+        "1 if the data served is from an earlier cycle because the last one failed.",
+        |sn, e| each(sn, e, |c| Some(flag(c.is_stale()))),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.collector.duration",
+        "s",
+        "Duration of the collector's last cycle.",
+        |sn, e| {
+            each(sn, e, |c| {
+                (c.runs > 0).then_some(c.last_duration.as_secs_f64())
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.collector.interval",
+        "s",
+        "Configured time between the collector's cycles.",
+        |sn, e| each(sn, e, |c| Some(c.interval.as_secs_f64())),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.collector.last_success.timestamp",
+        "s",
+        "Unix time of the collector's last successful cycle.",
+        |sn, e| {
+            each(sn, e, |c| {
+                c.last_success_at
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64())
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.collector.runs",
+        "{cycle}",
+        "Collector cycles attempted.",
+        |sn, e| each(sn, e, |c| Some(c.runs as f64)),
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.collector.failures",
+        "{cycle}",
+        "Collector cycles that failed or missed their deadline.",
+        |sn, e| each(sn, e, |c| Some(c.failures as f64)),
+    );
+}
+
+fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
+    use Kind::{Counter, Gauge};
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.count",
+        "{gpu}",
+        "GPUs NVML reports on this node.",
+        |sn, e| {
+            if let Some(g) = &sn.gpu {
+                e(g.devices.len() as f64, &[]);
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.info",
+        "1",
+        "Always 1 per GPU; attributes carry its identity.",
+        |sn, e| {
+            if let Some(g) = &sn.gpu {
+                for d in &g.devices {
+                    let mut attrs = gpu_attributes(g, d);
+                    if let Some(c) = &g.cuda_driver_version {
+                        attrs.push(KeyValue::new("gpulse.gpu.cuda_driver_version", c.clone()));
+                    }
+                    e(1.0, &attrs);
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.lost",
+        "1",
+        "1 if the driver reports the GPU as lost (fallen off the bus).",
+        |sn, e| {
+            if let Some(g) = &sn.gpu {
+                for d in &g.devices {
+                    e(flag(d.lost), &gpu_attributes(g, d));
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "hw.gpu.utilization",
+        "1",
+        "Fraction of time the GPU engine was busy, by task (general, encoder, decoder).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                [
+                    ("general", d.utilization.gpu),
+                    ("encoder", d.utilization.encoder),
+                    ("decoder", d.utilization.decoder),
+                ]
+                .into_iter()
+                .filter_map(|(task, v)| v.map(|v| (vec![kv("hw.gpu.task", task)], v)))
+                .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "hw.gpu.memory.utilization",
+        "1",
+        "Fraction of time device memory was read or written.",
+        |sn, e| per_gpu(sn, e, |d| d.utilization.memory),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "hw.gpu.memory.limit",
+        "By",
+        "Total framebuffer memory.",
+        |sn, e| per_gpu(sn, e, |d| d.memory.total_bytes.map(|b| b as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "hw.gpu.memory.usage",
+        "By",
+        "Framebuffer memory allocated by processes.",
+        |sn, e| per_gpu(sn, e, |d| d.memory.used_bytes.map(|b| b as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.memory.free",
+        "By",
+        "Framebuffer memory free for allocation.",
+        |sn, e| per_gpu(sn, e, |d| d.memory.free_bytes.map(|b| b as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.memory.reserved",
+        "By",
+        "Framebuffer memory reserved by driver and firmware.",
+        |sn, e| per_gpu(sn, e, |d| d.memory.reserved_bytes.map(|b| b as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.temperature",
+        "Cel",
+        "Temperature by sensor (gpu, memory).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                [
+                    ("gpu", d.temperature_gpu_celsius),
+                    ("memory", d.temperature_memory_celsius),
+                ]
+                .into_iter()
+                .filter_map(|(sensor, v)| v.map(|v| (vec![kv("gpulse.sensor", sensor)], v)))
+                .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.temperature.threshold",
+        "Cel",
+        "Temperature thresholds (slowdown, shutdown, memory_max, gpu_max).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.temperature_thresholds
+                    .iter()
+                    .map(|(t, v)| (vec![kv("gpulse.threshold", t)], *v))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "hw.power",
+        "W",
+        "Power draw of the GPU board.",
+        |sn, e| per_gpu(sn, e, |d| d.power_watts),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.power.limit",
+        "W",
+        "Power limit the driver enforces.",
+        |sn, e| per_gpu(sn, e, |d| d.power_limit_watts),
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "hw.energy",
+        "J",
+        "Energy used by the GPU since the driver was loaded.",
+        |sn, e| per_gpu(sn, e, |d| d.energy_joules),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.clock.frequency",
+        "Hz",
+        "Current clock frequency (graphics, sm, memory, video).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.clocks_hertz
+                    .iter()
+                    .map(|(c, v)| (vec![kv("gpulse.clock", c)], *v))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.clock.max_frequency",
+        "Hz",
+        "Maximum clock frequency (graphics, sm, memory, video).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.max_clocks_hertz
+                    .iter()
+                    .map(|(c, v)| (vec![kv("gpulse.clock", c)], *v))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.performance_state",
+        "1",
+        "Performance state, 0 (maximum) to 15 (minimum).",
+        |sn, e| per_gpu(sn, e, |d| d.performance_state.map(f64::from)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.fan.speed",
+        "1",
+        "Fan speed as a fraction of its maximum.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.fan_speed_ratio
+                    .iter()
+                    .map(|(f, v)| (vec![KeyValue::new("gpulse.fan", i64::from(*f))], *v))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.throttle.active",
+        "1",
+        "1 if this clock-event reason is limiting clocks now.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.throttle
+                    .iter()
+                    .flat_map(|t| t.decoded().collect::<Vec<_>>())
+                    .map(|(r, on)| (vec![kv("gpulse.reason", r)], flag(on)))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.gpu.throttle.time",
+        "s",
+        "Cumulative time clocks were held down, by policy.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.throttle_seconds
+                    .iter()
+                    .map(|(r, v)| (vec![kv("gpulse.reason", r)], *v))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "hw.errors",
+        "{error}",
+        "ECC errors by error.type (corrected, uncorrected) and scope (volatile, aggregate).",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.ecc_errors
+                    .iter()
+                    .map(|(kind, scope, n)| {
+                        (
+                            vec![kv("error.type", kind), kv("gpulse.ecc.scope", scope)],
+                            *n as f64,
+                        )
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.retired_pages",
+        "{page}",
+        "Memory pages retired, by cause.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.retired_pages
+                    .iter()
+                    .map(|(c, n)| (vec![kv("gpulse.cause", c)], *n as f64))
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.retired_pages.pending",
+        "1",
+        "1 if pages wait to be retired.",
+        |sn, e| per_gpu(sn, e, |d| d.retired_pages_pending.map(flag)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.remapped_rows",
+        "{row}",
+        "Memory rows remapped, by cause.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.remapped_rows
+                    .iter()
+                    .flat_map(|r| {
+                        [
+                            (
+                                vec![kv("gpulse.cause", "correctable")],
+                                r.correctable as f64,
+                            ),
+                            (
+                                vec![kv("gpulse.cause", "uncorrectable")],
+                                r.uncorrectable as f64,
+                            ),
+                        ]
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.row_remap.pending",
+        "1",
+        "1 if a row remap waits for a GPU reset.",
+        |sn, e| per_gpu(sn, e, |d| d.remapped_rows.map(|r| flag(r.pending))),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.row_remap.failure",
+        "1",
+        "1 if a row remap failed.",
+        |sn, e| per_gpu(sn, e, |d| d.remapped_rows.map(|r| flag(r.failure))),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.pcie.link.generation",
+        "1",
+        "Current PCIe link generation.",
+        |sn, e| per_gpu(sn, e, |d| d.pcie.link_generation.map(f64::from)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.pcie.link.width",
+        "{lane}",
+        "Current PCIe link width.",
+        |sn, e| per_gpu(sn, e, |d| d.pcie.link_width.map(f64::from)),
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.gpu.pcie.replays",
+        "{replay}",
+        "PCIe replays since the driver was loaded.",
+        |sn, e| per_gpu(sn, e, |d| d.pcie.replay_count.map(|n| n as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.pcie.throughput",
+        "By/s",
+        "PCIe throughput by direction.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                [
+                    ("transmit", d.pcie.tx_bytes_per_second),
+                    ("receive", d.pcie.rx_bytes_per_second),
+                ]
+                .into_iter()
+                .filter_map(|(dir, v)| v.map(|v| (vec![kv("network.io.direction", dir)], v)))
+                .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.nvlink.active",
+        "1",
+        "1 if the NVLink link is up.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.nvlinks
+                    .iter()
+                    .map(|l| {
+                        (
+                            vec![KeyValue::new("gpulse.nvlink", i64::from(l.link))],
+                            flag(l.active),
+                        )
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.gpu.nvlink.errors",
+        "{error}",
+        "NVLink data-link errors by link and counter.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.nvlinks
+                    .iter()
+                    .flat_map(|l| {
+                        l.errors().map(move |(c, n)| {
+                            (
+                                vec![
+                                    KeyValue::new("gpulse.nvlink", i64::from(l.link)),
+                                    kv("error.type", c),
+                                ],
+                                n as f64,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.processes",
+        "{process}",
+        "Compute processes running on the GPU.",
+        |sn, e| per_gpu(sn, e, |d| d.processes.as_ref().map(|p| p.len() as f64)),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.process.memory.usage",
+        "By",
+        "GPU memory used by each compute process.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.processes
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        p.used_memory_bytes.map(|b| {
+                            (
+                                vec![KeyValue::new("process.pid", i64::from(p.pid))],
+                                b as f64,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.process.sm.utilization",
+        "1",
+        "SM utilization attributed to each compute process.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.processes
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        p.sm_utilization
+                            .map(|v| (vec![KeyValue::new("process.pid", i64::from(p.pid))], v))
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.process.memory.utilization",
+        "1",
+        "Memory-controller utilization attributed to each compute process.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.processes
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        p.memory_utilization
+                            .map(|v| (vec![KeyValue::new("process.pid", i64::from(p.pid))], v))
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.mig.enabled",
+        "1",
+        "1 if MIG mode is enabled.",
+        |sn, e| per_gpu(sn, e, |d| d.mig.as_ref().map(|m| flag(m.enabled))),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.mig.memory.limit",
+        "By",
+        "Memory of each MIG instance.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.mig
+                    .iter()
+                    .flat_map(|m| &m.instances)
+                    .filter_map(|i| {
+                        i.memory_total_bytes.map(|b| {
+                            (
+                                vec![KeyValue::new("gpulse.mig.id", i.uuid.clone())],
+                                b as f64,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.mig.memory.usage",
+        "By",
+        "Memory used in each MIG instance.",
+        |sn, e| {
+            per_gpu_items(sn, e, |d| {
+                d.mig
+                    .iter()
+                    .flat_map(|m| &m.instances)
+                    .filter_map(|i| {
+                        i.memory_used_bytes.map(|b| {
+                            (
+                                vec![KeyValue::new("gpulse.mig.id", i.uuid.clone())],
+                                b as f64,
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        },
+    );
+}
+
+fn register_host_instruments(m: &Meter, s: &Arc<Store>) {
+    use Kind::{Counter, Gauge};
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.cpu.utilization",
+        "1",
+        "CPU busy fraction since the previous host cycle; per core with cpu.logical_number.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                if let Some(u) = h.cpu_utilization {
+                    e(u, &[]);
+                }
+                for (cpu, u) in &h.per_cpu_utilization {
+                    e(
+                        *u,
+                        &[KeyValue::new(
+                            "cpu.logical_number",
+                            cpu.parse::<i64>().unwrap_or(-1),
+                        )],
+                    );
+                }
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.cpu.logical.count",
+        "{cpu}",
+        "Logical CPUs.",
+        |sn, e| host(sn, e, |h, e| e(h.cpu_count as f64, &[])),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.host.load_average",
+        "{thread}",
+        "System load average (1m, 5m, 15m).",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                if let Some(l) = h.load_average {
+                    for (w, v) in [("1m", l[0]), ("5m", l[1]), ("15m", l[2])] {
+                        e(v, &[kv("gpulse.window", w)]);
+                    }
+                }
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.memory.limit",
+        "By",
+        "Physical memory.",
+        |sn, e| host(sn, e, |h, e| e(h.memory_total_bytes as f64, &[])),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.memory.usage",
+        "By",
+        "Memory in use.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                e(
+                    h.memory_used_bytes as f64,
+                    &[kv("system.memory.state", "used")],
+                )
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.linux.memory.available",
+        "By",
+        "Memory available without swapping.",
+        |sn, e| host(sn, e, |h, e| e(h.memory_available_bytes as f64, &[])),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.host.swap.limit",
+        "By",
+        "Swap space.",
+        |sn, e| host(sn, e, |h, e| e(h.swap_total_bytes as f64, &[])),
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.paging.usage",
+        "By",
+        "Swap in use.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                e(
+                    h.swap_used_bytes as f64,
+                    &[kv("system.paging.state", "used")],
+                )
+            })
+        },
+    );
+    let fs_attrs = |d: &crate::model::DiskReadings| {
+        vec![
+            KeyValue::new("system.device", d.device.clone()),
+            KeyValue::new("system.filesystem.mountpoint", d.mount_point.clone()),
+            KeyValue::new("system.filesystem.type", d.filesystem.clone()),
+        ]
+    };
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.filesystem.limit",
+        "By",
+        "Size of each mounted filesystem.",
+        move |sn, e| {
+            host(sn, e, |h, e| {
+                for d in &h.disks {
+                    e(d.total_bytes as f64, &fs_attrs(d));
+                }
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.filesystem.usage",
+        "By",
+        "Space available to unprivileged users on each filesystem (state=free).",
+        move |sn, e| {
+            host(sn, e, |h, e| {
+                for d in &h.disks {
+                    let mut attrs = fs_attrs(d);
+                    attrs.push(kv("system.filesystem.state", "free"));
+                    e(d.available_bytes as f64, &attrs);
+                }
+            })
+        },
+    );
+    fn net(h: &HostSample, e: Emit<'_>, v: fn(&crate::model::NetworkReadings) -> [u64; 2]) {
+        for n in &h.networks {
+            let [rx, tx] = v(n);
+            for (dir, x) in [("receive", rx), ("transmit", tx)] {
+                e(
+                    x as f64,
+                    &[
+                        KeyValue::new("network.interface.name", n.interface.clone()),
+                        kv("network.io.direction", dir),
+                    ],
+                );
+            }
+        }
+    }
+    observe(
+        m,
+        s,
+        Counter,
+        "system.network.io",
+        "By",
+        "Bytes received and sent per interface.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                net(h, e, |n| [n.received_bytes, n.transmitted_bytes])
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "system.network.packet.count",
+        "{packet}",
+        "Packets received and sent per interface.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                net(h, e, |n| [n.received_packets, n.transmitted_packets])
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "system.network.errors",
+        "{error}",
+        "Receive and transmit errors per interface.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                net(h, e, |n| [n.receive_errors, n.transmit_errors])
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "system.uptime",
+        "s",
+        "Time since the host booted.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                if let Some(u) = h.uptime {
+                    e(u.as_secs_f64(), &[]);
+                }
+            })
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.host.boot_time",
+        "s",
+        "Unix time the host booted.",
+        |sn, e| {
+            host(sn, e, |h, e| {
+                if let Some(b) = h.boot_time_seconds {
+                    e(b as f64, &[]);
+                }
+            })
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(
+        config: &OtlpConfig,
+        vars: &[(&str, &str)],
+    ) -> Result<Option<OtlpSettings>, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        OtlpSettings::resolve(config, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn off_without_any_endpoint() {
+        assert_eq!(resolve(&OtlpConfig::default(), &[]).unwrap(), None);
+        assert_eq!(
+            resolve(
+                &OtlpConfig::default(),
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_standard_endpoint_variable_alone_turns_push_on_with_otel_defaults() {
+        let s = resolve(
+            &OtlpConfig::default(),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.endpoint, "http://c:4318/v1/metrics");
+        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!((s.interval, s.timeout), (DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
+        assert_eq!(s.temporality, Temporality::Cumulative);
+        assert!(!s.gzip && s.headers.is_empty());
+    }
+
+    #[test]
+    fn environment_fills_what_the_file_leaves_empty() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "2500"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret,x-tenant=t1"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta"),
+        ];
+        let s = resolve(&OtlpConfig::default(), &vars).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://base:4317", "gRPC endpoints get no path");
+        assert_eq!(s.protocol, OtlpProtocol::Grpc);
+        assert_eq!(s.interval, Duration::from_millis(2500));
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert_eq!(s.headers["api-key"], "s=cret");
+        assert_eq!(s.headers["x-tenant"], "t1");
+        assert!(s.gzip);
+        assert_eq!(s.temporality, Temporality::Delta);
+
+        let mut config = OtlpConfig {
+            endpoint: "http://file:4318".to_owned(),
+            protocol: "http/protobuf".to_owned(),
+            interval: "1s".to_owned(),
+            compression: "none".to_owned(),
+            temporality: "cumulative".to_owned(),
+            ..OtlpConfig::default()
+        };
+        config
+            .headers
+            .insert("x-tenant".to_owned(), "from-file".to_owned());
+        let s = resolve(&config, &vars).unwrap().unwrap();
+        assert_eq!(s.endpoint, "http://file:4318/v1/metrics");
+        assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.headers["x-tenant"], "from-file");
+        assert!(!s.gzip);
+        assert_eq!(s.temporality, Temporality::Cumulative);
+    }
+
+    #[test]
+    fn a_metrics_specific_endpoint_is_used_verbatim() {
+        let s = resolve(
+            &OtlpConfig::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "http://m:9999/custom",
+                ),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.endpoint, "http://m:9999/custom");
+    }
+
+    #[test]
+    fn bad_values_name_their_origin() {
+        let err = resolve(
+            &OtlpConfig::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.origin, "OTEL_EXPORTER_OTLP_PROTOCOL (environment)");
+        assert!(err.message.contains("http/json"));
+        let config = OtlpConfig {
+            endpoint: "collector:4317".to_owned(),
+            ..OtlpConfig::default()
+        };
+        let err = resolve(&config, &[]).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("otlp.endpoint"));
+        let config = OtlpConfig {
+            endpoint: "http://c".to_owned(),
+            interval: "0s".to_owned(),
+            ..OtlpConfig::default()
+        };
+        assert_eq!(
+            resolve(&config, &[]).unwrap_err().key.as_deref(),
+            Some("otlp.interval")
+        );
+        let err = resolve(
+            &OtlpConfig::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.origin, "OTEL_METRIC_EXPORT_INTERVAL (environment)");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%2Cc"), "a b,c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
