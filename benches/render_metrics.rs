@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
             version: "bench",
             gpu_source: "demo",
         },
+        Default::default(),
     );
     let size = renderer.render(false).unwrap().len();
     println!("/metrics body for 8 GPUs: {size} bytes");

@@ -126,7 +126,7 @@ pub async fn run(
         }
     });
     let state = ApiState {
-        metrics: MetricsRenderer::new(Arc::clone(&store), build),
+        metrics: MetricsRenderer::new(Arc::clone(&store), build, Arc::clone(&stats)),
         store: Arc::clone(&store),
         node: Arc::from(config.node_name()),
     };

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use super::ExportStats;
 use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, index_label};
 use crate::store::{Snapshot, Store};
 
@@ -39,9 +40,13 @@ pub struct MetricsRenderer {
 }
 
 impl MetricsRenderer {
-    pub fn new(store: Arc<Store>, build: BuildInfo) -> Self {
+    pub fn new(store: Arc<Store>, build: BuildInfo, exports: Arc<ExportStats>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector { store, build }));
+        registry.register_collector(Box::new(SnapshotCollector {
+            store,
+            build,
+            exports,
+        }));
         Self {
             registry: Arc::new(registry),
         }
@@ -79,12 +84,35 @@ pub fn render_snapshot(snapshot: &Snapshot, build: &BuildInfo) -> Result<String,
 struct SnapshotCollector {
     store: Arc<Store>,
     build: BuildInfo,
+    exports: Arc<ExportStats>,
 }
 
 impl Collector for SnapshotCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        encode_exports(&mut encoder, &self.exports)?;
         encode_snapshot(&self.store.snapshot(), &self.build, encoder)
     }
+}
+
+/// Push counters of the exporters (OTLP); absent until an exporter has pushed.
+fn encode_exports(e: &mut DescriptorEncoder, exports: &ExportStats) -> fmt::Result {
+    let counts = exports.snapshot();
+    counter(
+        e,
+        "gpulse_exports",
+        "Pushes attempted per exporter.",
+        counts
+            .iter()
+            .map(|(name, pushes, _)| ([("exporter", *name)], *pushes as f64)),
+    )?;
+    counter(
+        e,
+        "gpulse_export_failures",
+        "Pushes that failed per exporter (their data is dropped, not queued).",
+        counts
+            .iter()
+            .map(|(name, _, failures)| ([("exporter", *name)], *failures as f64)),
+    )
 }
 
 /// Writes one metric family; skipped entirely when `series` is empty.

@@ -9,6 +9,8 @@ mod api;
 mod cli;
 // The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).
 mod nvml;
+// OTLP push into in-process gRPC and HTTP receivers.
+mod otlp;
 // The /metrics golden file and naming rules.
 mod exposition;
 // House rules: module docs, import boundaries, README vs CI.

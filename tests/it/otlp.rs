@@ -1,0 +1,407 @@
+//! OTLP push into in-process receivers built from `opentelemetry-proto` (gRPC and HTTP):
+//! names, units, attributes, temporality and values from the fake NVML, completeness against
+//! /metrics, and a dead collector that must not hurt the agent.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
+use prost::Message;
+use tokio::sync::oneshot;
+
+use gpulse::app::{self, GpuSource};
+use gpulse::config::{Config, HumanDuration};
+use gpulse::export::otlp::{OtlpProtocol, OtlpSettings, PROMETHEUS_TO_OTLP};
+
+use crate::fake_nvml::FakeNvml;
+
+/// Everything a receiver got.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<ExportMetricsServiceRequest>>>);
+
+impl Sink {
+    fn requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+async fn grpc_receiver() -> (SocketAddr, Sink) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Sink::default();
+    let service = MetricsServiceServer::new(sink.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, sink)
+}
+
+async fn http_receiver() -> (SocketAddr, Sink) {
+    async fn handle(State(sink): State<Sink>, body: Bytes) -> impl axum::response::IntoResponse {
+        sink.0
+            .lock()
+            .unwrap()
+            .push(ExportMetricsServiceRequest::decode(body).unwrap());
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportMetricsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Sink::default();
+    let app = axum::Router::new()
+        .route("/v1/metrics", axum::routing::post(handle))
+        .with_state(sink.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, sink)
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), app::AppError>>,
+    base: String,
+}
+
+impl Running {
+    async fn stop_within(mut self, limit: Duration) {
+        self.stop.take().unwrap().send(()).unwrap();
+        let finished = tokio::time::timeout(limit, self.task).await;
+        assert!(
+            matches!(finished, Ok(Ok(Ok(())))),
+            "agent did not stop cleanly in {limit:?}: {finished:?}"
+        );
+    }
+}
+
+async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Running {
+    let mut config = Config::default();
+    config.agent.node_name = "node-7".to_owned();
+    config
+        .agent
+        .labels
+        .insert("akash.provider".to_owned(), "akash1provider".to_owned());
+    config.agent.shutdown_grace_period = HumanDuration(grace);
+    config.gpu.interval = HumanDuration(Duration::from_millis(100));
+    config.gpu.nvml_library = fake.lib_path().display().to_string();
+    config.gpu.pcie_throughput = true;
+    config.host.interval = HumanDuration(Duration::from_millis(100));
+    config.host.per_cpu = true;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app::run(
+        config,
+        GpuSource::Nvml,
+        Some(otlp),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Running {
+        stop: Some(stop),
+        task,
+        base,
+    }
+}
+
+fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
+    OtlpSettings {
+        endpoint,
+        protocol,
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_secs(2),
+        headers: BTreeMap::from([("x-tenant".to_owned(), "t1".to_owned())]),
+        gzip: false,
+        temporality: opentelemetry_sdk::metrics::Temporality::Cumulative,
+    }
+}
+
+/// Waits until `ok` holds for the received requests.
+async fn wait_for(sink: &Sink, what: &str, ok: impl Fn(&[ExportMetricsServiceRequest]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if ok(&sink.requests()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn text(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text(&kv.value)))
+        .collect()
+}
+
+/// The metrics of the newest request that has `name`.
+fn latest<'a>(requests: &'a [ExportMetricsServiceRequest], name: &str) -> Option<&'a Metric> {
+    requests.iter().rev().find_map(|r| {
+        r.resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .find(|m| m.name == name)
+    })
+}
+
+/// `(attributes, value)` of every point of a gauge or sum.
+fn points(m: &Metric) -> Vec<(BTreeMap<String, String>, f64)> {
+    let number = |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match p.value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => f64::NAN,
+    };
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => g
+            .data_points
+            .iter()
+            .map(|p| (attrs(&p.attributes), number(p)))
+            .collect(),
+        Some(metric::Data::Sum(s)) => s
+            .data_points
+            .iter()
+            .map(|p| (attrs(&p.attributes), number(p)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn names(requests: &[ExportMetricsServiceRequest]) -> std::collections::BTreeSet<String> {
+    requests
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+async fn check_round_trip(protocol: OtlpProtocol) {
+    let fake = FakeNvml::new("gpus=2\ngpu1.util=42\ngpu0.mig=1\n");
+    let (addr, sink) = match protocol {
+        OtlpProtocol::Grpc => grpc_receiver().await,
+        OtlpProtocol::HttpProtobuf => http_receiver().await,
+    };
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => format!("http://{addr}"),
+        OtlpProtocol::HttpProtobuf => format!("http://{addr}/v1/metrics"),
+    };
+    let agent = start_agent(&fake, settings(endpoint, protocol), Duration::from_secs(5)).await;
+    // Two pushes after the first GPU sample, so the export counters have data too.
+    wait_for(&sink, "GPU metrics and export counters", |r| {
+        latest(r, "hw.gpu.utilization").is_some() && latest(r, "gpulse.exports").is_some()
+    })
+    .await;
+    let requests = sink.requests();
+
+    let resource = attrs(
+        &requests.last().unwrap().resource_metrics[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes,
+    );
+    assert_eq!(resource["service.name"], "gpulse");
+    assert_eq!(resource["service.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(resource["host.name"], "node-7");
+    assert_eq!(resource["akash.provider"], "akash1provider");
+    assert_eq!(resource["gpulse.gpu_source"], "nvml");
+
+    let util = latest(&requests, "hw.gpu.utilization").unwrap();
+    assert_eq!(util.unit, "1");
+    assert!(matches!(util.data, Some(metric::Data::Gauge(_))));
+    let general: BTreeMap<String, f64> = points(util)
+        .into_iter()
+        .filter(|(a, _)| a["hw.gpu.task"] == "general")
+        .map(|(a, v)| (a["hw.id"].clone(), v))
+        .collect();
+    assert_eq!(general["GPU-00000000-fake-4000-8000-000000000000"], 0.5);
+    assert_eq!(general["GPU-00000000-fake-4000-8000-000000000001"], 0.42);
+    let (a, _) = &points(util)[0];
+    assert_eq!(a["hw.type"], "gpu");
+    assert_eq!(a["hw.vendor"], "NVIDIA");
+    assert_eq!(a["hw.model"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(a["hw.driver_version"], "550.163.01");
+    assert_eq!(a["hw.firmware_version"], "96.00.99.00.01");
+
+    let energy = latest(&requests, "hw.energy").unwrap();
+    assert_eq!(energy.unit, "J");
+    match &energy.data {
+        Some(metric::Data::Sum(sum)) => {
+            assert!(sum.is_monotonic);
+            assert_eq!(sum.aggregation_temporality, 2, "cumulative");
+        }
+        other => panic!("hw.energy is not a sum: {other:?}"),
+    }
+    let joules: Vec<f64> = points(energy).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(joules, vec![1e6, 2e6]);
+
+    let memory = latest(&requests, "hw.gpu.memory.usage").unwrap();
+    assert_eq!(memory.unit, "By");
+    assert_eq!(points(memory)[0].1, (10u64 << 30) as f64);
+    assert_eq!(latest(&requests, "hw.power").unwrap().unit, "W");
+
+    // Every family /metrics has is pushed too (the mapping table covers the golden file, and
+    // every OTLP name in it arrived here).
+    let received = names(&requests);
+    let missing: Vec<&str> = PROMETHEUS_TO_OTLP
+        .iter()
+        .map(|(_, otlp)| *otlp)
+        .filter(|otlp| !received.contains(*otlp))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "OTLP metrics never received: {missing:?}"
+    );
+
+    // The push does not disturb /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", agent.base))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    agent.stop_within(Duration::from_secs(6)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_round_trip_has_names_units_attributes_and_values() {
+    check_round_trip(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_round_trip_has_names_units_attributes_and_values() {
+    check_round_trip(OtlpProtocol::HttpProtobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_temporality_reports_increments() {
+    let fake = FakeNvml::new("gpus=1\n");
+    let (addr, sink) = grpc_receiver().await;
+    let mut s = settings(format!("http://{addr}"), OtlpProtocol::Grpc);
+    s.temporality = opentelemetry_sdk::metrics::Temporality::Delta;
+    let agent = start_agent(&fake, s, Duration::from_secs(5)).await;
+    wait_for(&sink, "two energy points", |r| {
+        r.iter()
+            .filter(|r| latest(std::slice::from_ref(*r), "hw.energy").is_some())
+            .count()
+            >= 2
+    })
+    .await;
+    let requests = sink.requests();
+    let energy = latest(&requests, "hw.energy").unwrap();
+    match &energy.data {
+        Some(metric::Data::Sum(sum)) => assert_eq!(sum.aggregation_temporality, 1, "delta"),
+        other => panic!("not a sum: {other:?}"),
+    }
+    // The fake's energy counter is constant, so every delta after the first is 0.
+    assert_eq!(points(energy)[0].1, 0.0);
+    agent.stop_within(Duration::from_secs(6)).await;
+}
+
+#[test]
+fn the_mapping_covers_every_prometheus_family() {
+    let golden = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/metrics.golden"
+    ))
+    .unwrap();
+    let mapped: Vec<&str> = PROMETHEUS_TO_OTLP.iter().map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = golden
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !mapped.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Prometheus families without an OTLP mapping: {missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_costs_nothing_but_counted_failures() {
+    let fake = FakeNvml::new("gpus=2\n");
+    // A port with nothing listening: every push fails fast with a connection error.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut s = settings(
+        format!("http://{dead}/v1/metrics"),
+        OtlpProtocol::HttpProtobuf,
+    );
+    s.interval = Duration::from_millis(100);
+    let agent = start_agent(&fake, s, Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let started = Instant::now();
+        let body = reqwest::get(format!("{}/metrics", agent.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "/metrics slowed down"
+        );
+        let failures = body
+            .lines()
+            .find_map(|l| l.strip_prefix("gpulse_export_failures_total{exporter=\"otlp\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures >= 3.0 && body.contains("gpulse_gpu_utilization_ratio{gpu=\"1\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failures were not counted:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Shutdown stays within the grace period even though the last push cannot succeed.
+    agent.stop_within(Duration::from_secs(5)).await;
+}
