@@ -277,12 +277,22 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         }
         other => panic!("hw.energy is not a sum: {other:?}"),
     }
-    let joules: Vec<f64> = points(energy).into_iter().map(|(_, v)| v).collect();
-    assert_eq!(joules, vec![1e6, 2e6]);
+    // The SDK does not order data points; key them by GPU.
+    let by_gpu = |m: &Metric| -> Vec<f64> {
+        let keyed: BTreeMap<String, f64> = points(m)
+            .into_iter()
+            .map(|(a, v)| (a["hw.id"].clone(), v))
+            .collect();
+        keyed.into_values().collect()
+    };
+    assert_eq!(by_gpu(energy), vec![1e6, 2e6]);
 
     let memory = latest(&requests, "hw.gpu.memory.usage").unwrap();
     assert_eq!(memory.unit, "By");
-    assert_eq!(points(memory)[0].1, (10u64 << 30) as f64);
+    assert_eq!(
+        by_gpu(memory),
+        vec![(10u64 << 30) as f64, (11u64 << 30) as f64]
+    );
     assert_eq!(latest(&requests, "hw.power").unwrap().unit, "W");
 
     // Every family /metrics has is pushed too (the mapping table covers the golden file, and
