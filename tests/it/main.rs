@@ -11,6 +11,8 @@ mod cli;
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.
 mod otlp;
+// OTLP push into a real third-party receiver (rotel from PyPI).
+mod otlp_e2e;
 // The /metrics golden file and naming rules.
 mod exposition;
 // House rules: module docs, import boundaries, README vs CI.
