@@ -13,7 +13,7 @@ use crate::collect::host::HostCollector;
 use crate::collect::run_collector;
 use crate::config::Config;
 use crate::export::api::{self, ApiState};
-use crate::export::prometheus::{BuildInfo, MetricsRenderer};
+use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::model::CollectorStatus;
 use crate::store::Store;
 
@@ -97,10 +97,15 @@ pub async fn run(
             GpuSource::Demo { .. } => "demo",
         },
     };
+    let node_name = config.node_name();
+    let options = RenderOptions {
+        dcgm_compat: config.prometheus.dcgm_compat,
+        hostname: node_name.clone(),
+    };
     let state = ApiState {
-        metrics: MetricsRenderer::new(Arc::clone(&store), build),
+        metrics: MetricsRenderer::new(Arc::clone(&store), build, options),
         store: Arc::clone(&store),
-        node: Arc::from(config.node_name()),
+        node: Arc::from(node_name),
     };
     let app = api::router(state, &config.http);
     let mut server_stop = stop_rx.clone();

@@ -214,6 +214,7 @@ mod tests {
                     version: "t",
                     gpu_source: "demo",
                 },
+                super::super::prometheus::RenderOptions::default(),
             ),
             store: Arc::clone(&store),
             node: Arc::from("n"),
