@@ -1,5 +1,5 @@
 //! Benchmark: rendering /metrics for 8 GPUs plus a host sample, through the same
-//! store-backed renderer the HTTP handler uses.
+//! store-backed renderer the HTTP handler uses, natively and with dcgm_compat on.
 
 // A benchmark that cannot set up should stop loudly; these are not runtime paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::export::json::SnapshotV1;
-use gpulse::export::prometheus::{BuildInfo, MetricsRenderer};
+use gpulse::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use gpulse::model::{CollectorStatus, HostSample, NetworkReadings, Sample};
 use gpulse::store::Store;
 
@@ -50,12 +50,30 @@ fn bench(c: &mut Criterion) {
             version: "bench",
             gpu_source: "demo",
         },
+        RenderOptions::default(),
         Default::default(),
     );
     let size = renderer.render(false).unwrap().len();
     println!("/metrics body for 8 GPUs: {size} bytes");
     c.bench_function("render_metrics_8_gpus", |b| {
         b.iter(|| std::hint::black_box(renderer.render(false).unwrap()))
+    });
+    let with_dcgm = MetricsRenderer::new(
+        Arc::clone(&store),
+        BuildInfo {
+            version: "bench",
+            gpu_source: "demo",
+        },
+        RenderOptions {
+            dcgm_compat: true,
+            hostname: "bench-node".to_owned(),
+        },
+        Default::default(),
+    );
+    let size = with_dcgm.render(false).unwrap().len();
+    println!("/metrics body for 8 GPUs with dcgm_compat: {size} bytes");
+    c.bench_function("render_metrics_8_gpus_dcgm_compat", |b| {
+        b.iter(|| std::hint::black_box(with_dcgm.render(false).unwrap()))
     });
     c.bench_function("render_snapshot_json_8_gpus", |b| {
         b.iter(|| {

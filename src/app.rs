@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
-use crate::export::prometheus::{BuildInfo, MetricsRenderer};
+use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::model::CollectorStatus;
 use crate::store::Store;
 
@@ -101,10 +101,15 @@ pub async fn run(
             GpuSource::Demo { .. } => "demo",
         },
     };
+    let node_name = config.node_name();
+    let options = RenderOptions {
+        dcgm_compat: config.prometheus.dcgm_compat,
+        hostname: node_name.clone(),
+    };
     let stats = Arc::new(ExportStats::default());
     let push = otlp.and_then(|settings| {
         let identity = AgentIdentity {
-            node_name: config.node_name(),
+            node_name: node_name.clone(),
             host_id: crate::export::otlp::machine_id(),
             labels: config.agent.labels.clone(),
             gpu_source: build.gpu_source,
@@ -126,9 +131,9 @@ pub async fn run(
         }
     });
     let state = ApiState {
-        metrics: MetricsRenderer::new(Arc::clone(&store), build, Arc::clone(&stats)),
+        metrics: MetricsRenderer::new(Arc::clone(&store), build, options, Arc::clone(&stats)),
         store: Arc::clone(&store),
-        node: Arc::from(config.node_name()),
+        node: Arc::from(node_name),
     };
     let app = api::router(state, &config.http);
     let mut server_stop = stop_rx.clone();

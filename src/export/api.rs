@@ -214,6 +214,7 @@ mod tests {
                     version: "t",
                     gpu_source: "demo",
                 },
+                super::super::prometheus::RenderOptions::default(),
                 Default::default(),
             ),
             store: Arc::clone(&store),

@@ -1,11 +1,14 @@
 //! Exporters: they read [`crate::store::Snapshot`]s and never call collectors.
 //!
 //! * `prometheus`: renders `/metrics` (Prometheus text or OpenMetrics).
+//! * `dcgm`: the dcgm-exporter-compatible `DCGM_FI_*` families `prometheus` adds when
+//!   `[prometheus] dcgm_compat` is on.
 //! * `json`: the versioned JSON DTOs of `/v1/*` (model types are never serialized directly).
 //! * `api`: the axum router and server with its bounds (timeouts, concurrency, body size).
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf) with OpenTelemetry names.
 
 pub mod api;
+pub mod dcgm;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;

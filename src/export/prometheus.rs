@@ -3,7 +3,9 @@
 //! Rendering goes through prometheus-client's [`Collector`] hook: on each scrape the snapshot
 //! is read (never re-sampled) and turned into const metrics. Values are those of the last
 //! completed collector cycle, so no timestamps are attached; HELP texts say so. A family with
-//! no series (e.g. GPU metrics with no NVML) is left out entirely.
+//! no series (e.g. GPU metrics with no NVML) is left out entirely. With
+//! [`RenderOptions::dcgm_compat`], the dcgm-exporter families of [`super::dcgm`] follow the
+//! native `gpulse_*` ones in the same exposition.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,18 +35,33 @@ pub struct BuildInfo {
     pub gpu_source: &'static str,
 }
 
-/// The `/metrics` renderer. Cheap to clone; holds the store and build info.
+/// What `/metrics` renders besides the native families.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Also render dcgm-exporter's default names, units and labels (`[prometheus] dcgm_compat`).
+    pub dcgm_compat: bool,
+    /// Value of the dcgm `Hostname` label: `agent.node_name` or the OS hostname.
+    pub hostname: String,
+}
+
+/// The `/metrics` renderer. Cheap to clone; holds the store, build info and options.
 #[derive(Debug, Clone)]
 pub struct MetricsRenderer {
     registry: Arc<Registry>,
 }
 
 impl MetricsRenderer {
-    pub fn new(store: Arc<Store>, build: BuildInfo, exports: Arc<ExportStats>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        build: BuildInfo,
+        options: RenderOptions,
+        exports: Arc<ExportStats>,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector {
             store,
             build,
+            options,
             exports,
         }));
         Self {
@@ -65,16 +82,24 @@ impl MetricsRenderer {
 }
 
 /// Renders one snapshot into any prometheus-client encoder, for tests and benches.
-pub fn render_snapshot(snapshot: &Snapshot, build: &BuildInfo) -> Result<String, fmt::Error> {
+pub fn render_snapshot(
+    snapshot: &Snapshot,
+    build: &BuildInfo,
+    options: &RenderOptions,
+) -> Result<String, fmt::Error> {
     #[derive(Debug)]
-    struct Fixed(Snapshot, BuildInfo);
+    struct Fixed(Snapshot, BuildInfo, RenderOptions);
     impl Collector for Fixed {
         fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-            encode_snapshot(&self.0, &self.1, encoder)
+            encode_snapshot(&self.0, &self.1, &self.2, encoder)
         }
     }
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Fixed(snapshot.clone(), build.clone())));
+    registry.register_collector(Box::new(Fixed(
+        snapshot.clone(),
+        build.clone(),
+        options.clone(),
+    )));
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
@@ -84,13 +109,14 @@ pub fn render_snapshot(snapshot: &Snapshot, build: &BuildInfo) -> Result<String,
 struct SnapshotCollector {
     store: Arc<Store>,
     build: BuildInfo,
+    options: RenderOptions,
     exports: Arc<ExportStats>,
 }
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         encode_exports(&mut encoder, &self.exports)?;
-        encode_snapshot(&self.store.snapshot(), &self.build, encoder)
+        encode_snapshot(&self.store.snapshot(), &self.build, &self.options, encoder)
     }
 }
 
@@ -142,7 +168,8 @@ where
     Ok(())
 }
 
-fn gauge<L: EncodeLabelSet, I: IntoIterator<Item = (L, f64)>>(
+/// A gauge family; `dcgm` renders every DCGM family through it too.
+pub(super) fn gauge<L: EncodeLabelSet, I: IntoIterator<Item = (L, f64)>>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -170,7 +197,12 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn encode_snapshot(snap: &Snapshot, build: &BuildInfo, mut enc: DescriptorEncoder) -> fmt::Result {
+fn encode_snapshot(
+    snap: &Snapshot,
+    build: &BuildInfo,
+    options: &RenderOptions,
+    mut enc: DescriptorEncoder,
+) -> fmt::Result {
     let e = &mut enc;
     gauge(
         e,
@@ -192,6 +224,9 @@ fn encode_snapshot(snap: &Snapshot, build: &BuildInfo, mut enc: DescriptorEncode
     }
     if let Some(host) = &snap.host {
         encode_host(e, host)?;
+    }
+    if options.dcgm_compat {
+        super::dcgm::encode_dcgm(e, snap, &options.hostname)?;
     }
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! Golden-file check of the /metrics exposition and Prometheus naming rules.
+//! Golden-file checks of the /metrics exposition (native, and with dcgm_compat on) and
+//! Prometheus naming rules.
 //!
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test --test it exposition` after an intended change,
-//! and review the diff of `tests/data/metrics.golden` like code.
+//! and review the diff of `tests/data/metrics.golden` and `tests/data/metrics_dcgm.golden`
+//! like code.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gpulse::collect::gpu_sim::SimGpuCollector;
-use gpulse::export::prometheus::{BuildInfo, render_snapshot};
+use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::model::{
     CollectorStatus, DiskReadings, GpuDevice, HostSample, MigInstance, MigReadings, NetworkReadings,
 };
@@ -103,16 +105,28 @@ fn build() -> BuildInfo {
     }
 }
 
-#[test]
-fn metrics_match_the_golden_file() {
-    let text = render_snapshot(&fixed_snapshot(), &build())
-        .unwrap()
-        .replace(std::env::consts::ARCH, "ARCH");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics.golden");
+/// Native families only (`dcgm_compat` off, the default).
+fn native() -> String {
+    render_snapshot(&fixed_snapshot(), &build(), &RenderOptions::default()).unwrap()
+}
+
+/// Native plus dcgm-exporter families, as `[prometheus] dcgm_compat = true` serves them.
+fn with_dcgm() -> String {
+    let options = RenderOptions {
+        dcgm_compat: true,
+        hostname: "node-7".to_owned(),
+    };
+    render_snapshot(&fixed_snapshot(), &build(), &options).unwrap()
+}
+
+/// Compares `text` with `tests/data/<file>`; `UPDATE_GOLDEN=1` rewrites the file first.
+fn check_golden(file: &str, text: &str) {
+    let text = text.replace(std::env::consts::ARCH, "ARCH");
+    let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, &text).unwrap();
+        std::fs::write(&path, &text).unwrap();
     }
-    let golden = std::fs::read_to_string(path).unwrap();
+    let golden = std::fs::read_to_string(&path).unwrap();
     if text != golden {
         let first = text
             .lines()
@@ -129,8 +143,21 @@ fn metrics_match_the_golden_file() {
 }
 
 #[test]
+fn metrics_match_the_golden_file() {
+    check_golden("metrics.golden", &native());
+}
+
+#[test]
+fn metrics_with_dcgm_compat_match_their_golden_file() {
+    let text = with_dcgm();
+    // The native part is byte for byte what dcgm_compat off serves; dcgm families follow.
+    assert!(text.starts_with(&native()));
+    check_golden("metrics_dcgm.golden", &text);
+}
+
+#[test]
 fn names_follow_prometheus_conventions() {
-    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
+    let text = native();
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let mut parts = line.split_whitespace().skip(2);
         let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
@@ -150,7 +177,7 @@ fn names_follow_prometheus_conventions() {
 
 #[test]
 fn lost_and_unsupported_readings_are_omitted_not_zero() {
-    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
+    let text = native();
     assert!(text.contains("gpulse_gpu_lost{gpu=\"2\","));
     let lost_util = text
         .lines()
@@ -166,17 +193,17 @@ fn lost_and_unsupported_readings_are_omitted_not_zero() {
     assert!(!text.contains("gpulse_gpu_pcie_throughput_bytes_per_second"));
 }
 
-#[test]
-fn promtool_accepts_the_exposition() {
+/// `promtool check metrics` on `text`: whether it passed and what it said (stdout then
+/// stderr). `None` when promtool is not installed (a failure under `GPULSE_CI`).
+fn promtool_check(text: &str) -> Option<(bool, String)> {
     let Some(promtool) = find("promtool") else {
         assert!(
             std::env::var_os("GPULSE_CI").is_none(),
             "promtool missing in CI (apt-get install prometheus)"
         );
         eprintln!("promtool not installed; skipping");
-        return;
+        return None;
     };
-    let text = render_snapshot(&fixed_snapshot(), &build()).unwrap();
     let mut child = std::process::Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -197,10 +224,43 @@ fn promtool_accepts_the_exposition() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
+    Some((out.status.success(), said))
+}
+
+/// The native exposition (dcgm_compat off) passes promtool's lints without a single message.
+#[test]
+fn promtool_accepts_the_exposition() {
+    let Some((ok, said)) = promtool_check(&native()) else {
+        return;
+    };
+    assert!(ok && said.trim().is_empty(), "promtool: {said}");
+}
+
+/// With dcgm_compat on, promtool's lints hit only dcgm-exporter's own naming, which must stay
+/// as it is for dashboards and alert rules: the `modelName` label (camelCase, on every DCGM
+/// family) and the word "COUNTER" in `DCGM_FI_DEV_PCIE_REPLAY_COUNTER`. These are exactly the
+/// messages README's "dcgm-exporter compatibility" section lists; nothing is said about a
+/// `gpulse_*` family.
+#[test]
+fn promtool_lints_only_dcgm_names_with_dcgm_compat() {
+    let text = with_dcgm();
+    let Some((ok, said)) = promtool_check(&text) else {
+        return;
+    };
+    assert!(!ok, "promtool exits non-zero on lint problems: {said}");
+    let said: std::collections::BTreeSet<&str> = said.lines().collect();
+    let mut expected: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("DCGM_"))
+        .map(|name| format!("{name} label names should be written in 'snake_case' not 'camelCase'"))
+        .collect();
+    expected.insert(
+        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER metric name should not include type 'counter'".to_owned(),
     );
+    let expected: std::collections::BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    assert_eq!(said, expected);
 }
 
 fn find(program: &str) -> Option<std::path::PathBuf> {
@@ -231,7 +291,7 @@ proptest::proptest! {
             })
             .collect();
         snap.host = Some(Arc::new(host));
-        let text = render_snapshot(&snap, &build()).unwrap();
+        let text = render_snapshot(&snap, &build(), &RenderOptions::default()).unwrap();
         let sizes: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("gpulse_host_filesystem_size_bytes{"))

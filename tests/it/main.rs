@@ -15,6 +15,8 @@ mod otlp;
 mod otlp_e2e;
 // The /metrics golden file and naming rules.
 mod exposition;
+// dcgm-exporter compatibility: Grafana dashboard 12239's metrics, dcgm units and labels.
+mod dcgm;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.
