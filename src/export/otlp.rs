@@ -492,20 +492,35 @@ fn observe(
     }
 }
 
-/// OpenTelemetry `hw.*` identity attributes of a GPU, plus the index for joins.
-fn gpu_attributes(gpu: &GpuSample, d: &GpuDevice) -> Vec<KeyValue> {
+/// The attributes on every GPU data point: enough to tell GPUs apart and group by model.
+/// The rest of the identity (vendor, driver, serial, VBIOS, PCI bus id) is on
+/// `gpulse.gpu.info` only: repeating it on ~1000 points per push made each push several MiB
+/// of attribute strings to build and encode.
+fn gpu_attributes(d: &GpuDevice) -> Vec<KeyValue> {
     let id = &d.identity;
-    let mut attrs = vec![
+    vec![
         KeyValue::new("hw.id", id.uuid.clone()),
         KeyValue::new("hw.name", format!("gpu{}", id.index)),
         KeyValue::new("hw.type", "gpu"),
-        KeyValue::new("hw.vendor", "NVIDIA"),
         KeyValue::new("hw.model", id.name.clone()),
         KeyValue::new("gpulse.gpu.index", i64::from(id.index)),
-        KeyValue::new("gpulse.gpu.pci_bus_id", id.pci_bus_id.clone()),
-    ];
+    ]
+}
+
+/// The full `hw.*` identity of a GPU, for `gpulse.gpu.info`.
+fn gpu_identity_attributes(gpu: &GpuSample, d: &GpuDevice) -> Vec<KeyValue> {
+    let id = &d.identity;
+    let mut attrs = gpu_attributes(d);
+    attrs.push(KeyValue::new("hw.vendor", "NVIDIA"));
+    attrs.push(KeyValue::new(
+        "gpulse.gpu.pci_bus_id",
+        id.pci_bus_id.clone(),
+    ));
     if let Some(v) = &gpu.driver_version {
         attrs.push(KeyValue::new("hw.driver_version", v.clone()));
+    }
+    if let Some(v) = &gpu.cuda_driver_version {
+        attrs.push(KeyValue::new("gpulse.gpu.cuda_driver_version", v.clone()));
     }
     if let Some(v) = &id.serial {
         attrs.push(KeyValue::new("hw.serial_number", v.clone()));
@@ -521,7 +536,7 @@ fn per_gpu(snap: &Snapshot, emit: Emit<'_>, value: impl Fn(&GpuDevice) -> Option
     if let Some(gpu) = &snap.gpu {
         for d in gpu.devices.iter().filter(|d| !d.lost) {
             if let Some(v) = value(d) {
-                emit(v, &gpu_attributes(gpu, d));
+                emit(v, &gpu_attributes(d));
             }
         }
     }
@@ -535,7 +550,7 @@ fn per_gpu_items(
 ) {
     if let Some(gpu) = &snap.gpu {
         for d in gpu.devices.iter().filter(|d| !d.lost) {
-            let base = gpu_attributes(gpu, d);
+            let base = gpu_attributes(d);
             for (extra, v) in items(d) {
                 let mut attrs = base.clone();
                 attrs.extend(extra);
@@ -897,11 +912,7 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
         |sn, e| {
             if let Some(g) = &sn.gpu {
                 for d in &g.devices {
-                    let mut attrs = gpu_attributes(g, d);
-                    if let Some(c) = &g.cuda_driver_version {
-                        attrs.push(KeyValue::new("gpulse.gpu.cuda_driver_version", c.clone()));
-                    }
-                    e(1.0, &attrs);
+                    e(1.0, &gpu_identity_attributes(g, d));
                 }
             }
         },
@@ -916,7 +927,7 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
         |sn, e| {
             if let Some(g) = &sn.gpu {
                 for d in &g.devices {
-                    e(flag(d.lost), &gpu_attributes(g, d));
+                    e(flag(d.lost), &gpu_attributes(d));
                 }
             }
         },

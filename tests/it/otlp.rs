@@ -263,10 +263,21 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     assert_eq!(general["GPU-00000000-fake-4000-8000-000000000001"], 0.42);
     let (a, _) = &points(util)[0];
     assert_eq!(a["hw.type"], "gpu");
-    assert_eq!(a["hw.vendor"], "NVIDIA");
     assert_eq!(a["hw.model"], "NVIDIA H100 80GB HBM3");
-    assert_eq!(a["hw.driver_version"], "550.163.01");
-    assert_eq!(a["hw.firmware_version"], "96.00.99.00.01");
+    assert!(a["hw.name"].starts_with("gpu"));
+    // The full identity is on gpulse.gpu.info, joined by hw.id.
+    let info = latest(&requests, "gpulse.gpu.info").unwrap();
+    let by_id: BTreeMap<String, BTreeMap<String, String>> = points(info)
+        .into_iter()
+        .map(|(a, _)| (a["hw.id"].clone(), a))
+        .collect();
+    let gpu1 = &by_id["GPU-00000000-fake-4000-8000-000000000001"];
+    assert_eq!(gpu1["hw.vendor"], "NVIDIA");
+    assert_eq!(gpu1["hw.driver_version"], "550.163.01");
+    assert_eq!(gpu1["hw.firmware_version"], "96.00.99.00.01");
+    assert_eq!(gpu1["hw.serial_number"], "1654321000001");
+    assert_eq!(gpu1["gpulse.gpu.pci_bus_id"], "00000000:11:00.0");
+    assert_eq!(gpu1["gpulse.gpu.cuda_driver_version"], "12.4");
 
     let energy = latest(&requests, "hw.energy").unwrap();
     assert_eq!(energy.unit, "J");
