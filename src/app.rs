@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,7 +14,7 @@ use crate::collect::host::HostCollector;
 use crate::collect::run_collector;
 use crate::config::Config;
 use crate::export::ExportStats;
-use crate::export::api::{self, ApiState};
+use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::model::CollectorStatus;
@@ -37,13 +38,19 @@ pub enum AppError {
     Http(std::io::Error),
 }
 
-/// Runs the agent on an already-bound listener until `shutdown` completes. `otlp` is the
-/// resolved push configuration ([`OtlpSettings::resolve`]), `None` when push is off.
+/// Runs the agent on an already-bound listener until `shutdown` completes.
+///
+/// `credentials` are the TLS and token material of `config.http`, loaded beforehand
+/// ([`Credentials::load`]) so that a bad file is a config error before the port is bound.
+///
+/// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
+/// is off.
 pub async fn run(
     config: Config,
     source: GpuSource,
     otlp: Option<OtlpSettings>,
     listener: TcpListener,
+    credentials: Arc<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     let mut statuses = Vec::new();
@@ -135,9 +142,21 @@ pub async fn run(
         store: Arc::clone(&store),
         node: Arc::from(node_name),
     };
-    let app = api::router(state, &config.http);
+    if credentials.is_reloadable() {
+        // Installed here, before the server starts, so a SIGHUP sent to a serving agent is
+        // never the default action (terminate).
+        let hangup = hangup_signal();
+        tasks.spawn(reload_credentials(
+            Arc::clone(&credentials),
+            config.http.reload_interval.0,
+            hangup,
+            stop_rx.clone(),
+        ));
+    }
+    let app = api::router(state, &config.http, &credentials);
+    let options = ServeOptions::new(&config.http, &credentials);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(api::serve(listener, app, async move {
+    let server = tokio::spawn(api::serve(listener, app, options, async move {
         let _ = server_stop.wait_for(|stop| *stop).await;
     }));
 
@@ -165,6 +184,70 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Reloads the TLS certificate and bearer token on SIGHUP (always) and every `interval` when
+/// a file changed, until `stop`. Failures are logged by the reload and change nothing.
+async fn reload_credentials(
+    credentials: Arc<Credentials>,
+    interval: Duration,
+    mut hangup: Hangup,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut poll = tokio::time::interval(interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await; // The first tick is immediate; the files were just loaded.
+    loop {
+        let force = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = poll.tick() => false,
+            () = next_signal(&mut hangup) => {
+                tracing::info!("SIGHUP: reloading the TLS certificate and bearer token.");
+                true
+            }
+        };
+        // Reading files can block (a hung network mount): keep it off the async workers.
+        let credentials = Arc::clone(&credentials);
+        let _ = tokio::task::spawn_blocking(move || credentials.reload(force)).await;
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(error = %error, "Cannot listen for SIGHUP; reloading on file changes only.");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+/// Completes on the next SIGHUP; never when there is no signal to wait for.
+#[cfg(unix)]
+async fn next_signal(hangup: &mut Hangup) {
+    let received = match hangup {
+        Some(signal) => signal.recv().await.is_some(),
+        None => false,
+    };
+    if !received {
+        // No handler, or the stream ended: never complete.
+        *hangup = None;
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal(_hangup: &mut Hangup) {
+    std::future::pending().await
 }
 
 /// Completes on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).

@@ -6,12 +6,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, DEMO_GPUS, GpuSource};
 use crate::config::{self, Config, ConfigError, LogFormat, Override};
+use crate::export::api::Credentials;
 use crate::export::otlp::OtlpSettings;
 
 /// Exit code for usage and configuration errors (clap uses the same).
@@ -154,6 +156,11 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         Ok(loaded) => loaded,
         Err(error) => return usage_error(&error),
     };
+    // The certificate, key and token are part of the config: a bad file exits 2, before bind.
+    let credentials = match Credentials::load(&config.http) {
+        Ok(credentials) => Arc::new(credentials),
+        Err(error) => return usage_error(&error),
+    };
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // The agent does little async work; blocking NVML/sysinfo calls have their own threads.
@@ -179,8 +186,23 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         let addr = listener
             .local_addr()
             .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
-        tracing::info!(listen = %addr, version = env!("CARGO_PKG_VERSION"), "gpulse started.");
-        match app::run(config, source, otlp, listener, app::shutdown_signal()).await {
+        tracing::info!(
+            listen = %addr,
+            tls = credentials.is_tls(),
+            bearer_token = credentials.has_token(),
+            version = env!("CARGO_PKG_VERSION"),
+            "gpulse started."
+        );
+        match app::run(
+            config,
+            source,
+            otlp,
+            listener,
+            credentials,
+            app::shutdown_signal(),
+        )
+        .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %error, "gpulse stopped.");

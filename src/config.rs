@@ -153,7 +153,8 @@ impl Default for StoreConfig {
 pub struct HttpConfig {
     /// Address and port to listen on.
     pub listen: SocketAddr,
-    /// Requests taking longer than this get 503.
+    /// Requests taking longer than this get 503. Also bounds reading a request's headers, the
+    /// TLS handshake, and how long an idle keep-alive connection is kept open.
     pub request_timeout: HumanDuration,
     /// Requests handled at once; beyond it requests get 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
@@ -169,6 +170,36 @@ pub struct HttpConfig {
     /// File holding a bearer token; when set, every path but /healthz and /readyz needs
     /// `Authorization: Bearer <token>`.
     pub bearer_token_file: String,
+    /// How often the TLS and token files are checked for changes (SIGHUP reloads at once).
+    pub reload_interval: HumanDuration,
+}
+
+impl HttpConfig {
+    /// The certificate and key files when HTTPS is configured; an error when only one of the
+    /// two is set.
+    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        let one_missing = |missing: &str, set: &str| ConfigError {
+            key: Some(format!("http.{missing}")),
+            origin: "configuration".to_owned(),
+            message: format!(
+                "is empty but `http.{set}` is set; set both to serve HTTPS, or neither"
+            ),
+        };
+        match (self.tls_cert_file.is_empty(), self.tls_key_file.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Ok(Some((
+                PathBuf::from(&self.tls_cert_file),
+                PathBuf::from(&self.tls_key_file),
+            ))),
+            (false, true) => Err(one_missing("tls_key_file", "tls_cert_file")),
+            (true, false) => Err(one_missing("tls_cert_file", "tls_key_file")),
+        }
+    }
+
+    /// The bearer token file, when authentication is configured.
+    pub fn bearer_token_file(&self) -> Option<PathBuf> {
+        (!self.bearer_token_file.is_empty()).then(|| PathBuf::from(&self.bearer_token_file))
+    }
 }
 
 impl Default for HttpConfig {
@@ -182,6 +213,7 @@ impl Default for HttpConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             bearer_token_file: String::new(),
+            reload_interval: HumanDuration::secs(5),
         }
     }
 }
@@ -384,7 +416,15 @@ impl Config {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
-        base.with_overrides(overrides)
+        let config = base.with_overrides(overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rules that span several keys, checked once everything is applied (a file may set one
+    /// key and the environment the other).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.tls_files().map(|_| ())
     }
 
     /// Applies overrides one at a time, so an error names the variable or flag at fault.
@@ -620,6 +660,24 @@ mod tests {
             line.starts_with("config key `gpu.mig` at e.toml:2:"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let mut c = Config::default();
+        assert_eq!(c.http.tls_files().unwrap(), None);
+        c.http.tls_cert_file = "c.pem".to_owned();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("http.tls_key_file"));
+        assert!(err.message.contains("`http.tls_cert_file` is set"), "{err}");
+        c.http.tls_key_file = "k.pem".to_owned();
+        assert_eq!(
+            c.http.tls_files().unwrap(),
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        c.http.tls_cert_file.clear();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("http.tls_cert_file"));
     }
 
     proptest::proptest! {

@@ -10,7 +10,8 @@
 //!   sysinfo), the shared runner that times each cycle, and the deadline worker that keeps a
 //!   hung blocking call from stalling anything else.
 //! * `store`: a bounded window per source plus the latest immutable snapshot.
-//! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs and HTTP router (`api`).
+//! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs, the HTTP router and server
+//!   (`api`), HTTPS (`tls`) and bearer-token authentication (`auth`).
 //! * `app`: wires the pieces together and runs until shutdown.
 //! * `cli`: command-line parsing and the subcommands; `main.rs` only calls [`cli::main`].
 

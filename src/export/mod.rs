@@ -4,14 +4,20 @@
 //! * `dcgm`: the dcgm-exporter-compatible `DCGM_FI_*` families `prometheus` adds when
 //!   `[prometheus] dcgm_compat` is on.
 //! * `json`: the versioned JSON DTOs of `/v1/*` (model types are never serialized directly).
-//! * `api`: the axum router and server with its bounds (timeouts, concurrency, body size).
+//! * `api`: the axum router and our hyper accept loop with their bounds (timeouts,
+//!   concurrency, body size, connections).
+//! * `tls`: the rustls configuration from PEM files; `auth`: the bearer token check;
+//!   `reload`: how both are reloaded on SIGHUP and file change.
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf) with OpenTelemetry names.
 
 pub mod api;
+pub mod auth;
 pub mod dcgm;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;
+pub mod reload;
+pub mod tls;
 
 use std::sync::Mutex;
 

@@ -56,20 +56,39 @@ impl HttpResponse {
 ///
 /// Errors are connection or parse errors; any status (including 5xx) is `Ok`.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<HttpResponse> {
+    http_get_with(addr, path, &[], timeout)
+}
+
+/// [`http_get`] with extra request headers (`("authorization", "Bearer ...")`).
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(get_request(&addr.to_string(), path, headers).as_bytes())?;
     stream.flush()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
+/// The text of an HTTP/1.0 `GET` with `Connection: close` and the given headers.
+pub fn get_request(host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request =
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: */*\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// Parses a raw HTTP/1.x response read to EOF.
+pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let split = raw
         .windows(4)

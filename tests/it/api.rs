@@ -1,40 +1,66 @@
 //! The HTTP API in-process: every endpoint, status codes, bounds and shutdown, on demo GPUs.
+//!
+//! [`start`] and [`wait_ready`] are shared with the TLS and authentication tests.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gpulse::app::{self, GpuSource};
 use gpulse::config::{Config, HumanDuration};
+use gpulse::export::api::Credentials;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-struct Running {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), app::AppError>>,
+/// An agent running in-process (demo GPUs, 100 ms intervals).
+pub struct Running {
+    /// `http://127.0.0.1:PORT` (the scheme is wrong when TLS is on; use `addr` then).
+    pub base: String,
+    pub addr: SocketAddr,
+    pub credentials: Arc<Credentials>,
+    pub stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<Result<(), app::AppError>>,
 }
 
-async fn start(mut config: Config) -> Running {
+impl Running {
+    /// Stops the agent and asserts it shut down cleanly.
+    pub async fn shut_down(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        let finished = tokio::time::timeout(Duration::from_secs(6), self.task).await;
+        assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
+    }
+}
+
+/// Starts the agent with `config`, loading its TLS and token files like the binary does.
+pub async fn start(mut config: Config) -> Running {
     config.gpu.interval = HumanDuration(Duration::from_millis(100));
     config.host.interval = HumanDuration(Duration::from_millis(100));
+    let credentials = Arc::new(Credentials::load(&config.http).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app::run(
         config,
         GpuSource::Demo { gpus: 2 },
         None,
         listener,
+        Arc::clone(&credentials),
         async {
             let _ = stopped.await;
         },
     ));
     Running {
-        base,
+        base: format!("http://{addr}"),
+        addr,
+        credentials,
         stop: Some(stop),
         task,
     }
 }
 
-async fn wait_ready(base: &str) {
+/// Polls plain-HTTP `/readyz` until 200.
+pub async fn wait_ready(base: &str) {
     for _ in 0..100 {
         if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
             && r.status() == 200
@@ -122,6 +148,95 @@ async fn endpoints_answer_with_data_and_right_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let mut config = Config::default();
+    config.http.max_connections = 2;
+    // Long enough that the idle connections below are not closed by the header timeout.
+    config.http.request_timeout = HumanDuration(Duration::from_secs(60));
+    let agent = start(config).await;
+    wait_ready(&agent.base).await;
+
+    // Two idle connections take both slots (accepted in order, before the third).
+    let idle_a = TcpStream::connect(agent.addr).await.unwrap();
+    let idle_b = TcpStream::connect(agent.addr).await.unwrap();
+    // The kernel completes the third handshake, but gpulse does not accept it yet.
+    let mut third = TcpStream::connect(agent.addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_secs(1), third.read_to_end(&mut response)).await;
+    assert!(
+        early.is_err() && response.is_empty(),
+        "answered while both slots were held: {early:?} {:?}",
+        String::from_utf8_lossy(&response)
+    );
+
+    // Closing one idle connection frees a slot; the waiting request is then served.
+    drop(idle_a);
+    tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut response))
+        .await
+        .expect("the third connection was not served after a slot was freed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.0 200 "), "{text}");
+    assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
+    drop(idle_b);
+    agent.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_at_the_header_timeout() {
+    let mut config = Config::default();
+    config.http.max_connections = 1;
+    let timeout = Duration::from_millis(1000);
+    config.http.request_timeout = HumanDuration(timeout);
+    let agent = start(config).await;
+    wait_ready(&agent.base).await;
+
+    let (mut read, mut write) = TcpStream::connect(agent.addr).await.unwrap().into_split();
+    let started = Instant::now();
+    // One header byte every 100 ms, forever: headers never complete.
+    let dribble = tokio::spawn(async move {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+            if write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Vec::new();
+    // EOF or a reset: either way the server closed it.
+    let closed =
+        tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut response)).await;
+    let elapsed = started.elapsed();
+    dribble.abort();
+    assert!(
+        closed.is_ok(),
+        "the slowloris connection was still open after 20s"
+    );
+    assert!(
+        elapsed >= timeout,
+        "closed after {elapsed:?}, before the header timeout"
+    );
+    assert!(
+        !String::from_utf8_lossy(&response).contains(" 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+
+    // Its slot (the only one) is free again.
+    let health = reqwest::get(format!("{}/healthz", agent.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    agent.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused() {
     let mut config = Config::default();
     config.http.max_request_body_bytes = 1024;
@@ -142,6 +257,13 @@ async fn oversized_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(small.status(), 200);
+    let huge_head = client
+        .get(format!("{}/v1/snapshot", agent.base))
+        .header("x-filler", "x".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge_head.status(), 431);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,3 +97,80 @@ fn unreadable_config_file_is_a_usage_error() {
         stderr(&out)
     );
 }
+
+/// Runs the agent on a port that is taken, so exit 2 (not 1) proves the files were checked
+/// before any bind; returns the exit code and the one line of stderr.
+fn run_on_taken_port(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = gpulse(&["demo", "--listen", &addr], env);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    (out.status.code(), err)
+}
+
+#[test]
+fn unreadable_or_half_configured_tls_exits_2_before_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let missing = "/nonexistent/tls.crt";
+    let (code, err) = run_on_taken_port(&[
+        ("GPULSE_HTTP_TLS_CERT_FILE", missing),
+        ("GPULSE_HTTP_TLS_KEY_FILE", key),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`http.tls_cert_file`"), "{err}");
+    assert!(err.contains(missing), "{err}");
+
+    let (code, err) = run_on_taken_port(&[("GPULSE_HTTP_TLS_CERT_FILE", cert)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`http.tls_key_file`"), "{err}");
+    assert!(err.contains("`http.tls_cert_file` is set"), "{err}");
+
+    // The certificate as the key: the key file is at fault.
+    let (code, err) = run_on_taken_port(&[
+        ("GPULSE_HTTP_TLS_CERT_FILE", cert),
+        ("GPULSE_HTTP_TLS_KEY_FILE", cert),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`http.tls_key_file`"), "{err}");
+    assert!(err.contains("no PRIVATE KEY"), "{err}");
+
+    // `config check` catches the half-configured case too.
+    let out = gpulse(
+        &["config", "check", "/dev/null"],
+        &[("GPULSE_HTTP_TLS_KEY_FILE", key)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`http.tls_cert_file`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn empty_or_missing_token_file_exits_2_before_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_str().unwrap();
+    let (code, err) = run_on_taken_port(&[("GPULSE_HTTP_BEARER_TOKEN_FILE", empty)]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`http.bearer_token_file`"), "{err}");
+    assert!(err.contains(empty), "{err}");
+    assert!(err.contains("empty"), "{err}");
+
+    let (code, err) = run_on_taken_port(&[("GPULSE_HTTP_BEARER_TOKEN_FILE", "/nonexistent/token")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("`http.bearer_token_file` at /nonexistent/token"),
+        "{err}"
+    );
+}

@@ -7,6 +7,8 @@
 mod api;
 // The binary's command line and config errors.
 mod cli;
+// HTTPS and bearer tokens: serving, refusing, reloading on file change and SIGHUP.
+mod tls;
 // The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.

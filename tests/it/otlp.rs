@@ -126,6 +126,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
         GpuSource::Nvml,
         Some(otlp),
         listener,
+        Arc::new(gpulse::export::api::Credentials::load(&Config::default().http).unwrap()),
         async {
             let _ = stopped.await;
         },

@@ -1,5 +1,5 @@
-//! House rules checked as tests: module docs on every file, no nvml-wrapper or axum outside
-//! their modules, and the README quick start in step with `.ci/run`.
+//! House rules checked as tests: module docs on every file, no nvml-wrapper, axum, hyper or
+//! rustls outside their modules, and the README quick start in step with `.ci/run`.
 
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,18 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
         if text.contains("sysinfo::") {
             assert_eq!(path, "src/collect/host.rs", "{path} imports sysinfo");
         }
-        for http in ["axum", "tower_http", "prometheus_client", "serde_json"] {
+        for http in [
+            "axum",
+            "tower_http",
+            "prometheus_client",
+            "serde_json",
+            "hyper",
+            "hyper_util",
+            "rustls",
+            "tokio_rustls",
+            "rustls_pki_types",
+            "subtle",
+        ] {
             if text.contains(&format!("{http}::")) {
                 assert!(path.starts_with("src/export/"), "{path} uses {http}");
             }
