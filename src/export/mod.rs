@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod dcgm;
 pub mod json;
 pub mod otlp;

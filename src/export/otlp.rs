@@ -26,6 +26,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 
 use super::ExportStats;
+use super::catalog::{GPU_SCALARS, exposed_name};
 use crate::config::{ConfigError, HumanDuration, OtlpConfig};
 use crate::model::{GpuDevice, GpuSample, HostSample};
 use crate::store::{Snapshot, Store};
@@ -574,9 +575,18 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-/// The Prometheus family each OTLP instrument carries, so tests can check that every metric
-/// /metrics has is pushed too.
-pub const PROMETHEUS_TO_OTLP: &[(&str, &str)] = &[
+/// The Prometheus family (as exposed) each OTLP instrument carries, so tests can check that
+/// every metric /metrics has is pushed too: the shared GPU scalars plus [`OTHER_MAPPINGS`].
+pub fn prometheus_to_otlp() -> Vec<(String, &'static str)> {
+    GPU_SCALARS
+        .iter()
+        .map(|row| (exposed_name(row), row.otlp))
+        .chain(OTHER_MAPPINGS.iter().map(|(p, o)| ((*p).to_owned(), *o)))
+        .collect()
+}
+
+/// Families outside the shared catalog, whose label shapes differ between the exporters.
+const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ("gpulse_collector_success", "gpulse.collector.success"),
     ("gpulse_collector_stale", "gpulse.collector.stale"),
     (
@@ -605,33 +615,15 @@ pub const PROMETHEUS_TO_OTLP: &[(&str, &str)] = &[
     ("gpulse_gpu_utilization_ratio", "hw.gpu.utilization"),
     ("gpulse_gpu_encoder_utilization_ratio", "hw.gpu.utilization"),
     ("gpulse_gpu_decoder_utilization_ratio", "hw.gpu.utilization"),
-    (
-        "gpulse_gpu_memory_utilization_ratio",
-        "hw.gpu.memory.utilization",
-    ),
-    ("gpulse_gpu_memory_total_bytes", "hw.gpu.memory.limit"),
-    ("gpulse_gpu_memory_used_bytes", "hw.gpu.memory.usage"),
-    ("gpulse_gpu_memory_free_bytes", "gpulse.gpu.memory.free"),
-    (
-        "gpulse_gpu_memory_reserved_bytes",
-        "gpulse.gpu.memory.reserved",
-    ),
     ("gpulse_gpu_temperature_celsius", "gpulse.gpu.temperature"),
     (
         "gpulse_gpu_temperature_threshold_celsius",
         "gpulse.gpu.temperature.threshold",
     ),
-    ("gpulse_gpu_power_watts", "hw.power"),
-    ("gpulse_gpu_power_limit_watts", "gpulse.gpu.power.limit"),
-    ("gpulse_gpu_energy_joules_total", "hw.energy"),
     ("gpulse_gpu_clock_hertz", "gpulse.gpu.clock.frequency"),
     (
         "gpulse_gpu_clock_max_hertz",
         "gpulse.gpu.clock.max_frequency",
-    ),
-    (
-        "gpulse_gpu_performance_state",
-        "gpulse.gpu.performance_state",
     ),
     ("gpulse_gpu_fan_speed_ratio", "gpulse.gpu.fan.speed"),
     ("gpulse_gpu_throttle_active", "gpulse.gpu.throttle.active"),
@@ -641,32 +633,13 @@ pub const PROMETHEUS_TO_OTLP: &[(&str, &str)] = &[
     ),
     ("gpulse_gpu_ecc_errors_total", "hw.errors"),
     ("gpulse_gpu_retired_pages", "gpulse.gpu.retired_pages"),
-    (
-        "gpulse_gpu_retired_pages_pending",
-        "gpulse.gpu.retired_pages.pending",
-    ),
     ("gpulse_gpu_remapped_rows", "gpulse.gpu.remapped_rows"),
-    (
-        "gpulse_gpu_row_remap_pending",
-        "gpulse.gpu.row_remap.pending",
-    ),
-    (
-        "gpulse_gpu_row_remap_failure",
-        "gpulse.gpu.row_remap.failure",
-    ),
-    (
-        "gpulse_gpu_pcie_link_generation",
-        "gpulse.gpu.pcie.link.generation",
-    ),
-    ("gpulse_gpu_pcie_link_width", "gpulse.gpu.pcie.link.width"),
-    ("gpulse_gpu_pcie_replays_total", "gpulse.gpu.pcie.replays"),
     (
         "gpulse_gpu_pcie_throughput_bytes_per_second",
         "gpulse.gpu.pcie.throughput",
     ),
     ("gpulse_gpu_nvlink_active", "gpulse.gpu.nvlink.active"),
     ("gpulse_gpu_nvlink_errors_total", "gpulse.gpu.nvlink.errors"),
-    ("gpulse_gpu_processes", "gpulse.gpu.processes"),
     (
         "gpulse_gpu_process_memory_used_bytes",
         "gpulse.gpu.process.memory.usage",
@@ -679,7 +652,6 @@ pub const PROMETHEUS_TO_OTLP: &[(&str, &str)] = &[
         "gpulse_gpu_process_memory_utilization_ratio",
         "gpulse.gpu.process.memory.utilization",
     ),
-    ("gpulse_gpu_mig_enabled", "gpulse.gpu.mig.enabled"),
     (
         "gpulse_gpu_mig_memory_total_bytes",
         "gpulse.gpu.mig.memory.limit",
@@ -952,51 +924,13 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
             })
         },
     );
-    observe(
-        m,
-        s,
-        Gauge,
-        "hw.gpu.memory.utilization",
-        "1",
-        "Fraction of time device memory was read or written.",
-        |sn, e| per_gpu(sn, e, |d| d.utilization.memory),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "hw.gpu.memory.limit",
-        "By",
-        "Total framebuffer memory.",
-        |sn, e| per_gpu(sn, e, |d| d.memory.total_bytes.map(|b| b as f64)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "hw.gpu.memory.usage",
-        "By",
-        "Framebuffer memory allocated by processes.",
-        |sn, e| per_gpu(sn, e, |d| d.memory.used_bytes.map(|b| b as f64)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.memory.free",
-        "By",
-        "Framebuffer memory free for allocation.",
-        |sn, e| per_gpu(sn, e, |d| d.memory.free_bytes.map(|b| b as f64)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.memory.reserved",
-        "By",
-        "Framebuffer memory reserved by driver and firmware.",
-        |sn, e| per_gpu(sn, e, |d| d.memory.reserved_bytes.map(|b| b as f64)),
-    );
+    for row in GPU_SCALARS {
+        let kind = if row.counter { Counter } else { Gauge };
+        let value = row.value;
+        observe(m, s, kind, row.otlp, row.unit, row.help, move |sn, e| {
+            per_gpu(sn, e, value)
+        });
+    }
     observe(
         m,
         s,
@@ -1036,33 +970,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
         m,
         s,
         Gauge,
-        "hw.power",
-        "W",
-        "Power draw of the GPU board.",
-        |sn, e| per_gpu(sn, e, |d| d.power_watts),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.power.limit",
-        "W",
-        "Power limit the driver enforces.",
-        |sn, e| per_gpu(sn, e, |d| d.power_limit_watts),
-    );
-    observe(
-        m,
-        s,
-        Counter,
-        "hw.energy",
-        "J",
-        "Energy used by the GPU since the driver was loaded.",
-        |sn, e| per_gpu(sn, e, |d| d.energy_joules),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
         "gpulse.gpu.clock.frequency",
         "Hz",
         "Current clock frequency (graphics, sm, memory, video).",
@@ -1090,15 +997,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
                     .collect()
             })
         },
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.performance_state",
-        "1",
-        "Performance state, 0 (maximum) to 15 (minimum).",
-        |sn, e| per_gpu(sn, e, |d| d.performance_state.map(f64::from)),
     );
     observe(
         m,
@@ -1190,15 +1088,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
         m,
         s,
         Gauge,
-        "gpulse.gpu.retired_pages.pending",
-        "1",
-        "1 if pages wait to be retired.",
-        |sn, e| per_gpu(sn, e, |d| d.retired_pages_pending.map(flag)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
         "gpulse.gpu.remapped_rows",
         "{row}",
         "Memory rows remapped, by cause.",
@@ -1221,51 +1110,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
                     .collect()
             })
         },
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.row_remap.pending",
-        "1",
-        "1 if a row remap waits for a GPU reset.",
-        |sn, e| per_gpu(sn, e, |d| d.remapped_rows.map(|r| flag(r.pending))),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.row_remap.failure",
-        "1",
-        "1 if a row remap failed.",
-        |sn, e| per_gpu(sn, e, |d| d.remapped_rows.map(|r| flag(r.failure))),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.pcie.link.generation",
-        "1",
-        "Current PCIe link generation.",
-        |sn, e| per_gpu(sn, e, |d| d.pcie.link_generation.map(f64::from)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.pcie.link.width",
-        "{lane}",
-        "Current PCIe link width.",
-        |sn, e| per_gpu(sn, e, |d| d.pcie.link_width.map(f64::from)),
-    );
-    observe(
-        m,
-        s,
-        Counter,
-        "gpulse.gpu.pcie.replays",
-        "{replay}",
-        "PCIe replays since the driver was loaded.",
-        |sn, e| per_gpu(sn, e, |d| d.pcie.replay_count.map(|n| n as f64)),
     );
     observe(
         m,
@@ -1337,15 +1181,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
         m,
         s,
         Gauge,
-        "gpulse.gpu.processes",
-        "{process}",
-        "Compute processes running on the GPU.",
-        |sn, e| per_gpu(sn, e, |d| d.processes.as_ref().map(|p| p.len() as f64)),
-    );
-    observe(
-        m,
-        s,
-        Gauge,
         "gpulse.gpu.process.memory.usage",
         "By",
         "GPU memory used by each compute process.",
@@ -1405,15 +1240,6 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
                     .collect()
             })
         },
-    );
-    observe(
-        m,
-        s,
-        Gauge,
-        "gpulse.gpu.mig.enabled",
-        "1",
-        "1 if MIG mode is enabled.",
-        |sn, e| per_gpu(sn, e, |d| d.mig.as_ref().map(|m| flag(m.enabled))),
     );
     observe(
         m,

@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::ExportStats;
+use super::catalog::GPU_SCALARS;
 use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, index_label};
 use crate::store::{Snapshot, Store};
 
@@ -360,12 +361,14 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         "Fraction of the last sample period in which a kernel ran on the GPU (0-1).",
         per_gpu(gpu, |d| d.utilization.gpu),
     )?;
-    gauge(
-        e,
-        "gpulse_gpu_memory_utilization_ratio",
-        "Fraction of the last sample period in which device memory was read or written (0-1).",
-        per_gpu(gpu, |d| d.utilization.memory),
-    )?;
+    for row in GPU_SCALARS {
+        let kind = if row.counter {
+            MetricType::Counter
+        } else {
+            MetricType::Gauge
+        };
+        family(e, row.prometheus, row.help, kind, per_gpu(gpu, row.value))?;
+    }
     gauge(
         e,
         "gpulse_gpu_encoder_utilization_ratio",
@@ -377,30 +380,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         "gpulse_gpu_decoder_utilization_ratio",
         "Video decoder utilization (0-1).",
         per_gpu(gpu, |d| d.utilization.decoder),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_memory_total_bytes",
-        "Total framebuffer memory.",
-        per_gpu(gpu, |d| bytes(d.memory.total_bytes)),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_memory_used_bytes",
-        "Framebuffer memory allocated by processes.",
-        per_gpu(gpu, |d| bytes(d.memory.used_bytes)),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_memory_free_bytes",
-        "Framebuffer memory free for allocation.",
-        per_gpu(gpu, |d| bytes(d.memory.free_bytes)),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_memory_reserved_bytes",
-        "Framebuffer memory reserved by the driver and firmware.",
-        per_gpu(gpu, |d| bytes(d.memory.reserved_bytes)),
     )?;
     gauge(
         e,
@@ -429,24 +408,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
     )?;
     gauge(
         e,
-        "gpulse_gpu_power_watts",
-        "Power draw of the board.",
-        per_gpu(gpu, |d| d.power_watts),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_power_limit_watts",
-        "Power limit the driver enforces.",
-        per_gpu(gpu, |d| d.power_limit_watts),
-    )?;
-    counter(
-        e,
-        "gpulse_gpu_energy_joules",
-        "Energy used since the driver was loaded.",
-        per_gpu(gpu, |d| d.energy_joules),
-    )?;
-    gauge(
-        e,
         "gpulse_gpu_clock_hertz",
         "Current clock frequency: graphics, sm, memory, video.",
         per_gpu_item(gpu, "clock", |d| &d.clocks_hertz, |(n, v)| (n, *v)),
@@ -456,12 +417,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         "gpulse_gpu_clock_max_hertz",
         "Maximum clock frequency: graphics, sm, memory, video.",
         per_gpu_item(gpu, "clock", |d| &d.max_clocks_hertz, |(n, v)| (n, *v)),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_performance_state",
-        "Performance state, 0 (maximum performance) to 15 (minimum).",
-        per_gpu(gpu, |d| d.performance_state.map(f64::from)),
     )?;
     gauge(
         e,
@@ -511,12 +466,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
     )?;
     gauge(
         e,
-        "gpulse_gpu_retired_pages_pending",
-        "1 if pages are waiting to be retired at the next driver reload.",
-        per_gpu(gpu, |d| d.retired_pages_pending.map(flag)),
-    )?;
-    gauge(
-        e,
         "gpulse_gpu_remapped_rows",
         "Memory rows remapped, by cause (correctable, uncorrectable).",
         gpu.devices.iter().filter(|d| !d.lost).flat_map(|d| {
@@ -528,36 +477,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
                 ]
             })
         }),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_row_remap_pending",
-        "1 if a row remap is pending (the GPU needs a reset to apply it).",
-        per_gpu(gpu, |d| d.remapped_rows.map(|r| flag(r.pending))),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_row_remap_failure",
-        "1 if a row remap failed (the GPU needs inspection).",
-        per_gpu(gpu, |d| d.remapped_rows.map(|r| flag(r.failure))),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_pcie_link_generation",
-        "Current PCIe link generation.",
-        per_gpu(gpu, |d| d.pcie.link_generation.map(f64::from)),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_pcie_link_width",
-        "Current PCIe link width (lanes).",
-        per_gpu(gpu, |d| d.pcie.link_width.map(f64::from)),
-    )?;
-    counter(
-        e,
-        "gpulse_gpu_pcie_replays",
-        "PCIe replay (retry) events since the driver was loaded.",
-        per_gpu(gpu, |d| d.pcie.replay_count.map(|n| n as f64)),
     )?;
     gauge(
         e,
@@ -600,12 +519,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
             })
         }),
     )?;
-    gauge(
-        e,
-        "gpulse_gpu_processes",
-        "Compute processes running on the GPU.",
-        per_gpu(gpu, |d| d.processes.as_ref().map(|p| p.len() as f64)),
-    )?;
     let processes: Vec<(GpuLabels<'_>, String, &GpuProcess)> = gpu
         .devices
         .iter()
@@ -639,12 +552,6 @@ fn encode_gpus(e: &mut DescriptorEncoder, gpu: &GpuSample) -> fmt::Result {
         "gpulse_gpu_process_memory_utilization_ratio",
         "Memory-controller utilization attributed to each compute process (0-1).",
         process_series(|p| p.memory_utilization),
-    )?;
-    gauge(
-        e,
-        "gpulse_gpu_mig_enabled",
-        "1 if MIG mode is enabled on the GPU.",
-        per_gpu(gpu, |d| d.mig.as_ref().map(|m| flag(m.enabled))),
     )?;
     let mig_series = |value: fn(&crate::model::MigInstance) -> Option<u64>| {
         gpu.devices.iter().filter(|d| !d.lost).flat_map(move |d| {
