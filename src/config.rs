@@ -31,6 +31,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub prometheus: PrometheusConfig,
     pub otlp: OtlpConfig,
+    pub health: HealthConfig,
     pub log: LogConfig,
 }
 
@@ -251,6 +252,42 @@ pub struct OtlpConfig {
     pub temporality: String,
 }
 
+/// `[health]`: Xid capture and GPU health states.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Kernel log to read `NVRM: Xid` lines from when it is readable (systemd or privileged
+    /// mode); empty turns kmsg capture off.
+    pub kmsg_path: String,
+    /// The same Xid on the same GPU seen by two sources within this window counts once.
+    pub xid_dedup_window: HumanDuration,
+    /// Recent Xid occurrences kept for /v1/health.
+    pub max_events: usize,
+    /// How long a GPU keeps a Degraded or Unhealthy state after its cause is gone.
+    pub hold_time: HumanDuration,
+    /// Window over which the share of time in hardware slowdown is measured.
+    pub throttle_window: HumanDuration,
+    /// Share of `throttle_window` with a hardware slowdown reason active (hw_slowdown,
+    /// hw_thermal_slowdown, hw_power_brake_slowdown) that makes a GPU Degraded.
+    pub hw_slowdown_ratio: f64,
+    /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }.
+    pub xid_overrides: BTreeMap<String, String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            kmsg_path: "/dev/kmsg".to_owned(),
+            xid_dedup_window: HumanDuration::secs(10),
+            max_events: 256,
+            hold_time: HumanDuration::secs(600),
+            throttle_window: HumanDuration::secs(300),
+            hw_slowdown_ratio: 0.1,
+            xid_overrides: BTreeMap::new(),
+        }
+    }
+}
+
 /// `[log]`: the agent's own logs (stderr).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -361,7 +398,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "agent",
     "gpu",
     "host",
@@ -369,6 +406,7 @@ const SECTIONS: [&str; 8] = [
     "http",
     "prometheus",
     "otlp",
+    "health",
     "log",
 ];
 

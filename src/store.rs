@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::model::{
-    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample,
+    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidLog,
 };
 
 /// Everything exporters read, as of one moment.
@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub host: Option<Arc<HostSample>>,
     /// Status of every registered collector, in registration order.
     pub collectors: Vec<CollectorStatus>,
+    /// Xid counts and recent occurrences.
+    pub xid: Arc<XidLog>,
 }
 
 impl Snapshot {

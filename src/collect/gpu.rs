@@ -515,6 +515,7 @@ fn read_device(
             None
         },
         mig: if options.mig { read_mig(device) } else { None },
+        recovery_action: None,
     }
 }
 

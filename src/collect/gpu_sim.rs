@@ -209,6 +209,7 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
             memory_utilization: Some(round3(util * 0.6)),
         }]),
         mig: Some(MigReadings::default()),
+        recovery_action: Some(0),
     }
 }
 

@@ -477,6 +477,7 @@ mod tests {
                 cuda_driver_version: Some("12.4".to_owned()),
                 devices: vec![full, sparse, lost],
             })),
+            xid: Default::default(),
             host: None,
             collectors: Vec::new(),
         }

@@ -95,6 +95,7 @@ fn fixed_snapshot() -> Snapshot {
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
+        xid: Default::default(),
     }
 }
 
