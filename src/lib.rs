@@ -20,5 +20,6 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod export;
+pub mod health;
 pub mod model;
 pub mod store;

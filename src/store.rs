@@ -14,6 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::health::NodeHealth;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidLog,
 };
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorStatus>,
     /// Xid counts and recent occurrences.
     pub xid: Arc<XidLog>,
+    /// The latest health evaluation; `None` until the health task has run once.
+    pub health: Option<Arc<NodeHealth>>,
 }
 
 impl Snapshot {
@@ -152,6 +155,13 @@ impl Store {
                 }
             }
         });
+    }
+
+    /// Replaces the health evaluation.
+    pub fn set_health(&self, health: NodeHealth) {
+        let _writer = self.lock_windows();
+        let health = Arc::new(health);
+        self.update(|snap| snap.health = Some(health));
     }
 
     /// The GPU points in the window, oldest first.

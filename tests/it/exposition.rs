@@ -96,6 +96,7 @@ fn fixed_snapshot() -> Snapshot {
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
         xid: Default::default(),
+        health: None,
     }
 }
 
