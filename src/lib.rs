@@ -22,4 +22,5 @@ pub mod config;
 pub mod export;
 pub mod health;
 pub mod model;
+pub mod scan;
 pub mod store;

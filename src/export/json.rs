@@ -303,6 +303,11 @@ impl HealthV1 {
         Self::from_parts(health, &snap.xid, node)
     }
 
+    /// Pretty-printed JSON, for `gpulse scan --json`.
+    pub fn to_json_pretty(&self) -> Result<String, String> {
+        serde_json::to_string_pretty(self).map_err(|e| e.to_string())
+    }
+
     pub fn from_parts(health: &NodeHealth, xid: &XidLog, node: &str) -> Self {
         let skip = xid.recent.len().saturating_sub(MAX_HEALTH_XID_EVENTS);
         Self {
