@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ConfigError, HealthConfig};
-use crate::model::{GpuDevice, GpuSample, GpuWindowPoint, XidLog};
+use crate::model::{GpuDevice, GpuSample, GpuWindowPoint, XidCount, XidLog};
 
 /// Clock-event reason bits that count as hardware slowdown: hw_slowdown, hw_thermal_slowdown,
 /// hw_power_brake_slowdown.
@@ -564,24 +564,21 @@ pub fn evaluate(
                 ));
             }
             gpus.sort_by_key(|g| g.index);
-            // Xids that name no GPU count for the node.
-            for c in input
-                .xid
-                .counts
-                .iter()
-                .filter(|c| c.gpu_index.is_none() && c.uuid.is_empty())
-            {
-                if c.last_seen > hold_from {
-                    let (severity, action, description) = policy.xid(c.xid);
-                    if let Some(state) = severity.state() {
-                        node_causes.push((
-                            ReasonCode::Xid(c.xid),
-                            state,
-                            action,
-                            description.to_owned(),
-                            c.last_seen,
-                        ));
-                    }
+            // Xids that name no GPU of this sample count for the node.
+            for c in &input.xid.counts {
+                let known = sample.devices.iter().any(|d| xid_is_for(c, d));
+                if known || c.last_seen <= hold_from {
+                    continue;
+                }
+                let (severity, action, description) = policy.xid(c.xid);
+                if let Some(state) = severity.state() {
+                    node_causes.push((
+                        ReasonCode::Xid(c.xid),
+                        state,
+                        action,
+                        description.to_owned(),
+                        c.last_seen,
+                    ));
                 }
             }
         }
@@ -775,9 +772,7 @@ fn device_causes(
         }
     }
     for c in &input.xid.counts {
-        let ours = c.gpu_index == Some(d.identity.index)
-            || (!c.uuid.is_empty() && c.uuid == d.identity.uuid);
-        if !ours || c.last_seen <= hold_from {
+        if !xid_is_for(c, d) || c.last_seen <= hold_from {
             continue;
         }
         let (severity, action, description) = policy.xid(c.xid);
@@ -792,6 +787,11 @@ fn device_causes(
         }
     }
     out
+}
+
+/// Whether an Xid count belongs to this GPU (by index, or by UUID when it has one).
+fn xid_is_for(c: &XidCount, d: &GpuDevice) -> bool {
+    c.gpu_index == Some(d.identity.index) || (!c.uuid.is_empty() && c.uuid == d.identity.uuid)
 }
 
 /// Share of the GPU's points in `[now - window, now]` with a hardware slowdown bit set;

@@ -615,6 +615,16 @@ fn an_xid_without_a_gpu_counts_for_the_node() {
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     assert_eq!(h.gpus[0].state, State::Healthy);
     assert_eq!((h.state, h.action), (State::Unhealthy, Action::Reboot));
+    // An Xid for a GPU this sample does not have counts for the node too.
+    let log = XidLog {
+        counts: vec![xid(7, 13, t(0))],
+        recent: Vec::new(),
+    };
+    let input = Input { xid: &log, ..input };
+    let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
+    assert_eq!(h.gpus[0].state, State::Healthy);
+    assert_eq!(h.state, State::Degraded);
+    assert_eq!(h.reasons[0].code.label(), "xid_13");
 }
 
 #[test]
