@@ -240,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn health_is_published_in_the_snapshot() {
+        let s = store(3);
+        assert!(s.snapshot().health.is_none());
+        s.publish(host(1.0));
+        s.set_health(NodeHealth::initial());
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.health.as_ref().map(|h| h.state),
+            Some(crate::health::State::Unknown)
+        );
+        // Other writes keep it.
+        s.publish(host(2.0));
+        assert!(s.snapshot().health.is_some());
+    }
+
+    #[test]
     fn run_reports_update_status_and_staleness() {
         let s = store(3);
         assert!(!s.snapshot().first_cycle_done());
