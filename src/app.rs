@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,6 +17,7 @@ use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
+use crate::health;
 use crate::model::CollectorStatus;
 use crate::store::Store;
 
@@ -101,6 +102,19 @@ pub async fn run(
         ));
     }
 
+    match crate::health::Policy::from_config(&config.health) {
+        Ok(policy) => {
+            tasks.spawn(evaluate_health(
+                Arc::clone(&store),
+                policy,
+                config.gpu.interval.0,
+                stop_rx.clone(),
+            ));
+        }
+        // Config::load validated it; only an unvalidated Config gets here.
+        Err(error) => tracing::error!(error = %error, "Health evaluation off."),
+    }
+
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
         gpu_source: match source {
@@ -183,6 +197,62 @@ pub async fn run(
             tracing::warn!(grace = ?grace, "Shutdown grace period elapsed; exiting with work in flight.");
             Ok(())
         }
+    }
+}
+
+/// Evaluates health every `interval` from the store and stores the result, logging each
+/// change of state once (per GPU and for the node).
+async fn evaluate_health(
+    store: Arc<Store>,
+    policy: health::Policy,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current = health::NodeHealth::initial();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let snap = store.snapshot();
+        let window = store.gpu_window();
+        let input = health::Input {
+            status: health::GpuStatus::of(&snap),
+            sample: snap.gpu.as_deref(),
+            window: &window,
+            xid: &snap.xid,
+        };
+        let next = health::evaluate(&current, &input, &policy, SystemTime::now());
+        log_health_changes(&current, &next);
+        store.set_health(next.clone());
+        current = next;
+    }
+}
+
+fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) {
+    for gpu in &next.gpus {
+        let from = previous
+            .gpu(gpu.index)
+            .map_or(health::State::Unknown, |p| p.state);
+        if from == gpu.state {
+            continue;
+        }
+        let reasons: Vec<String> = gpu.reasons.iter().map(|r| r.code.label()).collect();
+        let reasons = reasons.join(",");
+        match gpu.state {
+            health::State::Healthy | health::State::Unknown => tracing::info!(
+                gpu = gpu.index, uuid = %gpu.uuid, from = %from, to = %gpu.state, "GPU health changed."
+            ),
+            _ => tracing::warn!(
+                gpu = gpu.index, uuid = %gpu.uuid, from = %from, to = %gpu.state,
+                reasons = %reasons, action = %gpu.action, "GPU health changed."
+            ),
+        }
+    }
+    if previous.state != next.state {
+        tracing::info!(from = %previous.state, to = %next.state, action = %next.action, "Node health changed.");
     }
 }
 

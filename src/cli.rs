@@ -48,6 +48,18 @@ enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Sample the GPUs and the host once, evaluate health, print it and exit: 0 healthy,
+    /// 1 degraded (or no GPU), 3 unhealthy, 2 usage or config error.
+    Scan {
+        /// Print `gpulse.health/v1` JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when no GPU can be read (no NVML, no driver) instead of 1.
+        #[arg(long)]
+        allow_no_gpu: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +138,11 @@ pub fn main() -> ExitCode {
         None => run(cli.run, GpuSource::Nvml),
         Some(Command::Run(args)) => run(args, GpuSource::Nvml),
         Some(Command::Demo { gpus, run: args }) => run(args, GpuSource::Demo { gpus }),
+        Some(Command::Scan {
+            json,
+            allow_no_gpu,
+            run: args,
+        }) => scan(&args, json, allow_no_gpu),
         Some(Command::Config(ConfigCommand::Example)) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -144,6 +161,37 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error),
+    };
+    let report = match crate::scan::scan(&config) {
+        Ok(report) => report,
+        Err(error) => return usage_error(&error),
+    };
+    if json {
+        let dto = crate::export::json::HealthV1::from_parts(
+            &report.health,
+            &crate::model::XidLog::default(),
+            &config.node_name(),
+        );
+        match dto.to_json_pretty() {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("gpulse: cannot encode JSON: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Some(why) = &report.no_gpu {
+            eprintln!("gpulse: no GPU: {why}");
+        }
+    } else {
+        print!("{}", crate::scan::render_table(&report));
+    }
+    ExitCode::from(crate::scan::exit_code(&report, allow_no_gpu))
 }
 
 fn usage_error(error: &ConfigError) -> ExitCode {

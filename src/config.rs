@@ -270,7 +270,8 @@ pub struct HealthConfig {
     /// Share of `throttle_window` with a hardware slowdown reason active (hw_slowdown,
     /// hw_thermal_slowdown, hw_power_brake_slowdown) that makes a GPU Degraded.
     pub hw_slowdown_ratio: f64,
-    /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }.
+    /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }:
+    /// `ignore` or `degraded|unhealthy:ACTION`, checked at load (`health::Policy`).
     pub xid_overrides: BTreeMap<String, String>,
 }
 
@@ -462,7 +463,9 @@ impl Config {
     /// Rules that span several keys, checked once everything is applied (a file may set one
     /// key and the environment the other).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.tls_files().map(|_| ())
+        self.http.tls_files()?;
+        crate::health::Policy::from_config(&self.health)?;
+        Ok(())
     }
 
     /// Applies overrides one at a time, so an error names the variable or flag at fault.

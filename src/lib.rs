@@ -12,6 +12,8 @@
 //! * `store`: a bounded window per source plus the latest immutable snapshot.
 //! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs, the HTTP router and server
 //!   (`api`), HTTPS (`tls`) and bearer-token authentication (`auth`).
+//! * `health`: GPU and node health states, pure functions of the snapshot, window and Xid log.
+//! * `scan`: `gpulse scan`, one sample and one health verdict.
 //! * `app`: wires the pieces together and runs until shutdown.
 //! * `cli`: command-line parsing and the subcommands; `main.rs` only calls [`cli::main`].
 
@@ -20,5 +22,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod export;
+pub mod health;
 pub mod model;
+pub mod scan;
 pub mod store;

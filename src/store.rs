@@ -14,6 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::health::NodeHealth;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidLog,
 };
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorStatus>,
     /// Xid counts and recent occurrences.
     pub xid: Arc<XidLog>,
+    /// The latest health evaluation; `None` until the health task has run once.
+    pub health: Option<Arc<NodeHealth>>,
 }
 
 impl Snapshot {
@@ -154,6 +157,13 @@ impl Store {
         });
     }
 
+    /// Replaces the health evaluation.
+    pub fn set_health(&self, health: NodeHealth) {
+        let _writer = self.lock_windows();
+        let health = Arc::new(health);
+        self.update(|snap| snap.health = Some(health));
+    }
+
     /// The GPU points in the window, oldest first.
     pub fn gpu_window(&self) -> Vec<GpuWindowPoint> {
         self.lock_windows().gpu.items.iter().cloned().collect()
@@ -227,6 +237,22 @@ mod tests {
             s.snapshot().host.as_ref().unwrap().load_average.unwrap()[0],
             2.0
         );
+    }
+
+    #[test]
+    fn health_is_published_in_the_snapshot() {
+        let s = store(3);
+        assert!(s.snapshot().health.is_none());
+        s.publish(host(1.0));
+        s.set_health(NodeHealth::initial());
+        let snap = s.snapshot();
+        assert_eq!(
+            snap.health.as_ref().map(|h| h.state),
+            Some(crate::health::State::Unknown)
+        );
+        // Other writes keep it.
+        s.publish(host(2.0));
+        assert!(s.snapshot().health.is_some());
     }
 
     #[test]

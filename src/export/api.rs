@@ -42,7 +42,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::auth::{self, BearerToken};
-use super::json::SnapshotV1;
+use super::json::{HealthV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use super::reload::LoadError;
 use super::tls::{self, TlsConfig};
@@ -143,6 +143,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/health", get(health))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
     // (not `route_layer`), so unknown paths need the token as well.
@@ -483,6 +484,11 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 async fn snapshot(State(state): State<ApiState>) -> Response {
     let snap = state.store.snapshot();
     axum::Json(SnapshotV1::from_snapshot(&snap, &state.node)).into_response()
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let snap = state.store.snapshot();
+    axum::Json(HealthV1::from_snapshot(&snap, &state.node)).into_response()
 }
 
 #[cfg(test)]

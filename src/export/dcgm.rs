@@ -478,6 +478,7 @@ mod tests {
                 devices: vec![full, sparse, lost],
             })),
             xid: Default::default(),
+            health: None,
             host: None,
             collectors: Vec::new(),
         }

@@ -609,6 +609,9 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ("gpulse_export_failures_total", "gpulse.export.failures"),
     ("gpulse_exports_total", "gpulse.exports"),
     ("gpulse_build_info", "gpulse.build.info"),
+    ("gpulse_node_health", "gpulse.node.health"),
+    ("gpulse_gpu_health", "gpulse.gpu.health"),
+    ("gpulse_gpu_health_reason", "gpulse.gpu.health.reason"),
     ("gpulse_gpus", "gpulse.gpu.count"),
     ("gpulse_gpu_info", "gpulse.gpu.info"),
     ("gpulse_gpu_lost", "gpulse.gpu.lost"),
@@ -723,6 +726,80 @@ fn register_instruments(
     register_agent_instruments(m, s, stats, gpu_source);
     register_gpu_instruments(m, s);
     register_host_instruments(m, s);
+    register_health_instruments(m, s);
+}
+
+/// The attributes of a GPU's health points (the same GPU keys as [`gpu_attributes`]).
+fn health_gpu_attributes(g: &crate::health::GpuHealth) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("hw.id", g.uuid.clone()),
+        KeyValue::new("hw.name", format!("gpu{}", g.index)),
+        KeyValue::new("hw.type", "gpu"),
+        KeyValue::new("hw.model", g.name.clone()),
+        KeyValue::new("gpulse.gpu.index", i64::from(g.index)),
+    ]
+}
+
+fn register_health_instruments(m: &Meter, s: &Arc<Store>) {
+    use crate::health::State;
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.node.health",
+        "1",
+        "1 for the node's current health state, 0 for the others (attribute gpulse.health.state).",
+        |sn, e| {
+            if let Some(h) = &sn.health {
+                for state in State::ALL {
+                    e(
+                        flag(state == h.state),
+                        &[kv("gpulse.health.state", state.as_str())],
+                    );
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.gpu.health",
+        "1",
+        "1 for the GPU's current health state, 0 for the others (attribute gpulse.health.state).",
+        |sn, e| {
+            if let Some(h) = &sn.health {
+                for g in &h.gpus {
+                    let base = health_gpu_attributes(g);
+                    for state in State::ALL {
+                        let mut attrs = base.clone();
+                        attrs.push(kv("gpulse.health.state", state.as_str()));
+                        e(flag(state == g.state), &attrs);
+                    }
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.gpu.health.reason",
+        "1",
+        "1 per active health reason of a GPU, with the suggested action.",
+        |sn, e| {
+            if let Some(h) = &sn.health {
+                for g in &h.gpus {
+                    for r in &g.reasons {
+                        let mut attrs = health_gpu_attributes(g);
+                        attrs.push(KeyValue::new("gpulse.health.reason", r.code.label()));
+                        attrs.push(kv("gpulse.health.action", r.action.as_str()));
+                        e(1.0, &attrs);
+                    }
+                }
+            }
+        },
+    );
 }
 
 fn register_agent_instruments(

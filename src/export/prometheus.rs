@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 
 use super::ExportStats;
 use super::catalog::GPU_SCALARS;
+use crate::health::{NodeHealth, State};
 use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, index_label};
 use crate::store::{Snapshot, Store};
 
@@ -226,6 +227,9 @@ fn encode_snapshot(
     if let Some(host) = &snap.host {
         encode_host(e, host)?;
     }
+    if let Some(health) = &snap.health {
+        encode_health(e, health)?;
+    }
     if options.dcgm_compat {
         super::dcgm::encode_dcgm(e, snap, &options.hostname)?;
     }
@@ -279,6 +283,67 @@ fn encode_collectors(e: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result 
         "gpulse_collector_failures",
         "Collector cycles that failed or missed their deadline.",
         by_name(|c| Some(c.failures as f64)),
+    )
+}
+
+/// Health states: one series per state, 1 for the current one; one series per active reason.
+fn encode_health(e: &mut DescriptorEncoder, health: &NodeHealth) -> fmt::Result {
+    let indices: Vec<String> = health.gpus.iter().map(|g| g.index.to_string()).collect();
+    gauge(
+        e,
+        "gpulse_node_health",
+        "1 for the node's current health state (healthy, degraded, unhealthy, unknown), 0 for the others.",
+        State::ALL
+            .iter()
+            .map(|s| ([("state", s.as_str())], flag(*s == health.state))),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_health",
+        "1 for the GPU's current health state (healthy, degraded, unhealthy, unknown), 0 for the others.",
+        health.gpus.iter().zip(&indices).flat_map(|(g, index)| {
+            State::ALL.iter().map(move |s| {
+                (
+                    [
+                        ("gpu", index.as_str()),
+                        ("uuid", g.uuid.as_str()),
+                        ("state", s.as_str()),
+                    ],
+                    flag(*s == g.state),
+                )
+            })
+        }),
+    )?;
+    let reasons: Vec<(&str, &str, String, &str)> = health
+        .gpus
+        .iter()
+        .zip(&indices)
+        .flat_map(|(g, index)| {
+            g.reasons.iter().map(move |r| {
+                (
+                    index.as_str(),
+                    g.uuid.as_str(),
+                    r.code.label(),
+                    r.action.as_str(),
+                )
+            })
+        })
+        .collect();
+    gauge(
+        e,
+        "gpulse_gpu_health_reason",
+        "1 per active health reason of a GPU (held for health.hold_time after its cause), with the suggested action.",
+        reasons.iter().map(|(gpu, uuid, reason, action)| {
+            (
+                [
+                    ("gpu", *gpu),
+                    ("uuid", *uuid),
+                    ("reason", reason.as_str()),
+                    ("action", *action),
+                ],
+                1.0,
+            )
+        }),
     )
 }
 

@@ -136,6 +136,46 @@ async fn endpoints_answer_with_data_and_right_codes() {
         .collect();
     assert_eq!(names, ["gpu", "host"]);
 
+    // Health is evaluated every GPU interval; wait for an evaluation that saw both GPUs.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..100 {
+        health = reqwest::get(format!("{base}/v1/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["gpus"].as_array().is_some_and(|g| g.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(health["schema"], "gpulse.health/v1");
+    assert_eq!(health["gpus"].as_array().unwrap().len(), 2, "{health}");
+    for gpu in health["gpus"].as_array().unwrap() {
+        let state = gpu["state"].as_str().unwrap();
+        assert!(
+            ["healthy", "degraded", "unhealthy"].contains(&state),
+            "{gpu}"
+        );
+    }
+    assert_ne!(health["state"], "unknown", "{health}");
+    assert!(
+        health["transitions"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gpulse_node_health{state=\"unknown\"} 0"),
+        "{metrics}"
+    );
+
     let missing = reqwest::get(format!("{base}/nope")).await.unwrap();
     assert_eq!(missing.status(), 404);
     let client = reqwest::Client::new();

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
+use gpulse::health;
 use gpulse::model::{
-    CollectorStatus, DiskReadings, GpuDevice, HostSample, MigInstance, MigReadings, NetworkReadings,
+    CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, MigInstance, MigReadings,
+    NetworkReadings, XidCount, XidLog,
 };
 use gpulse::store::Snapshot;
 
@@ -91,11 +93,36 @@ fn fixed_snapshot() -> Snapshot {
     host_status.last_duration = Duration::from_micros(1500);
     host_status.last_run_at = Some(at(1_700_000_000));
     host_status.last_success_at = Some(at(1_700_000_000));
+    // Health: GPU 0 with a recent application Xid, GPU 2 lost, as evaluated once.
+    let xids = XidLog {
+        counts: vec![XidCount {
+            gpu_index: Some(0),
+            uuid: gpu.devices[0].identity.uuid.clone(),
+            xid: 13,
+            count: 1,
+            first_seen: at(1_700_000_000),
+            last_seen: at(1_700_000_000),
+        }],
+        recent: Vec::new(),
+    };
+    let window = [GpuWindowPoint::from(&gpu)];
+    let health = health::evaluate(
+        &health::NodeHealth::initial(),
+        &health::Input {
+            status: health::GpuStatus::Sampled,
+            sample: Some(&gpu),
+            window: &window,
+            xid: &xids,
+        },
+        &health::Policy::default(),
+        at(1_700_000_000),
+    );
     Snapshot {
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
         xid: Default::default(),
+        health: Some(Arc::new(health)),
     }
 }
 

@@ -19,6 +19,8 @@ mod otlp_e2e;
 mod exposition;
 // dcgm-exporter compatibility: Grafana dashboard 12239's metrics, dcgm units and labels.
 mod dcgm;
+// `gpulse scan` on the fake NVML: verdicts and exit codes.
+mod scan;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.

@@ -222,7 +222,9 @@ fn names(requests: &[ExportMetricsServiceRequest]) -> std::collections::BTreeSet
 }
 
 async fn check_round_trip(protocol: OtlpProtocol) {
-    let fake = FakeNvml::new("gpus=2\ngpu1.util=42\ngpu0.mig=1\n");
+    let fake = FakeNvml::new(
+        "gpus=2\ngpu1.util=42\ngpu0.mig=1\n# A health reason, so gpulse.gpu.health.reason has a point.\ngpu1.remap_pending=1\n",
+    );
     let (addr, sink) = match protocol {
         OtlpProtocol::Grpc => grpc_receiver().await,
         OtlpProtocol::HttpProtobuf => http_receiver().await,

@@ -151,3 +151,25 @@ fn readme_metric_table_lists_every_exported_metric() {
         "metrics missing from the README table: {missing:?}"
     );
 }
+
+#[test]
+fn the_health_module_is_pure() {
+    let mut files = sources("src/health");
+    files.push((
+        "src/health.rs".to_owned(),
+        std::fs::read_to_string(root().join("src/health.rs")).unwrap(),
+    ));
+    for (path, text) in files {
+        for banned in [
+            "tokio",
+            "Instant",
+            "SystemTime::now",
+            "std::fs",
+            "std::net",
+            "async ",
+            ".await",
+        ] {
+            assert!(!text.contains(banned), "{path} uses {banned}");
+        }
+    }
+}
