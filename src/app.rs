@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
 use crate::collect::gpu_sim::SimGpuCollector;
 use crate::collect::host::HostCollector;
-use crate::collect::run_collector;
+use crate::collect::{XidSink, gpu_xid, kmsg, run_collector};
 use crate::config::Config;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
@@ -60,7 +60,10 @@ pub async fn run(
     if config.host.enabled {
         statuses.push(CollectorStatus::new("host", config.host.interval.0));
     }
-    let store = Arc::new(Store::new(config.store.window_samples, statuses));
+    let store = Arc::new(
+        Store::new(config.store.window_samples, statuses)
+            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
@@ -69,8 +72,18 @@ pub async fn run(
         match source {
             GpuSource::Nvml => {
                 let options = GpuOptions::from_config(&config.gpu, config.nvml_library());
-                let collector =
-                    NvmlCollector::start(options).map_err(|e| AppError::Thread("gpu", e))?;
+                // Xid capture: NVML events and the kernel log on their own threads; a source
+                // that cannot start logs once and the others go on.
+                gpu_xid::start(&options, Arc::clone(&store), stop_rx.clone());
+                kmsg::start(
+                    &config.health.kmsg_path,
+                    Arc::clone(&store),
+                    stop_rx.clone(),
+                );
+                let sink_store = Arc::clone(&store);
+                let sink: XidSink = Arc::new(move |event| sink_store.record_xid(event));
+                let collector = NvmlCollector::start_with_xid_sink(options, Some(sink))
+                    .map_err(|e| AppError::Thread("gpu", e))?;
                 tasks.spawn(run_collector(
                     collector,
                     interval,
