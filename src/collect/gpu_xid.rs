@@ -52,9 +52,7 @@ pub fn start(options: &GpuOptions, store: Arc<Store>, stop: watch::Receiver<bool
     }
 }
 
-fn stopped(stop: &watch::Receiver<bool>) -> bool {
-    *stop.borrow()
-}
+use super::stopped;
 
 /// Sleeps `total` in short steps; returns true when asked to stop.
 fn sleep_or_stop(total: Duration, stop: &watch::Receiver<bool>) -> bool {

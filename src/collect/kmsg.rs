@@ -154,7 +154,7 @@ fn open(path: &str) -> std::io::Result<File> {
 fn follow(mut file: File, path: &str, store: &Store, stop: &watch::Receiver<bool>) {
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
-    while !*stop.borrow() {
+    while !super::stopped(stop) {
         match file.read(&mut buf) {
             Ok(0) => std::thread::sleep(POLL),
             Ok(n) => {

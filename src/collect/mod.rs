@@ -33,6 +33,12 @@ use worker::{DeadlineWorker, WorkerError};
 /// Where a collector hands Xid occurrences it infers (normally [`Store::record_xid`]).
 pub type XidSink = Arc<dyn Fn(XidEvent) + Send + Sync>;
 
+/// For the Xid threads: true once shutdown was asked for, or the agent that owned the sender
+/// is gone.
+pub(crate) fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
 /// A source of samples. `collect` must respect its own deadline: the runner does not cancel it.
 pub trait Collector: Send + 'static {
     /// Stable name used in metrics (`collector` label) and logs.
