@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
-use crate::collect::gpu_sim::SimGpuCollector;
+use crate::collect::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, run_collector};
 use crate::config::Config;
@@ -94,6 +94,7 @@ pub async fn run(
             GpuSource::Demo { gpus } => {
                 tracing::info!(gpus, "Demo mode: GPUs are simulated.");
                 let collector = SimGpuCollector::new(gpus, interval);
+                tasks.spawn(inject_demo_xids(Arc::clone(&store), stop_rx.clone()));
                 tasks.spawn(run_collector(
                     collector,
                     interval,
@@ -195,6 +196,26 @@ pub async fn run(
         Err(_) => {
             tracing::warn!(grace = ?grace, "Shutdown grace period elapsed; exiting with work in flight.");
             Ok(())
+        }
+    }
+}
+
+/// `gpulse demo`: records a simulated Xid every [`DEMO_XID_EVERY`], so the Xid panels have
+/// data.
+async fn inject_demo_xids(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(DEMO_XID_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // The first tick is immediate; start one period in.
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let snap = store.snapshot();
+        if let Some(event) = snap.gpu.as_deref().and_then(|gpu| simulated_xid(n, gpu)) {
+            store.record_xid(event);
+            n += 1;
         }
     }
 }
