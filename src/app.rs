@@ -9,9 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
-use crate::collect::gpu_sim::SimGpuCollector;
+use crate::collect::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::collect::host::HostCollector;
-use crate::collect::run_collector;
+use crate::collect::{XidSink, gpu_xid, kmsg, run_collector};
 use crate::config::Config;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
@@ -61,7 +61,10 @@ pub async fn run(
     if config.host.enabled {
         statuses.push(CollectorStatus::new("host", config.host.interval.0));
     }
-    let store = Arc::new(Store::new(config.store.window_samples, statuses));
+    let store = Arc::new(
+        Store::new(config.store.window_samples, statuses)
+            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
@@ -70,8 +73,18 @@ pub async fn run(
         match source {
             GpuSource::Nvml => {
                 let options = GpuOptions::from_config(&config.gpu, config.nvml_library());
-                let collector =
-                    NvmlCollector::start(options).map_err(|e| AppError::Thread("gpu", e))?;
+                // Xid capture: NVML events and the kernel log on their own threads; a source
+                // that cannot start logs once and the others go on.
+                gpu_xid::start(&options, Arc::clone(&store), stop_rx.clone());
+                kmsg::start(
+                    &config.health.kmsg_path,
+                    Arc::clone(&store),
+                    stop_rx.clone(),
+                );
+                let sink_store = Arc::clone(&store);
+                let sink: XidSink = Arc::new(move |event| sink_store.record_xid(event));
+                let collector = NvmlCollector::start_with_xid_sink(options, Some(sink))
+                    .map_err(|e| AppError::Thread("gpu", e))?;
                 tasks.spawn(run_collector(
                     collector,
                     interval,
@@ -82,6 +95,7 @@ pub async fn run(
             GpuSource::Demo { gpus } => {
                 tracing::info!(gpus, "Demo mode: GPUs are simulated.");
                 let collector = SimGpuCollector::new(gpus, interval);
+                tasks.spawn(inject_demo_xids(Arc::clone(&store), stop_rx.clone()));
                 tasks.spawn(run_collector(
                     collector,
                     interval,
@@ -253,6 +267,26 @@ fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) 
     }
     if previous.state != next.state {
         tracing::info!(from = %previous.state, to = %next.state, action = %next.action, "Node health changed.");
+    }
+}
+
+/// `gpulse demo`: records a simulated Xid every [`DEMO_XID_EVERY`], so the Xid panels have
+/// data.
+async fn inject_demo_xids(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(DEMO_XID_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // The first tick is immediate; start one period in.
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let snap = store.snapshot();
+        if let Some(event) = snap.gpu.as_deref().and_then(|gpu| simulated_xid(n, gpu)) {
+            store.record_xid(event);
+            n += 1;
+        }
     }
 }
 

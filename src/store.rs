@@ -16,8 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::health::NodeHealth;
 use crate::model::{
-    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidLog,
+    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidCount,
+    XidEvent, XidLog,
 };
+
+/// Distinct (GPU, Xid) pairs counted; past this, new pairs are dropped (and logged once).
+const MAX_XID_COUNTS: usize = 1024;
 
 /// Everything exporters read, as of one moment.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +86,72 @@ impl<T> Window<T> {
 struct Windows {
     gpu: Window<GpuWindowPoint>,
     host: Window<HostWindowPoint>,
+    xid: XidState,
+}
+
+/// The Xid history behind `Snapshot.xid`.
+#[derive(Debug)]
+struct XidState {
+    dedup_window: Duration,
+    max_events: usize,
+    recent: VecDeque<XidEvent>,
+    counts: Vec<XidCount>,
+    counts_full_logged: bool,
+}
+
+/// Whether `a` and `b` are the same occurrence seen by different sources: same GPU, same Xid,
+/// within `window` of each other, and `b` comes from a source `a` does not list yet (one
+/// source reporting the same Xid twice is two occurrences).
+pub fn same_occurrence(a: &XidEvent, b: &XidEvent, window: Duration) -> bool {
+    let same_gpu = a.gpu_index == b.gpu_index
+        && (a.uuid.is_empty() || b.uuid.is_empty() || a.uuid == b.uuid)
+        && (a.gpu_index.is_some()
+            || a.uuid == b.uuid && (a.pci_bus_id == b.pci_bus_id || a.pci_bus_id.is_empty()));
+    let gap =
+        a.at.duration_since(b.at)
+            .or_else(|_| b.at.duration_since(a.at))
+            .unwrap_or(Duration::ZERO);
+    same_gpu && a.xid == b.xid && gap <= window && b.sources.iter().all(|s| !a.sources.contains(s))
+}
+
+/// Merges `event` into `recent` (newest last): when an earlier event is the same occurrence,
+/// its source list grows and `false` is returned; otherwise the event is appended, the
+/// oldest dropped past `max`, and `true` is returned (a new occurrence to count).
+pub fn merge_xid(
+    recent: &mut VecDeque<XidEvent>,
+    event: XidEvent,
+    window: Duration,
+    max: usize,
+) -> bool {
+    if let Some(existing) = recent
+        .iter_mut()
+        .rev()
+        .find(|e| same_occurrence(e, &event, window))
+    {
+        for source in event.sources {
+            if !existing.sources.contains(&source) {
+                existing.sources.push(source);
+            }
+        }
+        if existing.uuid.is_empty() {
+            existing.uuid = event.uuid;
+        }
+        if existing.pci_bus_id.is_empty() {
+            existing.pci_bus_id = event.pci_bus_id;
+        }
+        if existing.detail.is_empty() {
+            existing.detail = event.detail;
+        }
+        return false;
+    }
+    if max == 0 {
+        return true;
+    }
+    while recent.len() >= max {
+        recent.pop_front();
+    }
+    recent.push_back(event);
+    true
 }
 
 /// Shared between collectors (writers) and exporters (readers).
@@ -103,8 +173,83 @@ impl Store {
             windows: Mutex::new(Windows {
                 gpu: Window::new(window),
                 host: Window::new(window),
+                xid: XidState {
+                    dedup_window: Duration::from_secs(10),
+                    max_events: 256,
+                    recent: VecDeque::new(),
+                    counts: Vec::new(),
+                    counts_full_logged: false,
+                },
             }),
         }
+    }
+
+    /// Sets the Xid de-duplication window and the number of recent occurrences kept
+    /// (`health.xid_dedup_window`, `health.max_events`).
+    pub fn with_xid_limits(self, dedup_window: Duration, max_events: usize) -> Self {
+        {
+            let mut windows = self.lock_windows();
+            windows.xid.dedup_window = dedup_window;
+            windows.xid.max_events = max_events;
+        }
+        self
+    }
+
+    /// Records one Xid occurrence from any source. The same Xid on the same GPU reported by
+    /// another source within the de-duplication window is merged into the first report
+    /// (counted once, both sources listed).
+    pub fn record_xid(&self, event: XidEvent) {
+        let mut windows = self.lock_windows();
+        let state = &mut windows.xid;
+        let key = (event.gpu_index, event.uuid.clone(), event.xid, event.at);
+        let new = merge_xid(
+            &mut state.recent,
+            event,
+            state.dedup_window,
+            state.max_events,
+        );
+        if new {
+            let (gpu_index, uuid, xid, at) = key;
+            let room = state.counts.len() < MAX_XID_COUNTS;
+            match state
+                .counts
+                .iter_mut()
+                .find(|c| c.gpu_index == gpu_index && c.uuid == uuid && c.xid == xid)
+            {
+                Some(count) => {
+                    count.count += 1;
+                    count.first_seen = count.first_seen.min(at);
+                    count.last_seen = count.last_seen.max(at);
+                }
+                None if room => {
+                    state.counts.push(XidCount {
+                        gpu_index,
+                        uuid,
+                        xid,
+                        count: 1,
+                        first_seen: at,
+                        last_seen: at,
+                    });
+                    state.counts.sort_by(|a, b| {
+                        (a.gpu_index, &a.uuid, a.xid).cmp(&(b.gpu_index, &b.uuid, b.xid))
+                    });
+                }
+                None => {
+                    if !state.counts_full_logged {
+                        state.counts_full_logged = true;
+                        tracing::warn!(
+                            max = MAX_XID_COUNTS,
+                            "Too many distinct (GPU, Xid) pairs; new pairs are not counted."
+                        );
+                    }
+                }
+            }
+        }
+        let log = Arc::new(XidLog {
+            counts: state.counts.clone(),
+            recent: state.recent.iter().cloned().collect(),
+        });
+        self.update(|snap| snap.xid = log);
     }
 
     /// The latest snapshot. Cheap: one lock held for an `Arc` clone.
@@ -194,6 +339,104 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::XidSource;
+
+    fn xid(gpu: u32, code: u64, secs: u64, source: XidSource) -> XidEvent {
+        XidEvent {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            gpu_index: Some(gpu),
+            uuid: format!("GPU-{gpu}"),
+            pci_bus_id: String::new(),
+            xid: code,
+            sources: vec![source],
+            detail: String::new(),
+        }
+    }
+
+    const W: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn two_sources_within_the_window_are_one_occurrence() {
+        let mut recent = VecDeque::new();
+        assert!(merge_xid(
+            &mut recent,
+            xid(0, 79, 100, XidSource::NvmlEvent),
+            W,
+            8
+        ));
+        assert!(!merge_xid(
+            &mut recent,
+            xid(0, 79, 105, XidSource::Kmsg),
+            W,
+            8
+        ));
+        assert_eq!(recent.len(), 1);
+        assert_eq!(
+            recent[0].sources,
+            vec![XidSource::NvmlEvent, XidSource::Kmsg]
+        );
+    }
+
+    #[test]
+    fn outside_the_window_or_same_source_or_other_gpu_are_two() {
+        let mut recent = VecDeque::new();
+        assert!(merge_xid(
+            &mut recent,
+            xid(0, 79, 100, XidSource::NvmlEvent),
+            W,
+            8
+        ));
+        assert!(merge_xid(
+            &mut recent,
+            xid(0, 79, 111, XidSource::Kmsg),
+            W,
+            8
+        ));
+        assert!(merge_xid(
+            &mut recent,
+            xid(1, 79, 111, XidSource::NvmlEvent),
+            W,
+            8
+        ));
+        assert!(merge_xid(
+            &mut recent,
+            xid(1, 79, 112, XidSource::NvmlEvent),
+            W,
+            8
+        ));
+        assert!(merge_xid(
+            &mut recent,
+            xid(1, 48, 112, XidSource::Kmsg),
+            W,
+            8
+        ));
+        assert_eq!(recent.len(), 5);
+    }
+
+    #[test]
+    fn recent_is_bounded_and_counts_are_per_gpu_and_xid() {
+        let s = store(3);
+        let s = s.with_xid_limits(W, 2);
+        for i in 0..5 {
+            s.record_xid(xid(0, 79, 100 + 20 * i, XidSource::NvmlEvent));
+        }
+        s.record_xid(xid(0, 79, 181, XidSource::Kmsg));
+        s.record_xid(xid(1, 48, 190, XidSource::Kmsg));
+        let snap = s.snapshot();
+        assert_eq!(snap.xid.recent.len(), 2);
+        assert_eq!(snap.xid.counts.len(), 2);
+        let c = &snap.xid.counts[0];
+        assert_eq!((c.gpu_index, c.xid, c.count), (Some(0), 79, 5));
+        assert_eq!(
+            c.first_seen,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(100)
+        );
+        assert_eq!(
+            c.last_seen,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(180)
+        );
+        assert_eq!(snap.xid.counts[1].count, 1);
+    }
 
     fn store(window: usize) -> Store {
         Store::new(

@@ -29,11 +29,12 @@ use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
 
 use super::worker::DeadlineWorker;
-use super::{CollectError, Collector, ErrorKind, run_on_worker};
+use super::{CollectError, Collector, ErrorKind, XidSink, run_on_worker};
 use crate::config::GpuConfig;
 use crate::model::{
     GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigInstance, MigReadings,
-    NvLinkReadings, PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization,
+    NvLinkReadings, PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization, XidEvent,
+    XidSource,
 };
 
 /// NVML field ids (nvml.h `NVML_FI_DEV_*`) read in one `nvmlDeviceGetFieldValues` call.
@@ -42,6 +43,15 @@ const FI_REMAPPED_COR: u32 = 142;
 const FI_REMAPPED_UNC: u32 = 143;
 const FI_REMAPPED_PENDING: u32 = 144;
 const FI_REMAPPED_FAILURE: u32 = 145;
+/// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION` (nvml.h; nvml-wrapper 0.13 has no wrapper for
+/// `nvmlDeviceGetGpuRecoveryAction`).
+const FI_RECOVERY_ACTION: u32 = 230;
+
+/// The Xid recorded for a GPU that NVML reports lost (GPU_IS_LOST), that needs a reset
+/// (RESET_REQUIRED), or that vanished from the device count: 79, "GPU has fallen off the
+/// bus". RESET_REQUIRED has no Xid of its own; the driver logs it after a fatal Xid, and 79
+/// is the nearest catalog entry whose action (reset or reboot) matches.
+const XID_FALLEN_OFF_BUS: u64 = 79;
 
 /// NVLink links probed per GPU (`NVML_NVLINK_MAX_LINKS`).
 const MAX_NVLINKS: u32 = 18;
@@ -84,8 +94,17 @@ pub struct NvmlCollector {
 impl NvmlCollector {
     /// Starts the NVML thread. NVML itself is loaded lazily by the first cycle.
     pub fn start(options: GpuOptions) -> std::io::Result<Self> {
+        Self::start_with_xid_sink(options, None)
+    }
+
+    /// Like [`NvmlCollector::start`], handing Xids inferred from return codes to `sink`.
+    pub fn start_with_xid_sink(
+        options: GpuOptions,
+        sink: Option<XidSink>,
+    ) -> std::io::Result<Self> {
         let timeout = options.timeout;
-        let sampler = NvmlSampler::new(options);
+        let mut sampler = NvmlSampler::new(options);
+        sampler.xid_sink = sink;
         let worker = DeadlineWorker::spawn("gpulse-nvml", sampler, NvmlSampler::cycle)?;
         Ok(Self { worker, timeout })
     }
@@ -116,6 +135,12 @@ pub struct NvmlSampler {
     /// Per GPU, the timestamp of the newest process-utilization sample seen, so each cycle
     /// asks NVML only for newer samples.
     process_util_seen: HashMap<u32, u64>,
+    /// Where Xids inferred from return codes go; `None` drops them.
+    xid_sink: Option<XidSink>,
+    /// GPUs last seen lost or needing a reset, so each transition is reported once.
+    failed_gpus: HashMap<u32, &'static str>,
+    /// The device count of the last cycle.
+    last_count: Option<u32>,
 }
 
 impl NvmlSampler {
@@ -128,6 +153,64 @@ impl NvmlSampler {
             driver_version: None,
             cuda_driver_version: None,
             process_util_seen: HashMap::new(),
+            xid_sink: None,
+            failed_gpus: HashMap::new(),
+            last_count: None,
+        }
+    }
+
+    /// Hands Xids inferred from NVML return codes to `sink`.
+    pub fn set_xid_sink(&mut self, sink: XidSink) {
+        self.xid_sink = Some(sink);
+    }
+
+    fn emit_xid(&self, identity: &GpuIdentity, detail: String) {
+        if let Some(sink) = &self.xid_sink {
+            tracing::warn!(gpu = identity.index, detail = %detail, "GPU failure inferred from NVML.");
+            sink(XidEvent {
+                at: SystemTime::now(),
+                gpu_index: Some(identity.index),
+                uuid: identity.uuid.clone(),
+                pci_bus_id: identity.pci_bus_id.clone(),
+                xid: XID_FALLEN_OFF_BUS,
+                sources: vec![XidSource::ReturnCode],
+                detail,
+            });
+        }
+    }
+
+    /// Reports GPUs that vanished from the device count, newly lost GPUs and GPUs newly
+    /// needing a reset, once per transition.
+    fn track_failures(&mut self, count: u32, devices: &[(GpuDevice, Option<&'static str>)]) {
+        if let Some(last) = self.last_count
+            && count < last
+        {
+            for index in count..last {
+                let identity = self
+                    .identities
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(unknown_identity(index)));
+                self.emit_xid(
+                    &identity,
+                    format!("device count dropped from {last} to {count}: GPU {index} is gone"),
+                );
+                self.failed_gpus.remove(&index);
+            }
+        }
+        self.last_count = Some(count);
+        for (device, failure) in devices {
+            let index = device.identity.index;
+            match failure {
+                Some(code) if self.failed_gpus.get(&index) != Some(code) => {
+                    self.failed_gpus.insert(index, code);
+                    self.emit_xid(&device.identity, format!("NVML returned {code}"));
+                }
+                Some(_) => {}
+                None => {
+                    self.failed_gpus.remove(&index);
+                }
+            }
         }
     }
 
@@ -148,13 +231,15 @@ impl NvmlSampler {
                 ));
             }
         };
+        let mut sampled = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            sampled.push(self.sample_device(index));
+        }
+        self.track_failures(count, &sampled);
         if self.identities.len() > count as usize {
             self.identities.clear();
         }
-        let mut devices = Vec::with_capacity(count as usize);
-        for index in 0..count {
-            devices.push(self.sample_device(index));
-        }
+        let devices = sampled.into_iter().map(|(device, _)| device).collect();
         Ok(GpuSample {
             taken_at: SystemTime::now(),
             driver_version: self.driver_version.clone(),
@@ -206,9 +291,11 @@ impl NvmlSampler {
         self.last_init_failure = None;
     }
 
-    fn sample_device(&mut self, index: u32) -> GpuDevice {
+    /// One device's readings, and the failure return code (GPU_IS_LOST, RESET_REQUIRED)
+    /// when it gave one.
+    fn sample_device(&mut self, index: u32) -> (GpuDevice, Option<&'static str>) {
         let Some(nvml) = self.nvml.as_ref() else {
-            return GpuDevice::default();
+            return (GpuDevice::default(), None);
         };
         let device = match nvml.device_by_index(index) {
             Ok(device) => device,
@@ -218,11 +305,15 @@ impl NvmlSampler {
                     .get(&index)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(unknown_identity(index)));
-                return GpuDevice {
-                    identity,
-                    lost: matches!(error, NvmlError::GpuLost),
-                    ..GpuDevice::default()
-                };
+                let failure = failure_code(&error);
+                return (
+                    GpuDevice {
+                        identity,
+                        lost: matches!(error, NvmlError::GpuLost),
+                        ..GpuDevice::default()
+                    },
+                    failure,
+                );
             }
         };
         // The UUID is read every cycle: it is cheap, shows whether the GPU still answers, and
@@ -242,15 +333,34 @@ impl NvmlSampler {
             }
         };
         let rates = device.utilization_rates();
+        let failure = [uuid.as_ref().err(), rates.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .find_map(failure_code);
         if matches!(uuid, Err(NvmlError::GpuLost)) || matches!(rates, Err(NvmlError::GpuLost)) {
-            return GpuDevice {
-                identity,
-                lost: true,
-                ..GpuDevice::default()
-            };
+            return (
+                GpuDevice {
+                    identity,
+                    lost: true,
+                    ..GpuDevice::default()
+                },
+                failure,
+            );
         }
         let seen = self.process_util_seen.entry(index).or_insert(0);
-        read_device(&device, identity, rates.ok(), &self.options, seen)
+        (
+            read_device(&device, identity, rates.ok(), &self.options, seen),
+            failure,
+        )
+    }
+}
+
+/// The return codes that mean the GPU itself failed.
+fn failure_code(error: &NvmlError) -> Option<&'static str> {
+    match error {
+        NvmlError::GpuLost => Some("GPU_IS_LOST"),
+        NvmlError::ResetRequired => Some("RESET_REQUIRED"),
+        _ => None,
     }
 }
 
@@ -515,7 +625,7 @@ fn read_device(
             None
         },
         mig: if options.mig { read_mig(device) } else { None },
-        recovery_action: None,
+        recovery_action: field(FI_RECOVERY_ACTION).and_then(|v| u32::try_from(v).ok()),
     }
 }
 
@@ -535,6 +645,7 @@ fn read_fields(device: &Device<'_>) -> HashMap<u32, u64> {
         FI_REMAPPED_UNC,
         FI_REMAPPED_PENDING,
         FI_REMAPPED_FAILURE,
+        FI_RECOVERY_ACTION,
     ]
     .map(FieldId);
     let Ok(values) = device.field_values_for(&ids) else {

@@ -3,7 +3,8 @@
 //! a GPU.
 //!
 //! The simulation is a pure function of the cycle number (`tick`), not of wall-clock time,
-//! so the same tick always yields the same readings.
+//! so the same tick always yields the same readings. `simulated_xid` gives the Xid that the
+//! demo injects every [`DEMO_XID_EVERY`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use super::{CollectError, Collector};
 use crate::model::{
     GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigReadings, NvLinkReadings,
-    PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization,
+    PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization, XidEvent, XidSource,
 };
 
 const GIB: u64 = 1 << 30;
@@ -217,9 +218,53 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// How often `gpulse demo` injects a simulated Xid, so the Xid panels are not empty.
+pub const DEMO_XID_EVERY: Duration = Duration::from_secs(180);
+
+/// The `n`-th simulated Xid of `gpulse demo`: GPUs and codes taken in turn (a page fault, an
+/// MMU fault, a contained ECC error, an NVLink error). A function of `n` only.
+pub fn simulated_xid(n: u64, gpu: &GpuSample) -> Option<XidEvent> {
+    const CODES: [u64; 4] = [13, 31, 94, 145];
+    let count = gpu.devices.len() as u64;
+    if count == 0 {
+        return None;
+    }
+    let device = gpu.devices.get(usize::try_from(n % count).ok()?)?;
+    let xid = CODES[usize::try_from(n % CODES.len() as u64).ok()?];
+    Some(XidEvent {
+        at: SystemTime::now(),
+        gpu_index: Some(device.identity.index),
+        uuid: device.identity.uuid.clone(),
+        pci_bus_id: device.identity.pci_bus_id.clone(),
+        xid,
+        sources: vec![XidSource::NvmlEvent],
+        detail: "simulated (gpulse demo)".to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulated_xids_rotate_over_gpus_and_codes() {
+        let mut sim = SimGpuCollector::new(2, Duration::from_secs(1));
+        let gpu = sim.next_sample();
+        let a = simulated_xid(0, &gpu).unwrap();
+        let b = simulated_xid(1, &gpu).unwrap();
+        assert_eq!((a.gpu_index, a.xid), (Some(0), 13));
+        assert_eq!((b.gpu_index, b.xid), (Some(1), 31));
+        assert!(
+            simulated_xid(
+                0,
+                &GpuSample {
+                    devices: vec![],
+                    ..gpu
+                }
+            )
+            .is_none()
+        );
+    }
 
     #[test]
     fn same_tick_same_readings() {

@@ -2,6 +2,8 @@
 //!
 //! * `gpu`: NVML through nvml-wrapper (the only module that imports it).
 //! * `gpu_sim`: simulated GPUs for `gpulse demo`.
+//! * `gpu_xid`: NVML critical-Xid events on their own thread.
+//! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
 //! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
 //!
@@ -11,7 +13,9 @@
 
 pub mod gpu;
 pub mod gpu_sim;
+pub mod gpu_xid;
 pub mod host;
+pub mod kmsg;
 pub mod worker;
 
 use std::fmt;
@@ -22,9 +26,18 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::model::Sample;
+use crate::model::{Sample, XidEvent};
 use crate::store::{RunReport, Store};
 use worker::{DeadlineWorker, WorkerError};
+
+/// Where a collector hands Xid occurrences it infers (normally [`Store::record_xid`]).
+pub type XidSink = Arc<dyn Fn(XidEvent) + Send + Sync>;
+
+/// For the Xid threads: true once shutdown was asked for, or the agent that owned the sender
+/// is gone.
+pub(crate) fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
 
 /// A source of samples. `collect` must respect its own deadline: the runner does not cancel it.
 pub trait Collector: Send + 'static {

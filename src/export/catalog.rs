@@ -169,6 +169,14 @@ pub const GPU_SCALARS: &[GpuScalar] = &[
         counter: false,
         value: |d| d.mig.as_ref().map(|m| flag(m.enabled)),
     },
+    GpuScalar {
+        prometheus: "gpulse_gpu_recovery_action",
+        otlp: "gpulse.gpu.recovery_action",
+        unit: "1",
+        help: "The driver's recovery verdict: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset.",
+        counter: false,
+        value: |d| d.recovery_action.map(f64::from),
+    },
 ];
 
 /// The Prometheus series name of a row as it appears on `/metrics`.

@@ -5,9 +5,10 @@
 //! lines plus the commented-out ones gpulse has data for); labels follow its
 //! `render_metrics.go` order (`gpu-exporters.md` §3.1, §3.2). Every family is declared a
 //! `gauge`: prometheus-client appends `_total` to counters, which would change dcgm's exact
-//! names. Readings gpulse does not have are omitted, never 0: `DCGM_FI_DEV_XID_ERRORS` (no Xid
-//! capture yet), `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`, `DCGM_FI_DEV_VGPU_LICENSE_STATUS` and
-//! every `DCGM_FI_PROF_*` (no NVML GPM sampling yet). Lost GPUs and MIG instances have no series.
+//! names. Readings gpulse does not have are omitted, never 0: `DCGM_FI_DEV_XID_ERRORS` until a
+//! GPU had an Xid (then the last code, with dcgm's extra `err_code` label),
+//! `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`, `DCGM_FI_DEV_VGPU_LICENSE_STATUS` and every
+//! `DCGM_FI_PROF_*` (no NVML GPM sampling yet). Lost GPUs and MIG instances have no series.
 
 use std::fmt;
 
@@ -251,6 +252,27 @@ pub fn encode_dcgm(enc: &mut DescriptorEncoder, snap: &Snapshot, hostname: &str)
             }),
         )?;
     }
+    // The last Xid per GPU, as dcgm reports it; only for GPUs that had one.
+    let last_xid: Vec<(&LabelledGpu<'_>, String, f64)> = gpus
+        .iter()
+        .filter_map(|g| {
+            snap.xid
+                .counts
+                .iter()
+                .filter(|c| c.gpu_index == Some(g.device.identity.index))
+                .max_by_key(|c| c.last_seen)
+                .map(|c| (g, c.xid.to_string(), c.xid as f64))
+        })
+        .collect();
+    gauge(
+        enc,
+        "DCGM_FI_DEV_XID_ERRORS",
+        "Value of the last XID error encountered.",
+        last_xid.iter().map(|(g, code, v)| {
+            let [a, b, c, d, e, f, h] = labels(g.device, &g.node, hostname, driver);
+            ([a, b, c, d, e, f, h, ("err_code", code.as_str())], *v)
+        }),
+    )?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::health::{NodeHealth, Reason};
-use crate::model::{CollectorStatus, GpuDevice, GpuSample, HostSample, XidLog};
+use crate::model::{CollectorStatus, GpuDevice, GpuSample, HostSample, XidEvent, XidLog};
 use crate::store::Snapshot;
 
 /// Schema id of [`SnapshotV1`].
@@ -25,6 +25,71 @@ pub struct SnapshotV1 {
     /// Absent when no GPU sample was ever taken (no NVML).
     pub gpu: Option<GpuSectionV1>,
     pub host: Option<HostV1>,
+    /// Xid counts since start and the most recent occurrences (always present, maybe empty).
+    pub xid: XidLogV1,
+}
+
+#[derive(Debug, Serialize)]
+pub struct XidLogV1 {
+    pub counts: Vec<XidCountV1>,
+    pub recent: Vec<XidEventV1>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct XidCountV1 {
+    /// Absent when the source could not tell which GPU.
+    pub gpu: Option<u32>,
+    pub uuid: String,
+    pub xid: u64,
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct XidEventV1 {
+    pub at: String,
+    pub gpu: Option<u32>,
+    pub uuid: String,
+    pub pci_bus_id: String,
+    pub xid: u64,
+    /// `nvml_event`, `kmsg`, `nvml_return_code`; the first source first.
+    pub sources: Vec<&'static str>,
+    pub detail: String,
+}
+
+impl From<&XidEvent> for XidEventV1 {
+    fn from(e: &XidEvent) -> Self {
+        Self {
+            at: rfc3339(e.at),
+            gpu: e.gpu_index,
+            uuid: e.uuid.clone(),
+            pci_bus_id: e.pci_bus_id.clone(),
+            xid: e.xid,
+            sources: e.sources.iter().map(|s| s.as_str()).collect(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+impl From<&XidLog> for XidLogV1 {
+    fn from(x: &XidLog) -> Self {
+        Self {
+            counts: x
+                .counts
+                .iter()
+                .map(|c| XidCountV1 {
+                    gpu: c.gpu_index,
+                    uuid: c.uuid.clone(),
+                    xid: c.xid,
+                    count: c.count,
+                    first_seen: rfc3339(c.first_seen),
+                    last_seen: rfc3339(c.last_seen),
+                })
+                .collect(),
+            recent: x.recent.iter().map(XidEventV1::from).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +145,9 @@ pub struct GpuV1 {
     pub nvlinks: Vec<NvLinkV1>,
     pub processes: Option<Vec<ProcessV1>>,
     pub mig: Option<MigV1>,
+    /// The driver's recovery verdict: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P,
+    /// 4 drain and reset; absent when unsupported.
+    pub recovery_action: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -261,17 +329,6 @@ pub struct ReasonV1 {
 }
 
 #[derive(Debug, Serialize)]
-pub struct XidEventV1 {
-    pub at: String,
-    pub gpu: Option<u32>,
-    pub uuid: String,
-    pub pci_bus_id: String,
-    pub xid: u64,
-    pub sources: Vec<&'static str>,
-    pub detail: String,
-}
-
-#[derive(Debug, Serialize)]
 pub struct TransitionV1 {
     pub at: String,
     pub gpu: Option<u32>,
@@ -332,20 +389,7 @@ impl HealthV1 {
                     reasons: reasons_v1(&g.reasons),
                 })
                 .collect(),
-            xid_events: xid
-                .recent
-                .iter()
-                .skip(skip)
-                .map(|e| XidEventV1 {
-                    at: rfc3339(e.at),
-                    gpu: e.gpu_index,
-                    uuid: e.uuid.clone(),
-                    pci_bus_id: e.pci_bus_id.clone(),
-                    xid: e.xid,
-                    sources: e.sources.iter().map(|s| s.as_str()).collect(),
-                    detail: e.detail.clone(),
-                })
-                .collect(),
+            xid_events: xid.recent.iter().skip(skip).map(XidEventV1::from).collect(),
             transitions: health
                 .transitions
                 .iter()
@@ -389,6 +433,7 @@ impl SnapshotV1 {
             collectors: snap.collectors.iter().map(CollectorV1::from).collect(),
             gpu: snap.gpu.as_deref().map(GpuSectionV1::from),
             host: snap.host.as_deref().map(HostV1::from),
+            xid: XidLogV1::from(snap.xid.as_ref()),
         }
     }
 }
@@ -520,6 +565,7 @@ impl From<&GpuDevice> for GpuV1 {
                     })
                     .collect()
             }),
+            recovery_action: d.recovery_action,
             mig: d.mig.as_ref().map(|m| MigV1 {
                 enabled: m.enabled,
                 pending_enabled: m.pending_enabled,

@@ -615,6 +615,11 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ("gpulse_gpus", "gpulse.gpu.count"),
     ("gpulse_gpu_info", "gpulse.gpu.info"),
     ("gpulse_gpu_lost", "gpulse.gpu.lost"),
+    ("gpulse_gpu_xid_errors_total", "gpulse.gpu.xid.errors"),
+    (
+        "gpulse_gpu_xid_last_seen_timestamp_seconds",
+        "gpulse.gpu.xid.last_seen",
+    ),
     ("gpulse_gpu_utilization_ratio", "hw.gpu.utilization"),
     ("gpulse_gpu_encoder_utilization_ratio", "hw.gpu.utilization"),
     ("gpulse_gpu_decoder_utilization_ratio", "hw.gpu.utilization"),
@@ -936,8 +941,55 @@ fn register_agent_instruments(
     );
 }
 
+/// `hw.id` (UUID, empty when the source could not name the GPU), the GPU index when known,
+/// and the Xid code.
+fn xid_attributes(c: &crate::model::XidCount) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new("hw.id", c.uuid.clone()),
+        KeyValue::new("hw.type", "gpu"),
+    ];
+    if let Some(index) = c.gpu_index {
+        attrs.push(KeyValue::new("gpulse.gpu.index", i64::from(index)));
+    }
+    attrs.push(KeyValue::new(
+        "gpulse.gpu.xid",
+        i64::try_from(c.xid).unwrap_or(i64::MAX),
+    ));
+    attrs
+}
+
 fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
     use Kind::{Counter, Gauge};
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.gpu.xid.errors",
+        "{error}",
+        "Xid errors seen since the agent started, one per occurrence across sources.",
+        |sn, e| {
+            for c in &sn.xid.counts {
+                e(c.count as f64, &xid_attributes(c));
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.gpu.xid.last_seen",
+        "s",
+        "Unix time this Xid was last seen on this GPU.",
+        |sn, e| {
+            for c in &sn.xid.counts {
+                let at = c
+                    .last_seen
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                e(at, &xid_attributes(c));
+            }
+        },
+    );
     observe(
         m,
         s,

@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use super::ExportStats;
 use super::catalog::GPU_SCALARS;
 use crate::health::{NodeHealth, State};
-use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, index_label};
+use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, XidCount, XidLog, index_label};
 use crate::store::{Snapshot, Store};
 
 /// Content type of the classic Prometheus text format.
@@ -224,6 +224,7 @@ fn encode_snapshot(
     if let Some(gpu) = &snap.gpu {
         encode_gpus(e, gpu)?;
     }
+    encode_xid(e, &snap.xid)?;
     if let Some(host) = &snap.host {
         encode_host(e, host)?;
     }
@@ -344,6 +345,34 @@ fn encode_health(e: &mut DescriptorEncoder, health: &NodeHealth) -> fmt::Result 
                 1.0,
             )
         }),
+    )
+}
+
+/// Xid counts per (GPU, Xid); a GPU the source could not name has `gpu=""` and `uuid=""`.
+fn encode_xid(e: &mut DescriptorEncoder, xid: &XidLog) -> fmt::Result {
+    let labels = |c: &XidCount| {
+        [
+            (
+                "gpu",
+                c.gpu_index.map(|i| i.to_string()).unwrap_or_default(),
+            ),
+            ("uuid", c.uuid.clone()),
+            ("xid", c.xid.to_string()),
+        ]
+    };
+    counter(
+        e,
+        "gpulse_gpu_xid_errors",
+        "Xid errors seen since the agent started (NVML events, kernel log, NVML return codes; one occurrence seen by several sources counts once).",
+        xid.counts.iter().map(|c| (labels(c), c.count as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_gpu_xid_last_seen_timestamp_seconds",
+        "Unix time this Xid was last seen on this GPU.",
+        xid.counts
+            .iter()
+            .map(|c| (labels(c), unix_seconds(c.last_seen))),
     )
 }
 

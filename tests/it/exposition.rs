@@ -13,7 +13,7 @@ use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::health;
 use gpulse::model::{
     CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, MigInstance, MigReadings,
-    NetworkReadings, XidCount, XidLog,
+    NetworkReadings, XidCount, XidEvent, XidLog, XidSource,
 };
 use gpulse::store::Snapshot;
 
@@ -48,6 +48,39 @@ fn fixed_snapshot() -> Snapshot {
     });
     // A GPU whose fan reading is unsupported must simply lack the series.
     gpu.devices[0].fan_speed_ratio = vec![(0, 0.35)];
+    gpu.devices[1].recovery_action = Some(1);
+    let gpu1 = &gpu.devices[1].identity;
+    // Xid 79 on GPU 1 (twice, the last from both NVML and kmsg) and one the kernel log could
+    // not map to a GPU.
+    let xid = XidLog {
+        counts: vec![
+            XidCount {
+                gpu_index: Some(1),
+                uuid: gpu1.uuid.clone(),
+                xid: 79,
+                count: 2,
+                first_seen: at(1_699_999_000),
+                last_seen: at(1_699_999_900),
+            },
+            XidCount {
+                gpu_index: None,
+                uuid: String::new(),
+                xid: 145,
+                count: 1,
+                first_seen: at(1_699_999_500),
+                last_seen: at(1_699_999_500),
+            },
+        ],
+        recent: vec![XidEvent {
+            at: at(1_699_999_900),
+            gpu_index: Some(1),
+            uuid: gpu1.uuid.clone(),
+            pci_bus_id: gpu1.pci_bus_id.clone(),
+            xid: 79,
+            sources: vec![XidSource::NvmlEvent, XidSource::Kmsg],
+            detail: "pid=1234, GPU has fallen off the bus.".to_owned(),
+        }],
+    };
     let host = HostSample {
         taken_at: Some(at(1_700_000_000)),
         cpu_utilization: Some(0.25),
@@ -121,7 +154,7 @@ fn fixed_snapshot() -> Snapshot {
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
-        xid: Default::default(),
+        xid: Arc::new(xid),
         health: Some(Arc::new(health)),
     }
 }

@@ -118,6 +118,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.gpu.pcie_throughput = true;
     config.host.interval = HumanDuration(Duration::from_millis(100));
     config.host.per_cpu = true;
+    config.health.kmsg_path = String::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -223,7 +224,7 @@ fn names(requests: &[ExportMetricsServiceRequest]) -> std::collections::BTreeSet
 
 async fn check_round_trip(protocol: OtlpProtocol) {
     let fake = FakeNvml::new(
-        "gpus=2\ngpu1.util=42\ngpu0.mig=1\n# A health reason, so gpulse.gpu.health.reason has a point.\ngpu1.remap_pending=1\n",
+        "gpus=2\ngpu1.util=42\ngpu0.mig=1\nxid=1:79\n# A health reason, so gpulse.gpu.health.reason has a point.\ngpu1.remap_pending=1\n",
     );
     let (addr, sink) = match protocol {
         OtlpProtocol::Grpc => grpc_receiver().await,
@@ -236,7 +237,9 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     let agent = start_agent(&fake, settings(endpoint, protocol), Duration::from_secs(5)).await;
     // Two pushes after the first GPU sample, so the export counters have data too.
     wait_for(&sink, "GPU metrics and export counters", |r| {
-        latest(r, "hw.gpu.utilization").is_some() && latest(r, "gpulse.exports").is_some()
+        latest(r, "hw.gpu.utilization").is_some()
+            && latest(r, "gpulse.exports").is_some()
+            && latest(r, "gpulse.gpu.xid.errors").is_some()
     })
     .await;
     let requests = sink.requests();
@@ -308,6 +311,17 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         vec![(10u64 << 30) as f64, (11u64 << 30) as f64]
     );
     assert_eq!(latest(&requests, "hw.power").unwrap().unit, "W");
+
+    let xid = latest(&requests, "gpulse.gpu.xid.errors").unwrap();
+    let xid_points = points(xid);
+    assert_eq!(xid_points.len(), 1, "{xid_points:?}");
+    assert_eq!(xid_points[0].0["gpulse.gpu.xid"], "79");
+    assert_eq!(xid_points[0].0["gpulse.gpu.index"], "1");
+    assert_eq!(xid_points[0].1, 1.0);
+    assert_eq!(
+        latest(&requests, "gpulse.gpu.xid.last_seen").unwrap().unit,
+        "s"
+    );
 
     // Every family /metrics has is pushed too (the mapping table covers the golden file, and
     // every OTLP name in it arrived here).
