@@ -246,3 +246,45 @@ async fn a_drop_in_device_count_is_an_xid_79() {
     );
     agent.stop().await;
 }
+
+/// Xid capture feeds the health evaluation in the running agent: an NVML Xid 79 makes that GPU
+/// Unhealthy with "reboot", another Xid class leaves the other GPU at its own state, and
+/// /v1/health lists the occurrence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_xids_drive_gpu_health() {
+    let fake = FakeNvml::new("gpus=2\nxid=0:79,1:13\n");
+    let agent = start_agent(&fake, "").await;
+    let metrics = agent
+        .wait_for("/metrics", "GPU 0 unhealthy from Xid 79", |m| {
+            m.contains(&format!(
+                "gpulse_gpu_health{{gpu=\"0\",uuid=\"{GPU0}\",state=\"unhealthy\"}} 1"
+            ))
+        })
+        .await;
+    assert!(
+        metrics.contains(&format!(
+            "gpulse_gpu_health_reason{{gpu=\"0\",uuid=\"{GPU0}\",reason=\"xid_79\",action=\"reboot\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Xid 13 is an application error (restart_app): GPU 1 is degraded, not unhealthy.
+    assert!(
+        metrics.contains(&format!(
+            "gpulse_gpu_health{{gpu=\"1\",uuid=\"{GPU1}\",state=\"degraded\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gpulse_node_health{state=\"unhealthy\"} 1"),
+        "{metrics}"
+    );
+    let health = snapshot_json(&agent.get("/v1/health").await);
+    let xids: Vec<u64> = health["xid_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["xid"].as_u64().unwrap())
+        .collect();
+    assert!(xids.contains(&79) && xids.contains(&13), "{health}");
+    agent.stop().await;
+}
