@@ -2,61 +2,20 @@
 //!
 //! [`start`] and [`wait_ready`] are shared with the TLS and authentication tests.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gpulse::app::{self, GpuSource};
+use gpulse::app::GpuSource;
 use gpulse::config::{Config, HumanDuration};
-use gpulse::export::api::Credentials;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-/// An agent running in-process (demo GPUs, 100 ms intervals).
-pub struct Running {
-    /// `http://127.0.0.1:PORT` (the scheme is wrong when TLS is on; use `addr` then).
-    pub base: String,
-    pub addr: SocketAddr,
-    pub credentials: Arc<Credentials>,
-    pub stop: Option<oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<Result<(), app::AppError>>,
-}
+pub use crate::inproc::Running;
 
-impl Running {
-    /// Stops the agent and asserts it shut down cleanly.
-    pub async fn shut_down(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        let finished = tokio::time::timeout(Duration::from_secs(6), self.task).await;
-        assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
-    }
-}
-
-/// Starts the agent with `config`, loading its TLS and token files like the binary does.
+/// Starts the agent in-process on 2 demo GPUs with 100 ms intervals.
 pub async fn start(mut config: Config) -> Running {
     config.gpu.interval = HumanDuration(Duration::from_millis(100));
     config.host.interval = HumanDuration(Duration::from_millis(100));
-    let credentials = Arc::new(Credentials::load(&config.http).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app::run(
-        config,
-        GpuSource::Demo { gpus: 2 },
-        None,
-        listener,
-        Arc::clone(&credentials),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        base: format!("http://{addr}"),
-        addr,
-        credentials,
-        stop: Some(stop),
-        task,
-    }
+    crate::inproc::start(config, GpuSource::Demo { gpus: 2 }, None).await
 }
 
 /// Polls plain-HTTP `/readyz` until 200.
@@ -74,7 +33,7 @@ pub async fn wait_ready(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_answer_with_data_and_right_codes() {
-    let mut agent = start(Config::default()).await;
+    let agent = start(Config::default()).await;
     let base = agent.base.clone();
     wait_ready(&base).await;
 
@@ -182,9 +141,7 @@ async fn endpoints_answer_with_data_and_right_codes() {
     let post = client.post(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(post.status(), 405);
 
-    agent.stop.take().unwrap().send(()).unwrap();
-    let finished = tokio::time::timeout(Duration::from_secs(6), agent.task).await;
-    assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
+    agent.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

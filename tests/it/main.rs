@@ -27,7 +27,9 @@ mod tidy;
 mod xid;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.
 mod agent;
+// Shared helper: the agent in-process on a free port.
 #[path = "../common/fake_nvml.rs"]
 mod fake_nvml;
+mod inproc;
 // A real Prometheus scraping the agent on the fake NVML; promtool on the live /metrics.
 mod prometheus_e2e;

@@ -18,9 +18,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use prost::Message;
-use tokio::sync::oneshot;
 
-use gpulse::app::{self, GpuSource};
+use gpulse::app::GpuSource;
 use gpulse::config::{Config, HumanDuration};
 use gpulse::export::otlp::{OtlpProtocol, OtlpSettings, prometheus_to_otlp};
 
@@ -88,22 +87,7 @@ async fn http_receiver() -> (SocketAddr, Sink) {
     (addr, sink)
 }
 
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), app::AppError>>,
-    base: String,
-}
-
-impl Running {
-    async fn stop_within(mut self, limit: Duration) {
-        self.stop.take().unwrap().send(()).unwrap();
-        let finished = tokio::time::timeout(limit, self.task).await;
-        assert!(
-            matches!(finished, Ok(Ok(Ok(())))),
-            "agent did not stop cleanly in {limit:?}: {finished:?}"
-        );
-    }
-}
+use crate::inproc::Running;
 
 async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Running {
     let mut config = Config::default();
@@ -119,24 +103,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.host.interval = HumanDuration(Duration::from_millis(100));
     config.host.per_cpu = true;
     config.health.kmsg_path = String::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app::run(
-        config,
-        GpuSource::Nvml,
-        Some(otlp),
-        listener,
-        Arc::new(gpulse::export::api::Credentials::load(&Config::default().http).unwrap()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        stop: Some(stop),
-        task,
-        base,
-    }
+    crate::inproc::start(config, GpuSource::Nvml, Some(otlp)).await
 }
 
 fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
@@ -341,7 +308,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);
-    agent.stop_within(Duration::from_secs(6)).await;
+    agent.shut_down_within(Duration::from_secs(6)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +343,7 @@ async fn delta_temporality_reports_increments() {
     }
     // The fake's energy counter is constant, so every delta after the first is 0.
     assert_eq!(points(energy)[0].1, 0.0);
-    agent.stop_within(Duration::from_secs(6)).await;
+    agent.shut_down_within(Duration::from_secs(6)).await;
 }
 
 #[test]
@@ -441,5 +408,5 @@ async fn a_dead_collector_costs_nothing_but_counted_failures() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Shutdown stays within the grace period even though the last push cannot succeed.
-    agent.stop_within(Duration::from_secs(5)).await;
+    agent.shut_down_within(Duration::from_secs(5)).await;
 }

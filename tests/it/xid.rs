@@ -3,12 +3,9 @@
 //! NVML return codes (a lost GPU, a drop in the device count).
 
 use std::io::Write;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
-
-use gpulse::app::{self, GpuSource};
+use gpulse::app::GpuSource;
 use gpulse::config::{Config, HumanDuration};
 
 use crate::fake_nvml::FakeNvml;
@@ -16,44 +13,7 @@ use crate::fake_nvml::FakeNvml;
 const GPU0: &str = "GPU-00000000-fake-4000-8000-000000000000";
 const GPU1: &str = "GPU-00000000-fake-4000-8000-000000000001";
 
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), app::AppError>>,
-    base: String,
-}
-
-impl Running {
-    async fn get(&self, path: &str) -> String {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Polls `path` until `ok` holds (10 s at most) and returns the last body.
-    async fn wait_for(&self, path: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let body = self.get(path).await;
-            if ok(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "never saw {what}:\n{body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(6), self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
+use crate::inproc::Running;
 
 async fn start_agent(fake: &FakeNvml, kmsg_path: &str) -> Running {
     let mut config = Config::default();
@@ -63,24 +23,7 @@ async fn start_agent(fake: &FakeNvml, kmsg_path: &str) -> Running {
     config.health.kmsg_path = kmsg_path.to_owned();
     config.health.xid_dedup_window = HumanDuration(Duration::from_secs(60));
     config.agent.shutdown_grace_period = HumanDuration(Duration::from_secs(5));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app::run(
-        config,
-        GpuSource::Nvml,
-        None,
-        listener,
-        Arc::new(gpulse::export::api::Credentials::load(&Config::default().http).unwrap()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Running {
-        stop: Some(stop),
-        task,
-        base,
-    }
+    crate::inproc::start(config, GpuSource::Nvml, None).await
 }
 
 fn xid_line(gpu: u32, uuid: &str, xid: u64, count: u64) -> String {
@@ -174,7 +117,7 @@ async fn nvml_events_and_kmsg_count_one_occurrence_once() {
 
     let metrics = agent.get("/metrics").await;
     assert!(metrics.contains(&xid_line(0, GPU0, 79, 1)), "{metrics}");
-    agent.stop().await;
+    agent.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +159,7 @@ async fn a_lost_gpu_is_one_return_code_xid() {
             .unwrap()
             .contains("GPU_IS_LOST")
     );
-    agent.stop().await;
+    agent.shut_down().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +187,7 @@ async fn a_drop_in_device_count_is_an_xid_79() {
             .contains("device count dropped from 2 to 1"),
         "{recent:?}"
     );
-    agent.stop().await;
+    agent.shut_down().await;
 }
 
 /// Xid capture feeds the health evaluation in the running agent: an NVML Xid 79 makes that GPU
@@ -286,5 +229,5 @@ async fn captured_xids_drive_gpu_health() {
         .map(|e| e["xid"].as_u64().unwrap())
         .collect();
     assert!(xids.contains(&79) && xids.contains(&13), "{health}");
-    agent.stop().await;
+    agent.shut_down().await;
 }
