@@ -89,6 +89,7 @@ impl GpuOptions {
 pub struct NvmlCollector {
     worker: DeadlineWorker<Result<GpuSample, CollectError>>,
     timeout: Duration,
+    retry_interval: Duration,
 }
 
 impl NvmlCollector {
@@ -103,10 +104,15 @@ impl NvmlCollector {
         sink: Option<XidSink>,
     ) -> std::io::Result<Self> {
         let timeout = options.timeout;
+        let retry_interval = options.retry_interval;
         let mut sampler = NvmlSampler::new(options);
         sampler.xid_sink = sink;
         let worker = DeadlineWorker::spawn("gpulse-nvml", sampler, NvmlSampler::cycle)?;
-        Ok(Self { worker, timeout })
+        Ok(Self {
+            worker,
+            timeout,
+            retry_interval,
+        })
     }
 }
 
@@ -119,6 +125,16 @@ impl Collector for NvmlCollector {
         run_on_worker(&self.worker, "NVML", self.timeout)
             .await
             .map(Sample::Gpu)
+            .map_err(|mut error| {
+                // What the agent does about it; `scan` reports the bare cause instead.
+                if error.kind == ErrorKind::Unavailable {
+                    error.message = format!(
+                        "{}; serving host metrics without GPUs; retrying every {:?}",
+                        error.message, self.retry_interval
+                    );
+                }
+                error
+            })
     }
 }
 
@@ -277,7 +293,7 @@ impl NvmlSampler {
                 Ok(())
             }
             Err(error) => {
-                let error = init_error(&self.options.library, self.options.retry_interval, &error);
+                let error = init_error(&self.options.library, &error);
                 self.last_init_failure = Some((Instant::now(), error.clone()));
                 Err(error)
             }
@@ -366,29 +382,25 @@ fn failure_code(error: &NvmlError) -> Option<&'static str> {
 
 /// Maps a failed `Nvml::init` to a collector error. A missing library or driver is
 /// `unavailable` (a normal state), anything else is `failed`.
-fn init_error(library: &Option<PathBuf>, retry: Duration, error: &NvmlError) -> CollectError {
+fn init_error(library: &Option<PathBuf>, error: &NvmlError) -> CollectError {
     let lib = library.as_ref().map_or_else(
         || "libnvidia-ml.so.1".to_owned(),
         |p| p.display().to_string(),
     );
-    let then = format!("serving host metrics without GPUs; retrying every {retry:?}");
     match error {
         NvmlError::LibloadingError(_) => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no NVIDIA GPU found: cannot load {lib} ({error}); {then}"),
+            format!("no NVIDIA GPU found: cannot load {lib} ({error})"),
         ),
         NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no NVIDIA GPU found: the driver is not loaded ({error}); {then}"),
+            format!("no NVIDIA GPU found: the driver is not loaded ({error})"),
         ),
         NvmlError::NoPermission => CollectError::new(
             ErrorKind::Unavailable,
-            format!("no permission to open the NVIDIA devices ({error}); {then}"),
+            format!("no permission to open the NVIDIA devices ({error})"),
         ),
-        _ => CollectError::new(
-            ErrorKind::Failed,
-            format!("NVML init failed: {error}; {then}"),
-        ),
+        _ => CollectError::new(ErrorKind::Failed, format!("NVML init failed: {error}")),
     }
 }
 
