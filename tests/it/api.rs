@@ -193,8 +193,10 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     let agent = start(config).await;
     wait_ready(&agent.base).await;
 
-    let (mut read, mut write) = TcpStream::connect(agent.addr).await.unwrap().into_split();
+    // Taken before connecting: the server's header timer starts at accept, which can come
+    // before `connect` returns here, so a clock started after it would read short.
     let started = Instant::now();
+    let (mut read, mut write) = TcpStream::connect(agent.addr).await.unwrap().into_split();
     // One header byte every 100 ms, forever: headers never complete.
     let dribble = tokio::spawn(async move {
         let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";

@@ -422,8 +422,10 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     .await;
 
     // Connects and never says hello: holds the only slot until the handshake times out.
-    let mut silent = TcpStream::connect(agent.addr).await.unwrap();
+    // The clock starts before connecting: the server's handshake timer starts at accept,
+    // which can come before `connect` returns here.
     let started = Instant::now();
+    let mut silent = TcpStream::connect(agent.addr).await.unwrap();
     let closed =
         tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut Vec::new())).await;
     assert!(closed.is_ok(), "the silent connection was kept open");
