@@ -11,14 +11,14 @@ use tokio::task::JoinSet;
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
 use crate::collect::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::collect::host::HostCollector;
-use crate::collect::{XidSink, gpu_xid, kmsg, run_collector};
+use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::Config;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
-use crate::model::CollectorStatus;
+use crate::model::{CollectorStatus, ProbeStatus};
 use crate::store::Store;
 
 /// Where GPU samples come from.
@@ -63,7 +63,14 @@ pub async fn run(
     }
     let store = Arc::new(
         Store::new(config.store.window_samples, statuses)
-            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events),
+            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
+            .with_probes(
+                config
+                    .probe
+                    .iter()
+                    .map(|p| ProbeStatus::new(&p.name, p.kind.as_str(), p.interval.0))
+                    .collect(),
+            ),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -111,6 +118,16 @@ pub async fn run(
         tasks.spawn(run_collector(
             collector,
             config.host.interval.0,
+            Arc::clone(&store),
+            stop_rx.clone(),
+        ));
+    }
+
+    // One task per probe: a hung target only delays its own next check.
+    for (index, probe) in config.probe.iter().enumerate() {
+        tasks.spawn(probe::run_probe(
+            index,
+            probe.clone(),
             Arc::clone(&store),
             stop_rx.clone(),
         ));
