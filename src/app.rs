@@ -47,13 +47,17 @@ pub enum AppError {
 /// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
 /// is off.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     source: GpuSource,
     otlp: Option<OtlpSettings>,
     listener: TcpListener,
     credentials: Arc<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let GpuSource::Demo { .. } = source {
+        add_demo_probe(&mut config, stop_rx.clone()).await;
+    }
     let mut statuses = Vec::new();
     if config.gpu.enabled {
         statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
@@ -72,7 +76,6 @@ pub async fn run(
                     .collect(),
             ),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {
@@ -284,6 +287,25 @@ fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) 
     }
     if previous.state != next.state {
         tracing::info!(from = %previous.state, to = %next.state, action = %next.action, "Node health changed.");
+    }
+}
+
+/// `gpulse demo`: starts the simulated inference server and probes it (`demo-llm`), so the
+/// probe panels have data. A failure to start it is logged and the demo goes on without it.
+async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
+    use crate::config::{ProbeConfig, ProbeKind};
+    use crate::export::demo_server;
+    match demo_server::start(stop).await {
+        Ok(addr) => {
+            let mut probe =
+                ProbeConfig::new("demo-llm", ProbeKind::Vllm, &format!("http://{addr}"));
+            probe.expected_model = Some(demo_server::DEMO_MODEL.to_owned());
+            tracing::info!(%addr, "Demo mode: probing a simulated inference server.");
+            config.probe.push(probe);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Demo mode: cannot start the simulated inference server.")
+        }
     }
 }
 

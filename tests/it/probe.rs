@@ -417,3 +417,23 @@ async fn an_outage_then_recovery_is_counted_and_timed() {
     assert!(p["last_recovery_seconds"].as_f64().unwrap() >= 0.3, "{p}");
     agent.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_probes_its_simulated_inference_server() {
+    let agent =
+        crate::inproc::start(agent_config(Vec::new()), GpuSource::Demo { gpus: 1 }, None).await;
+    let body = agent
+        .wait_for("/v1/probes", "the demo probe up", |b| {
+            probe_json(b, "demo-llm")["state"] == "up"
+        })
+        .await;
+    let p = probe_json(&body, "demo-llm");
+    assert_eq!(p["kind"], "vllm");
+    assert_eq!(p["models"][0], gpulse::export::demo_server::DEMO_MODEL);
+    agent
+        .wait_for("/metrics", "probe metrics", |b| {
+            b.contains(r#"gpulse_probe_up{probe="demo-llm",kind="vllm"} 1"#)
+        })
+        .await;
+    agent.shut_down().await;
+}
