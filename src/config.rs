@@ -750,7 +750,7 @@ fn toml_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError 
 }
 
 /// Best-effort dotted key for the line holding byte offset `at`: the nearest `[section]`
-/// header above it plus the key left of `=` on that line.
+/// (or `[[array]]`) header above it plus the key left of `=` on that line.
 fn key_at(text: &str, at: usize) -> Option<String> {
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
@@ -765,7 +765,7 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
     Some(match section {
         Some(section) => format!("{section}.{key}"),

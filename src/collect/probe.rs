@@ -173,7 +173,6 @@ impl Probe {
                 }
                 let (path, parse): (&str, ModelParser) = match kind {
                     ProbeKind::Tgi => ("/info", tgi_models),
-                    ProbeKind::Sglang => ("/get_model_info", sglang_models),
                     _ => ("/v1/models", openai_models),
                 };
                 self.models(path, parse).await
@@ -319,11 +318,6 @@ fn tgi_models(v: &serde_json::Value) -> Option<Vec<String>> {
     Some(vec![v.get("model_id")?.as_str()?.to_owned()])
 }
 
-/// SGLang `/get_model_info`: `{"model_path": ...}`.
-fn sglang_models(v: &serde_json::Value) -> Option<Vec<String>> {
-    Some(vec![v.get("model_path")?.as_str()?.to_owned()])
-}
-
 fn io_reason(error: &std::io::Error) -> ProbeReason {
     match error.kind() {
         std::io::ErrorKind::TimedOut => ProbeReason::Timeout,
@@ -445,7 +439,5 @@ mod tests {
         assert_eq!(ollama_models(&v), Some(vec!["llama3:latest".to_owned()]));
         let v = serde_json::json!({"model_id": "m"});
         assert_eq!(tgi_models(&v), Some(vec!["m".to_owned()]));
-        let v = serde_json::json!({"model_path": "p"});
-        assert_eq!(sglang_models(&v), Some(vec!["p".to_owned()]));
     }
 }

@@ -61,17 +61,13 @@ fn healthy() -> Router {
 
 /// [`healthy`] without the route `skip` (for the test to add its own).
 fn healthy_except(skip: &str) -> Router {
-    let routes: [(&str, axum::routing::MethodRouter); 8] = [
+    let routes: [(&str, axum::routing::MethodRouter); 7] = [
         ("/health", get(|| async { "ok" })),
         (
             "/v1/models",
             get(|| async { json(r#"{"data":[{"id":"m"}]}"#) }),
         ),
         ("/info", get(|| async { json(r#"{"model_id":"m"}"#) })),
-        (
-            "/get_model_info",
-            get(|| async { json(r#"{"model_path":"m"}"#) }),
-        ),
         (
             "/api/tags",
             get(|| async { json(r#"{"models":[{"name":"m:latest"}]}"#) }),
