@@ -433,3 +433,48 @@ async fn demo_mode_probes_its_simulated_inference_server() {
         .await;
     agent.shut_down().await;
 }
+
+#[tokio::test]
+async fn an_unresolvable_host_is_a_dns_failure() {
+    let s = check(probe(
+        ProbeKind::Vllm,
+        "http://gpulse-probe-test.invalid:8000",
+    ))
+    .await;
+    assert_eq!(s.state, ProbeState::Down, "{s:?}");
+    // Without a resolver at all the lookup may also run into the deadline.
+    assert!(
+        matches!(s.reason, Some(ProbeReason::Dns | ProbeReason::Timeout)),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_token_and_headers_are_sent() {
+    let app = healthy_except("/health").route(
+        "/health",
+        get(|headers: axum::http::HeaderMap| async move {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let extra = headers.get("x-probe").and_then(|v| v.to_str().ok());
+            if auth == Some("Bearer s3cret") && extra == Some("gpulse") {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }),
+    );
+    let base = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let mut c = probe(ProbeKind::Vllm, &base);
+    c.headers.insert("X-Probe".to_owned(), "gpulse".to_owned());
+    c.bearer_token_file = token.display().to_string();
+    assert_state(&check(c.clone()).await, ProbeState::Up, None);
+    c.bearer_token_file.clear();
+    let s = check(c).await;
+    assert_state(&s, ProbeState::Down, Some(ProbeReason::HttpStatus));
+    assert!(!s.detail.contains("s3cret"));
+}
