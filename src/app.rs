@@ -11,14 +11,14 @@ use tokio::task::JoinSet;
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
 use crate::collect::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::collect::host::HostCollector;
-use crate::collect::{XidSink, gpu_xid, kmsg, run_collector};
+use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::Config;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
-use crate::model::CollectorStatus;
+use crate::model::{CollectorStatus, ProbeStatus};
 use crate::store::Store;
 
 /// Where GPU samples come from.
@@ -47,13 +47,17 @@ pub enum AppError {
 /// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
 /// is off.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     source: GpuSource,
     otlp: Option<OtlpSettings>,
     listener: TcpListener,
     credentials: Arc<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let GpuSource::Demo { .. } = source {
+        add_demo_probe(&mut config, stop_rx.clone()).await;
+    }
     let mut statuses = Vec::new();
     if config.gpu.enabled {
         statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
@@ -63,9 +67,15 @@ pub async fn run(
     }
     let store = Arc::new(
         Store::new(config.store.window_samples, statuses)
-            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events),
+            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
+            .with_probes(
+                config
+                    .probe
+                    .iter()
+                    .map(|p| ProbeStatus::new(&p.name, p.kind.as_str(), p.interval.0))
+                    .collect(),
+            ),
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {
@@ -111,6 +121,16 @@ pub async fn run(
         tasks.spawn(run_collector(
             collector,
             config.host.interval.0,
+            Arc::clone(&store),
+            stop_rx.clone(),
+        ));
+    }
+
+    // One task per probe: a hung target only delays its own next check.
+    for (index, probe) in config.probe.iter().enumerate() {
+        tasks.spawn(probe::run_probe(
+            index,
+            probe.clone(),
             Arc::clone(&store),
             stop_rx.clone(),
         ));
@@ -267,6 +287,25 @@ fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) 
     }
     if previous.state != next.state {
         tracing::info!(from = %previous.state, to = %next.state, action = %next.action, "Node health changed.");
+    }
+}
+
+/// `gpulse demo`: starts the simulated inference server and probes it (`demo-llm`), so the
+/// probe panels have data. A failure to start it is logged and the demo goes on without it.
+async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
+    use crate::config::{ProbeConfig, ProbeKind};
+    use crate::export::demo_server;
+    match demo_server::start(stop).await {
+        Ok(addr) => {
+            let mut probe =
+                ProbeConfig::new("demo-llm", ProbeKind::Vllm, &format!("http://{addr}"));
+            probe.expected_model = Some(demo_server::DEMO_MODEL.to_owned());
+            tracing::info!(%addr, "Demo mode: probing a simulated inference server.");
+            config.probe.push(probe);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Demo mode: cannot start the simulated inference server.")
+        }
     }
 }
 

@@ -33,6 +33,172 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub health: HealthConfig,
     pub log: LogConfig,
+    /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probe: Vec<ProbeConfig>,
+}
+
+/// What a probe talks to; decides its liveness, readiness and model-list endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Vllm,
+    Tgi,
+    Triton,
+    Kserve,
+    Sglang,
+    Ollama,
+    Llamacpp,
+    Openai,
+    Http,
+    Tcp,
+}
+
+impl ProbeKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vllm => "vllm",
+            Self::Tgi => "tgi",
+            Self::Triton => "triton",
+            Self::Kserve => "kserve",
+            Self::Sglang => "sglang",
+            Self::Ollama => "ollama",
+            Self::Llamacpp => "llamacpp",
+            Self::Openai => "openai",
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// One `[[probe]]`: an endpoint checked on its own interval.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Unique; the `probe` label of its metrics.
+    pub name: String,
+    pub kind: ProbeKind,
+    /// `http://host:port[/base]` for HTTP kinds; `host:port` or `tcp://host:port` for `tcp`.
+    pub url: String,
+    #[serde(default = "probe_default_interval")]
+    pub interval: HumanDuration,
+    /// Deadline of one whole check (connect, headers, body, every request of the check).
+    #[serde(default = "probe_default_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// File holding a bearer token sent as `Authorization: Bearer` (never logged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bearer_token_file: String,
+    /// Environment variable holding a bearer token (never logged).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bearer_token_env: String,
+    /// Largest response body read; past it the check is `down` / `body_too_large`.
+    #[serde(default = "probe_default_max_body")]
+    pub max_body_bytes: usize,
+    /// A model that must be listed; when absent the probe is `degraded` / `model_missing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_model: Option<String>,
+}
+
+fn probe_default_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+fn probe_default_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+
+fn probe_default_max_body() -> usize {
+    1 << 20
+}
+
+impl ProbeConfig {
+    /// A probe with every optional key at its default.
+    pub fn new(name: &str, kind: ProbeKind, url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            url: url.to_owned(),
+            interval: probe_default_interval(),
+            timeout: probe_default_timeout(),
+            headers: BTreeMap::new(),
+            bearer_token_file: String::new(),
+            bearer_token_env: String::new(),
+            max_body_bytes: probe_default_max_body(),
+            expected_model: None,
+        }
+    }
+
+    /// The `host:port` a `tcp` probe connects to.
+    pub fn tcp_address(&self) -> &str {
+        self.url.strip_prefix("tcp://").unwrap_or(&self.url)
+    }
+
+    /// The base URL of an HTTP probe, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+
+    fn check(&self, index: usize) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError {
+            key: Some(format!("probe[{index}].{key}")),
+            origin: "configuration".to_owned(),
+            message,
+        };
+        if self.name.is_empty() {
+            return Err(fail("name", "must not be empty".to_owned()));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(fail(
+                "max_body_bytes",
+                "must be greater than zero".to_owned(),
+            ));
+        }
+        if self.kind == ProbeKind::Tcp {
+            let addr = self.tcp_address();
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(fail(
+                    "url",
+                    format!("{:?} is not host:port or tcp://host:port", self.url),
+                ));
+            }
+            return Ok(());
+        }
+        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
+            fail(
+                "url",
+                format!(
+                    "{:?} must start with http:// (https is not supported yet)",
+                    self.url
+                ),
+            )
+        })?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() || authority.contains(['?', '#', ' ', '@']) {
+            return Err(fail(
+                "url",
+                format!("{:?} is not http://host:port[/base]", self.url),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let valid_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b));
+            if !valid_name || value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+                return Err(fail(
+                    &format!("headers.{name}"),
+                    "is not a valid HTTP header".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[agent]`: identity of this node and process-wide settings.
@@ -465,6 +631,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.tls_files()?;
         crate::health::Policy::from_config(&self.health)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (index, probe) in self.probe.iter().enumerate() {
+            probe.check(index)?;
+            if !names.insert(probe.name.as_str()) {
+                return Err(ConfigError {
+                    key: Some(format!("probe[{index}].name")),
+                    origin: "configuration".to_owned(),
+                    message: format!("duplicate probe name {:?}", probe.name),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -573,7 +750,7 @@ fn toml_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError 
 }
 
 /// Best-effort dotted key for the line holding byte offset `at`: the nearest `[section]`
-/// header above it plus the key left of `=` on that line.
+/// (or `[[array]]`) header above it plus the key left of `=` on that line.
 fn key_at(text: &str, at: usize) -> Option<String> {
     let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
@@ -588,7 +765,7 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
     Some(match section {
         Some(section) => format!("{section}.{key}"),
@@ -719,6 +896,49 @@ mod tests {
         c.http.tls_cert_file.clear();
         let err = c.validate().unwrap_err();
         assert_eq!(err.key.as_deref(), Some("http.tls_cert_file"));
+    }
+
+    #[test]
+    fn probes_parse_with_defaults_and_are_validated() {
+        let c = Config::from_toml(
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"http://127.0.0.1:8000\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(c.probe.len(), 1);
+        assert_eq!(c.probe[0].interval, HumanDuration::secs(10));
+        assert_eq!(c.probe[0].timeout, HumanDuration::secs(2));
+        assert_eq!(c.probe[0].max_body_bytes, 1 << 20);
+        c.validate().unwrap();
+        // Overrides round-trip a config with probes.
+        let o = Override::flag("http", "listen", "127.0.0.1:2", "--listen");
+        assert_eq!(c.clone().with_overrides(&[o]).unwrap().probe, c.probe);
+
+        let err = Config::from_toml(
+            "[[probe]]\nname = \"a\"\nkind = \"nope\"\nurl = \"http://x:1\"\n",
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("unknown variant"), "{err}");
+
+        let mut dup = c.clone();
+        dup.probe.push(c.probe[0].clone());
+        let err = dup.validate().unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("probe[1].name"));
+
+        let mut bad = c.clone();
+        bad.probe[0].url = "ftp://x".to_owned();
+        assert_eq!(
+            bad.validate().unwrap_err().key.as_deref(),
+            Some("probe[0].url")
+        );
+        bad.probe[0] = ProbeConfig::new("t", ProbeKind::Tcp, "tcp://db:5432");
+        bad.validate().unwrap();
+        bad.probe[0].url = "db".to_owned();
+        assert_eq!(
+            bad.validate().unwrap_err().key.as_deref(),
+            Some("probe[0].url")
+        );
     }
 
     proptest::proptest! {

@@ -386,6 +386,147 @@ pub struct XidLog {
     pub recent: Vec<XidEvent>,
 }
 
+/// What a probe found, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Live, ready, and the expected model (if any) is listed.
+    Up,
+    /// Live but not ready yet (weights loading, Triton live-not-ready, 503 while starting).
+    Loading,
+    /// Ready, but the expected model is missing or readiness is partial.
+    Degraded,
+    /// Not reachable or answering wrong; see the reason.
+    Down,
+}
+
+impl ProbeState {
+    pub const ALL: [Self; 4] = [Self::Up, Self::Loading, Self::Degraded, Self::Down];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Loading => "loading",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Why a probe is not `up`: a bounded set, safe as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeReason {
+    ConnectRefused,
+    Timeout,
+    HttpStatus,
+    BadBody,
+    ModelMissing,
+    Tls,
+    RedirectLoop,
+    BodyTooLarge,
+    Dns,
+    /// Up but not ready (only with `loading`).
+    NotReady,
+}
+
+impl ProbeReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectRefused => "connect_refused",
+            Self::Timeout => "timeout",
+            Self::HttpStatus => "http_status",
+            Self::BadBody => "bad_body",
+            Self::ModelMissing => "model_missing",
+            Self::Tls => "tls",
+            Self::RedirectLoop => "redirect_loop",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Dns => "dns",
+            Self::NotReady => "not_ready",
+        }
+    }
+}
+
+/// One check of one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSample {
+    pub state: ProbeState,
+    pub reason: Option<ProbeReason>,
+    /// For people (JSON API, logs): e.g. the HTTP status; never a label, never a secret.
+    pub detail: String,
+    /// How long the whole check took (readiness, and the model list when asked).
+    pub latency: Duration,
+    /// Models the server listed (bounded), when it has a model list.
+    pub models: Vec<String>,
+    pub checked_at: SystemTime,
+}
+
+/// A span of time a probe was `down`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutage {
+    pub start: SystemTime,
+    /// `None` while the outage goes on.
+    pub end: Option<SystemTime>,
+    pub cause: ProbeReason,
+}
+
+/// A probe's latest check and outage history, as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub interval: Duration,
+    /// `None` until the first check finished.
+    pub last: Option<ProbeSample>,
+    /// The most recent outages, oldest first (bounded).
+    pub outages: Vec<ProbeOutage>,
+    /// Outages started since the agent started.
+    pub outages_total: u64,
+    /// How long the last finished outage lasted.
+    pub last_recovery: Option<Duration>,
+}
+
+impl ProbeStatus {
+    pub fn new(name: &str, kind: &'static str, interval: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            interval,
+            last: None,
+            outages: Vec::new(),
+            outages_total: 0,
+            last_recovery: None,
+        }
+    }
+
+    /// Takes in a check: an outage starts when the probe goes `down`, and ends (recording
+    /// the recovery time) at the first check that is not `down`. Keeps `max_outages`.
+    pub fn apply(&mut self, sample: ProbeSample, max_outages: usize) {
+        let at = sample.checked_at;
+        let open = self.outages.last_mut().filter(|o| o.end.is_none());
+        match (sample.state, sample.reason, open) {
+            (ProbeState::Down, _, Some(_)) => {}
+            (ProbeState::Down, reason, None) => {
+                self.outages_total += 1;
+                if max_outages > 0 {
+                    if self.outages.len() >= max_outages {
+                        self.outages.remove(0);
+                    }
+                    self.outages.push(ProbeOutage {
+                        start: at,
+                        end: None,
+                        cause: reason.unwrap_or(ProbeReason::HttpStatus),
+                    });
+                }
+            }
+            (_, _, Some(open)) => {
+                open.end = Some(at);
+                self.last_recovery = Some(at.duration_since(open.start).unwrap_or_default());
+            }
+            (_, _, None) => {}
+        }
+        self.last = Some(sample);
+    }
+}
+
 /// A sample from any collector, as handed to the store.
 #[derive(Debug, Clone)]
 pub enum Sample {
@@ -434,6 +575,63 @@ impl CollectorStatus {
     /// but an earlier one succeeded.
     pub fn is_stale(&self) -> bool {
         !self.last_success && self.last_success_at.is_some()
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    fn check(state: ProbeState, secs: u64) -> ProbeSample {
+        ProbeSample {
+            state,
+            reason: (state == ProbeState::Down).then_some(ProbeReason::Timeout),
+            detail: String::new(),
+            latency: Duration::ZERO,
+            models: Vec::new(),
+            checked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn an_outage_opens_on_down_and_closes_with_its_recovery_time() {
+        let mut s = ProbeStatus::new("p", "vllm", Duration::from_secs(1));
+        s.apply(check(ProbeState::Up, 1), 4);
+        assert_eq!((s.outages_total, s.outages.len()), (0, 0));
+        s.apply(check(ProbeState::Down, 2), 4);
+        s.apply(check(ProbeState::Down, 3), 4);
+        assert_eq!(s.outages_total, 1);
+        assert_eq!(s.outages[0].end, None);
+        assert_eq!(s.outages[0].cause, ProbeReason::Timeout);
+        assert_eq!(s.last_recovery, None);
+        s.apply(check(ProbeState::Loading, 7), 4);
+        assert_eq!(
+            s.outages[0].end,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(7))
+        );
+        assert_eq!(s.last_recovery, Some(Duration::from_secs(5)));
+        s.apply(check(ProbeState::Up, 8), 4);
+        assert_eq!(s.outages_total, 1);
+        assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Up));
+    }
+
+    #[test]
+    fn the_outage_log_is_bounded_but_the_count_is_not() {
+        let mut s = ProbeStatus::new("p", "tcp", Duration::from_secs(1));
+        for i in 0..10 {
+            s.apply(check(ProbeState::Down, i * 2), 3);
+            s.apply(check(ProbeState::Up, i * 2 + 1), 3);
+        }
+        assert_eq!(s.outages_total, 10);
+        assert_eq!(s.outages.len(), 3);
+        assert_eq!(
+            s.outages[2].start,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(18)
+        );
+        let mut none = ProbeStatus::new("p", "tcp", Duration::from_secs(1));
+        none.apply(check(ProbeState::Down, 1), 0);
+        none.apply(check(ProbeState::Up, 2), 0);
+        assert_eq!((none.outages_total, none.outages.len()), (1, 0));
     }
 }
 

@@ -16,9 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::health::NodeHealth;
 use crate::model::{
-    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, Sample, XidCount,
-    XidEvent, XidLog,
+    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, ProbeSample,
+    ProbeStatus, Sample, XidCount, XidEvent, XidLog,
 };
+
+/// Outages kept per probe for /v1/probes.
+pub const MAX_PROBE_OUTAGES: usize = 32;
 
 /// Distinct (GPU, Xid) pairs counted; past this, new pairs are dropped (and logged once).
 const MAX_XID_COUNTS: usize = 1024;
@@ -36,6 +39,8 @@ pub struct Snapshot {
     pub xid: Arc<XidLog>,
     /// The latest health evaluation; `None` until the health task has run once.
     pub health: Option<Arc<NodeHealth>>,
+    /// Every configured probe, in configuration order.
+    pub probes: Arc<Vec<ProbeStatus>>,
 }
 
 impl Snapshot {
@@ -299,6 +304,27 @@ impl Store {
                     }
                 }
             }
+        });
+    }
+
+    /// Registers the configured probes (before any check is recorded).
+    pub fn with_probes(self, probes: Vec<ProbeStatus>) -> Self {
+        {
+            let _writer = self.lock_windows();
+            self.update(|snap| snap.probes = Arc::new(probes));
+        }
+        self
+    }
+
+    /// Records one check of the probe at `index` (its position in the configuration).
+    pub fn record_probe(&self, index: usize, sample: ProbeSample) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            let mut probes = Vec::clone(&snap.probes);
+            if let Some(status) = probes.get_mut(index) {
+                status.apply(sample, MAX_PROBE_OUTAGES);
+            }
+            snap.probes = Arc::new(probes);
         });
     }
 

@@ -4,6 +4,7 @@
 //! * `GET /healthz`: 200 while the process is alive.
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
+//! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
 //!
 //! Every request is bounded: a timeout (503 past it), a cap on requests in flight (503 with
 //! `Retry-After` beyond it: shedding load beats queueing it), and a body-size limit (413).
@@ -42,7 +43,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::auth::{self, BearerToken};
-use super::json::{HealthV1, SnapshotV1};
+use super::json::{HealthV1, ProbesV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use super::reload::LoadError;
 use super::tls::{self, TlsConfig};
@@ -144,6 +145,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/readyz", get(readyz))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/health", get(health))
+        .route("/v1/probes", get(probes))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
     // (not `route_layer`), so unknown paths need the token as well.
@@ -489,6 +491,11 @@ async fn snapshot(State(state): State<ApiState>) -> Response {
 async fn health(State(state): State<ApiState>) -> Response {
     let snap = state.store.snapshot();
     axum::Json(HealthV1::from_snapshot(&snap, &state.node)).into_response()
+}
+
+async fn probes(State(state): State<ApiState>) -> Response {
+    let snap = state.store.snapshot();
+    axum::Json(ProbesV1::from_snapshot(&snap, &state.node)).into_response()
 }
 
 #[cfg(test)]

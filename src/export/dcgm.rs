@@ -503,6 +503,7 @@ mod tests {
             health: None,
             host: None,
             collectors: Vec::new(),
+            probes: Default::default(),
         }
     }
 

@@ -406,6 +406,89 @@ impl HealthV1 {
     }
 }
 
+/// Schema id of [`ProbesV1`].
+pub const PROBES_SCHEMA_V1: &str = "gpulse.probes/v1";
+
+/// `/v1/probes`: every configured probe's last check and its outages.
+#[derive(Debug, Serialize)]
+pub struct ProbesV1 {
+    pub schema: &'static str,
+    pub agent_version: &'static str,
+    pub node: String,
+    pub probes: Vec<ProbeV1>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeV1 {
+    pub name: String,
+    pub kind: &'static str,
+    pub interval_seconds: f64,
+    /// `up`, `loading`, `degraded`, `down`, or `unknown` before the first check.
+    pub state: &'static str,
+    /// Bounded: `connect_refused`, `timeout`, `http_status`, `bad_body`, `model_missing`,
+    /// `tls`, `redirect_loop`, `body_too_large`, `dns`, `not_ready`; absent when up.
+    pub reason: Option<&'static str>,
+    pub detail: String,
+    pub checked_at: Option<String>,
+    pub check_duration_seconds: Option<f64>,
+    pub models: Vec<String>,
+    pub outages_total: u64,
+    pub last_recovery_seconds: Option<f64>,
+    /// Recent outages, oldest first; `end` absent while it goes on.
+    pub outages: Vec<OutageV1>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutageV1 {
+    pub start: String,
+    pub end: Option<String>,
+    pub cause: &'static str,
+}
+
+impl ProbesV1 {
+    pub fn from_snapshot(snap: &Snapshot, node: &str) -> Self {
+        Self {
+            schema: PROBES_SCHEMA_V1,
+            agent_version: env!("CARGO_PKG_VERSION"),
+            node: node.to_owned(),
+            probes: snap
+                .probes
+                .iter()
+                .map(|p| ProbeV1 {
+                    name: p.name.clone(),
+                    kind: p.kind,
+                    interval_seconds: p.interval.as_secs_f64(),
+                    state: p.last.as_ref().map_or("unknown", |l| l.state.as_str()),
+                    reason: p.last.as_ref().and_then(|l| l.reason).map(|r| r.as_str()),
+                    detail: p
+                        .last
+                        .as_ref()
+                        .map(|l| l.detail.clone())
+                        .unwrap_or_default(),
+                    checked_at: p.last.as_ref().map(|l| rfc3339(l.checked_at)),
+                    check_duration_seconds: p.last.as_ref().map(|l| l.latency.as_secs_f64()),
+                    models: p
+                        .last
+                        .as_ref()
+                        .map(|l| l.models.clone())
+                        .unwrap_or_default(),
+                    outages_total: p.outages_total,
+                    last_recovery_seconds: p.last_recovery.map(|d| d.as_secs_f64()),
+                    outages: p
+                        .outages
+                        .iter()
+                        .map(|o| OutageV1 {
+                            start: rfc3339(o.start),
+                            end: o.end.map(rfc3339),
+                            cause: o.cause.as_str(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// RFC 3339 with millisecond precision, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     // Times before 1970 cannot come from this machine's clock; clamp rather than fail.

@@ -8,12 +8,14 @@
 //!   concurrency, body size, connections).
 //! * `tls`: the rustls configuration from PEM files; `auth`: the bearer token check;
 //!   `reload`: how both are reloaded on SIGHUP and file change.
+//! * `demo_server`: the simulated inference server `gpulse demo` probes.
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf) with OpenTelemetry names.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod dcgm;
+pub mod demo_server;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;

@@ -610,6 +610,17 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ("gpulse_exports_total", "gpulse.exports"),
     ("gpulse_build_info", "gpulse.build.info"),
     ("gpulse_node_health", "gpulse.node.health"),
+    ("gpulse_probe_up", "gpulse.probe.up"),
+    ("gpulse_probe_state", "gpulse.probe.state"),
+    (
+        "gpulse_probe_check_duration_seconds",
+        "gpulse.probe.check.duration",
+    ),
+    ("gpulse_probe_outages_total", "gpulse.probe.outages"),
+    (
+        "gpulse_probe_last_recovery_seconds",
+        "gpulse.probe.last_recovery",
+    ),
     ("gpulse_gpu_health", "gpulse.gpu.health"),
     ("gpulse_gpu_health_reason", "gpulse.gpu.health.reason"),
     ("gpulse_gpus", "gpulse.gpu.count"),
@@ -732,6 +743,95 @@ fn register_instruments(
     register_gpu_instruments(m, s);
     register_host_instruments(m, s);
     register_health_instruments(m, s);
+    register_probe_instruments(m, s);
+}
+
+fn probe_attributes(p: &crate::model::ProbeStatus) -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("gpulse.probe.name", p.name.clone()),
+        KeyValue::new("gpulse.probe.kind", p.kind),
+    ]
+}
+
+fn register_probe_instruments(m: &Meter, s: &Arc<Store>) {
+    use crate::model::ProbeState;
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.probe.up",
+        "1",
+        "1 when the probe's last check found the server up.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(l) = &p.last {
+                    e(flag(l.state == ProbeState::Up), &probe_attributes(p));
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.probe.state",
+        "1",
+        "1 for the probe's current state, 0 for the others (attribute gpulse.probe.state).",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(l) = &p.last {
+                    for state in ProbeState::ALL {
+                        let mut attrs = probe_attributes(p);
+                        attrs.push(kv("gpulse.probe.state", state.as_str()));
+                        e(flag(state == l.state), &attrs);
+                    }
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.probe.check.duration",
+        "s",
+        "How long the probe's last check took.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(l) = &p.last {
+                    e(l.latency.as_secs_f64(), &probe_attributes(p));
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Counter,
+        "gpulse.probe.outages",
+        "{outage}",
+        "Outages (transitions to down) since the agent started.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                e(p.outages_total as f64, &probe_attributes(p));
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.probe.last_recovery",
+        "s",
+        "How long the probe's last finished outage lasted.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(d) = p.last_recovery {
+                    e(d.as_secs_f64(), &probe_attributes(p));
+                }
+            }
+        },
+    );
 }
 
 /// The attributes of a GPU's health points (the same GPU keys as [`gpu_attributes`]).

@@ -21,7 +21,10 @@ use prometheus_client::registry::Registry;
 use super::ExportStats;
 use super::catalog::GPU_SCALARS;
 use crate::health::{NodeHealth, State};
-use crate::model::{GpuDevice, GpuProcess, GpuSample, HostSample, XidCount, XidLog, index_label};
+use crate::model::{
+    GpuDevice, GpuProcess, GpuSample, HostSample, ProbeState, ProbeStatus, XidCount, XidLog,
+    index_label,
+};
 use crate::store::{Snapshot, Store};
 
 /// Content type of the classic Prometheus text format.
@@ -231,6 +234,7 @@ fn encode_snapshot(
     if let Some(health) = &snap.health {
         encode_health(e, health)?;
     }
+    encode_probes(e, &snap.probes)?;
     if options.dcgm_compat {
         super::dcgm::encode_dcgm(e, snap, &options.hostname)?;
     }
@@ -349,6 +353,58 @@ fn encode_health(e: &mut DescriptorEncoder, health: &NodeHealth) -> fmt::Result 
 }
 
 /// Xid counts per (GPU, Xid); a GPU the source could not name has `gpu=""` and `uuid=""`.
+fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Result {
+    let labels = |p: &ProbeStatus| [("probe", p.name.clone()), ("kind", p.kind.to_owned())];
+    let checked = || {
+        probes
+            .iter()
+            .filter_map(|p| p.last.as_ref().map(|l| (p, l)))
+    };
+    gauge(
+        e,
+        "gpulse_probe_up",
+        "1 when the probe's last check found the server up (ready, expected model listed).",
+        checked().map(|(p, l)| (labels(p), flag(l.state == ProbeState::Up))),
+    )?;
+    gauge(
+        e,
+        "gpulse_probe_state",
+        "1 for the probe's current state (up, loading, degraded, down), 0 for the others.",
+        checked().flat_map(|(p, l)| {
+            ProbeState::ALL.into_iter().map(move |state| {
+                (
+                    [
+                        ("probe", p.name.clone()),
+                        ("kind", p.kind.to_owned()),
+                        ("state", state.as_str().to_owned()),
+                    ],
+                    flag(state == l.state),
+                )
+            })
+        }),
+    )?;
+    gauge(
+        e,
+        "gpulse_probe_check_duration_seconds",
+        "How long the probe's last check took.",
+        checked().map(|(p, l)| (labels(p), l.latency.as_secs_f64())),
+    )?;
+    counter(
+        e,
+        "gpulse_probe_outages",
+        "Outages (transitions to down) since the agent started.",
+        probes.iter().map(|p| (labels(p), p.outages_total as f64)),
+    )?;
+    gauge(
+        e,
+        "gpulse_probe_last_recovery_seconds",
+        "How long the probe's last finished outage lasted.",
+        probes
+            .iter()
+            .filter_map(|p| p.last_recovery.map(|d| (labels(p), d.as_secs_f64()))),
+    )
+}
+
 fn encode_xid(e: &mut DescriptorEncoder, xid: &XidLog) -> fmt::Result {
     let labels = |c: &XidCount| {
         [

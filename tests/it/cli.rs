@@ -46,6 +46,33 @@ fn bad_config_exits_2_with_one_line_naming_key_and_line() {
 }
 
 #[test]
+fn bad_probes_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"nope\"\nurl = \"http://x:1\"\n",
+            "`probe.kind`",
+        ),
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"https://x:1\"\n",
+            "`probe[0].url`",
+        ),
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"tcp\"\nurl = \"x:1\"\n\n[[probe]]\nname = \"a\"\nkind = \"http\"\nurl = \"http://x\"\n",
+            "`probe[1].name`",
+        ),
+    ] {
+        let path = dir.path().join("probe.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = gpulse(&["config", "check", path.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
+#[test]
 fn bad_env_and_flags_exit_2_naming_their_origin() {
     let out = gpulse(
         &["config", "check", "/dev/null"],

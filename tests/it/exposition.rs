@@ -13,7 +13,8 @@ use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::health;
 use gpulse::model::{
     CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, MigInstance, MigReadings,
-    NetworkReadings, XidCount, XidEvent, XidLog, XidSource,
+    NetworkReadings, ProbeReason, ProbeSample, ProbeState, ProbeStatus, XidCount, XidEvent, XidLog,
+    XidSource,
 };
 use gpulse::store::Snapshot;
 
@@ -150,12 +151,28 @@ fn fixed_snapshot() -> Snapshot {
         &health::Policy::default(),
         at(1_700_000_000),
     );
+    // A probe that was down for 30 s and is up again.
+    let mut probe = ProbeStatus::new("llm", "vllm", Duration::from_secs(10));
+    let check = |state, reason, secs| ProbeSample {
+        state,
+        reason,
+        detail: String::new(),
+        latency: Duration::from_millis(12),
+        models: vec!["m".to_owned()],
+        checked_at: at(secs),
+    };
+    probe.apply(
+        check(ProbeState::Down, Some(ProbeReason::Timeout), 1_700_000_000),
+        32,
+    );
+    probe.apply(check(ProbeState::Up, None, 1_700_000_030), 32);
     Snapshot {
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
         xid: Arc::new(xid),
         health: Some(Arc::new(health)),
+        probes: Arc::new(vec![probe]),
     }
 }
 

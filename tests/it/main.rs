@@ -23,6 +23,8 @@ mod dcgm;
 mod scan;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
+// Probes of inference servers: states per kind, hostile targets, outages.
+mod probe;
 // Xid capture: NVML events, the kernel log, return codes; de-duplication.
 mod xid;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.

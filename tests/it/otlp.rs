@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point}
 use prost::Message;
 
 use gpulse::app::GpuSource;
-use gpulse::config::{Config, HumanDuration};
+use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::export::otlp::{OtlpProtocol, OtlpSettings, prometheus_to_otlp};
 
 use crate::fake_nvml::FakeNvml;
@@ -103,6 +103,22 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.host.interval = HumanDuration(Duration::from_millis(100));
     config.host.per_cpu = true;
     config.health.kmsg_path = String::new();
+    // A TCP probe whose target is refused at first and listens later: an outage and its
+    // recovery, so every probe family has a point.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut probe = ProbeConfig::new("flappy", ProbeKind::Tcp, &port.to_string());
+    probe.interval = HumanDuration(Duration::from_millis(100));
+    config.probe.push(probe);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let listener = tokio::net::TcpListener::bind(port).await.unwrap();
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
     crate::inproc::start(config, GpuSource::Nvml, Some(otlp)).await
 }
 
@@ -207,6 +223,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         latest(r, "hw.gpu.utilization").is_some()
             && latest(r, "gpulse.exports").is_some()
             && latest(r, "gpulse.gpu.xid.errors").is_some()
+            && latest(r, "gpulse.probe.last_recovery").is_some()
     })
     .await;
     let requests = sink.requests();
