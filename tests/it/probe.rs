@@ -210,6 +210,13 @@ async fn connection_refused_is_down() {
     assert_state(&s, ProbeState::Down, Some(ProbeReason::ConnectRefused));
 }
 
+/// The check ended near its 800 ms deadline, not when the hostile server gave up (60 s). The
+/// slack absorbs a loaded CI machine.
+fn assert_cut_by_deadline(started: Instant) {
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(800 + 1500), "{took:?}");
+}
+
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_on_time() {
     let base = raw(|stream| async move {
@@ -220,11 +227,7 @@ async fn a_server_that_never_answers_times_out_on_time() {
     let started = Instant::now();
     let s = check(probe(ProbeKind::Vllm, &base)).await;
     assert_state(&s, ProbeState::Down, Some(ProbeReason::Timeout));
-    assert!(
-        started.elapsed() < Duration::from_millis(800 + 500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_cut_by_deadline(started);
 }
 
 #[tokio::test]
@@ -242,11 +245,7 @@ async fn slowloris_headers_are_cut_by_the_deadline() {
     let started = Instant::now();
     let s = check(probe(ProbeKind::Openai, &base)).await;
     assert_state(&s, ProbeState::Down, Some(ProbeReason::Timeout));
-    assert!(
-        started.elapsed() < Duration::from_millis(800 + 500),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_cut_by_deadline(started);
 }
 
 #[tokio::test]
