@@ -74,12 +74,7 @@ async fn endpoints_answer_with_data_and_right_codes() {
     );
     assert!(om.text().await.unwrap().ends_with("# EOF\n"));
 
-    let snap: serde_json::Value = reqwest::get(format!("{base}/v1/snapshot"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap = agent.get_json("/v1/snapshot").await;
     assert_eq!(snap["schema"], "gpulse.snapshot/v1");
     assert_eq!(snap["ready"], true);
     let devices = snap["gpu"]["devices"].as_array().unwrap();
@@ -98,12 +93,7 @@ async fn endpoints_answer_with_data_and_right_codes() {
     // Health is evaluated every GPU interval; wait for an evaluation that saw both GPUs.
     let mut health = serde_json::Value::Null;
     for _ in 0..100 {
-        health = reqwest::get(format!("{base}/v1/health"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        health = agent.get_json("/v1/health").await;
         if health["gpus"].as_array().is_some_and(|g| g.len() == 2) {
             break;
         }
@@ -124,12 +114,7 @@ async fn endpoints_answer_with_data_and_right_codes() {
             .as_array()
             .is_some_and(|t| !t.is_empty())
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = agent.get("/metrics").await;
     assert!(
         metrics.contains("gpulse_node_health{state=\"unknown\"} 0"),
         "{metrics}"
@@ -271,12 +256,7 @@ async fn gpu_disabled_serves_host_only() {
     config.gpu.enabled = false;
     let agent = start(config).await;
     wait_ready(&agent.base).await;
-    let snap: serde_json::Value = reqwest::get(format!("{}/v1/snapshot", agent.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap = agent.get_json("/v1/snapshot").await;
     assert!(snap["gpu"].is_null());
     assert_eq!(snap["collectors"].as_array().unwrap().len(), 1);
 }

@@ -57,6 +57,11 @@ impl Running {
             .unwrap()
     }
 
+    /// `GET path` over plain HTTP, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.get(path).await).unwrap()
+    }
+
     /// Polls `path` until `ok` holds (10 s at most) and returns the last body.
     pub async fn wait_for(&self, path: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -146,7 +146,7 @@ async fn a_lost_gpu_is_one_return_code_xid() {
     let metrics = agent.get("/metrics").await;
     assert!(metrics.contains(&xid_line(1, GPU1, 79, 1)), "{metrics}");
     assert!(!metrics.contains("gpu=\"0\",uuid=\"GPU-00000000-fake-4000-8000-000000000000\",xid"));
-    let snap = snapshot_json(&agent.get("/v1/snapshot").await);
+    let snap = agent.get_json("/v1/snapshot").await;
     let recent = snap["xid"]["recent"].as_array().unwrap();
     assert_eq!(recent.len(), 1, "{recent:?}");
     assert_eq!(
@@ -177,7 +177,7 @@ async fn a_drop_in_device_count_is_an_xid_79() {
             m.contains(&xid_line(1, GPU1, 79, 1))
         })
         .await;
-    let snap = snapshot_json(&agent.get("/v1/snapshot").await);
+    let snap = agent.get_json("/v1/snapshot").await;
     let recent = snap["xid"]["recent"].as_array().unwrap();
     assert_eq!(recent.len(), 1, "{recent:?}");
     assert!(
@@ -221,7 +221,7 @@ async fn captured_xids_drive_gpu_health() {
         metrics.contains("gpulse_node_health{state=\"unhealthy\"} 1"),
         "{metrics}"
     );
-    let health = snapshot_json(&agent.get("/v1/health").await);
+    let health = agent.get_json("/v1/health").await;
     let xids: Vec<u64> = health["xid_events"]
         .as_array()
         .unwrap()
