@@ -18,7 +18,7 @@ use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
-use crate::model::{CollectorStatus, ProbeStatus};
+use crate::model::CollectorStatus;
 use crate::store::Store;
 
 /// Where GPU samples come from.
@@ -54,6 +54,8 @@ pub async fn run(
     credentials: Arc<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
+    // Every HTTP client of the process (probes, OTLP over HTTP) uses ring.
+    crate::collect::probe_tls::install_crypto_provider();
     let (stop_tx, stop_rx) = watch::channel(false);
     if let GpuSource::Demo { .. } = source {
         add_demo_probe(&mut config, stop_rx.clone()).await;
@@ -68,13 +70,7 @@ pub async fn run(
     let store = Arc::new(
         Store::new(config.store.window_samples, statuses)
             .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
-            .with_probes(
-                config
-                    .probe
-                    .iter()
-                    .map(|p| ProbeStatus::new(&p.name, p.kind.as_str(), p.interval.0))
-                    .collect(),
-            ),
+            .with_probes(config.probe.iter().map(probe::status_for).collect()),
     );
     let mut tasks = JoinSet::new();
 
@@ -300,6 +296,11 @@ async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
             let mut probe =
                 ProbeConfig::new("demo-llm", ProbeKind::Vllm, &format!("http://{addr}"));
             probe.expected_model = Some(demo_server::DEMO_MODEL.to_owned());
+            // Synthetic requests every 5 s: 4 tokens, so tokens/s and both histograms move.
+            probe.inference = true;
+            probe.inference_interval = crate::config::HumanDuration::secs(5);
+            probe.inference_max_tokens = 4;
+            probe.ttft_slo = crate::config::HumanDuration(std::time::Duration::from_millis(80));
             tracing::info!(%addr, "Demo mode: probing a simulated inference server.");
             config.probe.push(probe);
         }

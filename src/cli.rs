@@ -133,6 +133,7 @@ fn otlp_settings(config: &Config) -> Result<Option<OtlpSettings>, ConfigError> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::collect::probe_tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run, GpuSource::Nvml),
@@ -152,8 +153,11 @@ pub fn main() -> ExitCode {
                 config: Some(file.clone()),
                 ..RunArgs::default()
             };
-            match args.load() {
-                Ok(_) => {
+            let checked = args
+                .load()
+                .and_then(|c| crate::collect::probe::check_files(&c.probe));
+            match checked {
+                Ok(()) => {
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
                 }
@@ -209,6 +213,9 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         Ok(credentials) => Arc::new(credentials),
         Err(error) => return usage_error(&error),
     };
+    if let Err(error) = crate::collect::probe::check_files(&config.probe) {
+        return usage_error(&error);
+    }
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // The agent does little async work; blocking NVML/sysinfo calls have their own threads.

@@ -459,6 +459,166 @@ pub struct ProbeSample {
     pub checked_at: SystemTime,
 }
 
+/// Upper bounds (seconds) of the agent's own latency histograms: from a 5 ms first token on a
+/// warm small model to a 2-minute answer under heavy load.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// A latency histogram on [`LATENCY_BUCKETS`]: fixed size, whatever the request count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// Observations at or below each bound (not cumulative; `+Inf` is `count`).
+    pub per_bucket: [u64; LATENCY_BUCKETS.len()],
+    pub count: u64,
+    /// Sum of observations, seconds.
+    pub sum: f64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            per_bucket: [0; LATENCY_BUCKETS.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, value: Duration) {
+        let secs = value.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&bound| secs <= bound) {
+            self.per_bucket[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    /// Estimates the `q` quantile (0..=1) like PromQL's `histogram_quantile`: linear within
+    /// the bucket it falls in; past the last bound it is that bound. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = q * self.count as f64;
+        let mut lower = 0.0;
+        let mut below = 0u64;
+        for (bound, total) in self.cumulative() {
+            if total as f64 >= rank && total > below {
+                let within = (rank - below as f64) / (total - below) as f64;
+                return Some(lower + (bound - lower) * within.clamp(0.0, 1.0));
+            }
+            lower = bound;
+            below = total;
+        }
+        Some(lower)
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, as Prometheus exposes them.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        LATENCY_BUCKETS
+            .iter()
+            .zip(self.per_bucket.iter())
+            .scan(0u64, |total, (&bound, &n)| {
+                *total += n;
+                Some((bound, *total))
+            })
+    }
+}
+
+/// One synthetic inference request (the cheapest real request for the server's kind).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceSample {
+    /// A complete, well-formed answer arrived (2xx, parseable, at least one token or output).
+    pub ok: bool,
+    /// Why it failed; `None` when `ok`.
+    pub reason: Option<ProbeReason>,
+    /// For people (JSON API, logs): HTTP status, server error text (bounded); never a label.
+    pub detail: String,
+    /// The model named in the request; empty when the server picks.
+    pub model: String,
+    /// Time to the first token (streaming kinds) or first response byte (KServe v2).
+    pub ttft: Option<Duration>,
+    /// Sending the request to the last byte of the answer.
+    pub duration: Duration,
+    /// Tokens generated: the server's own count when it sends one, else streamed chunks.
+    pub output_tokens: Option<u64>,
+    /// Ollama only: the request (re)loaded the model, so the timing includes a load.
+    pub caused_load: bool,
+    pub at: SystemTime,
+}
+
+impl InferenceSample {
+    /// Output tokens per second of the whole request (`output_tokens / duration`).
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        let tokens = self.output_tokens?;
+        let secs = self.duration.as_secs_f64();
+        (self.ok && secs > 0.0).then(|| tokens as f64 / secs)
+    }
+}
+
+/// A probe's synthetic-request history: counters and latency histograms since start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceStats {
+    pub ttft_slo: Duration,
+    pub latency_slo: Duration,
+    pub last: Option<InferenceSample>,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Requests that succeeded within both SLOs.
+    pub within_slo: u64,
+    /// Requests that failed or missed an SLO.
+    pub slo_violations: u64,
+    pub output_tokens_total: u64,
+    /// Successful requests only: a timeout is counted as a failure, not as a latency.
+    pub ttft: LatencyHistogram,
+    pub duration: LatencyHistogram,
+}
+
+impl InferenceStats {
+    pub fn new(ttft_slo: Duration, latency_slo: Duration) -> Self {
+        Self {
+            ttft_slo,
+            latency_slo,
+            last: None,
+            succeeded: 0,
+            failed: 0,
+            within_slo: 0,
+            slo_violations: 0,
+            output_tokens_total: 0,
+            ttft: LatencyHistogram::default(),
+            duration: LatencyHistogram::default(),
+        }
+    }
+
+    /// Whether a request met both SLOs (a failed request never does).
+    pub fn meets_slo(&self, sample: &InferenceSample) -> bool {
+        sample.ok
+            && sample.duration <= self.latency_slo
+            && sample.ttft.is_none_or(|t| t <= self.ttft_slo)
+    }
+
+    pub fn apply(&mut self, sample: InferenceSample) {
+        if sample.ok {
+            self.succeeded += 1;
+            if let Some(ttft) = sample.ttft {
+                self.ttft.observe(ttft);
+            }
+            self.duration.observe(sample.duration);
+            self.output_tokens_total += sample.output_tokens.unwrap_or(0);
+        } else {
+            self.failed += 1;
+        }
+        if self.meets_slo(&sample) {
+            self.within_slo += 1;
+        } else {
+            self.slo_violations += 1;
+        }
+        self.last = Some(sample);
+    }
+}
+
 /// A span of time a probe was `down`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutage {
@@ -482,6 +642,8 @@ pub struct ProbeStatus {
     pub outages_total: u64,
     /// How long the last finished outage lasted.
     pub last_recovery: Option<Duration>,
+    /// Synthetic requests, when the probe sends them.
+    pub inference: Option<InferenceStats>,
 }
 
 impl ProbeStatus {
@@ -494,7 +656,14 @@ impl ProbeStatus {
             outages: Vec::new(),
             outages_total: 0,
             last_recovery: None,
+            inference: None,
         }
+    }
+
+    /// The same probe, sending synthetic requests judged against these SLOs.
+    pub fn with_inference(mut self, ttft_slo: Duration, latency_slo: Duration) -> Self {
+        self.inference = Some(InferenceStats::new(ttft_slo, latency_slo));
+        self
     }
 
     /// Takes in a check: an outage starts when the probe goes `down`, and ends (recording
@@ -581,6 +750,59 @@ impl CollectorStatus {
 #[cfg(test)]
 mod probe_tests {
     use super::*;
+
+    #[test]
+    fn latency_histogram_buckets_and_quantiles() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for ms in [3, 40, 60, 70, 200_000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count, 5);
+        assert!((h.sum - 200.173).abs() < 1e-9);
+        let cumulative: Vec<_> = h.cumulative().collect();
+        assert_eq!(cumulative[0], (0.005, 1));
+        assert_eq!(cumulative[3], (0.05, 2));
+        assert_eq!(cumulative[4], (0.1, 4));
+        // The 200 s one is past every bound: only in +Inf.
+        assert_eq!(cumulative.last(), Some(&(120.0, 4)));
+        // Rank 2.5 falls in (0.05, 0.1] holding ranks 3..4: a quarter of the way in.
+        assert!((h.quantile(0.5).unwrap() - 0.0625).abs() < 1e-9);
+        assert_eq!(h.quantile(1.0), Some(120.0));
+        assert_eq!(h.quantile(0.0), Some(0.0));
+    }
+
+    fn inference(ok: bool, ttft_ms: u64, total_ms: u64) -> InferenceSample {
+        InferenceSample {
+            ok,
+            reason: (!ok).then_some(ProbeReason::Timeout),
+            detail: String::new(),
+            model: "m".to_owned(),
+            ttft: ok.then(|| Duration::from_millis(ttft_ms)),
+            duration: Duration::from_millis(total_ms),
+            output_tokens: ok.then_some(4),
+            caused_load: false,
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn inference_stats_count_outcomes_slo_and_tokens() {
+        let mut s = InferenceStats::new(Duration::from_millis(100), Duration::from_millis(500));
+        s.apply(inference(true, 50, 200));
+        s.apply(inference(true, 150, 200)); // first token too slow
+        s.apply(inference(true, 50, 900)); // whole answer too slow
+        s.apply(inference(false, 0, 10_000));
+        assert_eq!((s.succeeded, s.failed), (3, 1));
+        assert_eq!((s.within_slo, s.slo_violations), (1, 3));
+        assert_eq!(s.output_tokens_total, 12);
+        // Failures are not latencies.
+        assert_eq!(s.duration.count, 3);
+        assert_eq!(s.ttft.count, 3);
+        assert_eq!(s.last.as_ref().map(|l| l.ok), Some(false));
+        let fast = inference(true, 50, 200);
+        assert_eq!(fast.tokens_per_second(), Some(20.0));
+    }
 
     fn check(state: ProbeState, secs: u64) -> ProbeSample {
         ProbeSample {

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::health::NodeHealth;
 use crate::model::{
-    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, ProbeSample,
-    ProbeStatus, Sample, XidCount, XidEvent, XidLog,
+    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
+    ProbeSample, ProbeStatus, Sample, XidCount, XidEvent, XidLog,
 };
 
 /// Outages kept per probe for /v1/probes.
@@ -323,6 +323,18 @@ impl Store {
             let mut probes = Vec::clone(&snap.probes);
             if let Some(status) = probes.get_mut(index) {
                 status.apply(sample, MAX_PROBE_OUTAGES);
+            }
+            snap.probes = Arc::new(probes);
+        });
+    }
+
+    /// Records one synthetic request of the probe at `index`.
+    pub fn record_inference(&self, index: usize, sample: InferenceSample) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            let mut probes = Vec::clone(&snap.probes);
+            if let Some(stats) = probes.get_mut(index).and_then(|p| p.inference.as_mut()) {
+                stats.apply(sample);
             }
             snap.probes = Arc::new(probes);
         });

@@ -18,6 +18,8 @@ pub mod gpu_xid;
 pub mod host;
 pub mod kmsg;
 pub mod probe;
+pub mod probe_infer;
+pub mod probe_tls;
 pub mod worker;
 
 use std::fmt;

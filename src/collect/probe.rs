@@ -6,19 +6,23 @@
 //! trickling headers, body), bodies are read in chunks and cut at `max_body_bytes`, at most
 //! 3 redirects are followed, and a body that is not the expected JSON is `bad_body`.
 //! Checks never overlap: a hung target delays only its own next check, never another probe.
+//! Synthetic requests (`probe_infer`) run on their own interval beside the checks, so a
+//! hung generation never delays a readiness check either.
 //!
-//! The HTTP client is reqwest without a TLS backend of its own: `https` is not supported yet
-//! (config validation refuses it). Tokens are sent, never logged.
+//! `https` URLs use the rustls settings of `probe_tls`. Tokens are sent, never logged; a
+//! token file is re-read when it changes (rotated secrets need no restart).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{ProbeConfig, ProbeKind};
-use crate::model::{ProbeReason, ProbeSample, ProbeState};
+use crate::config::{ConfigError, ProbeConfig, ProbeKind};
+use crate::model::{ProbeReason, ProbeSample, ProbeState, ProbeStatus};
 use crate::store::Store;
+
+use super::probe_infer;
 
 /// Models kept from a model list (bounds memory and the JSON API).
 const MAX_MODELS: usize = 64;
@@ -64,43 +68,91 @@ impl Verdict {
 }
 
 /// A failed request, already classified.
-type Failure = (ProbeReason, String);
+pub(crate) type Failure = (ProbeReason, String);
 
 /// Parses a model list out of a JSON answer; `None` when it is not the expected shape.
 type ModelParser = fn(&serde_json::Value) -> Option<Vec<String>>;
 
 /// One response: status and a body of at most `max_body_bytes`.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
 /// A configured probe, ready to check.
 pub struct Probe {
     config: ProbeConfig,
     client: reqwest::Client,
-    token: Option<String>,
+    token: TokenSource,
+    /// The first model the last check listed: synthetic requests that name none use it.
+    listed_model: Mutex<Option<String>>,
 }
 
 impl Probe {
-    /// Builds the client; a token that cannot be read is logged (without its value) and the
-    /// probe runs without one.
+    /// Builds the client. TLS files were checked at start ([`check_files`]); one that went
+    /// bad since is logged and the probe runs with the built-in roots.
     pub fn new(config: ProbeConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .no_proxy()
-            .connect_timeout(config.timeout.0)
+        Self::try_new(config.clone()).unwrap_or_else(|error| {
+            tracing::warn!(probe = %config.name, error = %error, "Probe TLS settings refused; using the built-in roots.");
+            let client = client_builder(&config)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new());
+            Self::with_client(config, client)
+        })
+    }
+
+    /// Builds the client; an error names what is wrong with the TLS settings.
+    pub fn try_new(config: ProbeConfig) -> Result<Self, String> {
+        super::probe_tls::install_crypto_provider();
+        let tls =
+            super::probe_tls::client_config(&config.tls_ca_file, config.tls_insecure_skip_verify)?;
+        let client = client_builder(&config)
+            .tls_backend_preconfigured(tls)
             .build()
-            .unwrap_or_else(|error| {
-                tracing::warn!(probe = %config.name, error = %error, "Probe client settings refused; using defaults.");
-                reqwest::Client::new()
-            });
-        let token = read_token(&config);
+            .map_err(|e| format!("HTTP client settings refused: {e}"))?;
+        Ok(Self::with_client(config, client))
+    }
+
+    fn with_client(config: ProbeConfig, client: reqwest::Client) -> Self {
+        let token = TokenSource::new(&config);
         Self {
             config,
             client,
             token,
+            listed_model: Mutex::new(None),
         }
+    }
+
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    /// The model a synthetic request names: `inference_model`, else `expected_model`, else
+    /// the first model the last check listed; empty lets the server pick.
+    pub fn inference_model(&self) -> String {
+        if !self.config.inference_model.is_empty() {
+            return self.config.inference_model.clone();
+        }
+        if let Some(expected) = &self.config.expected_model {
+            return expected.clone();
+        }
+        self.listed_model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// A request to `url` with the probe's headers and current token.
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, url);
+        for (name, value) in &self.config.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(token) = self.token.current(&self.config.name) {
+            request = request.bearer_auth(token);
+        }
+        request
     }
 
     /// One whole check, bounded by `timeout`.
@@ -114,6 +166,12 @@ impl Probe {
             ),
         };
         let verdict = self.expect_model(verdict);
+        if let Some(first) = verdict.models.first() {
+            *self
+                .listed_model
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(first.clone());
+        }
         ProbeSample {
             state: verdict.state,
             reason: verdict.reason,
@@ -252,16 +310,14 @@ impl Probe {
     /// `GET base+path`, body capped at `max_body_bytes`. The caller's deadline bounds it.
     async fn get(&self, path: &str) -> Result<Response, Failure> {
         let url = format!("{}{path}", self.config.base_url());
-        let mut request = self.client.get(&url);
-        for (name, value) in &self.config.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        self.fetch(&url, self.config.max_body_bytes).await
+    }
+
+    /// `GET url`, body capped at `max`. The caller's deadline bounds it.
+    pub(crate) async fn fetch(&self, url: &str, max: usize) -> Result<Response, Failure> {
+        let request = self.request(reqwest::Method::GET, url);
         let mut response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
-        let max = self.config.max_body_bytes;
         if response.content_length().is_some_and(|n| n > max as u64) {
             return Err(too_large(max));
         }
@@ -276,7 +332,7 @@ impl Probe {
     }
 }
 
-fn too_large(max: usize) -> Failure {
+pub(crate) fn too_large(max: usize) -> Failure {
     (
         ProbeReason::BodyTooLarge,
         format!("body larger than {max} bytes"),
@@ -328,7 +384,7 @@ fn io_reason(error: &std::io::Error) -> ProbeReason {
 }
 
 /// Maps a client error to a bounded reason by walking its cause chain.
-fn classify(error: &reqwest::Error) -> Failure {
+pub(crate) fn classify(error: &reqwest::Error) -> Failure {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     let mut io_kind = None;
@@ -361,43 +417,153 @@ fn classify(error: &reqwest::Error) -> Failure {
     (reason, text)
 }
 
-/// The bearer token from its file or variable, trimmed; `None` when neither is set.
-fn read_token(config: &ProbeConfig) -> Option<String> {
-    let token = if !config.bearer_token_file.is_empty() {
-        match std::fs::read_to_string(&config.bearer_token_file) {
-            Ok(text) => text,
-            Err(error) => {
-                tracing::warn!(probe = %config.name, file = %config.bearer_token_file, error = %error, "Cannot read the probe's bearer token file; probing without a token.");
-                return None;
-            }
-        }
-    } else if !config.bearer_token_env.is_empty() {
-        match std::env::var(&config.bearer_token_env) {
-            Ok(text) => text,
-            Err(_) => {
-                tracing::warn!(probe = %config.name, variable = %config.bearer_token_env, "The probe's bearer token variable is not set; probing without a token.");
-                return None;
-            }
-        }
-    } else {
-        return None;
-    };
-    let token = token.trim().to_owned();
-    (!token.is_empty()).then_some(token)
+/// The client settings every probe shares: bounded redirects, no proxy, connect deadline.
+fn client_builder(config: &ProbeConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .no_proxy()
+        .connect_timeout(config.timeout.0)
 }
 
-/// Checks the probe at `index` every `interval` until `stop`, recording into `store`. Logs
-/// only state changes.
+/// Checks every probe's TLS files at start, so a bad CA file exits 2 like any bad config.
+pub fn check_files(probes: &[ProbeConfig]) -> Result<(), ConfigError> {
+    for (index, probe) in probes.iter().enumerate() {
+        if let Err(message) =
+            super::probe_tls::client_config(&probe.tls_ca_file, probe.tls_insecure_skip_verify)
+        {
+            return Err(ConfigError {
+                key: Some(format!("probe[{index}].tls_ca_file")),
+                origin: "configuration".to_owned(),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The probe's bearer token: from a variable (read once) or a file, re-read when the file's
+/// size or modification time changes. A file that cannot be read keeps the last token.
+struct TokenSource {
+    file: String,
+    fixed: Option<String>,
+    cached: Mutex<Option<(FileStamp, Option<String>)>>,
+}
+
+/// What tells that a token file changed.
+type FileStamp = (Option<SystemTime>, u64);
+
+impl TokenSource {
+    fn new(config: &ProbeConfig) -> Self {
+        let fixed = if config.bearer_token_file.is_empty() && !config.bearer_token_env.is_empty() {
+            match std::env::var(&config.bearer_token_env) {
+                Ok(text) => trimmed(&text),
+                Err(_) => {
+                    tracing::warn!(probe = %config.name, variable = %config.bearer_token_env, "The probe's bearer token variable is not set; probing without a token.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Self {
+            file: config.bearer_token_file.clone(),
+            fixed,
+            cached: Mutex::new(None),
+        }
+    }
+
+    fn current(&self, probe: &str) -> Option<String> {
+        if self.file.is_empty() {
+            return self.fixed.clone();
+        }
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        let stamp = std::fs::metadata(&self.file)
+            .map(|m| (m.modified().ok(), m.len()))
+            .map_err(|e| e.to_string());
+        match (&stamp, cached.as_ref()) {
+            (Ok(now), Some((seen, token))) if now == seen => token.clone(),
+            (Ok(now), _) => match std::fs::read_to_string(&self.file) {
+                Ok(text) => {
+                    let token = trimmed(&text);
+                    if cached.is_some() {
+                        tracing::info!(probe, file = %self.file, "Probe bearer token file changed; using the new token.");
+                    }
+                    *cached = Some((*now, token.clone()));
+                    token
+                }
+                Err(error) => Self::unreadable(probe, &self.file, &error.to_string(), &mut cached),
+            },
+            (Err(error), _) => Self::unreadable(probe, &self.file, error, &mut cached),
+        }
+    }
+
+    /// Logs once per state change and keeps the last token read.
+    fn unreadable(
+        probe: &str,
+        file: &str,
+        error: &str,
+        cached: &mut Option<(FileStamp, Option<String>)>,
+    ) -> Option<String> {
+        let unreadable: FileStamp = (None, u64::MAX);
+        if cached.as_ref().is_none_or(|(seen, _)| *seen != unreadable) {
+            tracing::warn!(
+                probe,
+                file,
+                error,
+                "Cannot read the probe's bearer token file; keeping the last token read."
+            );
+        }
+        let last = cached.as_ref().and_then(|(_, token)| token.clone());
+        *cached = Some((unreadable, last.clone()));
+        last
+    }
+}
+
+fn trimmed(text: &str) -> Option<String> {
+    let token = text.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// The store's entry for a configured probe (before any check).
+pub fn status_for(config: &ProbeConfig) -> ProbeStatus {
+    let status = ProbeStatus::new(&config.name, config.kind.as_str(), config.interval.0);
+    if config.inference {
+        status.with_inference(config.ttft_slo.0, config.latency_slo.0)
+    } else {
+        status
+    }
+}
+
+/// Runs the probe at `index` until `stop`: checks every `interval` and, when configured,
+/// synthetic requests every `inference_interval`, each loop on its own so neither waits
+/// for the other. Logs only state changes.
 pub async fn run_probe(
     index: usize,
     config: ProbeConfig,
     store: Arc<Store>,
+    stop: watch::Receiver<bool>,
+) {
+    let probe = Arc::new(Probe::new(config));
+    // The last check's state: synthetic requests only go to a server that says it is ready.
+    let (state_tx, state_rx) = watch::channel(None);
+    let checks = check_loop(index, &probe, &store, state_tx, stop.clone());
+    let inference = async {
+        if probe.config.inference {
+            inference_loop(index, &probe, &store, state_rx, stop.clone()).await;
+        }
+    };
+    tokio::join!(checks, inference);
+}
+
+async fn check_loop(
+    index: usize,
+    probe: &Probe,
+    store: &Store,
+    state: watch::Sender<Option<ProbeState>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let name = config.name.clone();
-    let interval: Duration = config.interval.0;
-    let probe = Probe::new(config);
-    let mut ticker = tokio::time::interval(interval);
+    let name = &probe.config.name;
+    let mut ticker = tokio::time::interval(probe.config.interval.0);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<(ProbeState, Option<ProbeReason>)> = None;
     loop {
@@ -419,7 +585,53 @@ pub async fn run_probe(
             }
             last = Some(now);
         }
+        state.send_replace(Some(sample.state));
         store.record_probe(index, sample);
+    }
+}
+
+async fn inference_loop(
+    index: usize,
+    probe: &Probe,
+    store: &Store,
+    mut state: watch::Receiver<Option<ProbeState>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = &probe.config.name;
+    // The first request waits for the first check (it may name the listed model).
+    tokio::select! {
+        _ = stop.wait_for(|stop| *stop) => return,
+        _ = state.wait_for(Option::is_some) => {}
+    }
+    let mut ticker = tokio::time::interval(probe.config.inference_interval.0);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_ok: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        // A server that says it is loading or down is not asked to generate: that is the
+        // check's finding already, and counting it twice would skew the completion rate.
+        let ready = matches!(*state.borrow(), Some(ProbeState::Up | ProbeState::Degraded));
+        if !ready {
+            continue;
+        }
+        let model = probe.inference_model();
+        let sample = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            sample = probe_infer::infer(probe, &model) => sample,
+        };
+        if last_ok != Some(sample.ok) {
+            if sample.ok {
+                tracing::info!(probe = %name, model = %sample.model, "Synthetic inference requests succeed.");
+            } else {
+                let reason = sample.reason.map_or("", ProbeReason::as_str);
+                tracing::warn!(probe = %name, model = %sample.model, reason, detail = %sample.detail, "Synthetic inference request failed.");
+            }
+            last_ok = Some(sample.ok);
+        }
+        store.record_inference(index, sample);
     }
 }
 

@@ -501,6 +501,12 @@ async fn probes(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// reqwest has no crypto provider of its own; the process installs ring first.
+    async fn test_get(url: String) -> reqwest::Result<reqwest::Response> {
+        crate::collect::probe_tls::install_crypto_provider();
+        reqwest::Client::new().get(url).send().await
+    }
     use std::time::Duration;
 
     /// Serves `routes` with the bounds of `http` on a free port; returns its base URL.
@@ -530,13 +536,13 @@ mod tests {
             }),
         );
         let base = serve_bounded(routes, &http).await;
-        let first = tokio::spawn(reqwest::get(format!("{base}/slow")));
+        let first = tokio::spawn(test_get(format!("{base}/slow")));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let second = reqwest::get(format!("{base}/slow")).await.unwrap();
+        let second = test_get(format!("{base}/slow")).await.unwrap();
         assert_eq!(second.status(), 503);
         assert_eq!(second.headers()["retry-after"], "1");
         assert_eq!(first.await.unwrap().unwrap().status(), 200);
-        let third = reqwest::get(format!("{base}/slow")).await.unwrap();
+        let third = test_get(format!("{base}/slow")).await.unwrap();
         assert_eq!(third.status(), 200, "the slot was not released");
     }
 
@@ -555,7 +561,7 @@ mod tests {
         );
         let base = serve_bounded(routes, &http).await;
         let started = std::time::Instant::now();
-        let r = reqwest::get(format!("{base}/slow")).await.unwrap();
+        let r = test_get(format!("{base}/slow")).await.unwrap();
         assert_eq!(r.status(), 503);
         assert!(started.elapsed() < Duration::from_secs(2));
     }

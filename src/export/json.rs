@@ -8,7 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::health::{NodeHealth, Reason};
-use crate::model::{CollectorStatus, GpuDevice, GpuSample, HostSample, XidEvent, XidLog};
+use crate::model::{
+    CollectorStatus, GpuDevice, GpuSample, HostSample, InferenceStats, LatencyHistogram, XidEvent,
+    XidLog,
+};
 use crate::store::Snapshot;
 
 /// Schema id of [`SnapshotV1`].
@@ -436,6 +439,86 @@ pub struct ProbeV1 {
     pub last_recovery_seconds: Option<f64>,
     /// Recent outages, oldest first; `end` absent while it goes on.
     pub outages: Vec<OutageV1>,
+    /// Synthetic inference requests; absent when the probe does not send them.
+    pub inference: Option<InferenceV1>,
+}
+
+/// A probe's synthetic requests since the agent started.
+#[derive(Debug, Serialize)]
+pub struct InferenceV1 {
+    pub ttft_slo_seconds: f64,
+    pub latency_slo_seconds: f64,
+    pub requests_succeeded: u64,
+    pub requests_failed: u64,
+    /// Requests that failed or missed an SLO.
+    pub slo_violations: u64,
+    pub output_tokens_total: u64,
+    /// Estimated from the histogram of successful requests (PromQL-style interpolation).
+    pub ttft_seconds: QuantilesV1,
+    pub duration_seconds: QuantilesV1,
+    /// Absent until the first request.
+    pub last: Option<InferenceRequestV1>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QuantilesV1 {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl QuantilesV1 {
+    fn of(h: &LatencyHistogram) -> Self {
+        Self {
+            p50: h.quantile(0.5),
+            p90: h.quantile(0.9),
+            p99: h.quantile(0.99),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct InferenceRequestV1 {
+    pub at: String,
+    pub ok: bool,
+    /// Same set as a check's reason; absent when ok.
+    pub reason: Option<&'static str>,
+    pub detail: String,
+    /// The model named in the request; empty when the server picked.
+    pub model: String,
+    pub ttft_seconds: Option<f64>,
+    pub duration_seconds: f64,
+    pub output_tokens: Option<u64>,
+    pub tokens_per_second: Option<f64>,
+    /// Ollama: the request (re)loaded the model, so its timing includes the load.
+    pub caused_load: bool,
+}
+
+impl InferenceV1 {
+    fn from_stats(i: &InferenceStats) -> Self {
+        Self {
+            ttft_slo_seconds: i.ttft_slo.as_secs_f64(),
+            latency_slo_seconds: i.latency_slo.as_secs_f64(),
+            requests_succeeded: i.succeeded,
+            requests_failed: i.failed,
+            slo_violations: i.slo_violations,
+            output_tokens_total: i.output_tokens_total,
+            ttft_seconds: QuantilesV1::of(&i.ttft),
+            duration_seconds: QuantilesV1::of(&i.duration),
+            last: i.last.as_ref().map(|l| InferenceRequestV1 {
+                at: rfc3339(l.at),
+                ok: l.ok,
+                reason: l.reason.map(|r| r.as_str()),
+                detail: l.detail.clone(),
+                model: l.model.clone(),
+                ttft_seconds: l.ttft.map(|d| d.as_secs_f64()),
+                duration_seconds: l.duration.as_secs_f64(),
+                output_tokens: l.output_tokens,
+                tokens_per_second: l.tokens_per_second(),
+                caused_load: l.caused_load,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -483,6 +566,7 @@ impl ProbesV1 {
                             cause: o.cause.as_str(),
                         })
                         .collect(),
+                    inference: p.inference.as_ref().map(InferenceV1::from_stats),
                 })
                 .collect(),
         }

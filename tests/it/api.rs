@@ -21,7 +21,7 @@ pub async fn start(mut config: Config) -> Running {
 /// Polls plain-HTTP `/readyz` until 200.
 pub async fn wait_ready(base: &str) {
     for _ in 0..100 {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+        if let Ok(r) = crate::inproc::http_get(format!("{base}/readyz")).await
             && r.status() == 200
         {
             return;
@@ -37,10 +37,14 @@ async fn endpoints_answer_with_data_and_right_codes() {
     let base = agent.base.clone();
     wait_ready(&base).await;
 
-    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let health = crate::inproc::http_get(format!("{base}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    let metrics = crate::inproc::http_get(format!("{base}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     assert_eq!(
         metrics.headers()["content-type"],
@@ -60,7 +64,7 @@ async fn endpoints_answer_with_data_and_right_codes() {
     assert!(body.contains("gpulse_build_info{version=\""));
     assert!(body.contains("gpu_source=\"demo\""));
 
-    let om = reqwest::Client::new()
+    let om = crate::inproc::client()
         .get(format!("{base}/metrics"))
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
@@ -120,9 +124,11 @@ async fn endpoints_answer_with_data_and_right_codes() {
         "{metrics}"
     );
 
-    let missing = reqwest::get(format!("{base}/nope")).await.unwrap();
+    let missing = crate::inproc::http_get(format!("{base}/nope"))
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    let client = reqwest::Client::new();
+    let client = crate::inproc::client();
     let post = client.post(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(post.status(), 405);
 
@@ -213,7 +219,7 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     );
 
     // Its slot (the only one) is free again.
-    let health = reqwest::get(format!("{}/healthz", agent.base))
+    let health = crate::inproc::http_get(format!("{}/healthz", agent.base))
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
@@ -226,7 +232,7 @@ async fn oversized_bodies_are_refused() {
     config.http.max_request_body_bytes = 1024;
     let agent = start(config).await;
     wait_ready(&agent.base).await;
-    let client = reqwest::Client::new();
+    let client = crate::inproc::client();
     let big = client
         .get(format!("{}/v1/snapshot", agent.base))
         .body(vec![b'x'; 4096])

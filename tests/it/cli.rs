@@ -54,8 +54,20 @@ fn bad_probes_exit_2_naming_the_key() {
             "`probe.kind`",
         ),
         (
-            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"https://x:1\"\n",
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"ftp://x:1\"\n",
             "`probe[0].url`",
+        ),
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"tcp\"\nurl = \"x:1\"\ninference = true\n",
+            "`probe[0].inference`",
+        ),
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"kserve\"\nurl = \"http://x:1\"\ninference = true\ninference_model = \"iris\"\ninference_input = \"{\\\"inputs\\\": 1}\"\n",
+            "`probe[0].inference_input`",
+        ),
+        (
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"https://x:1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+            "`probe[0].tls_ca_file`",
         ),
         (
             "[[probe]]\nname = \"a\"\nkind = \"tcp\"\nurl = \"x:1\"\n\n[[probe]]\nname = \"a\"\nkind = \"http\"\nurl = \"http://x\"\n",

@@ -49,7 +49,7 @@ pub async fn start(config: Config, source: GpuSource, otlp: Option<OtlpSettings>
 impl Running {
     /// `GET path` over plain HTTP; the body as text.
     pub async fn get(&self, path: &str) -> String {
-        reqwest::get(format!("{}{path}", self.base))
+        http_get(format!("{}{path}", self.base))
             .await
             .unwrap()
             .text()
@@ -89,4 +89,16 @@ impl Running {
     pub async fn shut_down(self) {
         self.shut_down_within(Duration::from_secs(6)).await;
     }
+}
+
+/// A reqwest client for tests. reqwest is built without a crypto provider of its own
+/// (gpulse installs ring for the whole process), so tests install it before building one.
+pub fn client() -> reqwest::Client {
+    gpulse::collect::probe_tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+/// `reqwest::get` through [`client`].
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    client().get(url).send().await
 }

@@ -112,6 +112,17 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     let mut probe = ProbeConfig::new("flappy", ProbeKind::Tcp, &port.to_string());
     probe.interval = HumanDuration(Duration::from_millis(100));
     config.probe.push(probe);
+    // The demo inference server, with synthetic requests: the inference families.
+    // The sender is leaked: the demo server stops when it is dropped, and it must outlive
+    // this set-up function (the test process ends it).
+    let (keep, stop) = tokio::sync::watch::channel(false);
+    std::mem::forget(keep);
+    let demo = gpulse::export::demo_server::start(stop).await.unwrap();
+    let mut llm = ProbeConfig::new("llm", ProbeKind::Vllm, &format!("http://{demo}"));
+    llm.interval = HumanDuration(Duration::from_millis(100));
+    llm.inference = true;
+    llm.inference_interval = HumanDuration(Duration::from_millis(200));
+    config.probe.push(llm);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let listener = tokio::net::TcpListener::bind(port).await.unwrap();
@@ -224,6 +235,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
             && latest(r, "gpulse.exports").is_some()
             && latest(r, "gpulse.gpu.xid.errors").is_some()
             && latest(r, "gpulse.probe.last_recovery").is_some()
+            && latest(r, "gpulse.probe.inference.duration").is_some()
     })
     .await;
     let requests = sink.requests();
@@ -321,7 +333,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     );
 
     // The push does not disturb /metrics.
-    let metrics = reqwest::get(format!("{}/metrics", agent.base))
+    let metrics = crate::inproc::http_get(format!("{}/metrics", agent.base))
         .await
         .unwrap();
     assert_eq!(metrics.status(), 200);

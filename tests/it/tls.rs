@@ -252,7 +252,7 @@ async fn https_with_a_token_needs_both() {
 
 /// `GET path` over plain HTTP with an optional bearer token: status, WWW-Authenticate, body.
 async fn get(base: &str, path: &str, token: Option<&str>) -> (u16, Option<String>, String) {
-    let mut request = reqwest::Client::new().get(format!("{base}{path}"));
+    let mut request = crate::inproc::client().get(format!("{base}{path}"));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -307,7 +307,7 @@ async fn bearer_token_guards_everything_but_health_probes() {
         }
     }
     // A token under another scheme is not a bearer token.
-    let basic = reqwest::Client::new()
+    let basic = crate::inproc::client()
         .get(format!("{base}/metrics"))
         .header("authorization", format!("Basic {TOKEN}"))
         .send()

@@ -1,0 +1,528 @@
+//! Synthetic inference requests: the cheapest real request per server kind, timed.
+//!
+//! OpenAI-compatible kinds (vllm, sglang, tgi, llamacpp, openai) get a streaming
+//! `POST /v1/completions` asking for `inference_max_tokens` tokens; the first streamed choice
+//! is the time to first token. Ollama gets a streaming `POST /api/generate` (NDJSON).
+//! Triton / KServe get `POST /v2/models/{model}/infer` with the configured input; there the
+//! first response byte stands in for the first token. Every request is bounded like a check:
+//! one deadline (`inference_timeout`) over the whole exchange and `max_body_bytes` over the
+//! streamed body, so a server that trickles or never ends its stream costs one request slot.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::config::ProbeKind;
+use crate::model::{InferenceSample, ProbeReason};
+
+use super::probe::{Failure, Probe, classify, too_large};
+
+/// Longest server error text kept in `detail`.
+const MAX_DETAIL: usize = 200;
+/// Ollama's `load_duration` above which a request is taken to have (re)loaded the model: a
+/// loaded model still reports a few milliseconds of runner set-up.
+const OLLAMA_LOAD_THRESHOLD: Duration = Duration::from_secs(1);
+
+/// What a stream has shown so far; fed one event at a time, so it is tested without a server.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tally {
+    /// Since sending, when the first choice (token) arrived.
+    pub first_token: Option<Duration>,
+    /// Events that carried a non-empty text.
+    pub text_events: u64,
+    /// The server's own count of generated tokens, when it sent one.
+    pub reported_tokens: Option<u64>,
+    /// The stream said it is complete (`[DONE]`, `"done": true`, a whole JSON answer).
+    pub done: bool,
+    /// The server reported an error inside a 2xx answer.
+    pub error: Option<String>,
+    /// At least one well-formed answer event was seen.
+    pub answered: bool,
+    /// Ollama: the request (re)loaded the model.
+    pub caused_load: bool,
+    /// Lines that were not the expected JSON.
+    pub bad_lines: u64,
+}
+
+impl Tally {
+    /// Output tokens: the server's count, else the events that carried text.
+    pub fn tokens(&self) -> Option<u64> {
+        self.reported_tokens
+            .or((self.text_events > 0).then_some(self.text_events))
+    }
+
+    /// One OpenAI completions event (a `data:` payload or a whole JSON answer).
+    pub fn feed_openai(&mut self, payload: &str, at: Duration) {
+        let payload = payload.trim();
+        if payload == "[DONE]" {
+            self.done = true;
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<Value>(payload) else {
+            self.bad_lines += 1;
+            return;
+        };
+        if let Some(error) = event.get("error") {
+            self.error = Some(error_text(error));
+            return;
+        }
+        if let Some(tokens) = event
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64)
+        {
+            self.reported_tokens = Some(tokens);
+        }
+        let Some(choice) = event
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
+            return;
+        };
+        self.answered = true;
+        self.first_token.get_or_insert(at);
+        let text = choice
+            .get("text")
+            .or_else(|| choice.pointer("/delta/content"))
+            .or_else(|| choice.pointer("/message/content"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !text.is_empty() {
+            self.text_events += 1;
+        }
+    }
+
+    /// One Ollama `/api/generate` NDJSON line.
+    pub fn feed_ollama(&mut self, line: &str, at: Duration) {
+        let Ok(event) = serde_json::from_str::<Value>(line.trim()) else {
+            self.bad_lines += 1;
+            return;
+        };
+        if let Some(error) = event.get("error") {
+            self.error = Some(error_text(error));
+            return;
+        }
+        if event.get("response").is_some() {
+            self.answered = true;
+            self.first_token.get_or_insert(at);
+        }
+        if event
+            .get("response")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+        {
+            self.text_events += 1;
+        }
+        if event.get("done").and_then(Value::as_bool) == Some(true) {
+            self.done = true;
+            if let Some(n) = event.get("eval_count").and_then(Value::as_u64) {
+                self.reported_tokens = Some(n);
+            }
+            let load = event.get("load_duration").and_then(Value::as_u64);
+            self.caused_load = load.is_some_and(|ns| ns >= OLLAMA_LOAD_THRESHOLD.as_nanos() as u64);
+        }
+    }
+
+    /// A whole KServe v2 infer answer: it must carry an `outputs` array.
+    pub fn feed_v2(&mut self, body: &str) {
+        let Ok(answer) = serde_json::from_str::<Value>(body) else {
+            self.bad_lines += 1;
+            return;
+        };
+        if let Some(error) = answer.get("error") {
+            self.error = Some(error_text(error));
+            return;
+        }
+        if answer.get("outputs").is_some_and(Value::is_array) {
+            self.answered = true;
+            self.done = true;
+        } else {
+            self.bad_lines += 1;
+        }
+    }
+}
+
+/// An error field as text: a string, or an object's `message`, bounded.
+fn error_text(error: &Value) -> String {
+    let text = match error {
+        Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| other.to_string(), str::to_owned),
+    };
+    bounded(&text)
+}
+
+fn bounded(text: &str) -> String {
+    let mut end = text.len().min(MAX_DETAIL);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// The payload of an SSE `data:` line, if it is one.
+pub fn sse_data(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("data:")?;
+    Some(rest.strip_prefix(' ').unwrap_or(rest))
+}
+
+/// Splits a byte stream into lines without holding more than the body cap.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Appends a chunk and hands every complete line (without `\r\n`) to `line`.
+    fn push(&mut self, chunk: &[u8], mut line: impl FnMut(&str)) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(offset) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + offset;
+            let text = String::from_utf8_lossy(&self.pending[start..end]);
+            line(text.trim_end_matches('\r'));
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+    }
+
+    /// The last line when the stream ended without a newline.
+    fn finish(&mut self, line: impl FnOnce(&str)) {
+        if !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending);
+            line(text.trim_end_matches('\r'));
+            self.pending.clear();
+        }
+    }
+}
+
+/// The wire format of an answer.
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    /// Server-sent events (`data: {...}`), or one JSON answer when the server did not stream.
+    OpenAi,
+    /// One JSON object per line.
+    Ollama,
+    /// One JSON answer.
+    V2,
+}
+
+/// The request for `kind`: path and JSON body.
+pub fn request_for(
+    kind: ProbeKind,
+    model: &str,
+    prompt: &str,
+    max_tokens: u32,
+    v2_input: &str,
+) -> Option<(String, String)> {
+    let body = match kind {
+        ProbeKind::Http | ProbeKind::Tcp => return None,
+        ProbeKind::Triton | ProbeKind::Kserve => {
+            return Some((format!("/v2/models/{model}/infer"), v2_input.to_owned()));
+        }
+        ProbeKind::Ollama => {
+            let body = json!({
+                "model": model,
+                "prompt": prompt,
+                "stream": true,
+                "options": {"num_predict": max_tokens, "temperature": 0},
+            });
+            return Some(("/api/generate".to_owned(), body.to_string()));
+        }
+        ProbeKind::Vllm
+        | ProbeKind::Sglang
+        | ProbeKind::Openai
+        | ProbeKind::Tgi
+        | ProbeKind::Llamacpp => {
+            let mut body = json!({
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": true,
+            });
+            if !model.is_empty() {
+                body["model"] = json!(model);
+            }
+            // The usage chunk gives an exact token count; TGI and llama.cpp do not take
+            // the option (llama.cpp sends usage anyway).
+            if matches!(
+                kind,
+                ProbeKind::Vllm | ProbeKind::Sglang | ProbeKind::Openai
+            ) {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            body
+        }
+    };
+    Some(("/v1/completions".to_owned(), body.to_string()))
+}
+
+/// Sends one synthetic request for `probe`, naming `model` (empty: the server picks).
+pub async fn infer(probe: &Probe, model: &str) -> InferenceSample {
+    let config = probe.config();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(config.inference_timeout.0, exchange(probe, model, started))
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                ProbeReason::Timeout,
+                format!("no complete answer within {}", config.inference_timeout),
+            ))
+        });
+    let duration = started.elapsed();
+    let at = SystemTime::now();
+    match outcome {
+        Ok(tally) => InferenceSample {
+            ok: true,
+            reason: None,
+            detail: String::new(),
+            model: model.to_owned(),
+            ttft: tally.first_token,
+            duration,
+            output_tokens: tally.tokens(),
+            caused_load: tally.caused_load,
+            at,
+        },
+        Err((reason, detail)) => InferenceSample {
+            ok: false,
+            reason: Some(reason),
+            detail,
+            model: model.to_owned(),
+            ttft: None,
+            duration,
+            output_tokens: None,
+            caused_load: false,
+            at,
+        },
+    }
+}
+
+/// The whole exchange; the caller's deadline bounds it.
+async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally, Failure> {
+    let config = probe.config();
+    let Some((path, body)) = request_for(
+        config.kind,
+        model,
+        &config.inference_prompt,
+        config.inference_max_tokens,
+        &config.inference_input,
+    ) else {
+        return Err((
+            ProbeReason::BadBody,
+            "this kind has no synthetic request".to_owned(),
+        ));
+    };
+    let format = match config.kind {
+        ProbeKind::Ollama => Format::Ollama,
+        ProbeKind::Triton | ProbeKind::Kserve => Format::V2,
+        _ => Format::OpenAi,
+    };
+    let url = format!("{}{path}", config.base_url());
+    let mut response = probe
+        .request(reqwest::Method::POST, &url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| classify(&e))?;
+    let headers_at = started.elapsed();
+    let status = response.status().as_u16();
+    let streamed = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let max = config.max_body_bytes;
+    let mut tally = Tally::default();
+    let mut lines = Lines::default();
+    let mut whole = Vec::new();
+    let mut received = 0usize;
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
+        received += chunk.len();
+        if received > max {
+            return Err(too_large(max));
+        }
+        let at = started.elapsed();
+        match format {
+            Format::OpenAi if streamed => lines.push(&chunk, |line| {
+                if let Some(data) = sse_data(line) {
+                    tally.feed_openai(data, at);
+                }
+            }),
+            Format::Ollama => lines.push(&chunk, |line| {
+                if !line.trim().is_empty() {
+                    tally.feed_ollama(line, at);
+                }
+            }),
+            _ => whole.extend_from_slice(&chunk),
+        }
+        if tally.done || tally.error.is_some() {
+            // Complete: the server may keep the stream open; the answer is in.
+            break;
+        }
+    }
+    let at = started.elapsed();
+    match format {
+        Format::OpenAi if streamed => lines.finish(|line| {
+            if let Some(data) = sse_data(line) {
+                tally.feed_openai(data, at);
+            }
+        }),
+        Format::Ollama => lines.finish(|line| {
+            if !line.trim().is_empty() {
+                tally.feed_ollama(line, at);
+            }
+        }),
+        Format::OpenAi => {
+            tally.feed_openai(&String::from_utf8_lossy(&whole), headers_at);
+            tally.done |= tally.answered;
+        }
+        Format::V2 => {
+            tally.feed_v2(&String::from_utf8_lossy(&whole));
+            tally.first_token = Some(headers_at);
+        }
+    }
+    if !(200..300).contains(&status) {
+        let detail = match &tally.error {
+            Some(error) => format!("HTTP {status}: {error}"),
+            None => format!("HTTP {status}"),
+        };
+        return Err((ProbeReason::HttpStatus, detail));
+    }
+    if let Some(error) = tally.error {
+        return Err((ProbeReason::BadBody, format!("server error: {error}")));
+    }
+    if !tally.answered {
+        return Err((
+            ProbeReason::BadBody,
+            "the answer carried no completion".to_owned(),
+        ));
+    }
+    Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn openai_stream_times_the_first_choice_and_prefers_the_usage_count() {
+        let mut t = Tally::default();
+        t.feed_openai(
+            r#"{"choices":[{"text":" tienen","index":0,"finish_reason":null}]}"#,
+            ms(7),
+        );
+        t.feed_openai(r#"{"choices":[{"text":"!","index":0}]}"#, ms(9));
+        assert_eq!(t.first_token, Some(ms(7)));
+        assert_eq!(t.tokens(), Some(2));
+        t.feed_openai(
+            r#"{"choices":[],"usage":{"completion_tokens":3,"prompt_tokens":2}}"#,
+            ms(10),
+        );
+        t.feed_openai("[DONE]", ms(11));
+        assert!(t.done && t.answered);
+        assert_eq!(t.tokens(), Some(3));
+        assert_eq!(t.first_token, Some(ms(7)));
+    }
+
+    #[test]
+    fn openai_errors_and_garbage_are_recorded() {
+        let mut t = Tally::default();
+        t.feed_openai("not json", ms(1));
+        assert_eq!(t.bad_lines, 1);
+        t.feed_openai(
+            r#"{"error":{"message":"model not found","code":404}}"#,
+            ms(2),
+        );
+        assert_eq!(t.error.as_deref(), Some("model not found"));
+        assert!(!t.answered);
+        let mut t = Tally::default();
+        t.feed_openai(&format!(r#"{{"error":"{}"}}"#, "x".repeat(1000)), ms(2));
+        assert_eq!(t.error.map(|e| e.len()), Some(MAX_DETAIL));
+    }
+
+    #[test]
+    fn an_empty_token_still_counts_as_the_first_answer() {
+        let mut t = Tally::default();
+        t.feed_openai(r#"{"choices":[{"text":""}]}"#, ms(4));
+        assert_eq!(t.first_token, Some(ms(4)));
+        assert_eq!(t.tokens(), None);
+        assert!(t.answered);
+    }
+
+    #[test]
+    fn ollama_lines_give_timings_tokens_and_loads() {
+        let mut t = Tally::default();
+        t.feed_ollama(r#"{"model":"m","response":"Hi","done":false}"#, ms(30));
+        t.feed_ollama(
+            r#"{"model":"m","response":"","done":true,"eval_count":1,"load_duration":2500000000}"#,
+            ms(31),
+        );
+        assert_eq!(t.first_token, Some(ms(30)));
+        assert_eq!(t.tokens(), Some(1));
+        assert!(t.done && t.caused_load);
+        let mut warm = Tally::default();
+        warm.feed_ollama(
+            r#"{"response":"a","done":true,"load_duration":3000000}"#,
+            ms(1),
+        );
+        assert!(!warm.caused_load);
+    }
+
+    #[test]
+    fn v2_answers_need_outputs() {
+        let mut t = Tally::default();
+        t.feed_v2(r#"{"model_name":"iris","outputs":[{"name":"predict","data":[0]}]}"#);
+        assert!(t.answered && t.done);
+        let mut t = Tally::default();
+        t.feed_v2(r#"{"error":"Model nosuch not found"}"#);
+        assert_eq!(t.error.as_deref(), Some("Model nosuch not found"));
+        let mut t = Tally::default();
+        t.feed_v2(r#"{"model_name":"iris"}"#);
+        assert!(!t.answered);
+    }
+
+    #[test]
+    fn lines_split_across_chunks_and_crlf() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        lines.push(b"data: a\r\nda", |l| got.push(l.to_owned()));
+        lines.push(b"ta: b\n\ndata: c", |l| got.push(l.to_owned()));
+        lines.finish(|l| got.push(l.to_owned()));
+        assert_eq!(got, ["data: a", "data: b", "", "data: c"]);
+        assert_eq!(sse_data("data: {}"), Some("{}"));
+        assert_eq!(sse_data("data:{}"), Some("{}"));
+        assert_eq!(sse_data(": keep-alive"), None);
+    }
+
+    #[test]
+    fn requests_per_kind() {
+        let (path, body) = request_for(ProbeKind::Vllm, "m", "hi", 1, "").unwrap();
+        assert_eq!(path, "/v1/completions");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["max_tokens"], 1);
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        let (_, body) = request_for(ProbeKind::Llamacpp, "", "hi", 2, "").unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body.get("model").is_none() && body.get("stream_options").is_none());
+        let (path, body) = request_for(ProbeKind::Ollama, "llama3", "hi", 1, "").unwrap();
+        assert_eq!(path, "/api/generate");
+        assert!(body.contains(r#""num_predict":1"#));
+        let input = r#"{"inputs":[]}"#;
+        let (path, body) = request_for(ProbeKind::Kserve, "iris", "", 1, input).unwrap();
+        assert_eq!(
+            (path.as_str(), body.as_str()),
+            ("/v2/models/iris/infer", input)
+        );
+        assert!(request_for(ProbeKind::Tcp, "", "", 1, "").is_none());
+    }
+}
