@@ -25,6 +25,8 @@ mod scan;
 mod tidy;
 // Probes of inference servers: states per kind, hostile targets, outages.
 mod probe;
+// Synthetic inference requests: streaming per kind, hostile generations, https, tokens.
+mod inference;
 // Xid capture: NVML events, the kernel log, return codes; de-duplication.
 mod xid;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.

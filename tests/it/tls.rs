@@ -18,13 +18,13 @@ use crate::api::{start, wait_ready};
 const TOKEN: &str = "s3cret-T0ken";
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, with its key.
-struct Pair {
-    cert_pem: String,
+pub(crate) struct Pair {
+    pub cert_pem: String,
     key_pem: String,
     der: CertificateDer<'static>,
 }
 
-fn self_signed(common_name: &str, serial: u64) -> Pair {
+pub(crate) fn self_signed(common_name: &str, serial: u64) -> Pair {
     let mut params =
         rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
@@ -49,7 +49,7 @@ fn replace(path: &Path, text: &str) {
 }
 
 /// The cert and key files of `pair` in `dir`, and a config serving them.
-fn tls_config(dir: &Path, pair: &Pair) -> (Config, PathBuf, PathBuf) {
+pub(crate) fn tls_config(dir: &Path, pair: &Pair) -> (Config, PathBuf, PathBuf) {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     std::fs::write(&cert, &pair.cert_pem).unwrap();
