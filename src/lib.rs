@@ -24,5 +24,6 @@ pub mod config;
 pub mod export;
 pub mod health;
 pub mod model;
+pub mod promtext;
 pub mod scan;
 pub mod store;

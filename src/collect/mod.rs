@@ -6,6 +6,7 @@
 //! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
 //! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect).
+//! * `server_metrics`: lifts an inference server's own `/metrics` into common names.
 //! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
 //!
 //! The runner, not each collector, times every cycle, records success and duration in the
@@ -20,6 +21,7 @@ pub mod kmsg;
 pub mod probe;
 pub mod probe_infer;
 pub mod probe_tls;
+pub mod server_metrics;
 pub mod worker;
 
 use std::fmt;
