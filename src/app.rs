@@ -301,6 +301,9 @@ async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
             probe.inference_interval = crate::config::HumanDuration::secs(5);
             probe.inference_max_tokens = 4;
             probe.ttft_slo = crate::config::HumanDuration(std::time::Duration::from_millis(80));
+            // Its vLLM-style /metrics: queue, KV cache, tokens, TTFT.
+            probe.metrics = true;
+            probe.metrics_interval = crate::config::HumanDuration::secs(5);
             tracing::info!(%addr, "Demo mode: probing a simulated inference server.");
             config.probe.push(probe);
         }

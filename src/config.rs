@@ -959,6 +959,41 @@ mod tests {
     }
 
     #[test]
+    fn example_probe_block_lists_every_probe_key_at_its_default() {
+        // The commented `[[probe]]` block, uncommented: it must parse, show the defaults, and
+        // name every key a probe has.
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[probe]]"))
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed = Config::from_toml(&block, "example probe").unwrap();
+        let mut expected = ProbeConfig::new("llm", ProbeKind::Vllm, "http://127.0.0.1:8000");
+        expected.expected_model = Some("meta-llama/Llama-3.1-8B-Instruct".to_owned());
+        assert_eq!(parsed.probe, vec![expected]);
+        let mut full = ProbeConfig::new("x", ProbeKind::Vllm, "http://x:1");
+        full.bearer_token_file = "f".to_owned();
+        full.bearer_token_env = "V".to_owned();
+        full.expected_model = Some("m".to_owned());
+        full.tls_ca_file = "ca".to_owned();
+        full.tls_insecure_skip_verify = true;
+        full.inference = true;
+        full.inference_model = "m".to_owned();
+        full.inference_input = "{}".to_owned();
+        full.metrics = true;
+        full.metrics_url = "u".to_owned();
+        let keys = toml::Table::try_from(&full).unwrap();
+        for key in keys.keys() {
+            assert!(
+                block.lines().any(|l| l.starts_with(&format!("{key} ")))
+                    || block.contains(&format!("or {key} = ")),
+                "probe key {key} missing from the example"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_key_names_key_file_and_line() {
         let err = Config::from_toml("[gpu]\ninterval = \"1s\"\nintervall = \"2s\"\n", "a.toml")
             .unwrap_err();

@@ -619,6 +619,47 @@ impl InferenceStats {
     }
 }
 
+/// A probe's scrapes of the server's own /metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerScrapes {
+    pub attempts: u64,
+    pub failures: u64,
+    /// The last scrape's failure (`None` when it succeeded): reason and detail.
+    pub last_error: Option<(ProbeReason, String)>,
+    pub last_at: Option<SystemTime>,
+    pub last_duration: Duration,
+    /// What the last successful scrape lifted (kept while later scrapes fail).
+    pub metrics: Option<ServerMetrics>,
+}
+
+impl ServerScrapes {
+    pub fn apply(
+        &mut self,
+        result: Result<ServerMetrics, (ProbeReason, String)>,
+        took: Duration,
+        at: SystemTime,
+    ) {
+        self.attempts += 1;
+        self.last_at = Some(at);
+        self.last_duration = took;
+        match result {
+            Ok(metrics) => {
+                self.last_error = None;
+                self.metrics = Some(metrics);
+            }
+            Err(error) => {
+                self.failures += 1;
+                self.last_error = Some(error);
+            }
+        }
+    }
+
+    /// Whether the last scrape succeeded (`None` before the first).
+    pub fn last_ok(&self) -> Option<bool> {
+        self.last_at.map(|_| self.last_error.is_none())
+    }
+}
+
 /// A span of time a probe was `down`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutage {
@@ -644,6 +685,8 @@ pub struct ProbeStatus {
     pub last_recovery: Option<Duration>,
     /// Synthetic requests, when the probe sends them.
     pub inference: Option<InferenceStats>,
+    /// Scrapes of the server's own metrics, when the probe reads them.
+    pub server: Option<ServerScrapes>,
 }
 
 impl ProbeStatus {
@@ -657,7 +700,14 @@ impl ProbeStatus {
             outages_total: 0,
             last_recovery: None,
             inference: None,
+            server: None,
         }
+    }
+
+    /// The same probe, scraping the server's own metrics.
+    pub fn with_server_metrics(mut self) -> Self {
+        self.server = Some(ServerScrapes::default());
+        self
     }
 
     /// The same probe, sending synthetic requests judged against these SLOs.
@@ -943,6 +993,51 @@ pub struct ServerHistogram {
 }
 
 impl ServerHistogram {
+    /// The `q` quantile (0–1) in seconds, as PromQL's `histogram_quantile` computes it from
+    /// the buckets; `None` without buckets, observations, or for `q` outside 0–1.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let mut buckets: Vec<(f64, f64)> = self
+            .buckets
+            .iter()
+            .copied()
+            .filter(|(le, count)| !le.is_nan() && count.is_finite())
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if buckets.len() < 2 || buckets.last()?.0 != f64::INFINITY {
+            return None;
+        }
+        // A scrape that races an update can show a bucket below its predecessor; Prometheus lifts
+        // such counts to keep them cumulative, and so do we.
+        let mut running = 0.0_f64;
+        for (_, count) in &mut buckets {
+            running = running.max(*count);
+            *count = running;
+        }
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let i = buckets.iter().position(|(_, count)| *count >= rank)?;
+        if i + 1 == buckets.len() {
+            return buckets.get(i.checked_sub(1)?).map(|(le, _)| *le);
+        }
+        let (end, count) = *buckets.get(i)?;
+        let (start, below) = match i.checked_sub(1) {
+            Some(prev) => *buckets.get(prev)?,
+            None if end <= 0.0 => return Some(end),
+            None => (0.0, 0.0),
+        };
+        let in_bucket = count - below;
+        if in_bucket <= 0.0 {
+            return Some(start);
+        }
+        Some(start + (end - start) * (rank - below) / in_bucket)
+    }
+
     /// Mean observation in seconds; `None` before the first observation.
     pub fn mean(&self) -> Option<f64> {
         (self.count > 0.0).then(|| self.sum / self.count)

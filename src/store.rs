@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::health::NodeHealth;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
-    ProbeSample, ProbeStatus, Sample, XidCount, XidEvent, XidLog,
+    ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
 };
 
 /// Outages kept per probe for /v1/probes.
@@ -335,6 +335,24 @@ impl Store {
             let mut probes = Vec::clone(&snap.probes);
             if let Some(stats) = probes.get_mut(index).and_then(|p| p.inference.as_mut()) {
                 stats.apply(sample);
+            }
+            snap.probes = Arc::new(probes);
+        });
+    }
+
+    /// Records one scrape of the server metrics of the probe at `index`.
+    pub fn record_server_scrape(
+        &self,
+        index: usize,
+        result: Result<ServerMetrics, (ProbeReason, String)>,
+        took: Duration,
+        at: SystemTime,
+    ) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            let mut probes = Vec::clone(&snap.probes);
+            if let Some(scrapes) = probes.get_mut(index).and_then(|p| p.server.as_mut()) {
+                scrapes.apply(result, took, at);
             }
             snap.probes = Arc::new(probes);
         });

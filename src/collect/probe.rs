@@ -19,10 +19,11 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{ConfigError, ProbeConfig, ProbeKind};
-use crate::model::{ProbeReason, ProbeSample, ProbeState, ProbeStatus};
+use crate::model::{ProbeReason, ProbeSample, ProbeState, ProbeStatus, ServerMetrics};
+use crate::promtext::Limits;
 use crate::store::Store;
 
-use super::probe_infer;
+use super::{probe_infer, server_metrics};
 
 /// Models kept from a model list (bounds memory and the JSON API).
 const MAX_MODELS: usize = 64;
@@ -307,6 +308,32 @@ impl Probe {
         }
     }
 
+    /// One scrape of the server's metrics at `url`, lifted into common names. A 2xx body
+    /// with no valid exposition line at all (e.g. a JSON endpoint) is `bad_body`.
+    pub async fn scrape(&self, url: &str) -> Result<ServerMetrics, Failure> {
+        let max = self.config.metrics_max_body_bytes;
+        let response = tokio::time::timeout(self.config.timeout.0, self.fetch(url, max))
+            .await
+            .map_err(|_| {
+                (
+                    ProbeReason::Timeout,
+                    format!("no full answer within {}", self.config.timeout),
+                )
+            })??;
+        if !is_success(response.status) {
+            return Err((ProbeReason::HttpStatus, format!("HTTP {}", response.status)));
+        }
+        let text = String::from_utf8_lossy(&response.body);
+        let metrics = server_metrics::lift(&text, &Limits::default());
+        if metrics.series == 0 && metrics.invalid_lines > 0 && !has_valid_line(&text) {
+            return Err((
+                ProbeReason::BadBody,
+                "not Prometheus text exposition".to_owned(),
+            ));
+        }
+        Ok(metrics)
+    }
+
     /// `GET base+path`, body capped at `max_body_bytes`. The caller's deadline bounds it.
     async fn get(&self, path: &str) -> Result<Response, Failure> {
         let url = format!("{}{path}", self.config.base_url());
@@ -330,6 +357,15 @@ impl Probe {
         }
         Ok(Response { status, body })
     }
+}
+
+/// Whether any line looks like a sample or a metadata comment, so a body whose families
+/// are all unknown to the lift is still a valid (if uninteresting) exposition.
+fn has_valid_line(text: &str) -> bool {
+    text.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with("# TYPE ") || line.starts_with("# HELP ")
+    })
 }
 
 pub(crate) fn too_large(max: usize) -> Failure {
@@ -526,12 +562,14 @@ fn trimmed(text: &str) -> Option<String> {
 
 /// The store's entry for a configured probe (before any check).
 pub fn status_for(config: &ProbeConfig) -> ProbeStatus {
-    let status = ProbeStatus::new(&config.name, config.kind.as_str(), config.interval.0);
+    let mut status = ProbeStatus::new(&config.name, config.kind.as_str(), config.interval.0);
     if config.inference {
-        status.with_inference(config.ttft_slo.0, config.latency_slo.0)
-    } else {
-        status
+        status = status.with_inference(config.ttft_slo.0, config.latency_slo.0);
     }
+    if config.metrics {
+        status = status.with_server_metrics();
+    }
+    status
 }
 
 /// Runs the probe at `index` until `stop`: checks every `interval` and, when configured,
@@ -552,7 +590,46 @@ pub async fn run_probe(
             inference_loop(index, &probe, &store, state_rx, stop.clone()).await;
         }
     };
-    tokio::join!(checks, inference);
+    let scrapes = async {
+        if probe.config.metrics {
+            scrape_loop(index, &probe, &store, stop.clone()).await;
+        }
+    };
+    tokio::join!(checks, inference, scrapes);
+}
+
+/// Scrapes the server's own metrics every `metrics_interval`, bounded by the probe's
+/// `timeout` and `metrics_max_body_bytes`. Logs only changes between success and failure.
+async fn scrape_loop(index: usize, probe: &Probe, store: &Store, mut stop: watch::Receiver<bool>) {
+    let name = &probe.config.name;
+    let url = probe.config.metrics_url();
+    let mut ticker = tokio::time::interval(probe.config.metrics_interval.0);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_ok: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            result = probe.scrape(&url) => result,
+        };
+        let ok = result.is_ok();
+        if last_ok != Some(ok) {
+            match &result {
+                Ok(m) => {
+                    tracing::info!(probe = %name, url = %url, dialect = m.dialect, series = m.series, "Scraping the server's metrics.")
+                }
+                Err((reason, detail)) => {
+                    tracing::warn!(probe = %name, url = %url, reason = reason.as_str(), detail = %detail, "Cannot scrape the server's metrics.")
+                }
+            }
+            last_ok = Some(ok);
+        }
+        store.record_server_scrape(index, result, started.elapsed(), SystemTime::now());
+    }
 }
 
 async fn check_loop(

@@ -79,46 +79,7 @@ pub fn lift(text: &str, limits: &Limits) -> ServerMetrics {
 /// outside 0–1. Unlike Prometheus, an empty lowest bucket at `q` = 0 gives its lower bound
 /// instead of NaN.
 pub fn histogram_quantile(h: &ServerHistogram, q: f64) -> Option<f64> {
-    if !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    let mut buckets: Vec<(f64, f64)> = h
-        .buckets
-        .iter()
-        .copied()
-        .filter(|(le, count)| !le.is_nan() && count.is_finite())
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.len() < 2 || buckets.last()?.0 != f64::INFINITY {
-        return None;
-    }
-    // A scrape that races an update can show a bucket below its predecessor; Prometheus lifts
-    // such counts to keep them cumulative, and so do we.
-    let mut running = 0.0_f64;
-    for (_, count) in &mut buckets {
-        running = running.max(*count);
-        *count = running;
-    }
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let i = buckets.iter().position(|(_, count)| *count >= rank)?;
-    if i + 1 == buckets.len() {
-        return buckets.get(i.checked_sub(1)?).map(|(le, _)| *le);
-    }
-    let (end, count) = *buckets.get(i)?;
-    let (start, below) = match i.checked_sub(1) {
-        Some(prev) => *buckets.get(prev)?,
-        None if end <= 0.0 => return Some(end),
-        None => (0.0, 0.0),
-    };
-    let in_bucket = count - below;
-    if in_bucket <= 0.0 {
-        return Some(start);
-    }
-    Some(start + (end - start) * (rank - below) / in_bucket)
+    h.quantile(q)
 }
 
 /// Every family [`lift`] reads; the parser stores nothing else.

@@ -211,21 +211,78 @@ async fn metrics(State(demo): State<Arc<Demo>>) -> Response {
     let requests = c.requests.load(Ordering::Relaxed);
     let _ = write!(
         text,
-        "# TYPE vllm:request_success counter\nvllm:request_success_total{{{label},finished_reason=\"length\"}} {requests}\n"
+        "# TYPE vllm:request_success counter\nvllm:request_success_total{{{label},finished_reason=\"length\"}} {requests}\nvllm:request_success_total{{{label},finished_reason=\"error\"}} 0\n"
     );
-    let _ = writeln!(text, "# TYPE vllm:time_to_first_token_seconds histogram");
     let mut cumulative = 0;
-    for (bound, n) in TTFT_BOUNDS.iter().zip(&c.ttft_buckets) {
-        cumulative += n.load(Ordering::Relaxed);
-        let _ = writeln!(
-            text,
-            "vllm:time_to_first_token_seconds_bucket{{{label},le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    let sum = c.ttft_micros.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = write!(
-        text,
-        "vllm:time_to_first_token_seconds_bucket{{{label},le=\"+Inf\"}} {requests}\nvllm:time_to_first_token_seconds_sum{{{label}}} {sum}\nvllm:time_to_first_token_seconds_count{{{label}}} {requests}\n"
+    let ttft: Vec<(f64, u64)> = TTFT_BOUNDS
+        .iter()
+        .zip(&c.ttft_buckets)
+        .map(|(bound, n)| {
+            cumulative += n.load(Ordering::Relaxed);
+            (*bound, cumulative)
+        })
+        .collect();
+    let ttft_sum = c.ttft_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    histogram(
+        &mut text,
+        "vllm:time_to_first_token_seconds",
+        &label,
+        &ttft,
+        requests,
+        ttft_sum,
+    );
+    // Tokens follow the first one every 5 ms: the end-to-end time is the first-token time
+    // plus that, and every request falls in the same inter-token bucket.
+    let generated = c.generation_tokens.load(Ordering::Relaxed);
+    let decode = generated.saturating_sub(requests) as f64 * 0.005;
+    let e2e: Vec<(f64, u64)> = [0.1, 0.3, 1.0]
+        .iter()
+        .map(|&b| {
+            (
+                b,
+                ttft.iter()
+                    .filter(|(t, _)| *t + 0.08 <= b)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    histogram(
+        &mut text,
+        "vllm:e2e_request_latency_seconds",
+        &label,
+        &e2e,
+        requests,
+        ttft_sum + decode,
+    );
+    let itl_count = generated.saturating_sub(requests);
+    histogram(
+        &mut text,
+        "vllm:inter_token_latency_seconds",
+        &label,
+        &[(0.01, itl_count)],
+        itl_count,
+        decode,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Writes one histogram in Prometheus text: cumulative `buckets`, then `+Inf`, sum, count.
+fn histogram(
+    text: &mut String,
+    name: &str,
+    label: &str,
+    buckets: &[(f64, u64)],
+    count: u64,
+    sum: f64,
+) {
+    let _ = writeln!(text, "# TYPE {name} histogram");
+    for (bound, cumulative) in buckets {
+        let _ = writeln!(text, "{name}_bucket{{{label},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = write!(
+        text,
+        "{name}_bucket{{{label},le=\"+Inf\"}} {count}\n{name}_sum{{{label}}} {sum}\n{name}_count{{{label}}} {count}\n"
+    );
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::health::{NodeHealth, Reason};
 use crate::model::{
-    CollectorStatus, GpuDevice, GpuSample, HostSample, InferenceStats, LatencyHistogram, XidEvent,
-    XidLog,
+    CollectorStatus, GpuDevice, GpuSample, HostSample, InferenceStats, LatencyHistogram,
+    ServerHistogram, ServerScrapes, XidEvent, XidLog,
 };
 use crate::store::Snapshot;
 
@@ -441,6 +441,104 @@ pub struct ProbeV1 {
     pub outages: Vec<OutageV1>,
     /// Synthetic inference requests; absent when the probe does not send them.
     pub inference: Option<InferenceV1>,
+    /// The server's own metrics, lifted into common names; absent when not scraped.
+    pub server_metrics: Option<ServerMetricsV1>,
+}
+
+/// A probe's scrapes of the server's /metrics and what the last good one lifted.
+#[derive(Debug, Serialize)]
+pub struct ServerMetricsV1 {
+    pub scrapes: u64,
+    pub failures: u64,
+    /// Absent before the first scrape.
+    pub last_ok: Option<bool>,
+    pub last_at: Option<String>,
+    pub last_duration_seconds: f64,
+    /// Bounded reason (as a check's) and detail of the last failure; absent when it worked.
+    pub last_error_reason: Option<&'static str>,
+    pub last_error: Option<String>,
+    /// From the last successful scrape; absent before one.
+    pub lifted: Option<LiftedV1>,
+}
+
+/// Counters are cumulative since the server started; `null` = the server has no such series.
+#[derive(Debug, Serialize)]
+pub struct LiftedV1 {
+    /// Whose names were found: vllm, sglang, tgi, triton, trtllm, llamacpp, mlserver, unknown.
+    pub dialect: &'static str,
+    pub series: usize,
+    pub invalid_lines: usize,
+    pub truncated: bool,
+    pub requests_running: Option<f64>,
+    pub requests_waiting: Option<f64>,
+    pub requests_succeeded_total: Option<f64>,
+    pub requests_failed_total: Option<f64>,
+    pub prompt_tokens_total: Option<f64>,
+    pub generation_tokens_total: Option<f64>,
+    pub kv_cache_usage_ratio: Option<f64>,
+    pub preemptions_total: Option<f64>,
+    pub time_to_first_token_seconds: Option<ServerHistogramV1>,
+    pub e2e_request_latency_seconds: Option<ServerHistogramV1>,
+    pub inter_token_latency_seconds: Option<ServerHistogramV1>,
+}
+
+/// Since the server started: count, mean, and quantiles when it has buckets.
+#[derive(Debug, Serialize)]
+pub struct ServerHistogramV1 {
+    pub count: f64,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl ServerHistogramV1 {
+    fn of(h: &ServerHistogram) -> Self {
+        Self {
+            count: h.count,
+            mean: h.mean(),
+            p50: h.quantile(0.5),
+            p90: h.quantile(0.9),
+            p99: h.quantile(0.99),
+        }
+    }
+}
+
+impl ServerMetricsV1 {
+    fn from_scrapes(s: &ServerScrapes) -> Self {
+        Self {
+            scrapes: s.attempts,
+            failures: s.failures,
+            last_ok: s.last_ok(),
+            last_at: s.last_at.map(rfc3339),
+            last_duration_seconds: s.last_duration.as_secs_f64(),
+            last_error_reason: s.last_error.as_ref().map(|(r, _)| r.as_str()),
+            last_error: s.last_error.as_ref().map(|(_, d)| d.clone()),
+            lifted: s.metrics.as_ref().map(|m| LiftedV1 {
+                dialect: m.dialect,
+                series: m.series,
+                invalid_lines: m.invalid_lines,
+                truncated: m.truncated,
+                requests_running: m.requests_running,
+                requests_waiting: m.requests_waiting,
+                requests_succeeded_total: m.requests_succeeded_total,
+                requests_failed_total: m.requests_failed_total,
+                prompt_tokens_total: m.prompt_tokens_total,
+                generation_tokens_total: m.generation_tokens_total,
+                kv_cache_usage_ratio: m.kv_cache_usage_ratio,
+                preemptions_total: m.preemptions_total,
+                time_to_first_token_seconds: m
+                    .time_to_first_token
+                    .as_ref()
+                    .map(ServerHistogramV1::of),
+                e2e_request_latency_seconds: m.e2e_latency.as_ref().map(ServerHistogramV1::of),
+                inter_token_latency_seconds: m
+                    .inter_token_latency
+                    .as_ref()
+                    .map(ServerHistogramV1::of),
+            }),
+        }
+    }
 }
 
 /// A probe's synthetic requests since the agent started.
@@ -567,6 +665,7 @@ impl ProbesV1 {
                         })
                         .collect(),
                     inference: p.inference.as_ref().map(InferenceV1::from_stats),
+                    server_metrics: p.server.as_ref().map(ServerMetricsV1::from_scrapes),
                 })
                 .collect(),
         }

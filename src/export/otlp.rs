@@ -655,6 +655,60 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
         "gpulse_probe_inference_duration_seconds",
         "gpulse.probe.inference.duration",
     ),
+    (
+        "gpulse_probe_metrics_scrape_success",
+        "gpulse.probe.metrics.scrape.success",
+    ),
+    (
+        "gpulse_probe_metrics_scrape_failures_total",
+        "gpulse.probe.metrics.scrape.failures",
+    ),
+    (
+        "gpulse_server_requests_running",
+        "gpulse.server.requests.running",
+    ),
+    (
+        "gpulse_server_requests_waiting",
+        "gpulse.server.requests.waiting",
+    ),
+    (
+        "gpulse_server_requests_succeeded_total",
+        "gpulse.server.requests.succeeded",
+    ),
+    (
+        "gpulse_server_requests_failed_total",
+        "gpulse.server.requests.failed",
+    ),
+    (
+        "gpulse_server_prompt_tokens_total",
+        "gpulse.server.tokens.prompt",
+    ),
+    (
+        "gpulse_server_generation_tokens_total",
+        "gpulse.server.tokens.generated",
+    ),
+    (
+        "gpulse_server_kv_cache_usage_ratio",
+        "gpulse.server.kv_cache.utilization",
+    ),
+    (
+        "gpulse_server_preemptions_total",
+        "gpulse.server.preemptions",
+    ),
+    // Server histograms travel as cumulative sum and count counters (`.sum`, `.count`), from
+    // which a backend takes a windowed mean; the buckets stay on /metrics.
+    (
+        "gpulse_server_time_to_first_token_seconds",
+        "gpulse.server.time_to_first_token.sum",
+    ),
+    (
+        "gpulse_server_e2e_request_latency_seconds",
+        "gpulse.server.e2e_request_latency.sum",
+    ),
+    (
+        "gpulse_server_inter_token_latency_seconds",
+        "gpulse.server.inter_token_latency.sum",
+    ),
     ("gpulse_gpu_health", "gpulse.gpu.health"),
     ("gpulse_gpu_health_reason", "gpulse.gpu.health.reason"),
     ("gpulse_gpus", "gpulse.gpu.count"),
@@ -779,6 +833,7 @@ fn register_instruments(
     register_health_instruments(m, s);
     register_probe_instruments(m, s);
     register_inference_instruments(m, s);
+    register_server_instruments(m, s);
 }
 
 fn probe_attributes(p: &crate::model::ProbeStatus) -> Vec<KeyValue> {
@@ -1000,6 +1055,174 @@ fn register_inference_instruments(m: &Meter, s: &Arc<Store>) {
             })
         },
     );
+}
+
+/// The server's own metrics, lifted (the same families as `/metrics`).
+fn register_server_instruments(m: &Meter, s: &Arc<Store>) {
+    use crate::model::{ServerHistogram, ServerMetrics};
+    observe(
+        m,
+        s,
+        Kind::Gauge,
+        "gpulse.probe.metrics.scrape.success",
+        "1",
+        "1 when the last scrape of the server's own /metrics succeeded.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(ok) = p.server.as_ref().and_then(|s| s.last_ok()) {
+                    e(flag(ok), &probe_attributes(p));
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Kind::Counter,
+        "gpulse.probe.metrics.scrape.failures",
+        "{scrape}",
+        "Failed scrapes of the server's own /metrics.",
+        |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(s) = &p.server {
+                    e(s.failures as f64, &probe_attributes(p));
+                }
+            }
+        },
+    );
+    type Field = fn(&ServerMetrics) -> Option<f64>;
+    let scalars: [(Kind, &'static str, &'static str, &'static str, Field); 8] = [
+        (
+            Kind::Gauge,
+            "gpulse.server.requests.running",
+            "{request}",
+            "Requests the server is processing now.",
+            |m| m.requests_running,
+        ),
+        (
+            Kind::Gauge,
+            "gpulse.server.requests.waiting",
+            "{request}",
+            "Requests queued in the server.",
+            |m| m.requests_waiting,
+        ),
+        (
+            Kind::Counter,
+            "gpulse.server.requests.succeeded",
+            "{request}",
+            "Requests the server finished successfully.",
+            |m| m.requests_succeeded_total,
+        ),
+        (
+            Kind::Counter,
+            "gpulse.server.requests.failed",
+            "{request}",
+            "Requests that failed on the server's side.",
+            |m| m.requests_failed_total,
+        ),
+        (
+            Kind::Counter,
+            "gpulse.server.tokens.prompt",
+            "{token}",
+            "Prompt tokens the server processed.",
+            |m| m.prompt_tokens_total,
+        ),
+        (
+            Kind::Counter,
+            "gpulse.server.tokens.generated",
+            "{token}",
+            "Tokens the server generated.",
+            |m| m.generation_tokens_total,
+        ),
+        (
+            Kind::Gauge,
+            "gpulse.server.kv_cache.utilization",
+            "1",
+            "KV-cache use of the server, 0 to 1.",
+            |m| m.kv_cache_usage_ratio,
+        ),
+        (
+            Kind::Counter,
+            "gpulse.server.preemptions",
+            "{request}",
+            "Requests the server preempted.",
+            |m| m.preemptions_total,
+        ),
+    ];
+    for (kind, name, unit, help, field) in scalars {
+        observe(m, s, kind, name, unit, help, move |sn, e| {
+            for p in sn.probes.iter() {
+                if let Some(v) = p
+                    .server
+                    .as_ref()
+                    .and_then(|s| s.metrics.as_ref())
+                    .and_then(field)
+                {
+                    e(v, &probe_attributes(p));
+                }
+            }
+        });
+    }
+    type Hist = fn(&ServerMetrics) -> Option<&ServerHistogram>;
+    // (sum instrument, its description, count instrument, its description, field)
+    let histograms: [(&'static str, &'static str, &'static str, &'static str, Hist); 3] = [
+        (
+            "gpulse.server.time_to_first_token.sum",
+            "Sum of the server's time-to-first-token observations.",
+            "gpulse.server.time_to_first_token.count",
+            "Count of the server's time-to-first-token observations.",
+            |m| m.time_to_first_token.as_ref(),
+        ),
+        (
+            "gpulse.server.e2e_request_latency.sum",
+            "Sum of the server's end-to-end request latencies.",
+            "gpulse.server.e2e_request_latency.count",
+            "Count of the server's end-to-end request latency observations.",
+            |m| m.e2e_latency.as_ref(),
+        ),
+        (
+            "gpulse.server.inter_token_latency.sum",
+            "Sum of the server's inter-token latency observations.",
+            "gpulse.server.inter_token_latency.count",
+            "Count of the server's inter-token latency observations.",
+            |m| m.inter_token_latency.as_ref(),
+        ),
+    ];
+    for (sum_name, sum_help, count_name, count_help, field) in histograms {
+        let each = move |sn: &crate::store::Snapshot,
+                         f: &mut dyn FnMut(&ServerHistogram, Vec<KeyValue>)| {
+            for p in sn.probes.iter() {
+                if let Some(h) = p
+                    .server
+                    .as_ref()
+                    .and_then(|s| s.metrics.as_ref())
+                    .and_then(field)
+                {
+                    f(h, probe_attributes(p));
+                }
+            }
+        };
+        observe(
+            m,
+            s,
+            Kind::Counter,
+            sum_name,
+            "s",
+            sum_help,
+            move |sn, e| {
+                each(sn, &mut |h, attrs| e(h.sum, &attrs));
+            },
+        );
+        observe(
+            m,
+            s,
+            Kind::Counter,
+            count_name,
+            "{request}",
+            count_help,
+            move |sn, e| each(sn, &mut |h, attrs| e(h.count, &attrs)),
+        );
+    }
 }
 
 /// The attributes of a GPU's health points (the same GPU keys as [`gpu_attributes`]).

@@ -23,7 +23,7 @@ use super::catalog::GPU_SCALARS;
 use crate::health::{NodeHealth, State};
 use crate::model::{
     GpuDevice, GpuProcess, GpuSample, HostSample, InferenceStats, LatencyHistogram, ProbeState,
-    ProbeStatus, XidCount, XidLog, index_label,
+    ProbeStatus, ServerHistogram, ServerMetrics, XidCount, XidLog, index_label,
 };
 use crate::store::{Snapshot, Store};
 
@@ -200,7 +200,34 @@ pub(super) struct HistogramSeries {
     pub buckets: Vec<(f64, u64)>,
 }
 
+/// Buckets kept from a server's histogram (vLLM has about 20; more is a hostile server).
+const MAX_SERVER_BUCKETS: usize = 64;
+
 impl HistogramSeries {
+    /// A server's histogram (cumulative `f64` counts) re-exposed: per-bucket counts, always
+    /// ending in `+Inf` so a summary or a counter pair becomes a bucket-less histogram.
+    pub fn from_server(h: &ServerHistogram) -> Self {
+        let count = h.count.max(0.0) as u64;
+        let mut buckets = Vec::new();
+        let mut below = 0u64;
+        for &(bound, cumulative) in h
+            .buckets
+            .iter()
+            .filter(|(bound, _)| bound.is_finite())
+            .take(MAX_SERVER_BUCKETS)
+        {
+            let cumulative = (cumulative.max(0.0) as u64).clamp(below, count);
+            buckets.push((bound, cumulative - below));
+            below = cumulative;
+        }
+        buckets.push((f64::INFINITY, count - below));
+        Self {
+            sum: h.sum,
+            count,
+            buckets,
+        }
+    }
+
     /// The agent's own fixed-bucket histogram.
     pub fn from_latency(h: &LatencyHistogram) -> Self {
         let mut buckets: Vec<(f64, u64)> = crate::model::LATENCY_BUCKETS
@@ -447,7 +474,119 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
             .iter()
             .filter_map(|p| p.last_recovery.map(|d| (labels(p), d.as_secs_f64()))),
     )?;
-    encode_inference(e, probes)
+    encode_inference(e, probes)?;
+    encode_server_metrics(e, probes)
+}
+
+/// The server's own metrics, lifted into common names (only probes that scrape them).
+fn encode_server_metrics(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Result {
+    let labels = |p: &ProbeStatus| [("probe", p.name.clone()), ("kind", p.kind.to_owned())];
+    let scraping = || {
+        probes
+            .iter()
+            .filter_map(|p| p.server.as_ref().map(|s| (p, s)))
+    };
+    gauge(
+        e,
+        "gpulse_probe_metrics_scrape_success",
+        "1 when the last scrape of the server's own /metrics succeeded.",
+        scraping().filter_map(|(p, s)| s.last_ok().map(|ok| (labels(p), flag(ok)))),
+    )?;
+    counter(
+        e,
+        "gpulse_probe_metrics_scrape_failures",
+        "Failed scrapes of the server's own /metrics.",
+        scraping().map(|(p, s)| (labels(p), s.failures as f64)),
+    )?;
+    let lifted = || scraping().filter_map(|(p, s)| s.metrics.as_ref().map(|m| (p, m)));
+    type Field = fn(&ServerMetrics) -> Option<f64>;
+    let scalars: [(&str, &str, bool, Field); 8] = [
+        (
+            "gpulse_server_requests_running",
+            "Requests the server is processing now (its own metric, e.g. vllm:num_requests_running).",
+            false,
+            |m| m.requests_running,
+        ),
+        (
+            "gpulse_server_requests_waiting",
+            "Requests queued in the server, not yet scheduled (e.g. vllm:num_requests_waiting, llamacpp:requests_deferred).",
+            false,
+            |m| m.requests_waiting,
+        ),
+        (
+            "gpulse_server_requests_succeeded",
+            "Requests the server finished successfully, as it counts them.",
+            true,
+            |m| m.requests_succeeded_total,
+        ),
+        (
+            "gpulse_server_requests_failed",
+            "Requests that failed on the server's side, as it counts them.",
+            true,
+            |m| m.requests_failed_total,
+        ),
+        (
+            "gpulse_server_prompt_tokens",
+            "Prompt tokens the server processed.",
+            true,
+            |m| m.prompt_tokens_total,
+        ),
+        (
+            "gpulse_server_generation_tokens",
+            "Tokens the server generated.",
+            true,
+            |m| m.generation_tokens_total,
+        ),
+        (
+            "gpulse_server_kv_cache_usage_ratio",
+            "KV-cache use of the server, 0 to 1 (the fullest engine).",
+            false,
+            |m| m.kv_cache_usage_ratio,
+        ),
+        (
+            "gpulse_server_preemptions",
+            "Requests the server preempted (evicted from the batch and requeued).",
+            true,
+            |m| m.preemptions_total,
+        ),
+    ];
+    for (name, help, is_counter, field) in scalars {
+        let series = lifted().filter_map(|(p, m)| field(m).map(|v| (labels(p), v)));
+        if is_counter {
+            counter(e, name, help, series)?;
+        } else {
+            gauge(e, name, help, series)?;
+        }
+    }
+    type Hist = fn(&ServerMetrics) -> Option<&ServerHistogram>;
+    let histograms: [(&str, &str, Hist); 3] = [
+        (
+            "gpulse_server_time_to_first_token_seconds",
+            "Time to first token as the server measures it.",
+            |m| m.time_to_first_token.as_ref(),
+        ),
+        (
+            "gpulse_server_e2e_request_latency_seconds",
+            "End-to-end request latency as the server measures it (bucket-less when the server only has a sum and count).",
+            |m| m.e2e_latency.as_ref(),
+        ),
+        (
+            "gpulse_server_inter_token_latency_seconds",
+            "Time between output tokens as the server measures it.",
+            |m| m.inter_token_latency.as_ref(),
+        ),
+    ];
+    for (name, help, field) in histograms {
+        histogram(
+            e,
+            name,
+            help,
+            lifted().filter_map(|(p, m)| {
+                field(m).map(|h| (labels(p), HistogramSeries::from_server(h)))
+            }),
+        )?;
+    }
+    Ok(())
 }
 
 /// Synthetic inference requests: only probes that send them have these series.

@@ -12,9 +12,9 @@ use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::health;
 use gpulse::model::{
-    CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, MigInstance, MigReadings,
-    NetworkReadings, ProbeReason, ProbeSample, ProbeState, ProbeStatus, XidCount, XidEvent, XidLog,
-    XidSource,
+    CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, InferenceSample,
+    MigInstance, MigReadings, NetworkReadings, ProbeReason, ProbeSample, ProbeState, ProbeStatus,
+    XidCount, XidEvent, XidLog, XidSource,
 };
 use gpulse::store::Snapshot;
 
@@ -166,6 +166,37 @@ fn fixed_snapshot() -> Snapshot {
         32,
     );
     probe.apply(check(ProbeState::Up, None, 1_700_000_030), 32);
+    // Two synthetic requests (one within the SLOs, one failed) and one server scrape.
+    let mut probe = probe
+        .with_inference(Duration::from_secs(1), Duration::from_secs(2))
+        .with_server_metrics();
+    let request = |ok: bool, ms: u64| InferenceSample {
+        ok,
+        reason: (!ok).then_some(ProbeReason::Timeout),
+        detail: String::new(),
+        model: "m".to_owned(),
+        ttft: ok.then(|| Duration::from_millis(ms)),
+        duration: Duration::from_millis(ms * 2),
+        output_tokens: ok.then_some(1),
+        caused_load: false,
+        at: at(1_700_000_031),
+    };
+    if let Some(stats) = probe.inference.as_mut() {
+        stats.apply(request(true, 40));
+        stats.apply(request(false, 10_000));
+    }
+    let lifted = gpulse::collect::server_metrics::lift(
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 3\n\
+         # TYPE vllm:request_success_total counter\nvllm:request_success_total{finished_reason=\"stop\"} 90\n\
+         vllm:request_success_total{finished_reason=\"error\"} 2\n\
+         # TYPE vllm:time_to_first_token_seconds histogram\n\
+         vllm:time_to_first_token_seconds_bucket{le=\"0.1\"} 80\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 92\n\
+         vllm:time_to_first_token_seconds_sum 6.5\nvllm:time_to_first_token_seconds_count 92\n",
+        &gpulse::promtext::Limits::default(),
+    );
+    if let Some(scrapes) = probe.server.as_mut() {
+        scrapes.apply(Ok(lifted), Duration::from_millis(3), at(1_700_000_031));
+    }
     Snapshot {
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),

@@ -454,3 +454,124 @@ async fn the_agent_asks_only_ready_servers_and_a_hung_generation_never_delays_ch
     );
     agent.shut_down().await;
 }
+
+const VLLM_METRICS: &str = "# HELP vllm:num_requests_waiting Number of requests waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine=\"0\",model_name=\"m\"} 4.0
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 2.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.75
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{engine=\"0\",model_name=\"m\"} 1234.0
+# TYPE vllm:num_preemptions_total counter
+vllm:num_preemptions_total{engine=\"0\",model_name=\"m\"} 3.0
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"0.1\",model_name=\"m\"} 6.0
+vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"0.5\",model_name=\"m\"} 9.0
+vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"+Inf\",model_name=\"m\"} 10.0
+vllm:time_to_first_token_seconds_count{engine=\"0\",model_name=\"m\"} 10.0
+vllm:time_to_first_token_seconds_sum{engine=\"0\",model_name=\"m\"} 2.5
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_are_scraped_lifted_and_exported() {
+    let base = serve(
+        Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route("/v1/models", get(|| async { r#"{"data":[{"id":"m"}]}"# }))
+            .route("/metrics", get(|| async { VLLM_METRICS })),
+    )
+    .await;
+    let mut config = Config::default();
+    config.gpu.enabled = false;
+    config.host.enabled = false;
+    let mut p = ProbeConfig::new("llm", ProbeKind::Vllm, &base);
+    p.metrics = true;
+    p.metrics_interval = HumanDuration(Duration::from_millis(100));
+    config.probe.push(p);
+    let agent = crate::inproc::start(config, GpuSource::Nvml, None).await;
+    let metrics = agent
+        .wait_for("/metrics", "lifted server metrics", |m| {
+            m.contains("gpulse_server_requests_waiting")
+        })
+        .await;
+    for line in [
+        r#"gpulse_probe_metrics_scrape_success{probe="llm",kind="vllm"} 1"#,
+        r#"gpulse_server_requests_waiting{probe="llm",kind="vllm"} 4"#,
+        r#"gpulse_server_requests_running{probe="llm",kind="vllm"} 2"#,
+        r#"gpulse_server_kv_cache_usage_ratio{probe="llm",kind="vllm"} 0.75"#,
+        r#"gpulse_server_generation_tokens_total{probe="llm",kind="vllm"} 1234"#,
+        r#"gpulse_server_preemptions_total{probe="llm",kind="vllm"} 3"#,
+        r#"gpulse_server_time_to_first_token_seconds_bucket{probe="llm",kind="vllm",le="0.1"} 6"#,
+        r#"gpulse_server_time_to_first_token_seconds_bucket{probe="llm",kind="vllm",le="0.5"} 9"#,
+        r#"gpulse_server_time_to_first_token_seconds_bucket{probe="llm",kind="vllm",le="+Inf"} 10"#,
+        r#"gpulse_server_time_to_first_token_seconds_sum{probe="llm",kind="vllm"} 2.5"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    // Families the server does not expose are absent, not zero.
+    assert!(!metrics.contains("gpulse_server_requests_failed_total"));
+    let v = agent.get_json("/v1/probes").await;
+    let lifted = &v["probes"][0]["server_metrics"]["lifted"];
+    assert_eq!(lifted["dialect"], "vllm");
+    assert_eq!(lifted["requests_waiting"], 4.0);
+    assert_eq!(lifted["time_to_first_token_seconds"]["mean"], 0.25);
+    // Rank 5 of 10 falls in (0, 0.1] holding ranks 1..6.
+    let p50 = lifted["time_to_first_token_seconds"]["p50"]
+        .as_f64()
+        .unwrap();
+    assert!((p50 - 5.0 / 6.0 * 0.1).abs() < 1e-9, "{p50}");
+    agent.shut_down().await;
+}
+
+#[tokio::test]
+async fn hostile_metrics_endpoints_are_bounded_and_classified() {
+    let app = Router::new()
+        .route("/ok/metrics", get(|| async { VLLM_METRICS }))
+        .route(
+            "/json/metrics",
+            get(|| async { r#"[{"iter": 1, "numActiveRequests": 2}]"# }),
+        )
+        .route(
+            "/broken/metrics",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .route(
+            "/huge/metrics",
+            get(|| async {
+                let line = "vllm:num_requests_waiting{model_name=\"m\"} 1\n".repeat(1000);
+                let parts = (0..1000).map(|_| (Duration::ZERO, line.clone())).collect();
+                stream(parts, false, "text/plain")
+            }),
+        )
+        .route(
+            "/hang/metrics",
+            get(|| async { stream(Vec::new(), true, "text/plain") }),
+        );
+    let base = serve(app).await;
+    let probe = |path: &str| {
+        let mut c = ProbeConfig::new("m", ProbeKind::Vllm, "http://127.0.0.1:1");
+        c.metrics = true;
+        // The metrics live elsewhere than the API (as MLServer's do).
+        c.metrics_url = format!("{base}/{path}/metrics");
+        c.metrics_max_body_bytes = 512 * 1024;
+        c.timeout = HumanDuration(Duration::from_millis(500));
+        Probe::new(c)
+    };
+    let ok = probe("ok");
+    let lifted = ok.scrape(&ok.config().metrics_url()).await.unwrap();
+    assert_eq!(lifted.requests_waiting, Some(4.0));
+    for (path, reason) in [
+        ("json", ProbeReason::BadBody),
+        ("broken", ProbeReason::HttpStatus),
+        ("huge", ProbeReason::BodyTooLarge),
+        ("hang", ProbeReason::Timeout),
+    ] {
+        let p = probe(path);
+        let started = Instant::now();
+        let err = p.scrape(&p.config().metrics_url()).await.unwrap_err();
+        assert_eq!(err.0, reason, "{path}: {err:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}");
+    }
+}

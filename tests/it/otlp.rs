@@ -122,6 +122,8 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     llm.interval = HumanDuration(Duration::from_millis(100));
     llm.inference = true;
     llm.inference_interval = HumanDuration(Duration::from_millis(200));
+    llm.metrics = true;
+    llm.metrics_interval = HumanDuration(Duration::from_millis(200));
     config.probe.push(llm);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -236,6 +238,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
             && latest(r, "gpulse.gpu.xid.errors").is_some()
             && latest(r, "gpulse.probe.last_recovery").is_some()
             && latest(r, "gpulse.probe.inference.duration").is_some()
+            && latest(r, "gpulse.server.time_to_first_token.sum").is_some()
     })
     .await;
     let requests = sink.requests();
