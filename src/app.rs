@@ -18,6 +18,7 @@ use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
+use crate::mode::{self, ModeInfo};
 use crate::model::{CollectorStatus, ProbeStatus};
 use crate::store::Store;
 
@@ -47,17 +48,19 @@ pub enum AppError {
 /// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
 /// is off.
 pub async fn run(
-    mut config: Config,
+    config: Config,
     source: GpuSource,
     otlp: Option<OtlpSettings>,
     listener: TcpListener,
     credentials: Arc<Credentials>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let GpuSource::Demo { .. } = source {
-        add_demo_probe(&mut config, stop_rx.clone()).await;
-    }
+    run_with(config, source, otlp, listener, credentials, None, shutdown).await
+}
+
+/// The store for `config`: its collectors, Xid limits, probes and run mode registered
+/// (`wrapped`: `gpulse wrap` supervises a child).
+pub fn new_store(config: &Config, wrapped: bool) -> Store {
     let mut statuses = Vec::new();
     if config.gpu.enabled {
         statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
@@ -65,17 +68,47 @@ pub async fn run(
     if config.host.enabled {
         statuses.push(CollectorStatus::new("host", config.host.interval.0));
     }
-    let store = Arc::new(
-        Store::new(config.store.window_samples, statuses)
-            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
-            .with_probes(
-                config
-                    .probe
-                    .iter()
-                    .map(|p| ProbeStatus::new(&p.name, p.kind.as_str(), p.interval.0))
-                    .collect(),
-            ),
-    );
+    let facts = mode::detect(&config.health.kmsg_path, wrapped);
+    Store::new(config.store.window_samples, statuses)
+        .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
+        .with_probes(
+            config
+                .probe
+                .iter()
+                .map(|p| ProbeStatus::new(&p.name, p.kind.as_str(), p.interval.0))
+                .collect(),
+        )
+        .with_mode(ModeInfo::new(config.agent.mode, facts))
+}
+
+/// [`run`] on a store built beforehand by [`new_store`] from the same config (`gpulse wrap`:
+/// the job's supervisor writes into it too); `None` builds it here.
+pub async fn run_with(
+    mut config: Config,
+    source: GpuSource,
+    otlp: Option<OtlpSettings>,
+    listener: TcpListener,
+    credentials: Arc<Credentials>,
+    store: Option<Arc<Store>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let GpuSource::Demo { .. } = source {
+        add_demo_probe(&mut config, stop_rx.clone()).await;
+    }
+    let store = store.unwrap_or_else(|| Arc::new(new_store(&config, false)));
+    {
+        let info = store.snapshot().mode;
+        tracing::info!(
+            mode = info.mode.as_str(),
+            setting = info.setting_str(),
+            wrapped = info.facts.wrapped,
+            in_container = info.facts.in_container,
+            kmsg_readable = info.facts.kmsg_readable,
+            gpu_devices_visible = info.facts.gpu_devices_visible,
+            "Run mode."
+        );
+    }
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {
