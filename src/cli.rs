@@ -68,8 +68,7 @@ enum Command {
     Wrap {
         #[command(flatten)]
         run: RunArgs,
-        /// Do not configure a probe from the command line (wrap.auto_probe = false does the
-        /// same; --probe-kind and --probe-url still add one).
+        /// Do not configure a probe from the command line (as wrap.auto_probe = false).
         #[arg(long, conflicts_with_all = ["probe_kind", "probe_url"])]
         no_auto_probe: bool,
         /// Kind of the child's probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp,

@@ -97,6 +97,12 @@ pub fn child_probe(
                 .unwrap_or(ProbeKind::Http);
             let url = match (url, inferred) {
                 (Some(url), _) => url.clone(),
+                // A tcp probe of the inferred server connects to its host:port.
+                (None, Some(p)) if kind == ProbeKind::Tcp => p
+                    .url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
                 (None, Some(p)) => p.url,
                 (None, None) => {
                     return Err(ConfigError {
@@ -465,6 +471,12 @@ mod tests {
             (added.name.as_str(), added.url.as_str()),
             ("openai", "http://127.0.0.1:8100")
         );
+        let tcp = ProbeFlags {
+            kind: Some(ProbeKind::Tcp),
+            ..ProbeFlags::default()
+        };
+        let p = child_probe(&argv("llama-server -m x"), |_| None, &config, &tcp).unwrap();
+        assert_eq!(p.add.unwrap().url, "127.0.0.1:8080");
         let err = child_probe(&argv("sleep 1"), |_| None, &config, &kind_only).unwrap_err();
         assert!(err.message.contains("--probe-url"), "{err}");
         // wrap.auto_probe = false turns inference off, not explicit flags.
