@@ -10,8 +10,9 @@
 //!   were the container's entrypoint). `agent.shutdown_grace_period` after the first forwarded
 //!   SIGTERM or SIGINT, the child's whole process group gets SIGKILL.
 //! * Every exited process is reaped (`waitpid(-1)`), so gpulse can be a container's PID 1:
-//!   orphaned grandchildren re-parented to it do not stay zombies. gpulse has no other
-//!   children, so no other code's exit status is taken.
+//!   orphaned grandchildren re-parented to it do not stay zombies. gpulse makes itself a child
+//!   subreaper, so this holds when it is not PID 1 too (`docker run --init`, a shell). gpulse
+//!   has no other children, so no other code's exit status is taken.
 //! * Signal handlers are installed ([`Signals::install`]) before the child is spawned, so a
 //!   signal in between is forwarded, not lost.
 //!
@@ -120,6 +121,11 @@ pub fn spawn(argv: &[OsString]) -> io::Result<Spawned> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
     };
     let oom_kills_before = cgroup_oom_kills();
+    // Orphans of the child's tree are re-parented to gpulse (as to a container's PID 1), and
+    // reaped by `reap`, so none stays a zombie whether or not gpulse is PID 1.
+    if let Err(error) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        tracing::debug!(error = %error, "Cannot become a child subreaper.");
+    }
     let child = Command::new(program).args(args).process_group(0).spawn()?;
     let pid = child.id();
     // std's Child neither kills nor reaps on drop; the reaper below owns the pid from here.

@@ -597,3 +597,64 @@ fn wrap_needs_a_command_after_the_double_dash() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// `(pid, ppid, state, comm)` of every process, from /proc.
+fn processes() -> Vec<(i32, i32, char, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let mut rest = stat[close + 2..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.push((pid, ppid, state, comm));
+    }
+    out
+}
+
+#[test]
+fn orphans_of_the_child_are_reaped() {
+    // The subshell exits at once, orphaning `sleep 0.3`, which is re-parented to gpulse.
+    let mut w = Wrapped::spawn(&[], &[], &sh("(sleep 0.3 &); sleep 2; exit 0"));
+    let gpulse = w.child.id() as i32;
+    let deadline = Instant::now() + LIMIT;
+    let orphan = loop {
+        let found = processes()
+            .into_iter()
+            .find(|(_, ppid, _, comm)| *ppid == gpulse && comm == "sleep");
+        if let Some((pid, ..)) = found {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no orphan re-parented to gpulse:\n{}",
+            w.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Once it exits, gpulse reaps it: no zombie left behind while the child still runs.
+    let deadline = Instant::now() + LIMIT;
+    while Path::new(&format!("/proc/{orphan}")).exists() {
+        let state = processes().into_iter().find(|p| p.0 == orphan).map(|p| p.2);
+        assert!(
+            Instant::now() < deadline,
+            "orphan {orphan} not reaped (state {state:?}):\n{}",
+            w.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the child still runs"
+    );
+    assert_eq!(w.wait().code(), Some(0), "{}", w.stderr());
+}
