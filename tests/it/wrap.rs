@@ -658,3 +658,31 @@ fn orphans_of_the_child_are_reaped() {
     );
     assert_eq!(w.wait().code(), Some(0), "{}", w.stderr());
 }
+
+/// Without `wrap` there is no job: `/v1/events` says so, and `job_runs` cannot be measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wrap_there_is_no_job() {
+    let mut config = gpulse::config::Config::default();
+    config.agent.mode = gpulse::config::ModeSetting::Sidecar;
+    let agent = crate::inproc::start(config, gpulse::app::GpuSource::Demo { gpus: 1 }, None).await;
+    let events = agent.get_json("/v1/events").await;
+    assert_eq!(events["schema"], "gpulse.events/v1");
+    assert_eq!(events["mode"], "sidecar");
+    assert!(events["job"].is_null(), "{events}");
+    assert_eq!(events["events"], serde_json::json!([]));
+    let snapshot = agent.get_json("/v1/snapshot").await;
+    assert_eq!(snapshot["mode"], "sidecar");
+    assert_eq!(snapshot["mode_setting"], "sidecar");
+    let cannot = snapshot["cannot_measure"].as_array().unwrap();
+    assert!(
+        cannot.contains(&serde_json::json!("job_runs")),
+        "{cannot:?}"
+    );
+    let metrics = agent.get("/metrics").await;
+    assert!(metrics.contains("mode=\"sidecar\""), "{metrics}");
+    assert!(
+        !metrics.contains("gpulse_job_"),
+        "no job families without wrap"
+    );
+    agent.shut_down().await;
+}
