@@ -18,6 +18,7 @@ use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
+use crate::mode::{self, ModeInfo};
 use crate::model::CollectorStatus;
 use crate::store::Store;
 
@@ -47,11 +48,42 @@ pub enum AppError {
 /// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
 /// is off.
 pub async fn run(
+    config: Config,
+    source: GpuSource,
+    otlp: Option<OtlpSettings>,
+    listener: TcpListener,
+    credentials: Arc<Credentials>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    run_with(config, source, otlp, listener, credentials, None, shutdown).await
+}
+
+/// The store for `config`: its collectors, Xid limits, probes and run mode registered
+/// (`wrapped`: `gpulse wrap` supervises a child).
+pub fn new_store(config: &Config, wrapped: bool) -> Store {
+    let mut statuses = Vec::new();
+    if config.gpu.enabled {
+        statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
+    }
+    if config.host.enabled {
+        statuses.push(CollectorStatus::new("host", config.host.interval.0));
+    }
+    let facts = mode::detect(&config.health.kmsg_path, wrapped);
+    Store::new(config.store.window_samples, statuses)
+        .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
+        .with_probes(config.probe.iter().map(probe::status_for).collect())
+        .with_mode(ModeInfo::new(config.agent.mode, facts))
+}
+
+/// [`run`] on a store built beforehand by [`new_store`] from the same config (`gpulse wrap`:
+/// the job's supervisor writes into it too); `None` builds it here.
+pub async fn run_with(
     mut config: Config,
     source: GpuSource,
     otlp: Option<OtlpSettings>,
     listener: TcpListener,
     credentials: Arc<Credentials>,
+    store: Option<Arc<Store>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     // Every HTTP client of the process (probes, OTLP over HTTP) uses ring.
@@ -60,18 +92,19 @@ pub async fn run(
     if let GpuSource::Demo { .. } = source {
         add_demo_probe(&mut config, stop_rx.clone()).await;
     }
-    let mut statuses = Vec::new();
-    if config.gpu.enabled {
-        statuses.push(CollectorStatus::new("gpu", config.gpu.interval.0));
+    let store = store.unwrap_or_else(|| Arc::new(new_store(&config, false)));
+    {
+        let info = store.snapshot().mode;
+        tracing::info!(
+            mode = info.mode.as_str(),
+            setting = info.setting_str(),
+            wrapped = info.facts.wrapped,
+            in_container = info.facts.in_container,
+            kmsg_readable = info.facts.kmsg_readable,
+            gpu_devices_visible = info.facts.gpu_devices_visible,
+            "Run mode."
+        );
     }
-    if config.host.enabled {
-        statuses.push(CollectorStatus::new("host", config.host.interval.0));
-    }
-    let store = Arc::new(
-        Store::new(config.store.window_samples, statuses)
-            .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
-            .with_probes(config.probe.iter().map(probe::status_for).collect()),
-    );
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 usage or config
 //! error. Config is fully loaded and validated before any port is bound.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, DEMO_GPUS, GpuSource};
-use crate::config::{self, Config, ConfigError, LogFormat, Override};
+use crate::config::{self, Config, ConfigError, LogFormat, Override, ProbeKind};
 use crate::export::api::Credentials;
 use crate::export::otlp::OtlpSettings;
+use crate::wrap::{AgentParts, ProbeFlags};
 
 /// Exit code for usage and configuration errors (clap uses the same).
 pub const EXIT_USAGE: u8 = 2;
@@ -59,6 +61,26 @@ enum Command {
         allow_no_gpu: bool,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Run CMD as a child with the agent beside it, inside the workload's container:
+    /// signals are forwarded, the exit code is passed through, every run is recorded, and a
+    /// probe is configured from the command line. `gpulse wrap [FLAGS] -- CMD [ARGS...]`
+    Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Do not configure a probe from the command line (as wrap.auto_probe = false).
+        #[arg(long, conflicts_with_all = ["probe_kind", "probe_url"])]
+        no_auto_probe: bool,
+        /// Kind of the child's probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp,
+        /// openai, http, tcp), overriding the one inferred from the command line.
+        #[arg(long, value_name = "KIND", value_parser = crate::wrap::parse_probe_kind)]
+        probe_kind: Option<ProbeKind>,
+        /// URL of the child's probe (http://host:port[/base]), overriding the inferred one.
+        #[arg(long, value_name = "URL")]
+        probe_url: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
     },
 }
 
@@ -144,6 +166,21 @@ pub fn main() -> ExitCode {
             allow_no_gpu,
             run: args,
         }) => scan(&args, json, allow_no_gpu),
+        Some(Command::Wrap {
+            run: args,
+            no_auto_probe,
+            probe_kind,
+            probe_url,
+            command,
+        }) => wrap(
+            &args,
+            &ProbeFlags {
+                no_auto_probe,
+                kind: probe_kind,
+                url: probe_url,
+            },
+            command,
+        ),
         Some(Command::Config(ConfigCommand::Example)) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
@@ -196,6 +233,23 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
         print!("{}", crate::scan::render_table(&report));
     }
     ExitCode::from(crate::scan::exit_code(&report, allow_no_gpu))
+}
+
+/// `gpulse wrap`: an invalid config still runs the command (without the agent).
+fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
+    let loaded = args.load().and_then(|config| {
+        let otlp = otlp_settings(&config)?;
+        let credentials = Arc::new(Credentials::load(&config.http)?);
+        Ok(AgentParts {
+            config,
+            otlp,
+            credentials,
+        })
+    });
+    if let Ok(parts) = &loaded {
+        init_logging(&parts.config);
+    }
+    crate::wrap::run(loaded, flags, command)
 }
 
 fn usage_error(error: &ConfigError) -> ExitCode {

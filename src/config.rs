@@ -33,6 +33,7 @@ pub struct Config {
     pub otlp: OtlpConfig,
     pub health: HealthConfig,
     pub log: LogConfig,
+    pub wrap: WrapConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,
@@ -363,6 +364,11 @@ pub struct AgentConfig {
     /// Extra identity labels of this node (e.g. Akash provider and lease ids), exported as
     /// OTLP resource attributes.
     pub labels: BTreeMap<String, String>,
+    /// Where gpulse runs (`auto`, `embedded`, `sidecar`, `host`); see [`crate::mode`].
+    pub mode: ModeSetting,
+    /// Directory for state that must survive a restart (`gpulse wrap`'s job runs); empty
+    /// keeps nothing on disk.
+    pub state_dir: String,
 }
 
 impl Default for AgentConfig {
@@ -371,7 +377,80 @@ impl Default for AgentConfig {
             node_name: String::new(),
             shutdown_grace_period: HumanDuration::secs(5),
             labels: BTreeMap::new(),
+            mode: ModeSetting::Auto,
+            state_dir: String::new(),
         }
+    }
+}
+
+/// `[agent] mode`: where gpulse runs, or `auto` to infer it (see [`crate::mode::infer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    Auto,
+    /// Inside the workload's container (`gpulse wrap`): its own GPUs, its own process tree.
+    Embedded,
+    /// Beside the workload without its GPU: probes and host metrics only.
+    Sidecar,
+    /// On the host (systemd, privileged DaemonSet): every GPU and the kernel log.
+    Host,
+}
+
+impl ModeSetting {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Embedded => "embedded",
+            Self::Sidecar => "sidecar",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// `[wrap]`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WrapConfig {
+    /// Configure a probe for the wrapped server when its kind and port can be told from the
+    /// command line (`vllm serve --port 8000` → a vllm probe on 127.0.0.1:8000).
+    pub auto_probe: bool,
+    /// Interval of that probe; it also sets how precisely time-to-ready is measured.
+    pub probe_interval: HumanDuration,
+    /// Job events (starts, readiness, ends) kept in memory for /v1/events.
+    pub max_events: NonZeroUsize,
+    /// Largest size of `jobs.jsonl` in `agent.state_dir`; past it the oldest half is dropped
+    /// (rewritten to a temporary file and renamed, so it is never half-written).
+    pub state_max_bytes: u64,
+}
+
+impl Default for WrapConfig {
+    fn default() -> Self {
+        Self {
+            auto_probe: true,
+            probe_interval: HumanDuration::secs(10),
+            max_events: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            state_max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl WrapConfig {
+    /// The smallest `state_max_bytes`: room for a few dozen job events.
+    pub const MIN_STATE_BYTES: u64 = 16 * 1024;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.state_max_bytes < Self::MIN_STATE_BYTES {
+            return Err(ConfigError {
+                key: Some("wrap.state_max_bytes".to_owned()),
+                origin: "configuration".to_owned(),
+                message: format!(
+                    "{} is too small; use at least {}",
+                    self.state_max_bytes,
+                    Self::MIN_STATE_BYTES
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -716,7 +795,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "agent",
     "gpu",
     "host",
@@ -726,6 +805,7 @@ const SECTIONS: [&str; 9] = [
     "otlp",
     "health",
     "log",
+    "wrap",
 ];
 
 /// Picks the config overrides out of environment variables. Variables whose first word is
@@ -782,6 +862,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.tls_files()?;
         crate::health::Policy::from_config(&self.health)?;
+        self.wrap.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (index, probe) in self.probe.iter().enumerate() {
             probe.check(index)?;

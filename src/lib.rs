@@ -14,6 +14,9 @@
 //!   (`api`), HTTPS (`tls`) and bearer-token authentication (`auth`).
 //! * `health`: GPU and node health states, pure functions of the snapshot, window and Xid log.
 //! * `scan`: `gpulse scan`, one sample and one health verdict.
+//! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
+//! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises, and the probe it
+//!   infers from the child's command line.
 //! * `app`: wires the pieces together and runs until shutdown.
 //! * `cli`: command-line parsing and the subcommands; `main.rs` only calls [`cli::main`].
 
@@ -23,7 +26,9 @@ pub mod collect;
 pub mod config;
 pub mod export;
 pub mod health;
+pub mod mode;
 pub mod model;
 pub mod promtext;
 pub mod scan;
 pub mod store;
+pub mod wrap;

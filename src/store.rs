@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::health::NodeHealth;
+use crate::mode::ModeInfo;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
-    ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
+    JobEvent, JobLog, JobTotals, ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics,
+    XidCount, XidEvent, XidLog,
 };
 
 /// Outages kept per probe for /v1/probes.
@@ -41,6 +43,10 @@ pub struct Snapshot {
     pub health: Option<Arc<NodeHealth>>,
     /// Every configured probe, in configuration order.
     pub probes: Arc<Vec<ProbeStatus>>,
+    /// Where the agent runs and what it found at startup.
+    pub mode: ModeInfo,
+    /// The wrapped job (`gpulse wrap`); `None` when gpulse supervises nothing.
+    pub job: Option<Arc<JobLog>>,
 }
 
 impl Snapshot {
@@ -92,6 +98,8 @@ struct Windows {
     gpu: Window<GpuWindowPoint>,
     host: Window<HostWindowPoint>,
     xid: XidState,
+    /// Job events kept for /v1/events (`wrap.max_events`).
+    job_max_events: usize,
 }
 
 /// The Xid history behind `Snapshot.xid`.
@@ -185,6 +193,7 @@ impl Store {
                     counts: Vec::new(),
                     counts_full_logged: false,
                 },
+                job_max_events: 256,
             }),
         }
     }
@@ -255,6 +264,43 @@ impl Store {
             recent: state.recent.iter().cloned().collect(),
         });
         self.update(|snap| snap.xid = log);
+    }
+
+    /// Sets where the agent runs.
+    pub fn with_mode(self, mode: ModeInfo) -> Self {
+        {
+            let _writer = self.lock_windows();
+            self.update(|snap| snap.mode = mode);
+        }
+        self
+    }
+
+    /// Registers the wrapped job with its history (restored from the state file), keeping at
+    /// most `max_events` events.
+    pub fn with_job(self, log: JobLog, max_events: usize) -> Self {
+        {
+            let mut windows = self.lock_windows();
+            windows.job_max_events = max_events;
+            let log = Arc::new(log);
+            self.update(|snap| snap.job = Some(log));
+        }
+        self
+    }
+
+    /// Records one job event and returns the totals after it (for the state file), or
+    /// `None` when no job is registered.
+    pub fn record_job(&self, event: JobEvent) -> Option<JobTotals> {
+        let windows = self.lock_windows();
+        let mut totals = None;
+        self.update(|snap| {
+            if let Some(job) = &snap.job {
+                let mut next = JobLog::clone(job);
+                next.apply(event, windows.job_max_events);
+                totals = Some(next.totals.clone());
+                snap.job = Some(Arc::new(next));
+            }
+        });
+        totals
     }
 
     /// The latest snapshot. Cheap: one lock held for an `Arc` clone.

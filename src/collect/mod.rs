@@ -5,6 +5,7 @@
 //! * `gpu_xid`: NVML critical-Xid events on their own thread.
 //! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
+//! * `job`: the child of `gpulse wrap`: spawned, signalled, reaped, each run recorded.
 //! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect).
 //! * `server_metrics`: lifts an inference server's own `/metrics` into common names.
 //! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
@@ -17,6 +18,7 @@ pub mod gpu;
 pub mod gpu_sim;
 pub mod gpu_xid;
 pub mod host;
+pub mod job;
 pub mod kmsg;
 pub mod probe;
 pub mod probe_infer;

@@ -5,6 +5,7 @@
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
 //! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
+//! * `GET /v1/events`: the wrapped job's runs and recent events (`gpulse.events/v1`).
 //!
 //! Every request is bounded: a timeout (503 past it), a cap on requests in flight (503 with
 //! `Retry-After` beyond it: shedding load beats queueing it), and a body-size limit (413).
@@ -43,7 +44,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use super::auth::{self, BearerToken};
-use super::json::{HealthV1, ProbesV1, SnapshotV1};
+use super::json::{EventsV1, HealthV1, ProbesV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use super::reload::LoadError;
 use super::tls::{self, TlsConfig};
@@ -146,6 +147,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/health", get(health))
         .route("/v1/probes", get(probes))
+        .route("/v1/events", get(events))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
     // (not `route_layer`), so unknown paths need the token as well.
@@ -496,6 +498,11 @@ async fn health(State(state): State<ApiState>) -> Response {
 async fn probes(State(state): State<ApiState>) -> Response {
     let snap = state.store.snapshot();
     axum::Json(ProbesV1::from_snapshot(&snap, &state.node)).into_response()
+}
+
+async fn events(State(state): State<ApiState>) -> Response {
+    let snap = state.store.snapshot();
+    axum::Json(EventsV1::from_snapshot(&snap, &state.node)).into_response()
 }
 
 #[cfg(test)]

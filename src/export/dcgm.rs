@@ -504,6 +504,7 @@ mod tests {
             host: None,
             collectors: Vec::new(),
             probes: Default::default(),
+            ..Snapshot::default()
         }
     }
 

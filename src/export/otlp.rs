@@ -314,8 +314,9 @@ impl OtlpPush {
         let reader = PeriodicReader::builder(exporter)
             .with_interval(settings.interval)
             .build();
+        let mode = store.snapshot().mode.mode.as_str();
         let provider = SdkMeterProvider::builder()
-            .with_resource(resource(identity))
+            .with_resource(resource(identity, mode))
             .with_reader(reader)
             .build();
         register_instruments(
@@ -324,6 +325,7 @@ impl OtlpPush {
             &stats,
             identity.gpu_source,
         );
+        register_job_instruments(&provider.meter("gpulse"), &store);
         Ok(Self { provider })
     }
 
@@ -385,7 +387,7 @@ fn build_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpStartEr
     built.map_err(|e| OtlpStartError(e.to_string()))
 }
 
-fn resource(identity: &AgentIdentity) -> Resource {
+fn resource(identity: &AgentIdentity, mode: &'static str) -> Resource {
     // The default detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; attributes
     // added here override them, so `service.name` is only defaulted when the user set none.
     let user_named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
@@ -398,6 +400,7 @@ fn resource(identity: &AgentIdentity) -> Resource {
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("host.name", identity.node_name.clone()),
         KeyValue::new("gpulse.gpu_source", identity.gpu_source),
+        KeyValue::new("gpulse.mode", mode),
     ];
     if let Some(id) = &identity.host_id {
         attributes.push(KeyValue::new("host.id", id.clone()));
@@ -819,6 +822,15 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ),
     ("gpulse_host_uptime_seconds", "system.uptime"),
     ("gpulse_host_boot_time_seconds", "gpulse.host.boot_time"),
+    // The wrapped job (`gpulse wrap`).
+    ("gpulse_job_runs_total", "gpulse.job.runs"),
+    ("gpulse_job_restarts_total", "gpulse.job.restarts"),
+    ("gpulse_job_running", "gpulse.job.running"),
+    ("gpulse_job_last_exit_code", "gpulse.job.last_exit_code"),
+    ("gpulse_job_start_time_seconds", "gpulse.job.start_time"),
+    ("gpulse_job_ready_seconds", "gpulse.job.ready"),
+    ("gpulse_job_recovery_seconds", "gpulse.job.recovery"),
+    ("gpulse_job_duration_seconds", "gpulse.job.duration"),
 ];
 
 fn register_instruments(
@@ -1311,13 +1323,14 @@ fn register_agent_instruments(
         Gauge,
         "gpulse.build.info",
         "1",
-        "Always 1; attributes carry the version and where GPU data comes from.",
-        move |_, e| {
+        "Always 1; attributes carry the version, where GPU data comes from and where gpulse runs.",
+        move |sn, e| {
             e(
                 1.0,
                 &[
                     kv("gpulse.version", env!("CARGO_PKG_VERSION")),
                     kv("gpulse.gpu_source", gpu_source),
+                    kv("gpulse.mode", sn.mode.mode.as_str()),
                 ],
             )
         },
@@ -2142,6 +2155,151 @@ fn register_host_instruments(m: &Meter, s: &Arc<Store>) {
                     e(b as f64, &[]);
                 }
             })
+        },
+    );
+}
+
+// ---------------------------------------------------------------- the wrapped job
+
+/// `gpulse wrap`'s job. Counters and gauges are observed from the snapshot like everything
+/// else. OpenTelemetry has no observable histogram, so `gpulse.job.duration` is a recorded one:
+/// the `gpulse.job.runs` callback (callbacks run before each collection) records the runs
+/// that ended since the push started. Runs before this wrapper (restored from the state file)
+/// are in `gpulse.job.runs`, not in this histogram; /metrics' histogram has them.
+fn register_job_instruments(m: &Meter, s: &Arc<Store>) {
+    use crate::model::{JOB_DURATION_BUCKETS, JobOutcome};
+    use Kind::{Counter, Gauge};
+    let durations = m
+        .f64_histogram("gpulse.job.duration")
+        .with_unit("s")
+        .with_description(
+            "Duration of the wrapped command's runs that ended while this wrapper ran.",
+        )
+        .with_boundaries(JOB_DURATION_BUCKETS.to_vec())
+        .build();
+    // Runs up to this number are recorded (or were restored, and are not).
+    let recorded = std::sync::Mutex::new(None::<u64>);
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.job.runs",
+        "{run}",
+        "Runs of the wrapped command that ended, by outcome (attribute gpulse.job.outcome).",
+        move |sn, e| {
+            let Some(job) = &sn.job else { return };
+            for o in JobOutcome::ALL {
+                e(
+                    job.totals.outcome(o) as f64,
+                    &[kv("gpulse.job.outcome", o.as_str())],
+                );
+            }
+            let mut last = recorded.lock().unwrap_or_else(|p| p.into_inner());
+            let last = last.get_or_insert(job.restored_through);
+            for event in &job.recent {
+                if let crate::model::JobEvent::Finished(end) = event
+                    && end.run > *last
+                {
+                    *last = end.run;
+                    if let Some(d) = end.duration {
+                        durations.record(d.as_secs_f64(), &[]);
+                    }
+                }
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Counter,
+        "gpulse.job.restarts",
+        "{restart}",
+        "Runs of the wrapped command started after an earlier one.",
+        |sn, e| {
+            if let Some(job) = &sn.job {
+                e(job.totals.restarts() as f64, &[]);
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.job.running",
+        "1",
+        "1 while the wrapped command runs.",
+        |sn, e| {
+            if let Some(job) = &sn.job {
+                let program = job
+                    .running
+                    .as_ref()
+                    .map(|r| r.program.clone())
+                    .or(job.last_end.as_ref().map(|l| l.program.clone()))
+                    .unwrap_or_default();
+                e(
+                    flag(job.running.is_some()),
+                    &[KeyValue::new("gpulse.job.program", program)],
+                );
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.job.last_exit_code",
+        "1",
+        "Exit code of the last run that ended (128 + the signal number when killed by one).",
+        |sn, e| {
+            if let Some(code) = sn.job.as_ref().and_then(|j| j.last_exit_code()) {
+                e(f64::from(code), &[]);
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.job.start_time",
+        "s",
+        "Unix time the current run of the wrapped command started.",
+        |sn, e| {
+            let start = sn.job.as_ref().and_then(|j| j.running.as_ref());
+            if let Some(d) = start.and_then(|r| r.at.duration_since(std::time::UNIX_EPOCH).ok()) {
+                e(d.as_secs_f64(), &[]);
+            }
+        },
+    );
+    fn ready(sn: &Snapshot) -> Option<&crate::model::JobReady> {
+        sn.job
+            .as_ref()
+            .filter(|j| j.running.is_some())
+            .and_then(|j| j.ready.as_ref())
+    }
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.job.ready",
+        "s",
+        "Time from the current run's start until its readiness probe was first up.",
+        |sn, e| {
+            if let Some(r) = ready(sn) {
+                e(r.after_start.as_secs_f64(), &[]);
+            }
+        },
+    );
+    observe(
+        m,
+        s,
+        Gauge,
+        "gpulse.job.recovery",
+        "s",
+        "Time from the previous run's end until the current run was ready.",
+        |sn, e| {
+            if let Some(d) = ready(sn).and_then(|r| r.recovery) {
+                e(d.as_secs_f64(), &[]);
+            }
         },
     );
 }

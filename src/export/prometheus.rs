@@ -22,8 +22,9 @@ use super::ExportStats;
 use super::catalog::GPU_SCALARS;
 use crate::health::{NodeHealth, State};
 use crate::model::{
-    GpuDevice, GpuProcess, GpuSample, HostSample, InferenceStats, LatencyHistogram, ProbeState,
-    ProbeStatus, ServerHistogram, ServerMetrics, XidCount, XidLog, index_label,
+    GpuDevice, GpuProcess, GpuSample, HostSample, InferenceStats, JOB_DURATION_BUCKETS, JobLog,
+    JobOutcome, LatencyHistogram, ProbeState, ProbeStatus, ServerHistogram, ServerMetrics,
+    XidCount, XidLog, index_label,
 };
 use crate::store::{Snapshot, Store};
 
@@ -283,13 +284,14 @@ fn encode_snapshot(
     gauge(
         e,
         "gpulse_build_info",
-        "Always 1; labels carry the gpulse version and where GPU data comes from.",
+        "Always 1; labels carry the gpulse version, where GPU data comes from and where gpulse runs (mode: embedded, sidecar, host).",
         [(
             [
                 ("version", build.version),
                 ("gpu_source", build.gpu_source),
                 ("os", std::env::consts::OS),
                 ("arch", std::env::consts::ARCH),
+                ("mode", snap.mode.mode.as_str()),
             ],
             1.0,
         )],
@@ -306,6 +308,9 @@ fn encode_snapshot(
         encode_health(e, health)?;
     }
     encode_probes(e, &snap.probes)?;
+    if let Some(job) = &snap.job {
+        encode_job(e, job)?;
+    }
     if options.dcgm_compat {
         super::dcgm::encode_dcgm(e, snap, &options.hostname)?;
     }
@@ -1137,4 +1142,107 @@ fn encode_host<'a>(e: &mut DescriptorEncoder, host: &'a HostSample) -> fmt::Resu
         "Unix time the host booted.",
         one(host.boot_time_seconds.map(|b| b as f64)),
     )
+}
+
+// ------------------------------------------------------------------ the wrapped job
+
+/// A histogram from per-bucket counts (not cumulative; the last bucket is `+Inf`).
+#[derive(Debug)]
+struct ConstHistogram<'a> {
+    sum: f64,
+    count: u64,
+    buckets: &'a [(f64, u64)],
+}
+
+impl EncodeMetric for ConstHistogram<'_> {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// `gpulse wrap`'s child: runs per outcome, restarts, exit code, duration histogram,
+/// readiness and recovery (totals restored from the state file across restarts).
+fn encode_job(e: &mut DescriptorEncoder, job: &JobLog) -> fmt::Result {
+    const NONE: [(&str, &str); 0] = [];
+    let t = &job.totals;
+    counter(
+        e,
+        "gpulse_job_runs",
+        "Runs of the wrapped command that ended, by outcome (success, failure, signal, oom, stopped, unknown); across restarts when agent.state_dir is set.",
+        JobOutcome::ALL
+            .iter()
+            .map(|o| ([("outcome", o.as_str())], t.outcome(*o) as f64)),
+    )?;
+    counter(
+        e,
+        "gpulse_job_restarts",
+        "Runs of the wrapped command started after an earlier one (container restarts), from agent.state_dir.",
+        [(NONE, t.restarts() as f64)],
+    )?;
+    let program = job
+        .running
+        .as_ref()
+        .map(|r| r.program.as_str())
+        .or(job.last_end.as_ref().map(|e| e.program.as_str()))
+        .unwrap_or("");
+    gauge(
+        e,
+        "gpulse_job_running",
+        "1 while the wrapped command runs.",
+        [([("program", program)], flag(job.running.is_some()))],
+    )?;
+    gauge(
+        e,
+        "gpulse_job_last_exit_code",
+        "Exit code of the last run that ended (128 + the signal number when killed by one).",
+        job.last_exit_code().map(|c| (NONE, f64::from(c))),
+    )?;
+    gauge(
+        e,
+        "gpulse_job_start_time_seconds",
+        "Unix time the current run of the wrapped command started.",
+        job.running.as_ref().map(|r| (NONE, unix_seconds(r.at))),
+    )?;
+    let ready = job.ready.as_ref().filter(|_| job.running.is_some());
+    gauge(
+        e,
+        "gpulse_job_ready_seconds",
+        "Time from the current run's start until its readiness probe was first up.",
+        ready.map(|r| (NONE, r.after_start.as_secs_f64())),
+    )?;
+    gauge(
+        e,
+        "gpulse_job_recovery_seconds",
+        "Time from the previous run's end until the current run was ready (recovery after a restart).",
+        ready
+            .and_then(|r| r.recovery)
+            .map(|d| (NONE, d.as_secs_f64())),
+    )?;
+    let buckets: Vec<(f64, u64)> = JOB_DURATION_BUCKETS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(t.duration_buckets.iter().copied())
+        .collect();
+    let mut metric = e.encode_descriptor(
+        "gpulse_job_duration_seconds",
+        "Duration of the wrapped command's runs whose end was recorded.",
+        None,
+        MetricType::Histogram,
+    )?;
+    ConstHistogram {
+        sum: t.duration_sum_seconds,
+        count: t.duration_count(),
+        buckets: &buckets,
+    }
+    .encode(metric.encode_family(&NONE)?)
 }

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gpulse::collect::gpu_sim::SimGpuCollector;
+use gpulse::config::ModeSetting;
 use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::health;
+use gpulse::mode::{Facts, ModeInfo};
 use gpulse::model::{
-    CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, InferenceSample,
-    MigInstance, MigReadings, NetworkReadings, ProbeReason, ProbeSample, ProbeState, ProbeStatus,
-    XidCount, XidEvent, XidLog, XidSource,
+    CollectorStatus, DiskReadings, GpuDevice, GpuWindowPoint, HostSample, InferenceSample, JobEnd,
+    JobEvent, JobExit, JobLog, JobOutcome, JobReady, JobStart, MigInstance, MigReadings,
+    NetworkReadings, ProbeReason, ProbeSample, ProbeState, ProbeStatus, XidCount, XidEvent, XidLog,
+    XidSource,
 };
 use gpulse::store::Snapshot;
 
@@ -23,7 +26,7 @@ fn at(secs: u64) -> SystemTime {
 }
 
 /// A fixed snapshot: two simulated GPUs at tick 100 (GPU 1 throttling), a lost GPU, a MIG
-/// GPU, a host, and a stale collector.
+/// GPU, a host, a stale collector, and a wrapped job (embedded mode) after one restart.
 fn fixed_snapshot() -> Snapshot {
     let mut sim = SimGpuCollector::new(3, Duration::from_secs(1));
     let mut gpu = sim.next_sample();
@@ -198,6 +201,16 @@ fn fixed_snapshot() -> Snapshot {
         scrapes.apply(Ok(lifted), Duration::from_millis(3), at(1_700_000_031));
     }
     Snapshot {
+        mode: ModeInfo::new(
+            ModeSetting::Auto,
+            Facts {
+                wrapped: true,
+                in_container: true,
+                kmsg_readable: false,
+                gpu_devices_visible: true,
+            },
+        ),
+        job: Some(Arc::new(job_log())),
         gpu: Some(Arc::new(gpu)),
         host: Some(Arc::new(host)),
         collectors: vec![gpu_status, host_status],
@@ -205,6 +218,48 @@ fn fixed_snapshot() -> Snapshot {
         health: Some(Arc::new(health)),
         probes: Arc::new(vec![probe]),
     }
+}
+
+/// `gpulse wrap`'s child: run 1 failed (exit 3 after 90 s), run 2 runs and became ready.
+fn job_log() -> JobLog {
+    let mut log = JobLog::default();
+    let events = [
+        JobEvent::Started(JobStart {
+            run: 1,
+            at: at(1_699_990_000),
+            program: "vllm".to_owned(),
+            pid: 41,
+        }),
+        JobEvent::Finished(JobEnd {
+            run: 1,
+            at: at(1_699_990_090),
+            program: "vllm".to_owned(),
+            pid: 41,
+            started_at: at(1_699_990_000),
+            outcome: JobOutcome::Failure,
+            exit: Some(JobExit::Code(3)),
+            duration: Some(Duration::from_secs(90)),
+            oom_kills: Some(0),
+            stop_signal: None,
+            killed_after_grace: false,
+        }),
+        JobEvent::Started(JobStart {
+            run: 2,
+            at: at(1_699_990_100),
+            program: "vllm".to_owned(),
+            pid: 42,
+        }),
+        JobEvent::Ready(JobReady {
+            run: 2,
+            at: at(1_699_990_145),
+            after_start: Duration::from_secs(45),
+            recovery: Some(Duration::from_secs(55)),
+        }),
+    ];
+    for event in events {
+        log.apply(event, 16);
+    }
+    log
 }
 
 fn build() -> BuildInfo {

@@ -9,6 +9,7 @@ use gpulse::app::{self, GpuSource};
 use gpulse::config::Config;
 use gpulse::export::api::Credentials;
 use gpulse::export::otlp::OtlpSettings;
+use gpulse::store::Store;
 use tokio::sync::oneshot;
 
 /// An agent running in this process.
@@ -23,16 +24,27 @@ pub struct Running {
 
 /// Starts the agent with `config`, loading its TLS and token files like the binary does.
 pub async fn start(config: Config, source: GpuSource, otlp: Option<OtlpSettings>) -> Running {
+    start_with_store(config, source, otlp, None).await
+}
+
+/// [`start`] on a store the test built (`app::new_store`) and can write into.
+pub async fn start_with_store(
+    config: Config,
+    source: GpuSource,
+    otlp: Option<OtlpSettings>,
+    store: Option<Arc<Store>>,
+) -> Running {
     let credentials = Arc::new(Credentials::load(&config.http).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app::run(
+    let task = tokio::spawn(app::run_with(
         config,
         source,
         otlp,
         listener,
         Arc::clone(&credentials),
+        store,
         async {
             let _ = stopped.await;
         },

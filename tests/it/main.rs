@@ -29,6 +29,8 @@ mod probe;
 mod inference;
 // Xid capture: NVML events, the kernel log, return codes; de-duplication.
 mod xid;
+// `gpulse wrap -- CMD`: exit codes, signal forwarding, job events across restarts, auto probe.
+mod wrap;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.
 mod agent;
 // Shared helper: the agent in-process on a free port.

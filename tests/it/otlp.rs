@@ -22,6 +22,7 @@ use prost::Message;
 use gpulse::app::GpuSource;
 use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::export::otlp::{OtlpProtocol, OtlpSettings, prometheus_to_otlp};
+use gpulse::model::JobLog;
 
 use crate::fake_nvml::FakeNvml;
 
@@ -132,7 +133,18 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
             let _ = listener.accept().await;
         }
     });
-    crate::inproc::start(config, GpuSource::Nvml, Some(otlp)).await
+    // A wrapped job (as `gpulse wrap` records it): run 1 ended, run 2 is ready, so every
+    // job family has a point, the recorded duration histogram included.
+    let store = Arc::new(gpulse::app::new_store(&config, true).with_job(JobLog::default(), 16));
+    let running = crate::inproc::start_with_store(
+        config,
+        GpuSource::Nvml,
+        Some(otlp),
+        Some(Arc::clone(&store)),
+    )
+    .await;
+    crate::wrap::record_two_runs(&store);
+    running
 }
 
 fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
@@ -235,6 +247,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     wait_for(&sink, "GPU metrics and export counters", |r| {
         latest(r, "hw.gpu.utilization").is_some()
             && latest(r, "gpulse.exports").is_some()
+            && latest(r, "gpulse.job.duration").is_some()
             && latest(r, "gpulse.gpu.xid.errors").is_some()
             && latest(r, "gpulse.probe.last_recovery").is_some()
             && latest(r, "gpulse.probe.inference.duration").is_some()
@@ -255,6 +268,20 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     assert_eq!(resource["host.name"], "node-7");
     assert_eq!(resource["akash.provider"], "akash1provider");
     assert_eq!(resource["gpulse.gpu_source"], "nvml");
+    assert_eq!(resource["gpulse.mode"], "embedded");
+    let runs: BTreeMap<String, f64> = points(latest(&requests, "gpulse.job.runs").unwrap())
+        .into_iter()
+        .map(|(a, v)| (a["gpulse.job.outcome"].clone(), v))
+        .collect();
+    assert_eq!(runs["failure"], 1.0);
+    assert_eq!(runs["success"], 0.0);
+    match &latest(&requests, "gpulse.job.duration").unwrap().data {
+        Some(metric::Data::Histogram(h)) => {
+            assert_eq!(h.data_points[0].count, 1);
+            assert_eq!(h.data_points[0].sum, Some(90.0));
+        }
+        other => panic!("gpulse.job.duration is not a histogram: {other:?}"),
+    }
 
     let util = latest(&requests, "hw.gpu.utilization").unwrap();
     assert_eq!(util.unit, "1");

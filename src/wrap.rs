@@ -1,0 +1,506 @@
+//! `gpulse wrap [--config FILE] -- CMD ARGS…`: runs CMD as a child and the agent beside it, in
+//! the same container, so the agent sees the GPU the workload rents (embedded mode).
+//!
+//! Order and failure rules:
+//!
+//! 1. The config is loaded first. If it is invalid, gpulse says so on stderr and `exec`s CMD in
+//!    its place: the workload runs as if gpulse were not there.
+//! 2. Signal handlers are installed, then the child is spawned ([`job::spawn`]). A command that
+//!    cannot be started exits 127 (not found) or 126 (not executable), as a shell does.
+//! 3. The state file (`agent.state_dir`) is read back, bounded in time, to number this run and
+//!    count restarts; a run whose end was never recorded is finished as `unknown`.
+//! 4. The agent starts on the shared store. If it cannot (the port is taken, …) the error is
+//!    logged and the child runs on without it.
+//! 5. Only the child's exit ends `wrap` ([`job::supervise`]); the agent then stops within
+//!    `agent.shutdown_grace_period` (one last OTLP push included), the state file is flushed,
+//!    and gpulse exits with the child's code (128 + the signal when it was killed by one).
+
+mod auto_probe;
+
+pub use auto_probe::infer_probe;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::app::{self, GpuSource};
+use crate::collect::job::{self, JobSink, Signals, Supervision};
+use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
+use crate::export::api::Credentials;
+use crate::export::job_state::{self, Restored, StateWriter};
+use crate::export::otlp::OtlpSettings;
+use crate::model::JobEvent;
+
+/// How long reading the state file back may take before the run goes on without it.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The agent's side of `wrap`, loaded and validated.
+#[derive(Debug)]
+pub struct AgentParts {
+    pub config: Config,
+    pub otlp: Option<OtlpSettings>,
+    pub credentials: Arc<Credentials>,
+}
+
+/// `--no-auto-probe`, `--probe-kind`, `--probe-url`.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeFlags {
+    pub no_auto_probe: bool,
+    pub kind: Option<ProbeKind>,
+    pub url: Option<String>,
+}
+
+/// Parses a probe kind (`vllm`, `tgi`, …) as the config file does.
+pub fn parse_probe_kind(text: &str) -> Result<ProbeKind, String> {
+    toml::Value::String(text.to_owned())
+        .try_into::<ProbeKind>()
+        .map_err(|_| {
+            format!(
+                "unknown probe kind {text:?} (vllm, tgi, triton, kserve, sglang, ollama, llamacpp, openai, http, tcp)"
+            )
+        })
+}
+
+/// The probe `wrap` adds for its child, and the name of the probe whose first `up` makes the
+/// child ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildProbe {
+    /// To add to the config; `None` when a configured `[[probe]]` of that name wins, or there
+    /// is nothing to add.
+    pub add: Option<ProbeConfig>,
+    /// The readiness probe: the child's (added or configured under its name), else the first
+    /// configured probe.
+    pub ready: Option<String>,
+}
+
+/// Decides the child's probe (pure): flags first, then the command line (`wrap.auto_probe`),
+/// then a configured probe of the same name wins over the inferred one.
+pub fn child_probe(
+    argv: &[String],
+    env: impl Fn(&str) -> Option<String>,
+    config: &Config,
+    flags: &ProbeFlags,
+) -> Result<ChildProbe, ConfigError> {
+    let inferred = if flags.no_auto_probe || !config.wrap.auto_probe && flags.kind.is_none() {
+        None
+    } else {
+        infer_probe(argv, env)
+    };
+    let chosen = match (flags.kind, &flags.url, inferred) {
+        (None, None, inferred) => inferred,
+        (kind, url, inferred) => {
+            let kind = kind
+                .or(inferred.as_ref().map(|p| p.kind))
+                .unwrap_or(ProbeKind::Http);
+            let url = match (url, inferred) {
+                (Some(url), _) => url.clone(),
+                // A tcp probe of the inferred server connects to its host:port.
+                (None, Some(p)) if kind == ProbeKind::Tcp => p
+                    .url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                (None, Some(p)) => p.url,
+                (None, None) => {
+                    return Err(ConfigError {
+                        key: None,
+                        origin: "--probe-kind (flag)".to_owned(),
+                        message: "the command line tells no port; add --probe-url".to_owned(),
+                    });
+                }
+            };
+            Some(ProbeConfig::new(kind.as_str(), kind, &url))
+        }
+    };
+    let Some(mut probe) = chosen else {
+        return Ok(ChildProbe {
+            add: None,
+            ready: config.probe.first().map(|p| p.name.clone()),
+        });
+    };
+    probe.interval = config.wrap.probe_interval;
+    let ready = Some(probe.name.clone());
+    if config.probe.iter().any(|p| p.name == probe.name) {
+        return Ok(ChildProbe { add: None, ready });
+    }
+    Ok(ChildProbe {
+        add: Some(probe),
+        ready,
+    })
+}
+
+/// Runs `command` under supervision with the agent beside it; `agent` is `None` when the
+/// config could not be loaded (the command then replaces gpulse).
+pub fn run(
+    agent: Result<AgentParts, ConfigError>,
+    flags: &ProbeFlags,
+    command: Vec<OsString>,
+) -> ExitCode {
+    let agent = match agent {
+        Ok(agent) => agent,
+        Err(error) => {
+            eprintln!("gpulse: {error}");
+            eprintln!("gpulse: running the command without the agent");
+            return ExitCode::from(exec(&command));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!(
+                "gpulse: cannot start the async runtime ({error}); running the command without the agent"
+            );
+            return ExitCode::from(exec(&command));
+        }
+    };
+    let code = runtime.block_on(supervise(agent, flags, command));
+    // Probe and push tasks may still hold the runtime; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Replaces gpulse with `command`; returns (an exit code) only when that fails.
+fn exec(command: &[OsString]) -> u8 {
+    let Some((program, args)) = command.split_first() else {
+        return crate::cli::EXIT_USAGE;
+    };
+    let error = std::process::Command::new(program).args(args).exec();
+    eprintln!("gpulse: cannot run {}: {error}", program.to_string_lossy());
+    spawn_error_code(&error)
+}
+
+/// A shell's exit code for a command it could not start.
+fn spawn_error_code(error: &std::io::Error) -> u8 {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }
+}
+
+async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
+    let AgentParts {
+        mut config,
+        otlp,
+        credentials,
+    } = agent;
+    let grace = config.agent.shutdown_grace_period.0;
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!(
+                "gpulse: cannot install signal handlers ({error}); running the command without the agent"
+            );
+            return i32::from(exec(&command));
+        }
+    };
+    let spawned = match job::spawn(&command) {
+        Ok(spawned) => spawned,
+        Err(error) => {
+            let program = command.first().map(|p| p.to_string_lossy().into_owned());
+            eprintln!(
+                "gpulse: cannot start {}: {error}",
+                program.unwrap_or_default()
+            );
+            return i32::from(spawn_error_code(&error));
+        }
+    };
+    tracing::info!(pid = spawned.pid, program = %spawned.program, "Started the command.");
+
+    let argv: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let child_probe = match child_probe(&argv, |n| std::env::var(n).ok(), &config, flags) {
+        Ok(probe) => probe,
+        Err(error) => {
+            tracing::error!(error = %error, "No probe for the command.");
+            ChildProbe {
+                add: None,
+                ready: None,
+            }
+        }
+    };
+    if let Some(probe) = child_probe.add.clone() {
+        tracing::info!(probe = %probe.name, kind = probe.kind.as_str(), url = %probe.url, "Probing the command's server.");
+        config.probe.push(probe);
+        if let Err(error) = config.validate() {
+            tracing::error!(error = %error, "The inferred probe is invalid; not probing it.");
+            config.probe.pop();
+        }
+    }
+
+    let state_dir =
+        (!config.agent.state_dir.is_empty()).then(|| PathBuf::from(&config.agent.state_dir));
+    let max_events = config.wrap.max_events.get();
+    let restored = match &state_dir {
+        Some(dir) => restore(dir.clone(), max_events).await,
+        None => Restored::default(),
+    };
+    let store = Arc::new(app::new_store(&config, true).with_job(restored.log.clone(), max_events));
+    let writer = state_dir.and_then(|dir| match StateWriter::start(dir, config.wrap.state_max_bytes) {
+        Ok(writer) => Some(writer),
+        Err(error) => {
+            tracing::warn!(error = %error, "Cannot start the job state writer; job events are kept in memory only.");
+            None
+        }
+    });
+    let writer = Arc::new(Mutex::new(writer));
+    let sink: JobSink = {
+        let store = Arc::clone(&store);
+        let writer = Arc::clone(&writer);
+        Arc::new(move |event: JobEvent| {
+            if let Some(totals) = store.record_job(event.clone()) {
+                let writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(writer) = writer.as_ref() {
+                    writer.write(&event, &totals);
+                }
+            }
+        })
+    };
+    if let Some(end) = restored.unfinished {
+        tracing::warn!(
+            run = end.run,
+            "The previous run's end was never recorded; counting it as unknown."
+        );
+        sink(JobEvent::Finished(end));
+    }
+    let (run, previous_end) = {
+        let snap = store.snapshot();
+        let job = snap.job.as_deref();
+        (
+            job.map_or(0, |j| j.totals.starts) + 1,
+            job.and_then(|j| j.last_end.as_ref()).map(|e| e.at),
+        )
+    };
+
+    let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = start_agent(config, otlp, credentials, Arc::clone(&store), async move {
+        let _ = agent_stopped.await;
+    })
+    .await;
+
+    let ready = child_probe.ready.map(|name| {
+        Box::pin(job::ready_when_probe_up(
+            Arc::clone(&store),
+            name,
+            spawned.started_at,
+        )) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    });
+    let supervision = Supervision {
+        run,
+        grace,
+        previous_end,
+        ready,
+    };
+    let end = job::supervise(&spawned, &mut signals, supervision, &sink).await;
+    let code = end.exit.map_or(1, |e| e.exit_code());
+    tracing::info!(
+        run,
+        outcome = end.outcome.as_str(),
+        exit_code = code,
+        duration = ?end.duration.unwrap_or_default(),
+        "The command ended."
+    );
+
+    let _ = stop_agent.send(());
+    if let Some(agent) = agent {
+        match tokio::time::timeout(grace + Duration::from_secs(1), agent).await {
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(error = %error, "The agent stopped with an error.")
+            }
+            Err(_) => tracing::warn!("The agent did not stop in time."),
+            _ => {}
+        }
+    }
+    let writer = writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(writer) = writer {
+        let flushed = tokio::task::spawn_blocking(move || writer.finish(grace)).await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!("The job state file may miss the last events.");
+        }
+    }
+    code
+}
+
+/// Reads the state file back on a blocking thread, giving up after [`RESTORE_TIMEOUT`].
+async fn restore(dir: PathBuf, max_events: usize) -> Restored {
+    let shown = dir.display().to_string();
+    let read = tokio::task::spawn_blocking(move || job_state::read(&dir));
+    match tokio::time::timeout(RESTORE_TIMEOUT, read).await {
+        Ok(Ok(Ok(text))) => {
+            let restored = job_state::restore(&text, max_events);
+            if restored.skipped > 0 {
+                tracing::warn!(dir = %shown, lines = restored.skipped, "Skipped unreadable lines of the job state file.");
+            }
+            restored
+        }
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(dir = %shown, error = %error, "Cannot read the job state file; counting from this run.");
+            Restored::default()
+        }
+        _ => {
+            tracing::warn!(dir = %shown, "Reading the job state file timed out; counting from this run.");
+            Restored::default()
+        }
+    }
+}
+
+/// Binds and starts the agent on `store`; `None` (logged) when it cannot start.
+async fn start_agent(
+    config: Config,
+    otlp: Option<OtlpSettings>,
+    credentials: Arc<Credentials>,
+    store: Arc<crate::store::Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<Result<(), app::AppError>>> {
+    let listener = match crate::export::api::bind(config.http.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listen = %config.http.listen, error = %error, "Cannot listen; the command runs on without the agent.");
+            return None;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
+    tracing::info!(listen = %addr, version = env!("CARGO_PKG_VERSION"), "gpulse started (wrap).");
+    Some(tokio::spawn(app::run_with(
+        config,
+        GpuSource::Nvml,
+        otlp,
+        listener,
+        credentials,
+        Some(store),
+        shutdown,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HumanDuration;
+
+    fn argv(cmd: &str) -> Vec<String> {
+        cmd.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_inferred_probe_is_added_with_the_wrap_interval() {
+        let mut config = Config::default();
+        config.wrap.probe_interval = HumanDuration(Duration::from_millis(300));
+        let p = child_probe(
+            &argv("vllm serve m"),
+            |_| None,
+            &config,
+            &ProbeFlags::default(),
+        )
+        .unwrap();
+        let added = p.add.unwrap();
+        assert_eq!(
+            (added.name.as_str(), added.url.as_str()),
+            ("vllm", "http://127.0.0.1:8000")
+        );
+        assert_eq!(added.interval, config.wrap.probe_interval);
+        assert_eq!(p.ready.as_deref(), Some("vllm"));
+    }
+
+    #[test]
+    fn a_configured_probe_of_the_same_name_wins() {
+        let mut config = Config::default();
+        config
+            .probe
+            .push(ProbeConfig::new("other", ProbeKind::Tcp, "127.0.0.1:1"));
+        config.probe.push(ProbeConfig::new(
+            "vllm",
+            ProbeKind::Vllm,
+            "http://10.0.0.1:9",
+        ));
+        let p = child_probe(
+            &argv("vllm serve m"),
+            |_| None,
+            &config,
+            &ProbeFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(p.add, None);
+        assert_eq!(p.ready.as_deref(), Some("vllm"));
+        // Nothing inferred: the first configured probe is the readiness probe.
+        let p = child_probe(&argv("sleep 1"), |_| None, &config, &ProbeFlags::default()).unwrap();
+        assert_eq!((p.add, p.ready.as_deref()), (None, Some("other")));
+    }
+
+    #[test]
+    fn flags_override_or_turn_it_off() {
+        let config = Config::default();
+        let off = ProbeFlags {
+            no_auto_probe: true,
+            ..ProbeFlags::default()
+        };
+        let p = child_probe(&argv("vllm serve m"), |_| None, &config, &off).unwrap();
+        assert_eq!((p.add, p.ready), (None, None));
+        let url_only = ProbeFlags {
+            url: Some("http://127.0.0.1:7000/health".to_owned()),
+            ..ProbeFlags::default()
+        };
+        let p = child_probe(&argv("sleep 100"), |_| None, &config, &url_only).unwrap();
+        let added = p.add.unwrap();
+        assert_eq!(
+            (added.kind, added.url.as_str()),
+            (ProbeKind::Http, "http://127.0.0.1:7000/health")
+        );
+        let kind_only = ProbeFlags {
+            kind: Some(ProbeKind::Openai),
+            ..ProbeFlags::default()
+        };
+        let p = child_probe(
+            &argv("vllm serve m --port 8100"),
+            |_| None,
+            &config,
+            &kind_only,
+        )
+        .unwrap();
+        let added = p.add.unwrap();
+        assert_eq!(
+            (added.name.as_str(), added.url.as_str()),
+            ("openai", "http://127.0.0.1:8100")
+        );
+        let tcp = ProbeFlags {
+            kind: Some(ProbeKind::Tcp),
+            ..ProbeFlags::default()
+        };
+        let p = child_probe(&argv("llama-server -m x"), |_| None, &config, &tcp).unwrap();
+        assert_eq!(p.add.unwrap().url, "127.0.0.1:8080");
+        let err = child_probe(&argv("sleep 1"), |_| None, &config, &kind_only).unwrap_err();
+        assert!(err.message.contains("--probe-url"), "{err}");
+        // wrap.auto_probe = false turns inference off, not explicit flags.
+        let mut no_auto = Config::default();
+        no_auto.wrap.auto_probe = false;
+        let p = child_probe(
+            &argv("vllm serve m"),
+            |_| None,
+            &no_auto,
+            &ProbeFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(p.add, None);
+        let p = child_probe(&argv("sleep 1"), |_| None, &no_auto, &url_only).unwrap();
+        assert!(p.add.is_some());
+    }
+
+    #[test]
+    fn probe_kinds_parse_like_the_config() {
+        assert_eq!(parse_probe_kind("tgi"), Ok(ProbeKind::Tgi));
+        assert!(
+            parse_probe_kind("nope")
+                .unwrap_err()
+                .contains("unknown probe kind")
+        );
+    }
+}
