@@ -44,7 +44,7 @@ CMAKE_FLAGS=(
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${GPULSE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpulse-ci}
+CACHE=${GPULSE_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gpulse-ci}
 PYTHON=${PYTHON:-python3}
 GENERATOR=$ROOT/tests/fixtures/make_tiny_gguf.py
 

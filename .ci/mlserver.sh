@@ -32,7 +32,7 @@ PACKAGES=(mlserver==1.7.1 mlserver-sklearn==1.7.1 'uvloop<0.22' scikit-learn==1.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURES=$ROOT/tests/fixtures/mlserver
-CACHE=${GPULSE_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpulse-ci}
+CACHE=${GPULSE_CI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gpulse-ci}
 PYTHON=${PYTHON:-python3}
 
 log() { echo "mlserver.sh: $*" >&2; }
