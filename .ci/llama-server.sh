@@ -64,7 +64,8 @@ MODEL=$CACHE/tiny-gguf-$MODEL_KEY/tiny-llama.gguf
 # A venv with the build and generator tools, shared by every entry (idempotent).
 tools_venv() {
     local venv=$CACHE/tools-venv
-    if [[ ! -x $venv/bin/cmake || ! -x $venv/bin/ninja ]] || ! "$venv/bin/python" -c 'import numpy, yaml' 2>/dev/null; then
+    if ! { "$venv/bin/cmake" --version && "$venv/bin/ninja" --version &&
+        "$venv/bin/python" -c 'import numpy, yaml'; } >/dev/null 2>&1; then
         log "creating the tools venv (cmake, ninja; numpy, pyyaml for gguf-py) in $venv"
         "$PYTHON" -m venv "$venv"
         "$venv/bin/pip" install --quiet --disable-pip-version-check cmake ninja numpy pyyaml >&2

@@ -46,8 +46,14 @@ MODELS_KEY=$( (echo "$VENV_KEY"; cd "$FIXTURES" && find . -type f ! -name '*.pyc
 MODELS=$CACHE/mlserver-models-$MODELS_KEY
 
 # A venv is not relocatable (its scripts hold absolute paths), so it cannot be built aside and
-# renamed: a marker written last says it is complete, and one without it is made again.
-if [[ -f $VENV/.complete ]]; then
+# renamed: a marker written last says it is complete, and one without it is made again. So is
+# one whose interpreter is gone (Python upgraded) or that was moved (the entry script's #!
+# names another path).
+venv_ok() {
+    [[ -f $VENV/.complete && -x $VENV/bin/python3 ]] &&
+        [[ $(head -n 1 "$VENV/bin/mlserver") == "#!$VENV/bin/python"* ]]
+}
+if venv_ok; then
     log "cache hit: $VENV"
 else
     rm -rf "$VENV"
