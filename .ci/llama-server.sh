@@ -119,8 +119,10 @@ generate_model() {
     tmp=""
 }
 
-# A cached binary that no longer runs (a CPU without AVX2, a removed libstdc++) is rebuilt.
-if [[ -x $SERVER_DIR/llama-server ]] && "$SERVER_DIR/llama-server" --version >/dev/null 2>&1; then
+# An entry that is incomplete or whose binary no longer starts (a damaged file, a removed
+# libstdc++) is rebuilt.
+if [[ -f $SERVER_DIR/ggml-vocab-llama-spm.gguf && -d $SERVER_DIR/gguf-py ]] &&
+    "$SERVER_DIR/llama-server" --version >/dev/null 2>&1; then
     log "cache hit: $SERVER_DIR"
 else
     rm -rf "$SERVER_DIR"
