@@ -26,12 +26,12 @@ fi
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
-# GGML_NATIVE=OFF: ggml then compiles for a fixed x86-64 set (AVX2, FMA, F16C) instead of
-# -march=native, so the cached binary does not depend on this CPU's flags and the key needs no
-# hash of them; speed does not matter for a 4 M-parameter model. A static build
-# (BUILD_SHARED_LIBS=OFF) keeps the binary self-contained once moved out of the build tree, and
-# without OpenMP it needs nothing beyond libc/libstdc++. CURL/OpenSSL off: no model downloads,
-# no TLS, fewer system dependencies.
+# GGML_NATIVE=OFF: ggml then compiles for a fixed x86-64 set (AVX2, FMA, F16C: Intel Haswell,
+# AMD Excavator and later) instead of -march=native, so the cached binary does not depend on
+# this CPU's flags and the key needs no hash of them; speed does not matter for a 4 M-parameter
+# model. A static build (BUILD_SHARED_LIBS=OFF) keeps the binary self-contained once moved out
+# of the build tree, and without OpenMP it needs nothing beyond libc/libstdc++. CURL/OpenSSL
+# off: no model downloads, no TLS, fewer system dependencies.
 CMAKE_FLAGS=(
     -DCMAKE_BUILD_TYPE=Release
     -DBUILD_SHARED_LIBS=OFF
