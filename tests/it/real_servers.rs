@@ -160,7 +160,7 @@ async fn start_listening<T>(
     accept: impl Fn(u16) -> bool,
     guard: impl Fn(&mut T) -> &mut Guard,
 ) -> T {
-    let client = reqwest::Client::new();
+    let client = crate::inproc::client();
     for _ in 0..3 {
         let (mut server, probe_url) = spawn();
         let deadline = Instant::now() + limit;
@@ -323,7 +323,7 @@ async fn llamacpp_through_its_states() {
     let Some(paths) = llama_paths() else {
         return;
     };
-    let client = reqwest::Client::new();
+    let client = crate::inproc::client();
 
     // Before the server exists: refused. Then the probe, polled fast from the spawn on, must
     // see it load (503, `Loading model`) and come up.
@@ -511,7 +511,7 @@ async fn llamacpp_refuses_a_prompt_over_its_context_and_stays_up() {
     )
     .await;
     assert_eq!(up.models, vec![LlamaServer::MODEL.to_owned()]);
-    let response = reqwest::Client::new()
+    let response = crate::inproc::client()
         .post(format!("{}/v1/completions", server.url))
         .json(&serde_json::json!({"prompt": "hello ".repeat(400), "max_tokens": 1}))
         .send()
@@ -633,7 +633,7 @@ async fn mlserver_through_its_states() {
         return;
     };
     eprintln!("mlserver live after {:?}", started.elapsed());
-    let client = reqwest::Client::new();
+    let client = crate::inproc::client();
     let url = server.url.clone();
 
     // Live, not ready while echo sleeps in load(): loading, and the raw answer is MLServer's 400.
