@@ -453,12 +453,17 @@ pub(crate) fn classify(error: &reqwest::Error) -> Failure {
     (reason, text)
 }
 
-/// The client settings every probe shares: bounded redirects, no proxy, connect deadline.
+/// The client settings every probe shares: bounded redirects, no proxy, connect deadline,
+/// and no idle connections kept. A probe asks every few seconds, so reuse saves little, while
+/// an idle keep-alive connection can cost the server a worker: llama.cpp's fixed HTTP pool
+/// (`n_parallel + 4` threads) gives each one a thread for 5 s, which was seen to delay real
+/// requests under load.
 fn client_builder(config: &ProbeConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .no_proxy()
         .connect_timeout(config.timeout.0)
+        .pool_max_idle_per_host(0)
 }
 
 /// Checks every probe's TLS files at start, so a bad CA file exits 2 like any bad config.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use gpulse::app::GpuSource;
 use gpulse::collect::probe::Probe;
+use gpulse::collect::probe_infer::infer;
 use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::model::{ProbeReason, ProbeSample, ProbeState};
 
@@ -383,6 +384,28 @@ async fn llamacpp_through_its_states() {
     assert!(body["choices"][0]["text"].is_string(), "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 1, "{body}");
 
+    // gpulse's synthetic request: a streamed 1-token completion, timed to its first token.
+    let mut synthetic = probe_config(ProbeKind::Llamacpp, &url, None);
+    synthetic.inference = true;
+    synthetic.metrics = true;
+    let synthetic = Probe::new(synthetic);
+    let s = infer(&synthetic, LlamaServer::MODEL).await;
+    assert!(s.ok, "{s:?}\n{}", server.output());
+    let ttft = s.ttft.unwrap();
+    assert!(ttft > Duration::ZERO && ttft <= s.duration, "{s:?}");
+    assert_eq!(s.output_tokens, Some(1), "{s:?}");
+    eprintln!(
+        "synthetic 1-token completion: ttft {ttft:?}, total {:?}",
+        s.duration
+    );
+    // The server's own metrics, through gpulse's parser: the llama.cpp dialect, the tokens
+    // of the requests so far.
+    let idle = synthetic.scrape(&format!("{url}/metrics")).await.unwrap();
+    assert_eq!(idle.dialect, "llamacpp", "{idle:?}");
+    assert!(idle.generation_tokens_total.unwrap() >= 2.0, "{idle:?}");
+    assert!(idle.prompt_tokens_total.unwrap() > 0.0, "{idle:?}");
+    assert_eq!(idle.requests_waiting, Some(0.0), "{idle:?}");
+
     // Saturation: 8 long completions on 2 slots queue up (requests_deferred), while the
     // health endpoint, and so the probe, stays up.
     let load: Vec<_> = (0..8)
@@ -392,6 +415,7 @@ async fn llamacpp_through_its_states() {
         })
         .collect();
     let (mut max_deferred, mut max_processing, mut probes) = (0.0_f64, 0.0_f64, Vec::new());
+    let (mut max_lifted_waiting, mut queued_request) = (0.0_f64, None);
     while !load.iter().all(tokio::task::JoinHandle::is_finished) {
         let text = client
             .get(format!("{url}/metrics"))
@@ -407,6 +431,13 @@ async fn llamacpp_through_its_states() {
         max_processing = max_processing.max(processing);
         if deferred > 0.0 {
             probes.push(seen(&probe.check().await));
+            // The queue as gpulse lifts it: llamacpp:requests_deferred → requests_waiting.
+            let lifted = synthetic.scrape(&format!("{url}/metrics")).await.unwrap();
+            max_lifted_waiting = max_lifted_waiting.max(lifted.requests_waiting.unwrap());
+            // A synthetic request waits in the queue too, and still completes.
+            if queued_request.is_none() {
+                queued_request = Some(infer(&synthetic, LlamaServer::MODEL).await);
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -418,6 +449,13 @@ async fn llamacpp_through_its_states() {
     eprintln!("under load: max deferred {max_deferred}, max processing {max_processing}");
     assert!(max_deferred > 0.0, "no request was ever deferred");
     assert_eq!(max_processing, 2.0);
+    assert!(max_lifted_waiting > 0.0, "the lifted queue stayed empty");
+    let queued = queued_request.unwrap();
+    assert!(queued.ok, "{queued:?}");
+    eprintln!(
+        "synthetic request while queued: ttft {:?} (idle {ttft:?})",
+        queued.ttft
+    );
     assert!(
         !probes.is_empty() && probes.iter().all(|s| *s == (ProbeState::Up, None)),
         "probes while queued: {probes:?}"
@@ -428,12 +466,32 @@ async fn llamacpp_through_its_states() {
     let mut c = probe_config(ProbeKind::Llamacpp, &url, Some(LlamaServer::MODEL));
     c.name = "llama".to_owned();
     c.interval = HumanDuration(Duration::from_millis(100));
+    c.inference = true;
+    c.inference_interval = HumanDuration(Duration::from_millis(200));
+    c.metrics = true;
+    c.metrics_interval = HumanDuration(Duration::from_millis(200));
     let agent = crate::inproc::start(agent_config(c), GpuSource::Demo { gpus: 1 }, None).await;
-    agent
-        .wait_for("/metrics", "probe up", |b| {
+    // Up, synthetic requests succeeding, the server's metrics lifted: all in /metrics.
+    let metrics = agent
+        .wait_for("/metrics", "probe up, inference and server metrics", |b| {
             b.contains(r#"gpulse_probe_up{probe="llama",kind="llamacpp"} 1"#)
+                && b.contains(r#"gpulse_probe_inference_success{probe="llama",kind="llamacpp"} 1"#)
+                && b.contains(
+                    r#"gpulse_server_generation_tokens_total{probe="llama",kind="llamacpp"}"#,
+                )
         })
         .await;
+    assert!(
+        metrics.contains(
+            r#"gpulse_probe_inference_time_to_first_token_seconds_count{probe="llama",kind="llamacpp"}"#
+        ),
+        "{metrics}"
+    );
+    let p = probe_json(&agent.get("/v1/probes").await, "llama");
+    assert_eq!(p["inference"]["last"]["model"], LlamaServer::MODEL, "{p}");
+    assert_eq!(p["inference"]["last"]["output_tokens"], 1, "{p}");
+    assert_eq!(p["server_metrics"]["lifted"]["dialect"], "llamacpp", "{p}");
+    assert_eq!(p["server_metrics"]["last_ok"], true, "{p}");
     server.signal("STOP");
     let started = Instant::now();
     let s = probe.check().await;
@@ -722,6 +780,37 @@ async fn mlserver_through_its_states() {
         metrics.contains("model_infer_request_success_total{"),
         "{metrics}"
     );
+
+    // gpulse's synthetic request: a v2 infer with the configured input, then a wrong shape
+    // (MLServer answers 500 with the sklearn error).
+    let mut c = probe_config(ProbeKind::Kserve, &url, Some("iris"));
+    c.inference = true;
+    c.inference_input = r#"{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#.to_owned();
+    c.metrics = true;
+    c.metrics_url = server.metrics_url.clone();
+    let synthetic = Probe::new(c.clone());
+    let s = infer(&synthetic, "iris").await;
+    assert!(s.ok && s.ttft.is_some(), "{s:?}");
+    c.inference_input =
+        r#"{"inputs":[{"name":"input-0","shape":[1,3],"datatype":"FP32","data":[5.1,3.5,1.4]}]}"#
+            .to_owned();
+    let bad = infer(&Probe::new(c), "iris").await;
+    assert_eq!(bad.reason, Some(ProbeReason::HttpStatus), "{bad:?}");
+    assert!(
+        bad.detail.starts_with("HTTP 500") && bad.detail.contains("features"),
+        "{bad:?}"
+    );
+    // The server's counters, lifted from its metrics port: 2 good iris calls (the one above
+    // and the probe's) and the echo one; the wrong shape counted as a failure.
+    let lifted = synthetic.scrape(&server.metrics_url).await.unwrap();
+    assert_eq!(lifted.dialect, "mlserver", "{lifted:?}");
+    assert!(
+        lifted.requests_succeeded_total.unwrap() >= 3.0,
+        "{lifted:?}"
+    );
+    assert!(lifted.requests_failed_total.unwrap() >= 1.0, "{lifted:?}");
+    let e2e = lifted.e2e_latency.as_ref().unwrap();
+    assert!(e2e.count >= 3.0 && e2e.mean().unwrap() > 0.0, "{lifted:?}");
 
     // Unloaded at run time: the server stays ready (it covers only registered models), so the
     // plain probe stays up and only the expected-model probe sees it.
