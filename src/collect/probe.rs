@@ -603,23 +603,47 @@ pub async fn run_probe(
     tokio::join!(checks, inference, scrapes);
 }
 
+/// A probe loop's clock: ticks every period (a late tick is delayed, not burst) until `stop`.
+struct Every {
+    ticker: tokio::time::Interval,
+    stop: watch::Receiver<bool>,
+}
+
+impl Every {
+    fn new(period: std::time::Duration, stop: watch::Receiver<bool>) -> Self {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { ticker, stop }
+    }
+
+    /// Waits for the next tick; `false` once stopping.
+    async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.stop.wait_for(|stop| *stop) => false,
+            _ = self.ticker.tick() => true,
+        }
+    }
+
+    /// Runs `work` to its end; `None` when stopping comes first.
+    async fn unless_stopped<F: std::future::Future>(&mut self, work: F) -> Option<F::Output> {
+        tokio::select! {
+            _ = self.stop.wait_for(|stop| *stop) => None,
+            out = work => Some(out),
+        }
+    }
+}
+
 /// Scrapes the server's own metrics every `metrics_interval`, bounded by the probe's
 /// `timeout` and `metrics_max_body_bytes`. Logs only changes between success and failure.
-async fn scrape_loop(index: usize, probe: &Probe, store: &Store, mut stop: watch::Receiver<bool>) {
+async fn scrape_loop(index: usize, probe: &Probe, store: &Store, stop: watch::Receiver<bool>) {
     let name = &probe.config.name;
     let url = probe.config.metrics_url();
-    let mut ticker = tokio::time::interval(probe.config.metrics_interval.0);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut every = Every::new(probe.config.metrics_interval.0, stop);
     let mut last_ok: Option<bool> = None;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
+    while every.tick().await {
         let started = Instant::now();
-        let result = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            result = probe.scrape(&url) => result,
+        let Some(result) = every.unless_stopped(probe.scrape(&url)).await else {
+            return;
         };
         let ok = result.is_ok();
         if last_ok != Some(ok) {
@@ -642,20 +666,14 @@ async fn check_loop(
     probe: &Probe,
     store: &Store,
     state: watch::Sender<Option<ProbeState>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let name = &probe.config.name;
-    let mut ticker = tokio::time::interval(probe.config.interval.0);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut every = Every::new(probe.config.interval.0, stop);
     let mut last: Option<(ProbeState, Option<ProbeReason>)> = None;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
-        let sample = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            sample = probe.check() => sample,
+    while every.tick().await {
+        let Some(sample) = every.unless_stopped(probe.check()).await else {
+            return;
         };
         let now = (sample.state, sample.reason);
         if last != Some(now) {
@@ -677,22 +695,20 @@ async fn inference_loop(
     probe: &Probe,
     store: &Store,
     mut state: watch::Receiver<Option<ProbeState>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let name = &probe.config.name;
+    let mut every = Every::new(probe.config.inference_interval.0, stop);
     // The first request waits for the first check (it may name the listed model).
-    tokio::select! {
-        _ = stop.wait_for(|stop| *stop) => return,
-        _ = state.wait_for(Option::is_some) => {}
+    if every
+        .unless_stopped(state.wait_for(Option::is_some))
+        .await
+        .is_none()
+    {
+        return;
     }
-    let mut ticker = tokio::time::interval(probe.config.inference_interval.0);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_ok: Option<bool> = None;
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
+    while every.tick().await {
         // A server that says it is loading or down is not asked to generate: that is the
         // check's finding already, and counting it twice would skew the completion rate.
         let ready = matches!(*state.borrow(), Some(ProbeState::Up | ProbeState::Degraded));
@@ -700,9 +716,11 @@ async fn inference_loop(
             continue;
         }
         let model = probe.inference_model();
-        let sample = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            sample = probe_infer::infer(probe, &model) => sample,
+        let Some(sample) = every
+            .unless_stopped(probe_infer::infer(probe, &model))
+            .await
+        else {
+            return;
         };
         if last_ok != Some(sample.ok) {
             if sample.ok {
