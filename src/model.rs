@@ -495,24 +495,17 @@ impl LatencyHistogram {
         self.sum += secs;
     }
 
-    /// Estimates the `q` quantile (0..=1) like PromQL's `histogram_quantile`: linear within
-    /// the bucket it falls in; past the last bound it is that bound. `None` when empty.
+    /// Estimates the `q` quantile (0..=1) like PromQL's `histogram_quantile` (see
+    /// [`bucket_quantile`]). `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+        if self.count == 0 {
             return None;
         }
-        let rank = q * self.count as f64;
-        let mut lower = 0.0;
-        let mut below = 0u64;
-        for (bound, total) in self.cumulative() {
-            if total as f64 >= rank && total > below {
-                let within = (rank - below as f64) / (total - below) as f64;
-                return Some(lower + (bound - lower) * within.clamp(0.0, 1.0));
-            }
-            lower = bound;
-            below = total;
-        }
-        Some(lower)
+        let buckets = self
+            .cumulative()
+            .map(|(bound, n)| (bound, n as f64))
+            .chain([(f64::INFINITY, self.count as f64)]);
+        bucket_quantile(buckets, q)
     }
 
     /// `(upper bound, cumulative count)` per bucket, as Prometheus exposes them.
@@ -992,50 +985,56 @@ pub struct ServerHistogram {
     pub sum: f64,
 }
 
+/// The `q` quantile (0–1) of cumulative `(upper bound, count)` buckets ending in `+Inf`, as
+/// PromQL's `histogram_quantile` computes it: linear within the bucket the rank falls in, the
+/// highest finite bound when it falls in `+Inf`. `None` without a `+Inf` bucket and another,
+/// without observations, or for `q` outside 0–1.
+pub fn bucket_quantile(buckets: impl IntoIterator<Item = (f64, f64)>, q: f64) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let mut buckets: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .filter(|(le, count)| !le.is_nan() && count.is_finite())
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.len() < 2 || buckets.last()?.0 != f64::INFINITY {
+        return None;
+    }
+    // A scrape that races an update can show a bucket below its predecessor; Prometheus lifts
+    // such counts to keep them cumulative, and so do we.
+    let mut running = 0.0_f64;
+    for (_, count) in &mut buckets {
+        running = running.max(*count);
+        *count = running;
+    }
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let i = buckets.iter().position(|(_, count)| *count >= rank)?;
+    if i + 1 == buckets.len() {
+        return buckets.get(i.checked_sub(1)?).map(|(le, _)| *le);
+    }
+    let (end, count) = *buckets.get(i)?;
+    let (start, below) = match i.checked_sub(1) {
+        Some(prev) => *buckets.get(prev)?,
+        None if end <= 0.0 => return Some(end),
+        None => (0.0, 0.0),
+    };
+    let in_bucket = count - below;
+    if in_bucket <= 0.0 {
+        return Some(start);
+    }
+    Some(start + (end - start) * (rank - below) / in_bucket)
+}
+
 impl ServerHistogram {
-    /// The `q` quantile (0–1) in seconds, as PromQL's `histogram_quantile` computes it from
-    /// the buckets; `None` without buckets, observations, or for `q` outside 0–1.
+    /// The `q` quantile (0–1) in seconds (see [`bucket_quantile`]); `None` without buckets,
+    /// observations, or for `q` outside 0–1.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if !(0.0..=1.0).contains(&q) {
-            return None;
-        }
-        let mut buckets: Vec<(f64, f64)> = self
-            .buckets
-            .iter()
-            .copied()
-            .filter(|(le, count)| !le.is_nan() && count.is_finite())
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if buckets.len() < 2 || buckets.last()?.0 != f64::INFINITY {
-            return None;
-        }
-        // A scrape that races an update can show a bucket below its predecessor; Prometheus lifts
-        // such counts to keep them cumulative, and so do we.
-        let mut running = 0.0_f64;
-        for (_, count) in &mut buckets {
-            running = running.max(*count);
-            *count = running;
-        }
-        let total = buckets.last()?.1;
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let i = buckets.iter().position(|(_, count)| *count >= rank)?;
-        if i + 1 == buckets.len() {
-            return buckets.get(i.checked_sub(1)?).map(|(le, _)| *le);
-        }
-        let (end, count) = *buckets.get(i)?;
-        let (start, below) = match i.checked_sub(1) {
-            Some(prev) => *buckets.get(prev)?,
-            None if end <= 0.0 => return Some(end),
-            None => (0.0, 0.0),
-        };
-        let in_bucket = count - below;
-        if in_bucket <= 0.0 {
-            return Some(start);
-        }
-        Some(start + (end - start) * (rank - below) / in_bucket)
+        bucket_quantile(self.buckets.iter().copied(), q)
     }
 
     /// Mean observation in seconds; `None` before the first observation.
