@@ -364,25 +364,15 @@ impl Store {
 
     /// Records one check of the probe at `index` (its position in the configuration).
     pub fn record_probe(&self, index: usize, sample: ProbeSample) {
-        let _writer = self.lock_windows();
-        self.update(|snap| {
-            let mut probes = Vec::clone(&snap.probes);
-            if let Some(status) = probes.get_mut(index) {
-                status.apply(sample, MAX_PROBE_OUTAGES);
-            }
-            snap.probes = Arc::new(probes);
-        });
+        self.update_probe(index, |status| status.apply(sample, MAX_PROBE_OUTAGES));
     }
 
     /// Records one synthetic request of the probe at `index`.
     pub fn record_inference(&self, index: usize, sample: InferenceSample) {
-        let _writer = self.lock_windows();
-        self.update(|snap| {
-            let mut probes = Vec::clone(&snap.probes);
-            if let Some(stats) = probes.get_mut(index).and_then(|p| p.inference.as_mut()) {
+        self.update_probe(index, |status| {
+            if let Some(stats) = status.inference.as_mut() {
                 stats.apply(sample);
             }
-            snap.probes = Arc::new(probes);
         });
     }
 
@@ -394,11 +384,21 @@ impl Store {
         took: Duration,
         at: SystemTime,
     ) {
+        self.update_probe(index, |status| {
+            if let Some(scrapes) = status.server.as_mut() {
+                scrapes.apply(result, took, at);
+            }
+        });
+    }
+
+    /// Publishes a new snapshot with the probe at `index` changed by `change` (copy on write:
+    /// readers keep the probe list they hold).
+    fn update_probe(&self, index: usize, change: impl FnOnce(&mut ProbeStatus)) {
         let _writer = self.lock_windows();
         self.update(|snap| {
             let mut probes = Vec::clone(&snap.probes);
-            if let Some(scrapes) = probes.get_mut(index).and_then(|p| p.server.as_mut()) {
-                scrapes.apply(result, took, at);
+            if let Some(status) = probes.get_mut(index) {
+                change(status);
             }
             snap.probes = Arc::new(probes);
         });
