@@ -52,6 +52,20 @@ impl Tally {
             .or((self.text_events > 0).then_some(self.text_events))
     }
 
+    /// Parses one JSON event; `None` (counted as a bad line, or kept as the server's error)
+    /// when it is not JSON or is an error object.
+    fn event(&mut self, text: &str) -> Option<Value> {
+        let Ok(event) = serde_json::from_str::<Value>(text) else {
+            self.bad_lines += 1;
+            return None;
+        };
+        if let Some(error) = event.get("error") {
+            self.error = Some(error_text(error));
+            return None;
+        }
+        Some(event)
+    }
+
     /// One OpenAI completions event (a `data:` payload or a whole JSON answer).
     pub fn feed_openai(&mut self, payload: &str, at: Duration) {
         let payload = payload.trim();
@@ -59,14 +73,9 @@ impl Tally {
             self.done = true;
             return;
         }
-        let Ok(event) = serde_json::from_str::<Value>(payload) else {
-            self.bad_lines += 1;
+        let Some(event) = self.event(payload) else {
             return;
         };
-        if let Some(error) = event.get("error") {
-            self.error = Some(error_text(error));
-            return;
-        }
         if let Some(tokens) = event
             .pointer("/usage/completion_tokens")
             .and_then(Value::as_u64)
@@ -95,14 +104,9 @@ impl Tally {
 
     /// One Ollama `/api/generate` NDJSON line.
     pub fn feed_ollama(&mut self, line: &str, at: Duration) {
-        let Ok(event) = serde_json::from_str::<Value>(line.trim()) else {
-            self.bad_lines += 1;
+        let Some(event) = self.event(line.trim()) else {
             return;
         };
-        if let Some(error) = event.get("error") {
-            self.error = Some(error_text(error));
-            return;
-        }
         if event.get("response").is_some() {
             self.answered = true;
             self.first_token.get_or_insert(at);
@@ -124,16 +128,24 @@ impl Tally {
         }
     }
 
+    /// One line of a streamed answer: an SSE line (`data:` payloads only) or an NDJSON line.
+    fn feed_line(&mut self, format: Format, line: &str, at: Duration) {
+        match format {
+            Format::OpenAi => {
+                if let Some(data) = sse_data(line) {
+                    self.feed_openai(data, at);
+                }
+            }
+            Format::Ollama if !line.trim().is_empty() => self.feed_ollama(line, at),
+            _ => {}
+        }
+    }
+
     /// A whole KServe v2 infer answer: it must carry an `outputs` array.
     pub fn feed_v2(&mut self, body: &str) {
-        let Ok(answer) = serde_json::from_str::<Value>(body) else {
-            self.bad_lines += 1;
+        let Some(answer) = self.event(body) else {
             return;
         };
-        if let Some(error) = answer.get("error") {
-            self.error = Some(error_text(error));
-            return;
-        }
         if answer.get("outputs").is_some_and(Value::is_array) {
             self.answered = true;
             self.done = true;
@@ -335,6 +347,8 @@ async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally,
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    // SSE and NDJSON are read line by line as they stream; whole answers at the end.
+    let line_framed = matches!(format, Format::Ollama) || (format == Format::OpenAi && streamed);
     let max = config.max_body_bytes;
     let mut tally = Tally::default();
     let mut lines = Lines::default();
@@ -346,18 +360,10 @@ async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally,
             return Err(too_large(max));
         }
         let at = started.elapsed();
-        match format {
-            Format::OpenAi if streamed => lines.push(&chunk, |line| {
-                if let Some(data) = sse_data(line) {
-                    tally.feed_openai(data, at);
-                }
-            }),
-            Format::Ollama => lines.push(&chunk, |line| {
-                if !line.trim().is_empty() {
-                    tally.feed_ollama(line, at);
-                }
-            }),
-            _ => whole.extend_from_slice(&chunk),
+        if line_framed {
+            lines.push(&chunk, |line| tally.feed_line(format, line, at));
+        } else {
+            whole.extend_from_slice(&chunk);
         }
         if tally.done || tally.error.is_some() {
             // Complete: the server may keep the stream open; the answer is in.
@@ -365,25 +371,15 @@ async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally,
         }
     }
     let at = started.elapsed();
-    match format {
-        Format::OpenAi if streamed => lines.finish(|line| {
-            if let Some(data) = sse_data(line) {
-                tally.feed_openai(data, at);
-            }
-        }),
-        Format::Ollama => lines.finish(|line| {
-            if !line.trim().is_empty() {
-                tally.feed_ollama(line, at);
-            }
-        }),
-        Format::OpenAi => {
-            tally.feed_openai(&String::from_utf8_lossy(&whole), headers_at);
-            tally.done |= tally.answered;
-        }
-        Format::V2 => {
-            tally.feed_v2(&String::from_utf8_lossy(&whole));
-            tally.first_token = Some(headers_at);
-        }
+    if line_framed {
+        lines.finish(|line| tally.feed_line(format, line, at));
+    } else if format == Format::V2 {
+        tally.feed_v2(&String::from_utf8_lossy(&whole));
+        tally.first_token = Some(headers_at);
+    } else {
+        // An OpenAI-compatible server that answered with one JSON document.
+        tally.feed_openai(&String::from_utf8_lossy(&whole), headers_at);
+        tally.done |= tally.answered;
     }
     if !(200..300).contains(&status) {
         let detail = match &tally.error {
