@@ -430,7 +430,6 @@ fn encode_health(e: &mut DescriptorEncoder, health: &NodeHealth) -> fmt::Result 
 
 /// Xid counts per (GPU, Xid); a GPU the source could not name has `gpu=""` and `uuid=""`.
 fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Result {
-    let labels = |p: &ProbeStatus| [("probe", p.name.clone()), ("kind", p.kind.to_owned())];
     let checked = || {
         probes
             .iter()
@@ -440,7 +439,7 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
         e,
         "gpulse_probe_up",
         "1 when the probe's last check found the server up (ready, expected model listed).",
-        checked().map(|(p, l)| (labels(p), flag(l.state == ProbeState::Up))),
+        checked().map(|(p, l)| (probe_labels(p), flag(l.state == ProbeState::Up))),
     )?;
     gauge(
         e,
@@ -449,11 +448,7 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
         checked().flat_map(|(p, l)| {
             ProbeState::ALL.into_iter().map(move |state| {
                 (
-                    [
-                        ("probe", p.name.clone()),
-                        ("kind", p.kind.to_owned()),
-                        ("state", state.as_str().to_owned()),
-                    ],
+                    probe_labels_and(p, "state", state.as_str().to_owned()),
                     flag(state == l.state),
                 )
             })
@@ -463,13 +458,15 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
         e,
         "gpulse_probe_check_duration_seconds",
         "How long the probe's last check took.",
-        checked().map(|(p, l)| (labels(p), l.latency.as_secs_f64())),
+        checked().map(|(p, l)| (probe_labels(p), l.latency.as_secs_f64())),
     )?;
     counter(
         e,
         "gpulse_probe_outages",
         "Outages (transitions to down) since the agent started.",
-        probes.iter().map(|p| (labels(p), p.outages_total as f64)),
+        probes
+            .iter()
+            .map(|p| (probe_labels(p), p.outages_total as f64)),
     )?;
     gauge(
         e,
@@ -477,7 +474,7 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
         "How long the probe's last finished outage lasted.",
         probes
             .iter()
-            .filter_map(|p| p.last_recovery.map(|d| (labels(p), d.as_secs_f64()))),
+            .filter_map(|p| p.last_recovery.map(|d| (probe_labels(p), d.as_secs_f64()))),
     )?;
     encode_inference(e, probes)?;
     encode_server_metrics(e, probes)
@@ -485,7 +482,6 @@ fn encode_probes(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Resu
 
 /// The server's own metrics, lifted into common names (only probes that scrape them).
 fn encode_server_metrics(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Result {
-    let labels = |p: &ProbeStatus| [("probe", p.name.clone()), ("kind", p.kind.to_owned())];
     let scraping = || {
         probes
             .iter()
@@ -495,13 +491,13 @@ fn encode_server_metrics(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> f
         e,
         "gpulse_probe_metrics_scrape_success",
         "1 when the last scrape of the server's own /metrics succeeded.",
-        scraping().filter_map(|(p, s)| s.last_ok().map(|ok| (labels(p), flag(ok)))),
+        scraping().filter_map(|(p, s)| s.last_ok().map(|ok| (probe_labels(p), flag(ok)))),
     )?;
     counter(
         e,
         "gpulse_probe_metrics_scrape_failures",
         "Failed scrapes of the server's own /metrics.",
-        scraping().map(|(p, s)| (labels(p), s.failures as f64)),
+        scraping().map(|(p, s)| (probe_labels(p), s.failures as f64)),
     )?;
     let lifted = || scraping().filter_map(|(p, s)| s.metrics.as_ref().map(|m| (p, m)));
     type Field = fn(&ServerMetrics) -> Option<f64>;
@@ -556,7 +552,7 @@ fn encode_server_metrics(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> f
         ),
     ];
     for (name, help, is_counter, field) in scalars {
-        let series = lifted().filter_map(|(p, m)| field(m).map(|v| (labels(p), v)));
+        let series = lifted().filter_map(|(p, m)| field(m).map(|v| (probe_labels(p), v)));
         if is_counter {
             counter(e, name, help, series)?;
         } else {
@@ -587,16 +583,30 @@ fn encode_server_metrics(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> f
             name,
             help,
             lifted().filter_map(|(p, m)| {
-                field(m).map(|h| (labels(p), HistogramSeries::from_server(h)))
+                field(m).map(|h| (probe_labels(p), HistogramSeries::from_server(h)))
             }),
         )?;
     }
     Ok(())
 }
 
+/// The labels of every probe series.
+fn probe_labels(p: &ProbeStatus) -> [(&'static str, String); 2] {
+    [("probe", p.name.clone()), ("kind", p.kind.to_owned())]
+}
+
+/// [`probe_labels`] and one more.
+fn probe_labels_and(
+    p: &ProbeStatus,
+    key: &'static str,
+    value: String,
+) -> [(&'static str, String); 3] {
+    let [probe, kind] = probe_labels(p);
+    [probe, kind, (key, value)]
+}
+
 /// Synthetic inference requests: only probes that send them have these series.
 fn encode_inference(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::Result {
-    let labels = |p: &ProbeStatus| [("probe", p.name.clone()), ("kind", p.kind.to_owned())];
     let sending = || {
         probes
             .iter()
@@ -611,23 +621,15 @@ fn encode_inference(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::R
         "gpulse_probe_inference_requests",
         "Synthetic inference requests by outcome (success: a complete, well-formed answer).",
         sending().flat_map(|(p, i)| {
-            [("success", i.succeeded), ("failure", i.failed)].map(|(outcome, n)| {
-                (
-                    [
-                        ("probe", p.name.clone()),
-                        ("kind", p.kind.to_owned()),
-                        ("outcome", outcome.to_owned()),
-                    ],
-                    n as f64,
-                )
-            })
+            [("success", i.succeeded), ("failure", i.failed)]
+                .map(|(outcome, n)| (probe_labels_and(p, "outcome", outcome.to_owned()), n as f64))
         }),
     )?;
     counter(
         e,
         "gpulse_probe_inference_slo_violations",
         "Synthetic requests that failed or missed the probe's ttft_slo or latency_slo.",
-        sending().map(|(p, i)| (labels(p), i.slo_violations as f64)),
+        sending().map(|(p, i)| (probe_labels(p), i.slo_violations as f64)),
     )?;
     gauge(
         e,
@@ -636,11 +638,7 @@ fn encode_inference(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::R
         sending().flat_map(|(p, i)| {
             [("ttft", i.ttft_slo), ("e2e", i.latency_slo)].map(|(target, slo)| {
                 (
-                    [
-                        ("probe", p.name.clone()),
-                        ("kind", p.kind.to_owned()),
-                        ("target", target.to_owned()),
-                    ],
+                    probe_labels_and(p, "target", target.to_owned()),
                     slo.as_secs_f64(),
                 )
             })
@@ -650,31 +648,31 @@ fn encode_inference(e: &mut DescriptorEncoder, probes: &[ProbeStatus]) -> fmt::R
         e,
         "gpulse_probe_inference_output_tokens",
         "Tokens generated by successful synthetic requests.",
-        sending().map(|(p, i)| (labels(p), i.output_tokens_total as f64)),
+        sending().map(|(p, i)| (probe_labels(p), i.output_tokens_total as f64)),
     )?;
     gauge(
         e,
         "gpulse_probe_inference_success",
         "1 when the last synthetic request got a complete, well-formed answer.",
-        last().map(|(p, l)| (labels(p), flag(l.ok))),
+        last().map(|(p, l)| (probe_labels(p), flag(l.ok))),
     )?;
     gauge(
         e,
         "gpulse_probe_inference_tokens_per_second",
         "Output tokens per second of the last successful synthetic request (tokens / whole duration).",
-        last().filter_map(|(p, l)| l.tokens_per_second().map(|t| (labels(p), t))),
+        last().filter_map(|(p, l)| l.tokens_per_second().map(|t| (probe_labels(p), t))),
     )?;
     histogram(
         e,
         "gpulse_probe_inference_time_to_first_token_seconds",
         "Time to the first streamed token (first response byte for KServe v2) of successful synthetic requests.",
-        sending().map(|(p, i)| (labels(p), HistogramSeries::from_latency(&i.ttft))),
+        sending().map(|(p, i)| (probe_labels(p), HistogramSeries::from_latency(&i.ttft))),
     )?;
     histogram(
         e,
         "gpulse_probe_inference_duration_seconds",
         "End-to-end latency of successful synthetic requests.",
-        sending().map(|(p, i)| (labels(p), HistogramSeries::from_latency(&i.duration))),
+        sending().map(|(p, i)| (probe_labels(p), HistogramSeries::from_latency(&i.duration))),
     )
 }
 
