@@ -58,6 +58,15 @@ pub async fn run(
     run_with(config, source, otlp, listener, credentials, None, shutdown).await
 }
 
+/// The agent's async runtime. It does little async work (blocking NVML and sysinfo calls
+/// have their own threads), so two workers are enough.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 /// The store for `config`: its collectors, Xid limits, probes and run mode registered
 /// (`wrapped`: `gpulse wrap` supervises a child).
 pub fn new_store(config: &Config, wrapped: bool) -> Store {

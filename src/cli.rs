@@ -131,11 +131,29 @@ impl RunArgs {
         out
     }
 
+    /// The validated config (the log filter and OTLP settings included).
     fn load(&self) -> Result<Config, ConfigError> {
+        self.load_with_otlp().map(|(config, _)| config)
+    }
+
+    /// [`Self::load`], keeping the OTLP settings it resolved.
+    fn load_with_otlp(&self) -> Result<(Config, Option<OtlpSettings>), ConfigError> {
         let config = Config::load(self.config.as_deref(), &self.overrides())?;
         log_filter(&config)?;
-        otlp_settings(&config)?;
-        Ok(config)
+        let otlp = otlp_settings(&config)?;
+        Ok((config, otlp))
+    }
+
+    /// What the agent runs on: the config, its OTLP settings, and the TLS and token files
+    /// (part of the config: a bad file is a config error, before any port is bound).
+    fn load_agent(&self) -> Result<AgentParts, ConfigError> {
+        let (config, otlp) = self.load_with_otlp()?;
+        let credentials = Arc::new(Credentials::load(&config.http)?);
+        Ok(AgentParts {
+            config,
+            otlp,
+            credentials,
+        })
     }
 }
 
@@ -237,15 +255,7 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
 fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
-    let loaded = args.load().and_then(|config| {
-        let otlp = otlp_settings(&config)?;
-        let credentials = Arc::new(Credentials::load(&config.http)?);
-        Ok(AgentParts {
-            config,
-            otlp,
-            credentials,
-        })
-    });
+    let loaded = args.load_agent();
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);
     }
@@ -258,25 +268,19 @@ fn usage_error(error: &ConfigError) -> ExitCode {
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
-    let (config, otlp) = match args.load().and_then(|c| otlp_settings(&c).map(|o| (c, o))) {
-        Ok(loaded) => loaded,
-        Err(error) => return usage_error(&error),
-    };
-    // The certificate, key and token are part of the config: a bad file exits 2, before bind.
-    let credentials = match Credentials::load(&config.http) {
-        Ok(credentials) => Arc::new(credentials),
-        Err(error) => return usage_error(&error),
-    };
-    if let Err(error) = crate::collect::probe::check_files(&config.probe) {
-        return usage_error(&error);
-    }
-    init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // The agent does little async work; blocking NVML/sysinfo calls have their own threads.
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let AgentParts {
+        config,
+        otlp,
+        credentials,
+    } = match args
+        .load_agent()
+        .and_then(|parts| crate::collect::probe::check_files(&parts.config.probe).map(|()| parts))
     {
+        Ok(parts) => parts,
+        Err(error) => return usage_error(&error),
+    };
+    init_logging(&config);
+    let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gpulse: cannot start the async runtime: {error}");

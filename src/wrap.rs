@@ -147,11 +147,7 @@ pub fn run(
             return ExitCode::from(exec(&command));
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!(
