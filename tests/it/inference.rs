@@ -21,6 +21,8 @@ use gpulse::model::{InferenceSample, ProbeReason, ProbeState};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::probe::probe_entry;
+
 async fn serve(app: Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -409,19 +411,10 @@ async fn the_agent_asks_only_ready_servers_and_a_hung_generation_never_delays_ch
         config.probe.push(p);
     }
     let agent = crate::inproc::start(config, GpuSource::Nvml, None).await;
-    let probes = |v: &serde_json::Value, name: &str| {
-        v["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()
-            .clone()
-    };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let first = probes(&agent.get_json("/v1/probes").await, "hung");
+    let first = probe_entry(&agent.get_json("/v1/probes").await, "hung");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = probes(&agent.get_json("/v1/probes").await, "hung");
+    let second = probe_entry(&agent.get_json("/v1/probes").await, "hung");
     // Checks go on every 100 ms while the first generation hangs.
     assert_eq!(second["state"], "up");
     assert_ne!(first["checked_at"], second["checked_at"]);
@@ -429,14 +422,14 @@ async fn the_agent_asks_only_ready_servers_and_a_hung_generation_never_delays_ch
     // Then the generation times out: a failure with its reason.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let v = agent.get_json("/v1/probes").await;
-    let hung = probes(&v, "hung");
+    let hung = probe_entry(&v, "hung");
     assert!(
         hung["inference"]["requests_failed"].as_u64().unwrap() >= 1,
         "{hung}"
     );
     assert_eq!(hung["inference"]["last"]["reason"], "timeout");
     assert_eq!(hung["inference"]["last"]["model"], "m");
-    let loading = probes(&v, "loading");
+    let loading = probe_entry(&v, "loading");
     assert_eq!(loading["state"], "loading");
     assert_eq!(loading["inference"]["requests_succeeded"], 0);
     assert_eq!(loading["inference"]["requests_failed"], 0);

@@ -304,15 +304,21 @@ async fn invalid_json_is_a_bad_body() {
     }
 }
 
-fn agent_config(probes: Vec<ProbeConfig>) -> Config {
+/// A config running `probes`, with nothing else that could interfere (no kernel log).
+pub(crate) fn agent_config(probes: Vec<ProbeConfig>) -> Config {
     let mut config = Config::default();
     config.health.kmsg_path = String::new();
     config.probe = probes;
     config
 }
 
-fn probe_json(body: &str, name: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+/// The probe `name` in a `/v1/probes` body.
+pub(crate) fn probe_json(body: &str, name: &str) -> serde_json::Value {
+    probe_entry(&serde_json::from_str(body).unwrap(), name)
+}
+
+/// The probe `name` in a parsed `/v1/probes` answer.
+pub(crate) fn probe_entry(v: &serde_json::Value, name: &str) -> serde_json::Value {
     v["probes"]
         .as_array()
         .unwrap()

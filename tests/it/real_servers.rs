@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use gpulse::app::GpuSource;
 use gpulse::collect::probe::Probe;
 use gpulse::collect::probe_infer::infer;
-use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
+use gpulse::config::{HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::model::{ProbeReason, ProbeSample, ProbeState};
 
 use crate::agent::free_port;
+use crate::probe::{agent_config, probe_json};
 
 /// The path in `var`, or `None` (a skip) when it is unset or missing; with `GPULSE_CI=1` a
 /// missing path fails the test instead, so CI cannot pass by skipping.
@@ -299,24 +300,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|v| v.trim().parse().ok())
 }
 
-fn agent_config(probe: ProbeConfig) -> Config {
-    let mut config = Config::default();
-    config.health.kmsg_path = String::new();
-    config.probe = vec![probe];
-    config
-}
-
-fn probe_json(body: &str, name: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    v["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 /// llama.cpp from refused to loading to up, the expected model, a real completion, a queue
 /// under load, a hung (stopped) server and its recovery in the agent, then a killed one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +453,8 @@ async fn llamacpp_through_its_states() {
     c.inference_interval = HumanDuration(Duration::from_millis(200));
     c.metrics = true;
     c.metrics_interval = HumanDuration(Duration::from_millis(200));
-    let agent = crate::inproc::start(agent_config(c), GpuSource::Demo { gpus: 1 }, None).await;
+    let agent =
+        crate::inproc::start(agent_config(vec![c]), GpuSource::Demo { gpus: 1 }, None).await;
     // Up, synthetic requests succeeding, the server's metrics lifted: all in /metrics.
     let metrics = agent
         .wait_for("/metrics", "probe up, inference and server metrics", |b| {
