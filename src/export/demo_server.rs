@@ -119,15 +119,9 @@ async fn completions(State(demo): State<Arc<Demo>>, body: String) -> Response {
     if demo.in_outage() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    let max_tokens = body
-        .split("\"max_tokens\":")
-        .nth(1)
-        .and_then(|rest| {
-            rest.trim_start()
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-        })
-        .and_then(|n| n.parse::<u64>().ok())
+    let max_tokens = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|request| request.get("max_tokens")?.as_u64())
         .unwrap_or(1)
         .clamp(1, 16);
     let ttft = Duration::from_millis(10 + (80.0 * demo.load()) as u64);
@@ -140,7 +134,7 @@ async fn completions(State(demo): State<Arc<Demo>>, body: String) -> Response {
     if let Some(i) = TTFT_BOUNDS.iter().position(|&b| ttft.as_secs_f64() <= b) {
         c.ttft_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
-    let stream = async_stream(ttft, max_tokens);
+    let stream = token_stream(ttft, max_tokens);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
@@ -148,7 +142,7 @@ async fn completions(State(demo): State<Arc<Demo>>, body: String) -> Response {
 }
 
 /// The SSE body: one chunk per token, a usage chunk, `[DONE]`.
-fn async_stream(
+fn token_stream(
     ttft: Duration,
     tokens: u64,
 ) -> ReceiverStream<Result<String, std::convert::Infallible>> {
