@@ -95,9 +95,17 @@ impl Probe {
     pub fn new(config: ProbeConfig) -> Self {
         Self::try_new(config.clone()).unwrap_or_else(|error| {
             tracing::warn!(probe = %config.name, error = %error, "Probe TLS settings refused; using the built-in roots.");
-            let client = client_builder(&config)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new());
+            // Without a preconfigured backend reqwest would use the platform verifier (the
+            // system bundle), not the built-in roots this message promises.
+            let client = super::probe_tls::client_config("", false)
+                .ok()
+                .and_then(|tls| {
+                    client_builder(&config)
+                        .tls_backend_preconfigured(tls)
+                        .build()
+                        .ok()
+                })
+                .unwrap_or_default();
             Self::with_client(config, client)
         })
     }

@@ -324,6 +324,17 @@ async fn https_probes_trust_their_ca_file_and_refuse_unknown_certificates() {
         "{unknown:?}"
     );
 
+    // A CA file gone bad after start: the probe runs on the built-in roots, which do not
+    // know this self-signed certificate.
+    let mut gone = c.clone();
+    gone.tls_ca_file = dir.path().join("missing.pem").display().to_string();
+    let fallback = Probe::new(gone).check().await;
+    assert_eq!(
+        (fallback.state, fallback.reason),
+        (ProbeState::Down, Some(ProbeReason::Tls)),
+        "{fallback:?}"
+    );
+
     c.tls_insecure_skip_verify = true;
     let insecure = Probe::new(c).check().await;
     assert_eq!(insecure.state, ProbeState::Up, "{insecure:?}");
