@@ -18,6 +18,7 @@ set -uo pipefail
 SECONDS_RUN=${1:-20}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-$(mktemp -d -t gpulse-gpu-check.XXXXXX)}
+mkdir -p "$OUT"
 bin=${GPULSE_BIN:-target/release/gpulse}
 port=${GPULSE_CHECK_PORT:-19412}
 addr="127.0.0.1:$port"
