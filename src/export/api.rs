@@ -1,5 +1,6 @@
 //! The HTTP server (axum router, our own hyper accept loop): the only module that knows HTTP.
 //!
+//! * `GET /`: an index of these endpoints (HTML for a browser, plain text otherwise).
 //! * `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
 //! * `GET /healthz`: 200 while the process is alive.
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
@@ -141,6 +142,7 @@ fn config_error(error: LoadError) -> ConfigError {
 /// The router with all routes, authentication (when configured) and bounds applied.
 pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> Router {
     let routes = Router::new()
+        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -466,6 +468,49 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
             "failed to render metrics\n",
         )
             .into_response(),
+    }
+}
+
+/// The endpoints `GET /` lists, in its order: path and what it serves. A test checks that each
+/// one is routed.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    (
+        "/metrics",
+        "Prometheus metrics (OpenMetrics when asked for)",
+    ),
+    ("/v1/snapshot", "the latest sample of every source (JSON)"),
+    (
+        "/v1/health",
+        "GPU and node health with reasons and Xids (JSON)",
+    ),
+    ("/v1/probes", "inference-server probes (JSON)"),
+    ("/v1/events", "the wrapped job's runs and events (JSON)"),
+    ("/healthz", "liveness: 200 while the process runs"),
+    ("/readyz", "readiness: 200 after the first collector cycle"),
+];
+
+/// `GET /`: a small index, so the URL logged at start leads somewhere.
+async fn index(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let version = env!("CARGO_PKG_VERSION");
+    if wants_html {
+        let mut body = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>gpulse</title></head>\n<body><h1>gpulse {version}</h1>\n<ul>\n"
+        );
+        for (path, what) in ENDPOINTS {
+            body.push_str(&format!("<li><a href=\"{path}\">{path}</a>: {what}</li>\n"));
+        }
+        body.push_str("</ul>\n</body></html>\n");
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+    } else {
+        let mut body = format!("gpulse {version}\n\n");
+        for (path, what) in ENDPOINTS {
+            body.push_str(&format!("{path:<14} {what}\n"));
+        }
+        body.into_response()
     }
 }
 

@@ -266,3 +266,37 @@ async fn gpu_disabled_serves_host_only() {
     assert!(snap["gpu"].is_null());
     assert_eq!(snap["collectors"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_lists_every_endpoint_and_each_one_is_routed() {
+    let agent = start(Config::default()).await;
+    let base = agent.base.clone();
+    wait_ready(&base).await;
+
+    let text = crate::inproc::http_get(format!("{base}/")).await.unwrap();
+    assert_eq!(text.status(), 200);
+    let text = text.text().await.unwrap();
+    let html = crate::inproc::client()
+        .get(format!("{base}/"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        html.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = html.text().await.unwrap();
+    assert!(text.starts_with("gpulse "), "{text}");
+    for (path, _) in gpulse::export::api::ENDPOINTS {
+        assert!(text.contains(path), "{path} missing from:\n{text}");
+        assert!(html.contains(&format!("href=\"{path}\"")), "{html}");
+        let status = crate::inproc::http_get(format!("{base}{path}"))
+            .await
+            .unwrap()
+            .status();
+        assert_ne!(status, 404, "{path} is listed but not routed");
+    }
+}
