@@ -6,7 +6,7 @@
 //! straight to the process's stderr through `std::io::Write`, which libtest does not capture:
 //!
 //! ```text
-//! SKIPPED (not installed): real_servers::llama_server_states — GPULSE_LLAMA_SERVER is unset or missing; run `eval "$(.ci/llama-server.sh)"`, see docs/development.md
+//! SKIPPED (not installed): real_servers::llamacpp_through_its_states — GPULSE_LLAMA_SERVER is unset or missing; run `eval "$(.ci/llama-server.sh)"`, see docs/development.md
 //! ```
 
 use std::io::Write;
@@ -27,11 +27,13 @@ fn test_name() -> String {
     }
 }
 
-/// Writes one line to stderr, bypassing libtest's capture.
+/// Writes one line to stderr, bypassing libtest's capture. It starts with a newline: libtest
+/// may have written half a `test NAME ... ok` line to stdout, and the note must start a line
+/// of its own (`grep ^SKIPPED` finds them all).
 fn say(line: &str) {
     let mut stderr = std::io::stderr().lock();
     // A failed write to stderr leaves nothing better to do; the test goes on.
-    let _ = writeln!(stderr, "{line}");
+    let _ = writeln!(stderr, "\n{line}");
     let _ = stderr.flush();
 }
 
