@@ -23,6 +23,10 @@ mod dcgm;
 mod scan;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
+// The docs: the example config in docs/configuration.md, relative links, metric references.
+mod docs;
+// Loud skips of end-to-end tests whose server or tool is not installed.
+mod skip;
 // Probes of inference servers: states per kind, hostile targets, outages.
 mod probe;
 // Synthetic inference requests: streaming per kind, hostile generations, https, tokens.

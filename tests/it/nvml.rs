@@ -467,7 +467,10 @@ fn without_nvml_the_agent_serves_host_metrics_says_so_once_and_picks_nvml_up_lat
 #[test]
 fn real_gpu_sample_is_plausible() {
     if std::env::var("GPULSE_REAL_GPU").as_deref() != Ok("1") {
-        eprintln!("GPULSE_REAL_GPU != 1; skipping the real-GPU test");
+        crate::skip::not_enabled(
+            "GPULSE_REAL_GPU is not 1",
+            "run `GPULSE_REAL_GPU=1 cargo test --test it nvml` on a machine with an NVIDIA driver",
+        );
         return;
     }
     let mut sampler = NvmlSampler::new(GpuOptions::from_config(&GpuConfig::default(), None));

@@ -3,7 +3,8 @@
 //! live `/metrics` without a single lint.
 //!
 //! Needs `prometheus` and `promtool` on PATH (Debian: `apt-get install prometheus`). Without
-//! them the tests print a note and pass, unless `GPULSE_CI=1`, where a missing tool fails.
+//! them the tests print a `SKIPPED (not installed)` line and pass, unless `GPULSE_CI=1`, where a
+//! missing tool fails.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,8 +24,8 @@ const UTILS: [u32; 3] = [11, 42, 97];
 /// Longest wait for Prometheus to start and to hold the expected series.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The path of `name` on PATH. `None` (after a note on stderr) when it is missing, so the
-/// caller skips; with `GPULSE_CI=1` a missing tool is a failure instead.
+/// The path of `name` on PATH. `None` (after a `SKIPPED` line on stderr) when it is missing, so
+/// the caller skips; with `GPULSE_CI=1` a missing tool is a failure instead.
 fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -32,15 +33,9 @@ fn tool(name: &str) -> Option<PathBuf> {
             .find(|path| is_executable(path))
     });
     if found.is_none() {
-        if std::env::var("GPULSE_CI").is_ok_and(|v| v == "1") {
-            panic!(
-                "`{name}` is not on PATH but GPULSE_CI=1 requires it \
-                 (install it with `apt-get install prometheus`)"
-            );
-        }
-        eprintln!(
-            "note: skipping: `{name}` is not on PATH (install Debian's `prometheus` package; \
-             set GPULSE_CI=1 to make this a failure)"
+        crate::skip::not_installed(
+            &format!("`{name}` is not on PATH"),
+            "install Debian's `prometheus` package (`apt-get install prometheus`)",
         );
     }
     found

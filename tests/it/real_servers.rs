@@ -5,8 +5,8 @@
 //! through its states: refused, loading, up, model missing, saturated, hung (SIGSTOP), killed.
 //!
 //! The servers are found through `GPULSE_LLAMA_SERVER`, `GPULSE_TINY_GGUF`, `GPULSE_MLSERVER`
-//! and `GPULSE_MLSERVER_MODELS` (what the scripts print). Without them a test prints a note and
-//! passes, unless `GPULSE_CI=1`, where a missing server fails.
+//! and `GPULSE_MLSERVER_MODELS` (what the scripts print). Without them a test prints a
+//! `SKIPPED (not installed)` line and passes, unless `GPULSE_CI=1`, where a missing server fails.
 //!
 //! The helpers (`LlamaServer`, `MlServer`, `observe`) are meant for more assertions on the same
 //! servers: start one, point a `Probe` or the in-process agent at its `url`.
@@ -31,11 +31,10 @@ fn required_path(var: &str, script: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.exists());
     if path.is_none() {
-        assert!(
-            std::env::var("GPULSE_CI").as_deref() != Ok("1"),
-            "{var} is unset or missing but GPULSE_CI=1 requires it (.ci/run runs {script})"
+        crate::skip::not_installed(
+            &format!("{var} is unset or missing"),
+            &format!("run `eval \"$({script})\"`"),
         );
-        eprintln!("note: skipping: {var} is unset or missing (run `eval \"$({script})\"` first)");
     }
     path
 }
