@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gpulse::collect::gpu::{GpuOptions, NvmlSampler};
-use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::collect::host::HostSampler;
 use gpulse::config::{GpuConfig, HostConfig};
+use gpulse::demo::gpu_sim::SimGpuCollector;
 
 fn bench(c: &mut Criterion) {
     let fake = fake_nvml::FakeNvml::new("gpus=8\nconfig_poll_ms=60000\n");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gpulse::collect::gpu_sim::SimGpuCollector;
+use gpulse::demo::gpu_sim::SimGpuCollector;
 use gpulse::export::json::SnapshotV1;
 use gpulse::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use gpulse::model::{CollectorStatus, HostSample, NetworkReadings, Sample};

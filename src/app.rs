@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
-use crate::collect::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::Config;
+use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
@@ -332,7 +332,7 @@ fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) 
 /// probe panels have data. A failure to start it is logged and the demo goes on without it.
 async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
     use crate::config::{ProbeConfig, ProbeKind};
-    use crate::export::demo_server;
+    use crate::demo::server as demo_server;
     match demo_server::start(stop).await {
         Ok(addr) => {
             let mut probe =

@@ -6,7 +6,7 @@
 //!
 //! * `config`: the TOML/env/flag configuration, its defaults, validation and the commented example.
 //! * `model`: plain sample types that collectors produce and exporters read (no I/O, no serde).
-//! * `collect`: one source per file (`gpu` for NVML, `gpu_sim` for demo GPUs, `host` for
+//! * `collect`: one source per file (`gpu` for NVML, `host` for
 //!   sysinfo), the shared runner that times each cycle, and the deadline worker that keeps a
 //!   hung blocking call from stalling anything else.
 //! * `store`: a bounded window per source plus the latest immutable snapshot.
@@ -24,6 +24,8 @@ pub mod app;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod demo;
+pub mod evidence;
 pub mod export;
 pub mod health;
 pub mod mode;

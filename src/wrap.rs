@@ -29,8 +29,8 @@ use std::time::Duration;
 use crate::app::{self, GpuSource};
 use crate::collect::job::{self, JobSink, Signals, Supervision};
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
+use crate::evidence::journal::{self, Restored, StateWriter};
 use crate::export::api::Credentials;
-use crate::export::job_state::{self, Restored, StateWriter};
 use crate::export::otlp::OtlpSettings;
 use crate::model::JobEvent;
 
@@ -328,10 +328,10 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
 /// Reads the state file back on a blocking thread, giving up after [`RESTORE_TIMEOUT`].
 async fn restore(dir: PathBuf, max_events: usize) -> Restored {
     let shown = dir.display().to_string();
-    let read = tokio::task::spawn_blocking(move || job_state::read(&dir));
+    let read = tokio::task::spawn_blocking(move || journal::read(&dir));
     match tokio::time::timeout(RESTORE_TIMEOUT, read).await {
         Ok(Ok(Ok(text))) => {
-            let restored = job_state::restore(&text, max_events);
+            let restored = journal::restore(&text, max_events);
             if restored.skipped > 0 {
                 tracing::warn!(dir = %shown, lines = restored.skipped, "Skipped unreadable lines of the job state file.");
             }

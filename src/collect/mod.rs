@@ -1,7 +1,6 @@
 //! Collectors: one source per file, each run on its own interval by [`run_collector`].
 //!
 //! * `gpu`: NVML through nvml-wrapper (the only module that imports it).
-//! * `gpu_sim`: simulated GPUs for `gpulse demo`.
 //! * `gpu_xid`: NVML critical-Xid events on their own thread.
 //! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
@@ -15,7 +14,6 @@
 //! different failure class), so a missing driver is one log line, not one per second.
 
 pub mod gpu;
-pub mod gpu_sim;
 pub mod gpu_xid;
 pub mod host;
 pub mod job;

@@ -3,7 +3,7 @@
 //! These types are the only place that knows JSON. Fields are added, never renamed or
 //! retyped, within `gpulse.snapshot/v1`; a breaking change gets a new schema string.
 //! `/v1/events` (`gpulse.events/v1`) serves [`JobEventV1`]s, which are also the lines of the
-//! job state file (`super::job_state`), so that type reads back as well.
+//! job state file (`crate::evidence::journal`), so that type reads back as well.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -8,16 +8,12 @@
 //!   concurrency, body size, connections).
 //! * `tls`: the rustls configuration from PEM files; `auth`: the bearer token check;
 //!   `reload`: how both are reloaded on SIGHUP and file change.
-//! * `demo_server`: the simulated inference server `gpulse demo` probes.
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf) with OpenTelemetry names.
-//! * `job_state`: `jobs.jsonl` in `agent.state_dir`, the wrapped job's events across restarts.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod dcgm;
-pub mod demo_server;
-pub mod job_state;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;

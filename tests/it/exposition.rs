@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gpulse::collect::gpu_sim::SimGpuCollector;
 use gpulse::config::ModeSetting;
+use gpulse::demo::gpu_sim::SimGpuCollector;
 use gpulse::export::prometheus::{BuildInfo, RenderOptions, render_snapshot};
 use gpulse::health;
 use gpulse::mode::{Facts, ModeInfo};

@@ -118,7 +118,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     // this set-up function (the test process ends it).
     let (keep, stop) = tokio::sync::watch::channel(false);
     std::mem::forget(keep);
-    let demo = gpulse::export::demo_server::start(stop).await.unwrap();
+    let demo = gpulse::demo::server::start(stop).await.unwrap();
     let mut llm = ProbeConfig::new("llm", ProbeKind::Vllm, &format!("http://{demo}"));
     llm.interval = HumanDuration(Duration::from_millis(100));
     llm.inference = true;

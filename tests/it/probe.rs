@@ -430,7 +430,7 @@ async fn demo_mode_probes_its_simulated_inference_server() {
         .await;
     let p = probe_json(&body, "demo-llm");
     assert_eq!(p["kind"], "vllm");
-    assert_eq!(p["models"][0], gpulse::export::demo_server::DEMO_MODEL);
+    assert_eq!(p["models"][0], gpulse::demo::server::DEMO_MODEL);
     agent
         .wait_for("/metrics", "probe metrics", |b| {
             b.contains(r#"gpulse_probe_up{probe="demo-llm",kind="vllm"} 1"#)

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::json::{JobEventV1, JobRunsV1};
+use crate::export::json::{JobEventV1, JobRunsV1};
 use crate::model::{JOB_DURATION_BUCKETS, JobEnd, JobEvent, JobLog, JobOutcome, JobTotals};
 
 /// File name inside `agent.state_dir`.

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{CollectError, Collector};
+use crate::collect::{CollectError, Collector};
 use crate::model::{
     GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigReadings, NvLinkReadings,
     PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization, XidEvent, XidSource,
