@@ -319,13 +319,14 @@ impl OtlpPush {
             .with_resource(resource(identity, mode))
             .with_reader(reader)
             .build();
+        let source: Source = Arc::new(move || store.snapshot());
         register_instruments(
             &provider.meter("gpulse"),
-            &store,
+            &source,
             &stats,
             identity.gpu_source,
         );
-        register_job_instruments(&provider.meter("gpulse"), &store);
+        register_job_instruments(&provider.meter("gpulse"), &source);
         Ok(Self { provider })
     }
 
@@ -454,6 +455,9 @@ impl PushMetricExporter for CountingExporter {
 
 type Emit<'a> = &'a mut dyn FnMut(f64, &[KeyValue]);
 
+/// Where callbacks read the snapshot: the store's latest in the agent, a fixed one in tests.
+type Source = Arc<dyn Fn() -> Arc<Snapshot> + Send + Sync>;
+
 #[derive(Clone, Copy)]
 enum Kind {
     Gauge,
@@ -463,16 +467,16 @@ enum Kind {
 /// Registers one observable instrument whose callback reads the latest snapshot.
 fn observe(
     meter: &Meter,
-    store: &Arc<Store>,
+    source: &Source,
     kind: Kind,
     name: &'static str,
     unit: &'static str,
     description: &'static str,
     emit: impl Fn(&Snapshot, Emit<'_>) + Send + Sync + 'static,
 ) {
-    let store = Arc::clone(store);
+    let source = Arc::clone(source);
     let callback = move |obs: &dyn AsyncInstrument<f64>| {
-        let snap = store.snapshot();
+        let snap = source();
         emit(&snap, &mut |v, attrs| obs.observe(v, attrs));
     };
     // Dropping the handle does not unregister the callback.
@@ -833,12 +837,7 @@ const OTHER_MAPPINGS: &[(&str, &str)] = &[
     ("gpulse_job_duration_seconds", "gpulse.job.duration"),
 ];
 
-fn register_instruments(
-    m: &Meter,
-    s: &Arc<Store>,
-    stats: &Arc<ExportStats>,
-    gpu_source: &'static str,
-) {
+fn register_instruments(m: &Meter, s: &Source, stats: &Arc<ExportStats>, gpu_source: &'static str) {
     register_agent_instruments(m, s, stats, gpu_source);
     register_gpu_instruments(m, s);
     register_host_instruments(m, s);
@@ -855,7 +854,7 @@ fn probe_attributes(p: &crate::model::ProbeStatus) -> Vec<KeyValue> {
     ]
 }
 
-fn register_probe_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_probe_instruments(m: &Meter, s: &Source) {
     use crate::model::ProbeState;
     observe(
         m,
@@ -937,7 +936,7 @@ fn register_probe_instruments(m: &Meter, s: &Arc<Store>) {
 }
 
 /// Synthetic inference requests (the same families as `/metrics`; histograms as last values).
-fn register_inference_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_inference_instruments(m: &Meter, s: &Source) {
     fn each(
         sn: &crate::store::Snapshot,
         mut f: impl FnMut(&crate::model::ProbeStatus, &crate::model::InferenceStats),
@@ -1070,7 +1069,7 @@ fn register_inference_instruments(m: &Meter, s: &Arc<Store>) {
 }
 
 /// The server's own metrics, lifted (the same families as `/metrics`).
-fn register_server_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_server_instruments(m: &Meter, s: &Source) {
     use crate::model::{ServerHistogram, ServerMetrics};
     observe(
         m,
@@ -1248,7 +1247,7 @@ fn health_gpu_attributes(g: &crate::health::GpuHealth) -> Vec<KeyValue> {
     ]
 }
 
-fn register_health_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_health_instruments(m: &Meter, s: &Source) {
     use crate::health::State;
     observe(
         m,
@@ -1312,7 +1311,7 @@ fn register_health_instruments(m: &Meter, s: &Arc<Store>) {
 
 fn register_agent_instruments(
     m: &Meter,
-    s: &Arc<Store>,
+    s: &Source,
     stats: &Arc<ExportStats>,
     gpu_source: &'static str,
 ) {
@@ -1462,7 +1461,7 @@ fn xid_attributes(c: &crate::model::XidCount) -> Vec<KeyValue> {
     attrs
 }
 
-fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_gpu_instruments(m: &Meter, s: &Source) {
     use Kind::{Counter, Gauge};
     observe(
         m,
@@ -1924,7 +1923,7 @@ fn register_gpu_instruments(m: &Meter, s: &Arc<Store>) {
     );
 }
 
-fn register_host_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_host_instruments(m: &Meter, s: &Source) {
     use Kind::{Counter, Gauge};
     observe(
         m,
@@ -2166,7 +2165,7 @@ fn register_host_instruments(m: &Meter, s: &Arc<Store>) {
 /// the `gpulse.job.runs` callback (callbacks run before each collection) records the runs
 /// that ended since the push started. Runs before this wrapper (restored from the state file)
 /// are in `gpulse.job.runs`, not in this histogram; /metrics' histogram has them.
-fn register_job_instruments(m: &Meter, s: &Arc<Store>) {
+fn register_job_instruments(m: &Meter, s: &Source) {
     use crate::model::{JOB_DURATION_BUCKETS, JobOutcome};
     use Kind::{Counter, Gauge};
     let durations = m
@@ -2302,6 +2301,111 @@ fn register_job_instruments(m: &Meter, s: &Arc<Store>) {
             }
         },
     );
+}
+
+// ---------------------------------------------------------------- a push, as text, for tests
+
+/// What one push of `snapshot` carries, one sorted line per data point (name, unit, kind,
+/// attributes, value; descriptions left out): `tests/data/otlp.golden` holds it, so a change
+/// to any OTLP name, unit, attribute or value shows up as a diff. Not a runtime path.
+#[doc(hidden)]
+pub fn render_for_tests(
+    snapshot: Snapshot,
+    stats: Arc<ExportStats>,
+    gpu_source: &'static str,
+) -> String {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let exporter = TextExporter(Arc::clone(&lines));
+    let provider = SdkMeterProvider::builder()
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build();
+    let snapshot = Arc::new(snapshot);
+    let source: Source = Arc::new(move || Arc::clone(&snapshot));
+    register_instruments(&provider.meter("gpulse"), &source, &stats, gpu_source);
+    register_job_instruments(&provider.meter("gpulse"), &source);
+    if let Err(e) = provider.force_flush() {
+        return format!("flush failed: {e}");
+    }
+    let _ = provider.shutdown();
+    let mut lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+    lines.sort();
+    lines.dedup();
+    lines.join("\n") + "\n"
+}
+
+#[derive(Debug)]
+struct TextExporter(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl PushMetricExporter for TextExporter {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        fn attrs<'a>(kvs: impl Iterator<Item = &'a KeyValue>) -> String {
+            let mut kvs: Vec<String> = kvs.map(|kv| format!("{}={:?}", kv.key, kv.value)).collect();
+            kvs.sort();
+            kvs.join(",")
+        }
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for scope in metrics.scope_metrics() {
+            for m in scope.metrics() {
+                let head = format!("{} [{}]", m.name(), m.unit());
+                match m.data() {
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            out.push(format!(
+                                "{head} gauge {{{}}} {:?}",
+                                attrs(p.attributes()),
+                                p.value()
+                            ));
+                        }
+                    }
+                    AggregatedMetrics::F64(MetricData::Sum(s)) => {
+                        let kind = if s.is_monotonic() {
+                            "counter"
+                        } else {
+                            "updown"
+                        };
+                        for p in s.data_points() {
+                            out.push(format!(
+                                "{head} {kind} {{{}}} {:?}",
+                                attrs(p.attributes()),
+                                p.value()
+                            ));
+                        }
+                    }
+                    AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                        for p in h.data_points() {
+                            let bounds: Vec<f64> = p.bounds().collect();
+                            let counts: Vec<u64> = p.bucket_counts().collect();
+                            out.push(format!(
+                                "{head} histogram {{{}}} count={} sum={:?} bounds={bounds:?} counts={counts:?}",
+                                attrs(p.attributes()),
+                                p.count(),
+                                p.sum()
+                            ));
+                        }
+                    }
+                    _ => out.push(format!("{head} unexpected data type")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
 }
 
 #[cfg(test)]
