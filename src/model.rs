@@ -46,27 +46,27 @@ pub struct GpuDevice {
     /// HBM / memory temperature in °C.
     pub temperature_memory_celsius: Option<f64>,
     /// Thresholds in °C, labelled `slowdown`, `shutdown`, `memory_max`, `gpu_max`.
-    pub temperature_thresholds: Vec<(&'static str, f64)>,
+    pub temperature_thresholds: Vec<(TempThreshold, f64)>,
     pub power_watts: Option<f64>,
     pub power_limit_watts: Option<f64>,
     /// Energy used since the driver was loaded, in joules.
     pub energy_joules: Option<f64>,
     /// Current clocks in Hz, labelled `graphics`, `sm`, `memory`, `video`.
-    pub clocks_hertz: Vec<(&'static str, f64)>,
+    pub clocks_hertz: Vec<(Clock, f64)>,
     /// Maximum clocks in Hz, same labels as `clocks_hertz`.
-    pub max_clocks_hertz: Vec<(&'static str, f64)>,
+    pub max_clocks_hertz: Vec<(Clock, f64)>,
     /// Performance state 0 (fastest) to 15.
     pub performance_state: Option<u32>,
     /// Fan speed per fan index, 0–1 of the maximum.
     pub fan_speed_ratio: Vec<(u32, f64)>,
     pub throttle: Option<ThrottleReasons>,
     /// Cumulative time spent throttled per policy, in seconds (`power`, `thermal`, …).
-    pub throttle_seconds: Vec<(&'static str, f64)>,
+    pub throttle_seconds: Vec<(ThrottlePolicy, f64)>,
     /// ECC error counts as `(kind, scope, count)`: kind `corrected|uncorrected`,
     /// scope `volatile|aggregate`.
-    pub ecc_errors: Vec<(&'static str, &'static str, u64)>,
+    pub ecc_errors: Vec<(EccKind, EccScope, u64)>,
     /// Retired pages per cause (`single_bit_ecc`, `double_bit_ecc`).
-    pub retired_pages: Vec<(&'static str, u64)>,
+    pub retired_pages: Vec<(RetiredCause, u64)>,
     pub retired_pages_pending: Option<bool>,
     pub remapped_rows: Option<RemappedRows>,
     pub pcie: PcieReadings,
@@ -77,6 +77,16 @@ pub struct GpuDevice {
     /// The driver's recovery verdict (`nvmlDeviceGetGpuRecoveryAction`): 0 none, 1 GPU reset,
     /// 2 node reboot, 3 drain P2P, 4 drain and reset.
     pub recovery_action: Option<u32>,
+}
+
+impl GpuDevice {
+    /// Temperatures by sensor, `None` where the sensor is missing.
+    pub fn temperatures(&self) -> [(Sensor, Option<f64>); 2] {
+        [
+            (Sensor::Gpu, self.temperature_gpu_celsius),
+            (Sensor::Memory, self.temperature_memory_celsius),
+        ]
+    }
 }
 
 /// Utilization ratios (0–1) over the driver's last sampling period.
@@ -97,6 +107,148 @@ pub struct MemoryReadings {
     pub reserved_bytes: Option<u64>,
 }
 
+/// A typed label value: its Prometheus label value and its OpenTelemetry attribute value.
+/// Readings are keyed by these enums, not by strings, so a misspelt key cannot compile (a
+/// string key that matched nothing silently dropped the reading).
+pub trait LabelValue: Copy {
+    fn prom(self) -> &'static str;
+    fn otel(self) -> &'static str;
+}
+
+/// Declares a label enum with both spellings, in one place per value.
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $prom:literal / $otel:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in label order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// The Prometheus spelling (also the JSON one).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $prom),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl LabelValue for $name {
+            fn prom(self) -> &'static str {
+                self.as_str()
+            }
+
+            fn otel(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $otel),+
+                }
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// A temperature sensor.
+    Sensor { Gpu => "gpu" / "gpu", Memory => "memory" / "memory" }
+}
+
+label_enum! {
+    /// A temperature threshold the driver reports.
+    TempThreshold {
+        Slowdown => "slowdown" / "slowdown",
+        Shutdown => "shutdown" / "shutdown",
+        MemoryMax => "memory_max" / "memory_max",
+        GpuMax => "gpu_max" / "gpu_max",
+    }
+}
+
+label_enum! {
+    /// A clock domain.
+    Clock {
+        Graphics => "graphics" / "graphics",
+        Sm => "sm" / "sm",
+        Memory => "memory" / "memory",
+        Video => "video" / "video",
+    }
+}
+
+label_enum! {
+    /// A named clock-event (throttle) reason bit (`gpu-exporters.md` §7.3).
+    ThrottleReason {
+        GpuIdle => "gpu_idle" / "gpu_idle",
+        ApplicationsClocksSetting => "applications_clocks_setting" / "applications_clocks_setting",
+        SwPowerCap => "sw_power_cap" / "sw_power_cap",
+        HwSlowdown => "hw_slowdown" / "hw_slowdown",
+        SyncBoost => "sync_boost" / "sync_boost",
+        SwThermalSlowdown => "sw_thermal_slowdown" / "sw_thermal_slowdown",
+        HwThermalSlowdown => "hw_thermal_slowdown" / "hw_thermal_slowdown",
+        HwPowerBrakeSlowdown => "hw_power_brake_slowdown" / "hw_power_brake_slowdown",
+        DisplayClockSetting => "display_clock_setting" / "display_clock_setting",
+    }
+}
+
+label_enum! {
+    /// A policy whose violation time NVML counts (the `reason` of the throttle time).
+    ThrottlePolicy {
+        Power => "power" / "power",
+        Thermal => "thermal" / "thermal",
+        SyncBoost => "sync_boost" / "sync_boost",
+        BoardLimit => "board_limit" / "board_limit",
+        LowUtilization => "low_utilization" / "low_utilization",
+        Reliability => "reliability" / "reliability",
+    }
+}
+
+label_enum! {
+    /// Whether ECC corrected an error.
+    EccKind { Corrected => "corrected" / "corrected", Uncorrected => "uncorrected" / "uncorrected" }
+}
+
+label_enum! {
+    /// Since driver load (volatile) or over the board's life (aggregate).
+    EccScope { Volatile => "volatile" / "volatile", Aggregate => "aggregate" / "aggregate" }
+}
+
+label_enum! {
+    /// Why memory pages were retired.
+    RetiredCause {
+        SingleBitEcc => "single_bit_ecc" / "single_bit_ecc",
+        DoubleBitEcc => "double_bit_ecc" / "double_bit_ecc",
+    }
+}
+
+label_enum! {
+    /// Why memory rows were remapped.
+    RemapCause {
+        Correctable => "correctable" / "correctable",
+        Uncorrectable => "uncorrectable" / "uncorrectable",
+    }
+}
+
+label_enum! {
+    /// A PCIe transfer direction: `tx`/`rx` on /metrics, OTel's `network.io.direction` values.
+    PcieDirection { Tx => "tx" / "transmit", Rx => "rx" / "receive" }
+}
+
+label_enum! {
+    /// An NVLink data-link error counter, in [`NvLinkReadings::errors`] order.
+    NvLinkCounter {
+        Replay => "replay" / "replay",
+        Recovery => "recovery" / "recovery",
+        CrcFlit => "crc_flit" / "crc_flit",
+        CrcData => "crc_data" / "crc_data",
+    }
+}
+
 /// The clock-event (throttle) reason bitmasks NVML reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThrottleReasons {
@@ -106,21 +258,21 @@ pub struct ThrottleReasons {
 
 /// Named clock-event reason bits (`gpu-exporters.md` §7.3). Bits outside this table are
 /// ignored rather than exported under a made-up name.
-pub const THROTTLE_REASONS: [(u64, &str); 9] = [
-    (0x1, "gpu_idle"),
-    (0x2, "applications_clocks_setting"),
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal_slowdown"),
-    (0x40, "hw_thermal_slowdown"),
-    (0x80, "hw_power_brake_slowdown"),
-    (0x100, "display_clock_setting"),
+pub const THROTTLE_REASONS: [(u64, ThrottleReason); 9] = [
+    (0x1, ThrottleReason::GpuIdle),
+    (0x2, ThrottleReason::ApplicationsClocksSetting),
+    (0x4, ThrottleReason::SwPowerCap),
+    (0x8, ThrottleReason::HwSlowdown),
+    (0x10, ThrottleReason::SyncBoost),
+    (0x20, ThrottleReason::SwThermalSlowdown),
+    (0x40, ThrottleReason::HwThermalSlowdown),
+    (0x80, ThrottleReason::HwPowerBrakeSlowdown),
+    (0x100, ThrottleReason::DisplayClockSetting),
 ];
 
 impl ThrottleReasons {
     /// Every supported reason with whether it is active now, in table order.
-    pub fn decoded(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+    pub fn decoded(&self) -> impl Iterator<Item = (ThrottleReason, bool)> + '_ {
         THROTTLE_REASONS
             .iter()
             .filter(|(bit, _)| self.supported & bit != 0)
@@ -137,6 +289,16 @@ pub struct RemappedRows {
     pub failure: bool,
 }
 
+impl RemappedRows {
+    /// The remapped row counts by cause.
+    pub fn by_cause(&self) -> [(RemapCause, u64); 2] {
+        [
+            (RemapCause::Correctable, self.correctable),
+            (RemapCause::Uncorrectable, self.uncorrectable),
+        ]
+    }
+}
+
 /// PCIe link readings.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PcieReadings {
@@ -147,26 +309,33 @@ pub struct PcieReadings {
     pub rx_bytes_per_second: Option<f64>,
 }
 
+impl PcieReadings {
+    /// Throughput by direction, `None` where not measured.
+    pub fn throughput(&self) -> [(PcieDirection, Option<f64>); 2] {
+        [
+            (PcieDirection::Tx, self.tx_bytes_per_second),
+            (PcieDirection::Rx, self.rx_bytes_per_second),
+        ]
+    }
+}
+
 /// One NVLink link. Kept free of heap allocations: a GPU has up to 18 links and every
 /// sample carries all of them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NvLinkReadings {
     pub link: u32,
     pub active: bool,
-    /// Error counters in the order of [`NVLINK_ERROR_COUNTERS`]; `None` where unsupported.
+    /// Error counters in the order of [`NvLinkCounter::ALL`]; `None` where unsupported.
     pub errors: [Option<u64>; 4],
 }
 
-/// Names of the NVLink data-link error counters, in [`NvLinkReadings::errors`] order.
-pub const NVLINK_ERROR_COUNTERS: [&str; 4] = ["replay", "recovery", "crc_flit", "crc_data"];
-
 impl NvLinkReadings {
     /// The supported error counters as `(name, count)`.
-    pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        NVLINK_ERROR_COUNTERS
+    pub fn errors(&self) -> impl Iterator<Item = (NvLinkCounter, u64)> + '_ {
+        NvLinkCounter::ALL
             .iter()
             .zip(self.errors)
-            .filter_map(|(name, n)| n.map(|n| (*name, n)))
+            .filter_map(|(counter, n)| n.map(|n| (*counter, n)))
     }
 }
 
@@ -283,7 +452,9 @@ impl From<&GpuDevice> for GpuPoint {
             ecc_uncorrected_volatile: d
                 .ecc_errors
                 .iter()
-                .find(|(kind, scope, _)| *kind == "uncorrected" && *scope == "volatile")
+                .find(|(kind, scope, _)| {
+                    *kind == EccKind::Uncorrected && *scope == EccScope::Volatile
+                })
                 .map(|(_, _, n)| *n),
             row_remap_pending: d.remapped_rows.is_some_and(|r| r.pending),
             row_remap_failure: d.remapped_rows.is_some_and(|r| r.failure),
@@ -397,6 +568,17 @@ pub enum ProbeState {
     Degraded,
     /// Not reachable or answering wrong; see the reason.
     Down,
+}
+
+/// The same spelling on both exporters.
+impl LabelValue for ProbeState {
+    fn prom(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn otel(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl ProbeState {
@@ -910,7 +1092,7 @@ mod tests {
             active: 0x8 | 0x40,
             supported: 0x1 | 0x8 | 0x40,
         };
-        let decoded: Vec<_> = t.decoded().collect();
+        let decoded: Vec<_> = t.decoded().map(|(r, on)| (r.prom(), on)).collect();
         assert_eq!(
             decoded,
             vec![
@@ -936,7 +1118,10 @@ mod tests {
                 active: 0x40,
                 supported: 0x1FF,
             }),
-            ecc_errors: vec![("corrected", "volatile", 9), ("uncorrected", "volatile", 2)],
+            ecc_errors: vec![
+                (EccKind::Corrected, EccScope::Volatile, 9),
+                (EccKind::Uncorrected, EccScope::Volatile, 2),
+            ],
             remapped_rows: Some(RemappedRows {
                 pending: true,
                 ..RemappedRows::default()
@@ -1130,6 +1315,17 @@ pub enum JobOutcome {
     /// The end was never recorded: the wrapper itself died with the child (a cgroup-wide OOM
     /// kill, SIGKILL of the container, a node failure). Found by the next wrapper.
     Unknown,
+}
+
+/// The same spelling on both exporters.
+impl LabelValue for JobOutcome {
+    fn prom(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn otel(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl JobOutcome {
