@@ -20,7 +20,10 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ConfigError, HealthConfig};
-use crate::model::{GpuDevice, GpuSample, GpuWindowPoint, XidCount, XidLog};
+use crate::model::{
+    EccKind, EccScope, GpuDevice, GpuSample, GpuWindowPoint, LabelValue, TempThreshold, XidCount,
+    XidLog,
+};
 
 /// Clock-event reason bits that count as hardware slowdown: hw_slowdown, hw_thermal_slowdown,
 /// hw_power_brake_slowdown.
@@ -58,6 +61,28 @@ impl State {
             Self::Degraded => "degraded",
             Self::Unhealthy => "unhealthy",
         }
+    }
+}
+
+/// The same spelling on both exporters.
+impl LabelValue for State {
+    fn prom(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn otel(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The same spelling on both exporters.
+impl LabelValue for Action {
+    fn prom(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn otel(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -673,11 +698,9 @@ fn device_causes(
             "the driver reports the GPU lost".to_owned(),
         );
     } else {
-        if let Some((_, _, n)) = d
-            .ecc_errors
-            .iter()
-            .find(|(kind, scope, n)| *kind == "uncorrected" && *scope == "volatile" && *n > 0)
-        {
+        if let Some((_, _, n)) = d.ecc_errors.iter().find(|(kind, scope, n)| {
+            *kind == EccKind::Uncorrected && *scope == EccScope::Volatile && *n > 0
+        }) {
             // Volatile counts clear on reset; a reset also applies a pending row remap.
             push(
                 ReasonCode::UncorrectableEcc,
@@ -715,7 +738,7 @@ fn device_causes(
         let slowdown = d
             .temperature_thresholds
             .iter()
-            .find(|(name, _)| *name == "slowdown")
+            .find(|(name, _)| *name == TempThreshold::Slowdown)
             .map(|(_, t)| *t);
         if let (Some(t), Some(limit)) = (d.temperature_gpu_celsius, slowdown)
             && t >= limit

@@ -32,9 +32,9 @@ use super::worker::DeadlineWorker;
 use super::{CollectError, Collector, ErrorKind, XidSink, run_on_worker};
 use crate::config::GpuConfig;
 use crate::model::{
-    GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigInstance, MigReadings,
-    NvLinkReadings, PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization, XidEvent,
-    XidSource,
+    self, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings,
+    MigInstance, MigReadings, NvLinkReadings, PcieReadings, RemappedRows, RetiredCause, Sample,
+    TempThreshold, ThrottlePolicy, ThrottleReasons, Utilization, XidEvent, XidSource,
 };
 
 /// NVML field ids (nvml.h `NVML_FI_DEV_*`) read in one `nvmlDeviceGetFieldValues` call.
@@ -435,30 +435,33 @@ fn ratio(percent: u32) -> f64 {
 
 const MHZ: f64 = 1e6;
 
-const CLOCKS: [(Clock, &str); 4] = [
-    (Clock::Graphics, "graphics"),
-    (Clock::SM, "sm"),
-    (Clock::Memory, "memory"),
-    (Clock::Video, "video"),
+const CLOCKS: [(Clock, model::Clock); 4] = [
+    (Clock::Graphics, model::Clock::Graphics),
+    (Clock::SM, model::Clock::Sm),
+    (Clock::Memory, model::Clock::Memory),
+    (Clock::Video, model::Clock::Video),
 ];
 
-const THRESHOLDS: [(TemperatureThreshold, &str); 4] = [
-    (TemperatureThreshold::Slowdown, "slowdown"),
-    (TemperatureThreshold::Shutdown, "shutdown"),
-    (TemperatureThreshold::MemoryMax, "memory_max"),
-    (TemperatureThreshold::GpuMax, "gpu_max"),
+const THRESHOLDS: [(TemperatureThreshold, TempThreshold); 4] = [
+    (TemperatureThreshold::Slowdown, TempThreshold::Slowdown),
+    (TemperatureThreshold::Shutdown, TempThreshold::Shutdown),
+    (TemperatureThreshold::MemoryMax, TempThreshold::MemoryMax),
+    (TemperatureThreshold::GpuMax, TempThreshold::GpuMax),
 ];
 
-const VIOLATION_POLICIES: [(PerformancePolicy, &str); 6] = [
-    (PerformancePolicy::Power, "power"),
-    (PerformancePolicy::Thermal, "thermal"),
-    (PerformancePolicy::SyncBoost, "sync_boost"),
-    (PerformancePolicy::BoardLimit, "board_limit"),
-    (PerformancePolicy::LowUtilization, "low_utilization"),
-    (PerformancePolicy::Reliability, "reliability"),
+const VIOLATION_POLICIES: [(PerformancePolicy, ThrottlePolicy); 6] = [
+    (PerformancePolicy::Power, ThrottlePolicy::Power),
+    (PerformancePolicy::Thermal, ThrottlePolicy::Thermal),
+    (PerformancePolicy::SyncBoost, ThrottlePolicy::SyncBoost),
+    (PerformancePolicy::BoardLimit, ThrottlePolicy::BoardLimit),
+    (
+        PerformancePolicy::LowUtilization,
+        ThrottlePolicy::LowUtilization,
+    ),
+    (PerformancePolicy::Reliability, ThrottlePolicy::Reliability),
 ];
 
-/// In the order of `model::NVLINK_ERROR_COUNTERS`.
+/// In the order of `model::NvLinkCounter::ALL`.
 const NVLINK_COUNTERS: [ErrorCounter; 4] = [
     ErrorCounter::DlReplay,
     ErrorCounter::DlRecovery,
@@ -495,12 +498,12 @@ fn read_device(
 
     let mut ecc_errors = Vec::new();
     for (error, kind) in [
-        (MemoryError::Corrected, "corrected"),
-        (MemoryError::Uncorrected, "uncorrected"),
+        (MemoryError::Corrected, EccKind::Corrected),
+        (MemoryError::Uncorrected, EccKind::Uncorrected),
     ] {
         for (counter, scope) in [
-            (EccCounter::Volatile, "volatile"),
-            (EccCounter::Aggregate, "aggregate"),
+            (EccCounter::Volatile, EccScope::Volatile),
+            (EccCounter::Aggregate, EccScope::Aggregate),
         ] {
             if let Ok(n) = device.total_ecc_errors(error, counter) {
                 ecc_errors.push((kind, scope, n));
@@ -511,9 +514,12 @@ fn read_device(
     let retired_pages = [
         (
             RetirementCause::MultipleSingleBitEccErrors,
-            "single_bit_ecc",
+            RetiredCause::SingleBitEcc,
         ),
-        (RetirementCause::DoubleBitEccError, "double_bit_ecc"),
+        (
+            RetirementCause::DoubleBitEccError,
+            RetiredCause::DoubleBitEcc,
+        ),
     ]
     .into_iter()
     .filter_map(|(cause, label)| {
@@ -642,7 +648,7 @@ fn read_device(
 }
 
 /// Reads one value per clock domain (MHz from NVML), as Hz; unsupported domains are left out.
-fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(&'static str, f64)> {
+fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(model::Clock, f64)> {
     CLOCKS
         .iter()
         .filter_map(|(clock, label)| read(*clock).ok().map(|mhz| (*label, f64::from(mhz) * MHZ)))

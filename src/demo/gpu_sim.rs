@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::collect::{CollectError, Collector};
 use crate::model::{
-    GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings, MigReadings, NvLinkReadings,
-    PcieReadings, RemappedRows, Sample, ThrottleReasons, Utilization, XidEvent, XidSource,
+    Clock, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings,
+    MigReadings, NvLinkReadings, PcieReadings, RemappedRows, RetiredCause, Sample, TempThreshold,
+    ThrottlePolicy, ThrottleReasons, Utilization, XidEvent, XidSource,
 };
 
 const GIB: u64 = 1 << 30;
@@ -82,7 +83,10 @@ impl SimGpuCollector {
                 }
                 GpuDevice {
                     energy_joules: Some(1.0e6 + self.energy[i]),
-                    throttle_seconds: vec![("power", 0.0), ("thermal", self.throttled[i])],
+                    throttle_seconds: vec![
+                        (ThrottlePolicy::Power, 0.0),
+                        (ThrottlePolicy::Thermal, self.throttled[i]),
+                    ],
                     ..device
                 }
             })
@@ -153,25 +157,25 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
         temperature_gpu_celsius: Some(temperature.round()),
         temperature_memory_celsius: Some((temperature + 6.0).round()),
         temperature_thresholds: vec![
-            ("slowdown", 87.0),
-            ("shutdown", 92.0),
-            ("memory_max", 95.0),
-            ("gpu_max", 85.0),
+            (TempThreshold::Slowdown, 87.0),
+            (TempThreshold::Shutdown, 92.0),
+            (TempThreshold::MemoryMax, 95.0),
+            (TempThreshold::GpuMax, 85.0),
         ],
         power_watts: Some((90.0 + 600.0 * util).round()),
         power_limit_watts: Some(700.0),
         energy_joules: None,
         clocks_hertz: vec![
-            ("graphics", sm_mhz.round() * 1e6),
-            ("sm", sm_mhz.round() * 1e6),
-            ("memory", 2619e6),
-            ("video", 1545e6),
+            (Clock::Graphics, sm_mhz.round() * 1e6),
+            (Clock::Sm, sm_mhz.round() * 1e6),
+            (Clock::Memory, 2619e6),
+            (Clock::Video, 1545e6),
         ],
         max_clocks_hertz: vec![
-            ("graphics", 1980e6),
-            ("sm", 1980e6),
-            ("memory", 2619e6),
-            ("video", 1755e6),
+            (Clock::Graphics, 1980e6),
+            (Clock::Sm, 1980e6),
+            (Clock::Memory, 2619e6),
+            (Clock::Video, 1755e6),
         ],
         performance_state: Some(0),
         fan_speed_ratio: Vec::new(),
@@ -181,12 +185,15 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
         }),
         throttle_seconds: Vec::new(),
         ecc_errors: vec![
-            ("corrected", "volatile", 0),
-            ("corrected", "aggregate", 3),
-            ("uncorrected", "volatile", 0),
-            ("uncorrected", "aggregate", 0),
+            (EccKind::Corrected, EccScope::Volatile, 0),
+            (EccKind::Corrected, EccScope::Aggregate, 3),
+            (EccKind::Uncorrected, EccScope::Volatile, 0),
+            (EccKind::Uncorrected, EccScope::Aggregate, 0),
         ],
-        retired_pages: vec![("single_bit_ecc", 0), ("double_bit_ecc", 0)],
+        retired_pages: vec![
+            (RetiredCause::SingleBitEcc, 0),
+            (RetiredCause::DoubleBitEcc, 0),
+        ],
         retired_pages_pending: Some(false),
         remapped_rows: Some(RemappedRows::default()),
         pcie: PcieReadings {

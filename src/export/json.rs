@@ -785,15 +785,18 @@ impl From<&GpuDevice> for GpuV1 {
                 .throttle
                 .iter()
                 .flat_map(|t| t.decoded().collect::<Vec<_>>())
-                .map(|(reason, active)| ThrottleReasonV1 { reason, active })
+                .map(|(reason, active)| ThrottleReasonV1 {
+                    reason: reason.as_str(),
+                    active,
+                })
                 .collect(),
             throttle_seconds: named(&d.throttle_seconds),
             ecc_errors: d
                 .ecc_errors
                 .iter()
                 .map(|(kind, scope, count)| EccV1 {
-                    kind,
-                    scope,
+                    kind: kind.as_str(),
+                    scope: scope.as_str(),
                     count: *count,
                 })
                 .collect(),
@@ -801,7 +804,7 @@ impl From<&GpuDevice> for GpuV1 {
                 .retired_pages
                 .iter()
                 .map(|(cause, n)| NamedValueV1 {
-                    name: (*cause).to_owned(),
+                    name: cause.as_str().to_owned(),
                     value: *n as f64,
                 })
                 .collect(),
@@ -828,7 +831,7 @@ impl From<&GpuDevice> for GpuV1 {
                     errors: l
                         .errors()
                         .map(|(n, v)| NamedValueV1 {
-                            name: n.to_owned(),
+                            name: n.as_str().to_owned(),
                             value: v as f64,
                         })
                         .collect(),

@@ -1,24 +1,27 @@
 //! Exporters: they read [`crate::store::Snapshot`]s and never call collectors.
 //!
-//! * `prometheus`: renders `/metrics` (Prometheus text or OpenMetrics).
-//! * `dcgm`: the dcgm-exporter-compatible `DCGM_FI_*` families `prometheus` adds when
+//! * `catalog`: every metric family, named once (Prometheus and OpenTelemetry spellings, unit,
+//!   help, labels, and how its series are read from a snapshot); both exporters walk it.
+//! * `prometheus`: renders `/metrics` (Prometheus text or OpenMetrics) from the catalog;
+//!   `prometheus::dcgm` holds the dcgm-exporter-compatible `DCGM_FI_*` families it adds when
 //!   `[prometheus] dcgm_compat` is on.
 //! * `json`: the versioned JSON DTOs of `/v1/*` (model types are never serialized directly).
 //! * `api`: the axum router and our hyper accept loop with their bounds (timeouts,
 //!   concurrency, body size, connections).
 //! * `tls`: the rustls configuration from PEM files; `auth`: the bearer token check;
 //!   `reload`: how both are reloaded on SIGHUP and file change.
-//! * `otlp`: the OTLP push (gRPC or HTTP/protobuf) with OpenTelemetry names.
+//! * `otlp`: the OTLP push (gRPC or HTTP/protobuf), one observable per catalog OTel name.
 
 pub mod api;
 pub mod auth;
 pub mod catalog;
-pub mod dcgm;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;
 pub mod reload;
 pub mod tls;
+
+pub use prometheus::dcgm;
 
 use std::sync::Mutex;
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::model::{EccKind, EccScope, TempThreshold};
 use crate::model::{GpuIdentity, RemappedRows, ThrottleReasons, XidCount};
 
 fn t(secs: u64) -> SystemTime {
@@ -20,7 +21,7 @@ fn device(index: u32) -> GpuDevice {
             ..GpuIdentity::default()
         }),
         temperature_gpu_celsius: Some(50.0),
-        temperature_thresholds: vec![("slowdown", 90.0)],
+        temperature_thresholds: vec![(TempThreshold::Slowdown, 90.0)],
         throttle: Some(ThrottleReasons {
             active: 0,
             supported: 0x1FF,
@@ -221,8 +222,8 @@ fn non_xid_signals() {
             "ecc",
             Box::new(|d| {
                 d.ecc_errors = vec![
-                    ("uncorrected", "volatile", 2),
-                    ("uncorrected", "aggregate", 9),
+                    (EccKind::Uncorrected, EccScope::Volatile, 2),
+                    (EccKind::Uncorrected, EccScope::Aggregate, 9),
                 ]
             }),
             (
@@ -235,8 +236,8 @@ fn non_xid_signals() {
             "aggregate ecc only",
             Box::new(|d| {
                 d.ecc_errors = vec![
-                    ("uncorrected", "volatile", 0),
-                    ("uncorrected", "aggregate", 9),
+                    (EccKind::Uncorrected, EccScope::Volatile, 0),
+                    (EccKind::Uncorrected, EccScope::Aggregate, 9),
                 ]
             }),
             (State::Healthy, Action::None, None),
@@ -429,7 +430,7 @@ fn reasons_stick_for_hold_time_after_the_cause_is_gone() {
         ..Policy::default()
     };
     let ecc: Box<dyn Fn(&mut GpuDevice)> =
-        Box::new(|d| d.ecc_errors = vec![("uncorrected", "volatile", 1)]);
+        Box::new(|d| d.ecc_errors = vec![(EccKind::Uncorrected, EccScope::Volatile, 1)]);
     let clean = || -> Box<dyn Fn(&mut GpuDevice)> { Box::new(|_| {}) };
     let states = run_sequence(
         vec![

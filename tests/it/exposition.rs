@@ -465,3 +465,13 @@ proptest::proptest! {
         }
     }
 }
+
+/// What one OTLP push of the same snapshot carries (names, units, kinds, attributes, values),
+/// so a change to the OTLP side shows up as a diff too.
+#[test]
+fn otlp_push_matches_its_golden_file() {
+    let stats = std::sync::Arc::new(gpulse::export::ExportStats::default());
+    stats.record("otlp", Ok(()));
+    let text = gpulse::export::otlp::render_for_tests(fixed_snapshot(), stats, "demo");
+    check_golden("otlp.golden", &text);
+}

@@ -17,6 +17,8 @@ mod otlp;
 mod otlp_e2e;
 // The /metrics golden file and naming rules.
 mod exposition;
+// docs/metrics.md, generated from the metric catalog.
+mod metrics_doc;
 // dcgm-exporter compatibility: Grafana dashboard 12239's metrics, dcgm units and labels.
 mod dcgm;
 // `gpulse scan` on the fake NVML: verdicts and exit codes.

@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use gpulse::collect::ErrorKind;
 use gpulse::collect::gpu::{GpuOptions, NvmlSampler};
 use gpulse::config::GpuConfig;
-use gpulse::model::{GpuDevice, GpuSample};
+use gpulse::model::{GpuDevice, GpuSample, LabelValue};
+
+/// Typed readings by their label spelling, so the assertions read as /metrics does.
+fn spelled<T: LabelValue, V: Copy>(items: &[(T, V)]) -> Vec<(&'static str, V)> {
+    items.iter().map(|(k, v)| (k.prom(), *v)).collect()
+}
 
 use crate::agent::Agent;
 use crate::fake_nvml::{FakeNvml, build_fake_nvml};
@@ -66,7 +71,7 @@ fn every_reading_has_the_fakes_value() {
         assert_eq!(d.temperature_gpu_celsius, Some(40.0 + f));
         assert_eq!(d.temperature_memory_celsius, Some(45.0 + f));
         assert_eq!(
-            d.temperature_thresholds,
+            spelled(&d.temperature_thresholds),
             vec![
                 ("slowdown", 87.0),
                 ("shutdown", 92.0),
@@ -78,7 +83,7 @@ fn every_reading_has_the_fakes_value() {
         assert_eq!(d.power_limit_watts, Some(700.0));
         assert_eq!(d.energy_joules, Some(1e6 * (f + 1.0)));
         assert_eq!(
-            d.clocks_hertz,
+            spelled(&d.clocks_hertz),
             vec![
                 ("graphics", 1755e6),
                 ("sm", 1755e6),
@@ -87,7 +92,7 @@ fn every_reading_has_the_fakes_value() {
             ]
         );
         assert_eq!(
-            d.max_clocks_hertz,
+            spelled(&d.max_clocks_hertz),
             vec![
                 ("graphics", 1980e6),
                 ("sm", 1980e6),
@@ -100,7 +105,7 @@ fn every_reading_has_the_fakes_value() {
         let throttle = d.throttle.unwrap();
         assert_eq!((throttle.active, throttle.supported), (0x1, 0x1FF));
         assert_eq!(
-            d.throttle_seconds,
+            spelled(&d.throttle_seconds),
             vec![
                 ("power", 2.0 * (f + 1.0)),
                 ("thermal", 0.0),
@@ -111,7 +116,10 @@ fn every_reading_has_the_fakes_value() {
             ]
         );
         assert_eq!(
-            d.ecc_errors,
+            d.ecc_errors
+                .iter()
+                .map(|(k, s, n)| (k.prom(), s.prom(), *n))
+                .collect::<Vec<_>>(),
             vec![
                 ("corrected", "volatile", 0),
                 ("corrected", "aggregate", 5),
@@ -120,7 +128,7 @@ fn every_reading_has_the_fakes_value() {
             ]
         );
         assert_eq!(
-            d.retired_pages,
+            spelled(&d.retired_pages),
             vec![("single_bit_ecc", 0), ("double_bit_ecc", 0)]
         );
         assert_eq!(d.retired_pages_pending, Some(false));
@@ -171,7 +179,7 @@ fn overrides_and_counters_are_reported_as_configured() {
         .unwrap()
         .decoded()
         .filter(|(_, on)| *on)
-        .map(|(r, _)| r)
+        .map(|(r, _)| r.prom())
         .collect();
     assert_eq!(
         active,
@@ -181,16 +189,24 @@ fn overrides_and_counters_are_reported_as_configured() {
             "hw_power_brake_slowdown"
         ]
     );
-    assert!(d.ecc_errors.contains(&("uncorrected", "volatile", 2)));
+    assert!(
+        d.ecc_errors
+            .iter()
+            .any(|(k, s, n)| (k.prom(), s.prom(), *n) == ("uncorrected", "volatile", 2))
+    );
     let rows = d.remapped_rows.unwrap();
     assert_eq!((rows.uncorrectable, rows.pending), (3, true));
     assert_eq!(
-        d.retired_pages,
+        spelled(&d.retired_pages),
         vec![("single_bit_ecc", 0), ("double_bit_ecc", 2)]
     );
     assert_eq!(d.retired_pages_pending, Some(true));
     assert!(!d.nvlinks[3].active && d.nvlinks[2].active);
-    assert!(d.nvlinks[0].errors().any(|e| e == ("crc_flit", 7)));
+    assert!(
+        d.nvlinks[0]
+            .errors()
+            .any(|(c, n)| (c.prom(), n) == ("crc_flit", 7))
+    );
     assert_eq!(d.pcie.replay_count, Some(11));
     assert_eq!(d.processes.as_ref().unwrap().len(), 3);
 }

@@ -21,7 +21,8 @@ use prost::Message;
 
 use gpulse::app::GpuSource;
 use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
-use gpulse::export::otlp::{OtlpProtocol, OtlpSettings, prometheus_to_otlp};
+use gpulse::export::catalog::{self, Kind, OtlpHistogram};
+use gpulse::export::otlp::{OtlpProtocol, OtlpSettings};
 use gpulse::model::JobLog;
 
 use crate::fake_nvml::FakeNvml;
@@ -349,13 +350,17 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         "s"
     );
 
-    // Every family /metrics has is pushed too (the mapping table covers the golden file, and
-    // every OTLP name in it arrived here).
+    // Every family of the catalog (which /metrics walks too) is pushed: every OTel name
+    // arrived here.
     let received = names(&requests);
-    let missing: Vec<&str> = prometheus_to_otlp()
-        .into_iter()
-        .map(|(_, otlp)| otlp)
-        .filter(|otlp| !received.contains(*otlp))
+    let missing: Vec<String> = catalog::families()
+        .flat_map(|f| match f.kind {
+            Kind::Histogram(OtlpHistogram::SumCount { .. }) => {
+                vec![format!("{}.sum", f.otel), format!("{}.count", f.otel)]
+            }
+            _ => vec![f.otel.to_owned()],
+        })
+        .filter(|otlp| !received.contains(otlp))
         .collect();
     assert!(
         missing.is_empty(),
@@ -406,22 +411,27 @@ async fn delta_temporality_reports_increments() {
 }
 
 #[test]
-fn the_mapping_covers_every_prometheus_family() {
+fn the_catalog_covers_every_prometheus_family() {
     let golden = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/metrics.golden"
     ))
     .unwrap();
-    let mapped: Vec<String> = prometheus_to_otlp().into_iter().map(|(p, _)| p).collect();
+    let exposed: Vec<String> = catalog::families()
+        .map(|f| match f.kind {
+            Kind::Counter => format!("{}_total", f.prom),
+            _ => f.prom.to_owned(),
+        })
+        .collect();
     let missing: Vec<&str> = golden
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| !mapped.iter().any(|m| m == name))
+        .filter(|name| !exposed.iter().any(|m| m == name))
         .collect();
     assert!(
         missing.is_empty(),
-        "Prometheus families without an OTLP mapping: {missing:?}"
+        "Prometheus families outside the catalog: {missing:?}"
     );
 }
 

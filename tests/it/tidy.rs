@@ -96,11 +96,15 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
 
 #[test]
 fn model_types_are_not_serializable() {
-    let model = std::fs::read_to_string(root().join("src/model.rs")).unwrap();
-    assert!(
-        !model.contains("Serialize"),
-        "model.rs must stay serde-free; DTOs live in export/json.rs"
-    );
+    for entry in std::fs::read_dir(root().join("src/model")).unwrap() {
+        let path = entry.unwrap().path();
+        let model = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !model.contains("Serialize"),
+            "{} must stay serde-free; DTOs live in export/json.rs",
+            path.display()
+        );
+    }
 }
 
 #[test]

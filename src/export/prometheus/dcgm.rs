@@ -14,8 +14,10 @@ use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::prometheus::gauge;
-use crate::model::{GpuDevice, NVLINK_ERROR_COUNTERS};
+use super::encode::gauge;
+use crate::model::{
+    Clock, EccKind, EccScope, GpuDevice, NvLinkCounter, RetiredCause, ThrottlePolicy,
+};
 use crate::store::Snapshot;
 
 /// dcgm-exporter's label names on every GPU series, in its order.
@@ -48,12 +50,12 @@ pub const FAMILIES: [Family; 34] = [
     Family {
         name: "DCGM_FI_DEV_SM_CLOCK",
         help: "SM clock frequency (in MHz).",
-        value: |d| clock_mhz(d, "sm"),
+        value: |d| clock_mhz(d, Clock::Sm),
     },
     Family {
         name: "DCGM_FI_DEV_MEM_CLOCK",
         help: "Memory clock frequency (in MHz).",
-        value: |d| clock_mhz(d, "memory"),
+        value: |d| clock_mhz(d, Clock::Memory),
     },
     Family {
         name: "DCGM_FI_DEV_MEMORY_TEMP",
@@ -104,32 +106,32 @@ pub const FAMILIES: [Family; 34] = [
     Family {
         name: "DCGM_FI_DEV_POWER_VIOLATION",
         help: "Throttling duration due to power constraints (in ns).",
-        value: |d| violation_ns(d, "power"),
+        value: |d| violation_ns(d, ThrottlePolicy::Power),
     },
     Family {
         name: "DCGM_FI_DEV_THERMAL_VIOLATION",
         help: "Throttling duration due to thermal constraints (in ns).",
-        value: |d| violation_ns(d, "thermal"),
+        value: |d| violation_ns(d, ThrottlePolicy::Thermal),
     },
     Family {
         name: "DCGM_FI_DEV_SYNC_BOOST_VIOLATION",
         help: "Throttling duration due to sync-boost constraints (in ns).",
-        value: |d| violation_ns(d, "sync_boost"),
+        value: |d| violation_ns(d, ThrottlePolicy::SyncBoost),
     },
     Family {
         name: "DCGM_FI_DEV_BOARD_LIMIT_VIOLATION",
         help: "Throttling duration due to board limit constraints (in ns).",
-        value: |d| violation_ns(d, "board_limit"),
+        value: |d| violation_ns(d, ThrottlePolicy::BoardLimit),
     },
     Family {
         name: "DCGM_FI_DEV_LOW_UTIL_VIOLATION",
         help: "Throttling duration due to low utilization (in ns).",
-        value: |d| violation_ns(d, "low_utilization"),
+        value: |d| violation_ns(d, ThrottlePolicy::LowUtilization),
     },
     Family {
         name: "DCGM_FI_DEV_RELIABILITY_VIOLATION",
         help: "Throttling duration due to reliability constraints (in ns).",
-        value: |d| violation_ns(d, "reliability"),
+        value: |d| violation_ns(d, ThrottlePolicy::Reliability),
     },
     Family {
         name: "DCGM_FI_DEV_FB_FREE",
@@ -149,32 +151,32 @@ pub const FAMILIES: [Family; 34] = [
     Family {
         name: "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
         help: "Total number of single-bit volatile ECC errors.",
-        value: |d| ecc(d, "corrected", "volatile"),
+        value: |d| ecc(d, EccKind::Corrected, EccScope::Volatile),
     },
     Family {
         name: "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
         help: "Total number of double-bit volatile ECC errors.",
-        value: |d| ecc(d, "uncorrected", "volatile"),
+        value: |d| ecc(d, EccKind::Uncorrected, EccScope::Volatile),
     },
     Family {
         name: "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
         help: "Total number of single-bit persistent ECC errors.",
-        value: |d| ecc(d, "corrected", "aggregate"),
+        value: |d| ecc(d, EccKind::Corrected, EccScope::Aggregate),
     },
     Family {
         name: "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
         help: "Total number of double-bit persistent ECC errors.",
-        value: |d| ecc(d, "uncorrected", "aggregate"),
+        value: |d| ecc(d, EccKind::Uncorrected, EccScope::Aggregate),
     },
     Family {
         name: "DCGM_FI_DEV_RETIRED_SBE",
         help: "Total number of retired pages due to single-bit errors.",
-        value: |d| retired(d, "single_bit_ecc"),
+        value: |d| retired(d, RetiredCause::SingleBitEcc),
     },
     Family {
         name: "DCGM_FI_DEV_RETIRED_DBE",
         help: "Total number of retired pages due to double-bit errors.",
-        value: |d| retired(d, "double_bit_ecc"),
+        value: |d| retired(d, RetiredCause::DoubleBitEcc),
     },
     // NVML (and so DCGM) only says whether any page is pending, not how many.
     Family {
@@ -185,22 +187,22 @@ pub const FAMILIES: [Family; 34] = [
     Family {
         name: "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
         help: "Total number of NVLink flow-control CRC errors.",
-        value: |d| nvlink_total(d, "crc_flit"),
+        value: |d| nvlink_total(d, NvLinkCounter::CrcFlit),
     },
     Family {
         name: "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
         help: "Total number of NVLink data CRC errors.",
-        value: |d| nvlink_total(d, "crc_data"),
+        value: |d| nvlink_total(d, NvLinkCounter::CrcData),
     },
     Family {
         name: "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
         help: "Total number of NVLink retries.",
-        value: |d| nvlink_total(d, "replay"),
+        value: |d| nvlink_total(d, NvLinkCounter::Replay),
     },
     Family {
         name: "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
         help: "Total number of NVLink recovery errors.",
-        value: |d| nvlink_total(d, "recovery"),
+        value: |d| nvlink_total(d, NvLinkCounter::Recovery),
     },
     Family {
         name: "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
@@ -339,28 +341,28 @@ fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
-fn clock_mhz(d: &GpuDevice, clock: &str) -> Option<f64> {
+fn clock_mhz(d: &GpuDevice, clock: Clock) -> Option<f64> {
     d.clocks_hertz
         .iter()
         .find(|(name, _)| *name == clock)
         .map(|(_, hz)| mhz(*hz))
 }
 
-fn violation_ns(d: &GpuDevice, policy: &str) -> Option<f64> {
+fn violation_ns(d: &GpuDevice, policy: ThrottlePolicy) -> Option<f64> {
     d.throttle_seconds
         .iter()
         .find(|(name, _)| *name == policy)
         .map(|(_, s)| nanoseconds(*s))
 }
 
-fn ecc(d: &GpuDevice, kind: &str, scope: &str) -> Option<f64> {
+fn ecc(d: &GpuDevice, kind: EccKind, scope: EccScope) -> Option<f64> {
     d.ecc_errors
         .iter()
         .find(|(k, s, _)| *k == kind && *s == scope)
         .map(|(_, _, n)| count(*n))
 }
 
-fn retired(d: &GpuDevice, cause: &str) -> Option<f64> {
+fn retired(d: &GpuDevice, cause: RetiredCause) -> Option<f64> {
     d.retired_pages
         .iter()
         .find(|(c, _)| *c == cause)
@@ -368,8 +370,8 @@ fn retired(d: &GpuDevice, cause: &str) -> Option<f64> {
 }
 
 /// One NVLink error counter summed over the links that report it; `None` when none does.
-fn nvlink_total(d: &GpuDevice, counter: &str) -> Option<f64> {
-    let slot = NVLINK_ERROR_COUNTERS.iter().position(|c| *c == counter)?;
+fn nvlink_total(d: &GpuDevice, counter: NvLinkCounter) -> Option<f64> {
+    let slot = NvLinkCounter::ALL.iter().position(|c| *c == counter)?;
     d.nvlinks
         .iter()
         .filter_map(|l| l.errors.get(slot).copied().flatten())
@@ -444,15 +446,25 @@ mod tests {
             temperature_memory_celsius: Some(46.0),
             power_watts: Some(301.5),
             energy_joules: Some(2e6),
-            clocks_hertz: vec![("graphics", 1_980e6), ("sm", 1_755e6), ("memory", 2_619e6)],
-            throttle_seconds: vec![("power", 4.0), ("low_utilization", 0.25)],
-            ecc_errors: vec![
-                ("corrected", "volatile", 1),
-                ("corrected", "aggregate", 5),
-                ("uncorrected", "volatile", 0),
-                ("uncorrected", "aggregate", 2),
+            clocks_hertz: vec![
+                (Clock::Graphics, 1_980e6),
+                (Clock::Sm, 1_755e6),
+                (Clock::Memory, 2_619e6),
             ],
-            retired_pages: vec![("single_bit_ecc", 3), ("double_bit_ecc", 1)],
+            throttle_seconds: vec![
+                (ThrottlePolicy::Power, 4.0),
+                (ThrottlePolicy::LowUtilization, 0.25),
+            ],
+            ecc_errors: vec![
+                (EccKind::Corrected, EccScope::Volatile, 1),
+                (EccKind::Corrected, EccScope::Aggregate, 5),
+                (EccKind::Uncorrected, EccScope::Volatile, 0),
+                (EccKind::Uncorrected, EccScope::Aggregate, 2),
+            ],
+            retired_pages: vec![
+                (RetiredCause::SingleBitEcc, 3),
+                (RetiredCause::DoubleBitEcc, 1),
+            ],
             retired_pages_pending: Some(true),
             remapped_rows: Some(RemappedRows {
                 correctable: 7,

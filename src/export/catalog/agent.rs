@@ -1,0 +1,160 @@
+//! The agent's own families: export counters, build info, collector health.
+
+use super::{Ctx, Dim, Family, Kind, Scope, Series, Val, dim, flag, unix_seconds};
+use crate::model::CollectorStatus;
+
+const NONE: &[Dim] = &[];
+
+/// A per-collector family. The reading goes through the series function's only free input,
+/// so each row is its own `fn` item (a const table cannot hold closures over data).
+macro_rules! collector_series {
+    ($value:expr) => {{
+        fn series<'a>(c: &Ctx<'a>, s: &mut Series<'a>) {
+            let value: fn(&CollectorStatus) -> Option<f64> = $value;
+            for status in &c.snap.collectors {
+                s.named(status.name, value(status));
+            }
+        }
+        series
+    }};
+}
+
+/// Exports first: /metrics has always rendered them before the snapshot's families.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        prom: "gpulse_exports",
+        otel: "gpulse.exports",
+        otel_const: &[],
+        unit: "{push}",
+        help: "Pushes attempted per exporter.",
+        kind: Kind::Counter,
+        scope: Scope::Exporter,
+        dims: NONE,
+        series: |c, s| {
+            for (name, pushes, _) in c.exports {
+                s.named(name, Some(*pushes as f64));
+            }
+        },
+    },
+    Family {
+        prom: "gpulse_export_failures",
+        otel: "gpulse.export.failures",
+        otel_const: &[],
+        unit: "{push}",
+        help: "Pushes that failed per exporter (their data is dropped, not queued).",
+        kind: Kind::Counter,
+        scope: Scope::Exporter,
+        dims: NONE,
+        series: |c, s| {
+            for (name, _, failures) in c.exports {
+                s.named(name, Some(*failures as f64));
+            }
+        },
+    },
+    Family {
+        prom: "gpulse_build_info",
+        otel: "gpulse.build.info",
+        otel_const: &[],
+        unit: "1",
+        help: "Always 1; labels carry the gpulse version, where GPU data comes from and where gpulse runs (mode: embedded, sidecar, host).",
+        kind: Kind::Gauge,
+        scope: Scope::Node,
+        // os and arch are on /metrics only: the OTLP resource describes the host.
+        dims: &[
+            dim("version", "gpulse.version"),
+            dim("gpu_source", "gpulse.gpu_source"),
+            dim("os", ""),
+            dim("arch", ""),
+            dim("mode", "gpulse.mode"),
+        ],
+        series: |c, s| {
+            s.node(
+                [
+                    Val::Str(c.build.version),
+                    Val::Str(c.build.gpu_source),
+                    Val::Str(std::env::consts::OS),
+                    Val::Str(std::env::consts::ARCH),
+                    Val::Str(c.snap.mode.mode.as_str()),
+                ],
+                Some(1.0),
+            )
+        },
+    },
+    collector(
+        "gpulse_collector_success",
+        "gpulse.collector.success",
+        "1",
+        "1 if the collector's last cycle produced a fresh sample, 0 if it failed or missed its deadline.",
+        Kind::Gauge,
+        collector_series!(|c| (c.runs > 0).then_some(flag(c.last_success))),
+    ),
+    collector(
+        "gpulse_collector_stale",
+        "gpulse.collector.stale",
+        "1",
+        "1 if the data served for this collector is from an earlier cycle because the last one failed.",
+        Kind::Gauge,
+        collector_series!(|c| Some(flag(c.is_stale()))),
+    ),
+    collector(
+        "gpulse_collector_duration_seconds",
+        "gpulse.collector.duration",
+        "s",
+        "How long the collector's last cycle took (capped at its deadline).",
+        Kind::Gauge,
+        collector_series!(|c| (c.runs > 0).then_some(c.last_duration.as_secs_f64())),
+    ),
+    collector(
+        "gpulse_collector_interval_seconds",
+        "gpulse.collector.interval",
+        "s",
+        "Configured time between the collector's cycles; metric values are as of its last cycle.",
+        Kind::Gauge,
+        collector_series!(|c| Some(c.interval.as_secs_f64())),
+    ),
+    collector(
+        "gpulse_collector_last_success_timestamp_seconds",
+        "gpulse.collector.last_success.timestamp",
+        "s",
+        "Unix time of the collector's last successful cycle.",
+        Kind::Gauge,
+        collector_series!(|c| c.last_success_at.map(unix_seconds)),
+    ),
+    collector(
+        "gpulse_collector_runs",
+        "gpulse.collector.runs",
+        "{cycle}",
+        "Collector cycles attempted.",
+        Kind::Counter,
+        collector_series!(|c| Some(c.runs as f64)),
+    ),
+    collector(
+        "gpulse_collector_failures",
+        "gpulse.collector.failures",
+        "{cycle}",
+        "Collector cycles that failed or missed their deadline.",
+        Kind::Counter,
+        collector_series!(|c| Some(c.failures as f64)),
+    ),
+];
+
+const fn collector(
+    prom: &'static str,
+    otel: &'static str,
+    unit: &'static str,
+    help: &'static str,
+    kind: Kind,
+    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
+) -> Family {
+    Family {
+        prom,
+        otel,
+        otel_const: &[],
+        unit,
+        help,
+        kind,
+        scope: Scope::Collector,
+        dims: NONE,
+        series,
+    }
+}

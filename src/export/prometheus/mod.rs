@@ -1,0 +1,243 @@
+//! Renders the latest snapshot as Prometheus text (or OpenMetrics) for `/metrics`.
+//!
+//! Rendering goes through prometheus-client's [`Collector`] hook: on each scrape the snapshot
+//! is read (never re-sampled) and the metric catalog ([`crate::export::catalog`]) is walked in
+//! order, each family's rows becoming const metrics. Values are those of the last completed
+//! collector cycle, so no timestamps are attached; HELP texts say so. A family with no series
+//! (e.g. GPU metrics with no NVML) is left out entirely. With [`RenderOptions::dcgm_compat`],
+//! the dcgm-exporter families of [`dcgm`] follow the native `gpulse_*` ones.
+
+pub mod dcgm;
+pub mod encode;
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::ExportStats;
+pub use super::catalog::BuildInfo;
+use super::catalog::{self, Ctx, Family, Hist, Id, Kind, Row, Series, Val, Value};
+use crate::model::index_label;
+use crate::store::{Snapshot, Store};
+use encode::HistogramSeries;
+
+/// Content type of the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics text, served when the scraper asks for it.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What `/metrics` renders besides the native families.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Also render dcgm-exporter's default names, units and labels (`[prometheus] dcgm_compat`).
+    pub dcgm_compat: bool,
+    /// Value of the dcgm `Hostname` label: `agent.node_name` or the OS hostname.
+    pub hostname: String,
+}
+
+/// The `/metrics` renderer. Cheap to clone; holds the store, build info and options.
+#[derive(Debug, Clone)]
+pub struct MetricsRenderer {
+    registry: Arc<Registry>,
+}
+
+impl MetricsRenderer {
+    pub fn new(
+        store: Arc<Store>,
+        build: BuildInfo,
+        options: RenderOptions,
+        exports: Arc<ExportStats>,
+    ) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SnapshotCollector {
+            store,
+            build,
+            options,
+            exports,
+        }));
+        Self {
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Renders the exposition; `openmetrics` picks the format.
+    pub fn render(&self, openmetrics: bool) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(64 * 1024);
+        if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Renders one snapshot (no export counters), for tests and benches.
+pub fn render_snapshot(
+    snapshot: &Snapshot,
+    build: &BuildInfo,
+    options: &RenderOptions,
+) -> Result<String, fmt::Error> {
+    #[derive(Debug)]
+    struct Fixed(Snapshot, BuildInfo, RenderOptions);
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_snapshot(&self.0, &self.1, &self.2, &[], encoder)
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Fixed(
+        snapshot.clone(),
+        build.clone(),
+        options.clone(),
+    )));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    store: Arc<Store>,
+    build: BuildInfo,
+    options: RenderOptions,
+    exports: Arc<ExportStats>,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let exports = self.exports.snapshot();
+        encode_snapshot(
+            &self.store.snapshot(),
+            &self.build,
+            &self.options,
+            &exports,
+            encoder,
+        )
+    }
+}
+
+fn encode_snapshot(
+    snap: &Snapshot,
+    build: &BuildInfo,
+    options: &RenderOptions,
+    exports: &[(&'static str, u64, u64)],
+    mut enc: DescriptorEncoder,
+) -> fmt::Result {
+    let ctx = Ctx {
+        snap,
+        build,
+        exports,
+    };
+    // One row buffer for the whole scrape.
+    let mut series = Series::new();
+    for family in catalog::families() {
+        series.clear();
+        (family.series)(&ctx, &mut series);
+        encode_family(&mut enc, family, series.rows())?;
+    }
+    if options.dcgm_compat {
+        dcgm::encode_dcgm(&mut enc, snap, &options.hostname)?;
+    }
+    Ok(())
+}
+
+fn encode_family(enc: &mut DescriptorEncoder, family: &Family, rows: &[Row<'_>]) -> fmt::Result {
+    let labels = |row| PromLabels { family, row };
+    match family.kind {
+        Kind::Histogram(_) => encode::histogram(
+            enc,
+            family.prom,
+            family.help,
+            rows.iter().filter_map(|row| match row.value {
+                Value::Histogram(h) => Some((labels(row), histogram(h))),
+                Value::Number(_) => None,
+            }),
+        ),
+        kind => encode::family(
+            enc,
+            family.prom,
+            family.help,
+            if kind == Kind::Counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            },
+            rows.iter().filter_map(|row| match row.value {
+                Value::Number(v) => Some((labels(row), v)),
+                Value::Histogram(_) => None,
+            }),
+        ),
+    }
+}
+
+fn histogram(h: Hist<'_>) -> HistogramSeries {
+    match h {
+        Hist::Server(h) => HistogramSeries::from_server(h),
+        Hist::Latency(h, _) => HistogramSeries::from_latency(h),
+        Hist::Job(t) => HistogramSeries::from_job(t),
+    }
+}
+
+/// A row's labels in Prometheus spelling: the scope's identity labels, then the family's.
+struct PromLabels<'r, 'a> {
+    family: &'r Family,
+    row: &'r Row<'a>,
+}
+
+fn label(
+    enc: &mut LabelSetEncoder,
+    key: &str,
+    value: impl prometheus_client::encoding::EncodeLabelValue,
+) -> fmt::Result {
+    (key, value).encode(enc.encode_label())
+}
+
+impl EncodeLabelSet for PromLabels<'_, '_> {
+    fn encode(&self, enc: &mut LabelSetEncoder) -> fmt::Result {
+        match self.row.id {
+            Id::None => {}
+            Id::Gpu { index, uuid, .. } => {
+                label(enc, "gpu", index)?;
+                label(enc, "uuid", uuid)?;
+            }
+            Id::Probe(p) => {
+                label(enc, "probe", p.name.as_str())?;
+                label(enc, "kind", p.kind)?;
+            }
+            Id::Name(name) => {
+                if let Some(key) = self.family.scope.prom_labels().first() {
+                    label(enc, key, name)?;
+                }
+            }
+            Id::Xid(c) => {
+                match c.gpu_index {
+                    Some(i) => label(enc, "gpu", i)?,
+                    None => label(enc, "gpu", "")?,
+                }
+                label(enc, "uuid", c.uuid.as_str())?;
+                label(enc, "xid", c.xid)?;
+            }
+        }
+        for (dim, value) in self.family.dims.iter().zip(self.row.labels.iter()) {
+            if dim.prom.is_empty() {
+                continue;
+            }
+            match *value {
+                Val::Empty => label(enc, dim.prom, "")?,
+                Val::Str(s) | Val::IntText(s) | Val::Pair(s, _) => label(enc, dim.prom, s)?,
+                Val::Int(i) => label(enc, dim.prom, i)?,
+                Val::Index(i) => label(enc, dim.prom, index_label(i))?,
+                Val::Opt(s) => label(enc, dim.prom, s.unwrap_or(""))?,
+                Val::Display(d) => label(enc, dim.prom, d.to_string())?,
+            }
+        }
+        Ok(())
+    }
+}
