@@ -7,16 +7,13 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{self, DEMO_GPUS, GpuSource};
+use crate::app::{self, DEMO_GPUS, GpuSource, Parts};
 use crate::config::{self, Config, ConfigError, LogFormat, Override, ProbeKind};
-use crate::export::api::Credentials;
-use crate::export::otlp::OtlpSettings;
-use crate::wrap::{AgentParts, ProbeFlags};
+use crate::wrap::ProbeFlags;
 
 /// Exit code for usage and configuration errors (clap uses the same).
 pub const EXIT_USAGE: u8 = 2;
@@ -98,8 +95,9 @@ struct RunArgs {
     /// TOML config file.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address for /metrics and the API (overrides http.listen).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT,
+    /// [IPv6]:PORT, :PORT or PORT.
+    #[arg(long, value_name = "[HOST]:PORT")]
     listen: Option<String>,
     /// NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1).
     #[arg(long, value_name = "PATH")]
@@ -131,44 +129,12 @@ impl RunArgs {
         out
     }
 
-    /// The validated config (the log filter and OTLP settings included).
-    fn load(&self) -> Result<Config, ConfigError> {
-        self.load_with_otlp().map(|(config, _)| config)
-    }
-
-    /// [`Self::load`], keeping the OTLP settings it resolved.
-    fn load_with_otlp(&self) -> Result<(Config, Option<OtlpSettings>), ConfigError> {
-        let config = Config::load(self.config.as_deref(), &self.overrides())?;
-        log_filter(&config)?;
-        let otlp = otlp_settings(&config)?;
-        Ok((config, otlp))
-    }
-
-    /// What the agent runs on: the config, its OTLP settings, and the TLS and token files
-    /// (part of the config: a bad file is a config error, before any port is bound).
-    fn load_agent(&self) -> Result<AgentParts, ConfigError> {
-        let (config, otlp) = self.load_with_otlp()?;
-        let credentials = Arc::new(Credentials::load(&config.http)?);
-        Ok(AgentParts {
-            config,
-            otlp,
-            credentials,
+    /// Everything the agent runs on, checked before any port is bound ([`Parts::load`]).
+    fn load(&self) -> Result<Parts, ConfigError> {
+        Parts::load(self.config.as_deref(), &self.overrides(), |name| {
+            std::env::var(name).ok()
         })
     }
-}
-
-/// Parses the log filter, so a bad `log.level` is a config error, not a silent default.
-fn log_filter(config: &Config) -> Result<EnvFilter, ConfigError> {
-    EnvFilter::try_new(&config.log.level).map_err(|error| ConfigError {
-        key: Some("log.level".to_owned()),
-        origin: "configuration".to_owned(),
-        message: format!("invalid log filter {:?}: {error}", config.log.level),
-    })
-}
-
-/// The OTLP push settings from `[otlp]` and the `OTEL_*` environment.
-fn otlp_settings(config: &Config) -> Result<Option<OtlpSettings>, ConfigError> {
-    OtlpSettings::resolve(&config.otlp, |name| std::env::var(name).ok())
 }
 
 /// Entry point of the binary.
@@ -204,15 +170,14 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
+            // The same loader as `run`: a file `run` refuses is refused here with the same
+            // line (the systemd unit runs this as ExecStartPre).
             let args = RunArgs {
                 config: Some(file.clone()),
                 ..RunArgs::default()
             };
-            let checked = args
-                .load()
-                .and_then(|c| crate::collect::probe::check_files(&c.probe));
-            match checked {
-                Ok(()) => {
+            match args.load() {
+                Ok(_) => {
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
                 }
@@ -223,14 +188,12 @@ pub fn main() -> ExitCode {
 }
 
 fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
-    let config = match args.load() {
-        Ok(config) => config,
+    let parts = match args.load() {
+        Ok(parts) => parts,
         Err(error) => return usage_error(&error),
     };
-    let report = match crate::scan::scan(&config) {
-        Ok(report) => report,
-        Err(error) => return usage_error(&error),
-    };
+    let config = &parts.config;
+    let report = crate::scan::scan(config, &parts.policy);
     if json {
         let dto = crate::export::json::HealthV1::from_parts(
             &report.health,
@@ -255,7 +218,7 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
 fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
-    let loaded = args.load_agent();
+    let loaded = args.load();
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);
     }
@@ -268,14 +231,12 @@ fn usage_error(error: &ConfigError) -> ExitCode {
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
-    let AgentParts {
+    let Parts {
         config,
         otlp,
         credentials,
-    } = match args
-        .load_agent()
-        .and_then(|parts| crate::collect::probe::check_files(&parts.config.probe).map(|()| parts))
-    {
+        ..
+    } = match args.load() {
         Ok(parts) => parts,
         Err(error) => return usage_error(&error),
     };
@@ -325,8 +286,9 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
     })
 }
 
+/// Logs to stderr with the configured filter (validated by [`Parts::load`]).
 fn init_logging(config: &Config) {
-    let Ok(filter) = log_filter(config) else {
+    let Ok(filter) = EnvFilter::try_new(&config.log.level) else {
         return;
     };
     let builder = tracing_subscriber::fmt()

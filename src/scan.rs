@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::collect::gpu::{GpuOptions, NvmlSampler};
 use crate::collect::host::HostSampler;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::health::{self, GpuStatus, NodeHealth, State};
 use crate::model::{GpuWindowPoint, HostSample, XidLog};
 
@@ -32,8 +32,8 @@ pub struct ScanReport {
 
 /// Runs one GPU cycle (on its own thread, bounded by `gpu.timeout`) and one host cycle, then
 /// evaluates health once.
-pub fn scan(config: &Config) -> Result<ScanReport, ConfigError> {
-    let policy = health::Policy::from_config(&config.health)?;
+/// `policy` is the one [`crate::app::Parts::load`] built from `config.health`.
+pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
     let (sample, no_gpu) = if config.gpu.enabled {
         match gpu_cycle(config) {
             Ok(sample) if sample.devices.is_empty() => {
@@ -66,12 +66,12 @@ pub fn scan(config: &Config) -> Result<ScanReport, ConfigError> {
         window: &window,
         xid: &xid,
     };
-    let health = health::evaluate(&NodeHealth::initial(), &input, &policy, now);
-    Ok(ScanReport {
+    let health = health::evaluate(&NodeHealth::initial(), &input, policy, now);
+    ScanReport {
         health,
         no_gpu,
         host,
-    })
+    }
 }
 
 fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {

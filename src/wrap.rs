@@ -26,24 +26,16 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::{self, GpuSource};
+use crate::app::{self, GpuSource, Parts};
 use crate::collect::job::{self, JobSink, Signals, Supervision};
+use crate::config::OtlpSettings;
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
 use crate::export::api::Credentials;
 use crate::export::job_state::{self, Restored, StateWriter};
-use crate::export::otlp::OtlpSettings;
 use crate::model::JobEvent;
 
 /// How long reading the state file back may take before the run goes on without it.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The agent's side of `wrap`, loaded and validated.
-#[derive(Debug)]
-pub struct AgentParts {
-    pub config: Config,
-    pub otlp: Option<OtlpSettings>,
-    pub credentials: Arc<Credentials>,
-}
 
 /// `--no-auto-probe`, `--probe-kind`, `--probe-url`.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +127,7 @@ pub fn child_probe(
 /// Runs `command` under supervision with the agent beside it; `agent` is `None` when the
 /// config could not be loaded (the command then replaces gpulse).
 pub fn run(
-    agent: Result<AgentParts, ConfigError>,
+    agent: Result<Parts, ConfigError>,
     flags: &ProbeFlags,
     command: Vec<OsString>,
 ) -> ExitCode {
@@ -180,11 +172,13 @@ fn spawn_error_code(error: &std::io::Error) -> u8 {
     }
 }
 
-async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
-    let AgentParts {
+async fn supervise(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
+    let Parts {
         mut config,
+        mut origins,
         otlp,
         credentials,
+        ..
     } = agent;
     let grace = config.agent.shutdown_grace_period.0;
     let mut signals = match Signals::install() {
@@ -225,8 +219,13 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
     };
     if let Some(probe) = child_probe.add.clone() {
         tracing::info!(probe = %probe.name, kind = probe.kind.as_str(), url = %probe.url, "Probing the command's server.");
+        // Its keys come from the command line (or --probe-* flags): errors say so.
+        origins.set(
+            format!("probe[{}]", config.probe.len()),
+            "the wrapped command line",
+        );
         config.probe.push(probe);
-        if let Err(error) = config.validate() {
+        if let Err(error) = config.validate().map_err(|e| origins.place(e)) {
             tracing::error!(error = %error, "The inferred probe is invalid; not probing it.");
             config.probe.pop();
         }

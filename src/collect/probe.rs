@@ -480,11 +480,10 @@ pub fn check_files(probes: &[ProbeConfig]) -> Result<(), ConfigError> {
         if let Err(message) =
             super::probe_tls::client_config(&probe.tls_ca_file, probe.tls_insecure_skip_verify)
         {
-            return Err(ConfigError {
-                key: Some(format!("probe[{index}].tls_ca_file")),
-                origin: "configuration".to_owned(),
+            return Err(ConfigError::at_key(
+                format!("probe[{index}].tls_ca_file"),
                 message,
-            });
+            ));
         }
     }
     Ok(())

@@ -130,12 +130,13 @@ impl Credentials {
     }
 }
 
+/// The key's origin is left to the loader (`config::Origins::place`); the file is named in
+/// the message.
 fn config_error(error: LoadError) -> ConfigError {
-    ConfigError {
-        key: Some(error.key.to_owned()),
-        origin: error.path.display().to_string(),
-        message: error.message,
-    }
+    ConfigError::at_key(
+        error.key,
+        format!("{}: {}", error.path.display(), error.message),
+    )
 }
 
 /// The router with all routes, authentication (when configured) and bounds applied.
