@@ -143,7 +143,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     // Every HTTP client of the process (probes, OTLP over HTTP) uses ring.
-    crate::collect::probe_tls::install_crypto_provider();
+    crate::collect::probe::tls::install_crypto_provider();
     let (stop_tx, stop_rx) = watch::channel(false);
     if let GpuSource::Demo { .. } = source {
         add_demo_probe(&mut config, stop_rx.clone()).await;

@@ -512,7 +512,7 @@ mod tests {
 
     /// reqwest has no crypto provider of its own; the process installs ring first.
     async fn test_get(url: String) -> reqwest::Result<reqwest::Response> {
-        crate::collect::probe_tls::install_crypto_provider();
+        crate::collect::probe::tls::install_crypto_provider();
         reqwest::Client::new().get(url).send().await
     }
     use std::time::Duration;

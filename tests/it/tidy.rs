@@ -77,7 +77,7 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
                 && (path.starts_with("src/collect/probe") || path == "src/config/probe.rs");
             // An https probe is a TLS client: its trust settings are built with rustls.
             let probe_tls =
-                matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe_tls.rs";
+                matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe/tls.rs";
             if text.contains(&format!("{http}::")) && !parses_probe_json && !probe_tls {
                 assert!(path.starts_with("src/export/"), "{path} uses {http}");
             }

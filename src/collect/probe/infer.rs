@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::config::ProbeKind;
 use crate::model::{InferenceSample, ProbeReason};
 
-use super::probe::{Failure, Probe, classify, too_large};
+use super::http::{Failure, Probe, classify, too_large};
 
 /// Longest server error text kept in `detail`.
 const MAX_DETAIL: usize = 200;

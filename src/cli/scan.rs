@@ -16,10 +16,7 @@ use crate::config::Config;
 use crate::health::{self, GpuStatus, NodeHealth, State};
 use crate::model::{GpuWindowPoint, HostSample, XidLog};
 
-/// Exit code for an unhealthy node.
-pub const EXIT_UNHEALTHY: u8 = 3;
-/// Exit code for a degraded node, or no GPU without `--allow-no-gpu`.
-pub const EXIT_DEGRADED: u8 = 1;
+use super::exit::{DEGRADED as EXIT_DEGRADED, OK, UNHEALTHY as EXIT_UNHEALTHY};
 
 /// What one scan found.
 #[derive(Debug)]
@@ -95,10 +92,10 @@ fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {
 /// The exit code for a report.
 pub fn exit_code(report: &ScanReport, allow_no_gpu: bool) -> u8 {
     if report.no_gpu.is_some() {
-        return if allow_no_gpu { 0 } else { EXIT_DEGRADED };
+        return if allow_no_gpu { OK } else { EXIT_DEGRADED };
     }
     match report.health.state {
-        State::Healthy => 0,
+        State::Healthy => OK,
         State::Degraded | State::Unknown => EXIT_DEGRADED,
         State::Unhealthy => EXIT_UNHEALTHY,
     }

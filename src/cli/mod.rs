@@ -1,7 +1,17 @@
-//! Command-line interface: flags, subcommands and exit codes.
+//! Command-line interface: flags (clap), logging, and dispatch to the subcommands.
 //!
-//! Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 usage or config
-//! error. Config is fully loaded and validated before any port is bound.
+//! Exit codes are in `exit` (0 success, 1 runtime failure such as a taken port, 2 usage or
+//! config error, 3 unhealthy for `scan`). Every subcommand loads through
+//! [`crate::app::Parts::load`], so config is fully loaded and validated before any port is
+//! bound.
+//!
+//! * `exit`: every exit code.
+//! * `scan`: `gpulse scan`, one sample and one health verdict.
+//! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
+
+pub mod exit;
+pub mod scan;
+pub mod wrap;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -13,10 +23,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, DEMO_GPUS, GpuSource, Parts};
 use crate::config::{self, Config, ConfigError, LogFormat, Override, ProbeKind};
-use crate::wrap::ProbeFlags;
-
-/// Exit code for usage and configuration errors (clap uses the same).
-pub const EXIT_USAGE: u8 = 2;
+use wrap::ProbeFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,7 +77,7 @@ enum Command {
         no_auto_probe: bool,
         /// Kind of the child's probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp,
         /// openai, http, tcp), overriding the one inferred from the command line.
-        #[arg(long, value_name = "KIND", value_parser = crate::wrap::parse_probe_kind)]
+        #[arg(long, value_name = "KIND", value_parser = wrap::parse_probe_kind)]
         probe_kind: Option<ProbeKind>,
         /// URL of the child's probe (http://host:port[/base]), overriding the inferred one.
         #[arg(long, value_name = "URL")]
@@ -139,7 +146,7 @@ impl RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    crate::collect::probe_tls::install_crypto_provider();
+    crate::collect::probe::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run, GpuSource::Nvml),
@@ -167,7 +174,7 @@ pub fn main() -> ExitCode {
         ),
         Some(Command::Config(ConfigCommand::Example)) => {
             print!("{}", config::EXAMPLE);
-            ExitCode::SUCCESS
+            ExitCode::from(exit::OK)
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
             // The same loader as `run`: a file `run` refuses is refused here with the same
@@ -179,7 +186,7 @@ pub fn main() -> ExitCode {
             match args.load() {
                 Ok(_) => {
                     println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
+                    ExitCode::from(exit::OK)
                 }
                 Err(error) => usage_error(&error),
             }
@@ -193,7 +200,7 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     let config = &parts.config;
-    let report = crate::scan::scan(config, &parts.policy);
+    let report = scan::scan(config, &parts.policy);
     if json {
         let dto = crate::export::json::HealthV1::from_parts(
             &report.health,
@@ -204,16 +211,16 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(error) => {
                 eprintln!("gpulse: cannot encode JSON: {error}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(exit::FAILURE);
             }
         }
         if let Some(why) = &report.no_gpu {
             eprintln!("gpulse: no GPU: {why}");
         }
     } else {
-        print!("{}", crate::scan::render_table(&report));
+        print!("{}", scan::render_table(&report));
     }
-    ExitCode::from(crate::scan::exit_code(&report, allow_no_gpu))
+    ExitCode::from(scan::exit_code(&report, allow_no_gpu))
 }
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
@@ -222,12 +229,12 @@ fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode 
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);
     }
-    crate::wrap::run(loaded, flags, command)
+    wrap::run(loaded, flags, command)
 }
 
 fn usage_error(error: &ConfigError) -> ExitCode {
     eprintln!("gpulse: {error}");
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(exit::USAGE)
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
@@ -245,7 +252,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gpulse: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     runtime.block_on(async move {
@@ -254,7 +261,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
             Err(error) => {
                 tracing::error!(listen = %config.http.listen, error = %error, "Cannot listen.");
                 eprintln!("gpulse: cannot listen on {}: {error}", config.http.listen);
-                return ExitCode::FAILURE;
+                return ExitCode::from(exit::FAILURE);
             }
         };
         let addr = listener
@@ -277,10 +284,10 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         )
         .await
         {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(exit::OK),
             Err(error) => {
                 tracing::error!(error = %error, "gpulse stopped.");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
         }
     })

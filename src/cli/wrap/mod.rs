@@ -5,17 +5,22 @@
 //!
 //! 1. The config is loaded first. If it is invalid, gpulse says so on stderr and `exec`s CMD in
 //!    its place: the workload runs as if gpulse were not there.
-//! 2. Signal handlers are installed, then the child is spawned ([`job::spawn`]). A command that
+//! 2. Signal handlers are installed, then the child is spawned ([`supervise::spawn`]). A command that
 //!    cannot be started exits 127 (not found) or 126 (not executable), as a shell does.
 //! 3. The state file (`agent.state_dir`) is read back, bounded in time, to number this run and
 //!    count restarts; a run whose end was never recorded is finished as `unknown`.
 //! 4. The agent starts on the shared store. If it cannot (the port is taken, …) the error is
 //!    logged and the child runs on without it.
-//! 5. Only the child's exit ends `wrap` ([`job::supervise`]); the agent then stops within
+//! 5. Only the child's exit ends `wrap` ([`supervise::supervise`]); the agent then stops within
 //!    `agent.shutdown_grace_period` (one last OTLP push included), the state file is flushed,
 //!    and gpulse exits with the child's code (128 + the signal when it was killed by one).
 
+//!
+//! `auto_probe` infers the child's probe from its command line; `supervise` owns the child
+//! process (spawn, signals, reaping, job events).
+
 mod auto_probe;
+pub mod supervise;
 
 pub use auto_probe::infer_probe;
 
@@ -26,8 +31,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use self::supervise::{JobSink, Signals, Supervision};
+use super::exit;
 use crate::app::{self, GpuSource, Parts};
-use crate::collect::job::{self, JobSink, Signals, Supervision};
 use crate::config::OtlpSettings;
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
 use crate::export::api::Credentials;
@@ -148,7 +154,7 @@ pub fn run(
             return ExitCode::from(exec(&command));
         }
     };
-    let code = runtime.block_on(supervise(agent, flags, command));
+    let code = runtime.block_on(run_wrapped(agent, flags, command));
     // Probe and push tasks may still hold the runtime; do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
@@ -157,7 +163,7 @@ pub fn run(
 /// Replaces gpulse with `command`; returns (an exit code) only when that fails.
 fn exec(command: &[OsString]) -> u8 {
     let Some((program, args)) = command.split_first() else {
-        return crate::cli::EXIT_USAGE;
+        return exit::USAGE;
     };
     let error = std::process::Command::new(program).args(args).exec();
     eprintln!("gpulse: cannot run {}: {error}", program.to_string_lossy());
@@ -167,12 +173,12 @@ fn exec(command: &[OsString]) -> u8 {
 /// A shell's exit code for a command it could not start.
 fn spawn_error_code(error: &std::io::Error) -> u8 {
     match error.kind() {
-        std::io::ErrorKind::NotFound => 127,
-        _ => 126,
+        std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+        _ => exit::CANNOT_EXECUTE,
     }
 }
 
-async fn supervise(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
+async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
     let Parts {
         mut config,
         mut origins,
@@ -190,7 +196,7 @@ async fn supervise(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> 
             return i32::from(exec(&command));
         }
     };
-    let spawned = match job::spawn(&command) {
+    let spawned = match supervise::spawn(&command) {
         Ok(spawned) => spawned,
         Err(error) => {
             let program = command.first().map(|p| p.to_string_lossy().into_owned());
@@ -282,7 +288,7 @@ async fn supervise(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> 
     .await;
 
     let ready = child_probe.ready.map(|name| {
-        Box::pin(job::ready_when_probe_up(
+        Box::pin(supervise::ready_when_probe_up(
             Arc::clone(&store),
             name,
             spawned.started_at,
@@ -294,7 +300,7 @@ async fn supervise(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> 
         previous_end,
         ready,
     };
-    let end = job::supervise(&spawned, &mut signals, supervision, &sink).await;
+    let end = supervise::supervise(&spawned, &mut signals, supervision, &sink).await;
     let code = end.exit.map_or(1, |e| e.exit_code());
     tracing::info!(
         run,
