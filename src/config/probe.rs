@@ -1,4 +1,11 @@
-//! `[[probe]]`: what an inference-server probe is configured with, its defaults and checks.
+//! `[[probe]]`: what an inference-server probe is configured with, its defaults and checks,
+//! and [`ProbeKind::caps`], the one table of what each kind can do.
+//!
+//! Adding a kind: a [`ProbeKind`] variant, its row in [`ProbeKind::caps`] (and in
+//! [`ProbeKind::ALL`]), and an auto-probe rule in `cli/wrap/auto_probe.rs` when its launcher
+//! can be recognised. Code elsewhere changes only for what is genuinely new: a model-list
+//! shape ([`ModelList`], parsed in `collect/probe/check.rs`), a request format
+//! ([`Synthetic`], built in `collect/probe/infer.rs`) or a readiness flow ([`Readiness`]).
 
 use std::collections::BTreeMap;
 
@@ -6,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, HumanDuration};
 
-/// What a probe talks to; decides its liveness, readiness and model-list endpoints.
+/// What a probe talks to; what each kind can do is in [`ProbeKind::caps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
@@ -22,20 +29,165 @@ pub enum ProbeKind {
     Tcp,
 }
 
-impl ProbeKind {
-    pub const fn as_str(self) -> &'static str {
+/// How a kind answers "are you ready?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A TCP connect to `host:port`.
+    Connect,
+    /// `GET` the URL itself; 2xx is up.
+    Get,
+    /// `GET` this path (503: still loading), then the model list.
+    Health(&'static str),
+    /// The model list alone (503: still loading).
+    Models,
+    /// KServe v2: `/v2/health/live`, `/v2/health/ready`, then the expected model's readiness.
+    V2,
+}
+
+/// Where a kind lists its models and the JSON shape of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelList {
+    /// `/v1/models`: `{"data": [{"id": …}]}`.
+    OpenAi,
+    /// `/info`: `{"model_id": …}`.
+    Tgi,
+    /// `/api/tags`: `{"models": [{"name": …}]}`.
+    Ollama,
+    /// No list: `/v2/models/{model}/ready` for the expected model only (checked by the
+    /// readiness flow itself).
+    V2,
+}
+
+impl ModelList {
+    /// The path of the list (`V2` has none).
+    pub const fn path(self) -> &'static str {
         match self {
-            Self::Vllm => "vllm",
-            Self::Tgi => "tgi",
-            Self::Triton => "triton",
-            Self::Kserve => "kserve",
-            Self::Sglang => "sglang",
-            Self::Ollama => "ollama",
-            Self::Llamacpp => "llamacpp",
-            Self::Openai => "openai",
-            Self::Http => "http",
-            Self::Tcp => "tcp",
+            Self::OpenAi => "/v1/models",
+            Self::Tgi => "/info",
+            Self::Ollama => "/api/tags",
+            Self::V2 => "",
         }
+    }
+}
+
+/// The synthetic inference request of a kind (`inference = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synthetic {
+    /// None: `inference = true` is refused.
+    None,
+    /// Streaming `POST /v1/completions`; `usage` asks for the usage chunk
+    /// (`stream_options.include_usage`), which TGI and llama.cpp do not take.
+    Completions { usage: bool },
+    /// Streaming `POST /api/generate` (NDJSON).
+    OllamaGenerate,
+    /// `POST /v2/models/{model}/infer` with the configured `inference_input`; needs a model.
+    V2Infer,
+}
+
+/// What one probe kind can do: its row of [`ProbeKind::caps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The config spelling and the `kind` label.
+    pub name: &'static str,
+    pub readiness: Readiness,
+    /// The model list `expected_model` is checked against; `None`: models are not known.
+    pub models: Option<ModelList>,
+    pub synthetic: Synthetic,
+    /// Serves Prometheus `/metrics` worth scraping (`metrics = true` is allowed).
+    pub metrics: bool,
+    /// The server's own default HTTP port, for a probe inferred from a command line.
+    pub default_port: Option<u16>,
+}
+
+impl ProbeKind {
+    /// Every kind, in the order documentation lists them.
+    pub const ALL: [Self; 10] = [
+        Self::Vllm,
+        Self::Tgi,
+        Self::Triton,
+        Self::Kserve,
+        Self::Sglang,
+        Self::Ollama,
+        Self::Llamacpp,
+        Self::Openai,
+        Self::Http,
+        Self::Tcp,
+    ];
+
+    /// The one table of what each kind can do; everything kind-specific reads it.
+    pub const fn caps(self) -> &'static Capabilities {
+        const fn row(
+            name: &'static str,
+            readiness: Readiness,
+            models: Option<ModelList>,
+            synthetic: Synthetic,
+            metrics: bool,
+            default_port: Option<u16>,
+        ) -> Capabilities {
+            Capabilities {
+                name,
+                readiness,
+                models,
+                synthetic,
+                metrics,
+                default_port,
+            }
+        }
+        use ModelList as L;
+        use Readiness as R;
+        use Synthetic as S;
+        const HEALTH: Readiness = R::Health("/health");
+        const USAGE: Synthetic = S::Completions { usage: true };
+        const NO_USAGE: Synthetic = S::Completions { usage: false };
+        const VLLM: Capabilities = row("vllm", HEALTH, Some(L::OpenAi), USAGE, true, Some(8000));
+        const TGI: Capabilities = row("tgi", HEALTH, Some(L::Tgi), NO_USAGE, true, Some(3000));
+        const TRITON: Capabilities =
+            row("triton", R::V2, Some(L::V2), S::V2Infer, true, Some(8000));
+        // MLServer is the KServe v2 server gpulse infers (`mlserver start`).
+        const KSERVE: Capabilities =
+            row("kserve", R::V2, Some(L::V2), S::V2Infer, true, Some(8080));
+        const SGLANG: Capabilities =
+            row("sglang", HEALTH, Some(L::OpenAi), USAGE, true, Some(30000));
+        const OLLAMA: Capabilities = row(
+            "ollama",
+            R::Models,
+            Some(L::Ollama),
+            S::OllamaGenerate,
+            false,
+            Some(11434),
+        );
+        const LLAMACPP: Capabilities = row(
+            "llamacpp",
+            HEALTH,
+            Some(L::OpenAi),
+            NO_USAGE,
+            true,
+            Some(8080),
+        );
+        const OPENAI: Capabilities = row("openai", R::Models, Some(L::OpenAi), USAGE, true, None);
+        const HTTP: Capabilities = row("http", R::Get, None, S::None, true, None);
+        const TCP: Capabilities = row("tcp", R::Connect, None, S::None, false, None);
+        match self {
+            Self::Vllm => &VLLM,
+            Self::Tgi => &TGI,
+            Self::Triton => &TRITON,
+            Self::Kserve => &KSERVE,
+            Self::Sglang => &SGLANG,
+            Self::Ollama => &OLLAMA,
+            Self::Llamacpp => &LLAMACPP,
+            Self::Openai => &OPENAI,
+            Self::Http => &HTTP,
+            Self::Tcp => &TCP,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.caps().name
+    }
+
+    /// Every kind's name, for messages: `vllm, tgi, …, tcp`.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
     }
 }
 
@@ -204,7 +356,7 @@ impl ProbeConfig {
 
     /// Whether the kind has a synthetic inference request.
     pub const fn has_inference(kind: ProbeKind) -> bool {
-        !matches!(kind, ProbeKind::Http | ProbeKind::Tcp)
+        !matches!(kind.caps().synthetic, Synthetic::None)
     }
 
     /// The `host:port` a `tcp` probe connects to.
@@ -246,7 +398,7 @@ impl ProbeConfig {
                     "must be at least 1".to_owned(),
                 ));
             }
-            if matches!(self.kind, ProbeKind::Triton | ProbeKind::Kserve) {
+            if self.kind.caps().synthetic == Synthetic::V2Infer {
                 if self.inference_model.is_empty() && self.expected_model.is_none() {
                     return Err(fail(
                         "inference_model",
@@ -264,7 +416,7 @@ impl ProbeConfig {
                 }
             }
         }
-        if self.metrics && matches!(self.kind, ProbeKind::Tcp | ProbeKind::Ollama) {
+        if self.metrics && !self.kind.caps().metrics {
             return Err(fail(
                 "metrics",
                 format!(
@@ -273,7 +425,7 @@ impl ProbeConfig {
                 ),
             ));
         }
-        if self.kind == ProbeKind::Tcp {
+        if self.kind.caps().readiness == Readiness::Connect {
             let addr = self.tcp_address();
             let ok = addr
                 .rsplit_once(':')

@@ -359,3 +359,21 @@ fn log_levels_are_level_words_or_target_directives() {
             .contains("did you mean warn"),
     );
 }
+
+#[test]
+fn the_kinds_table_spells_each_kind_as_the_config_does() {
+    let mut names = std::collections::BTreeSet::new();
+    for kind in ProbeKind::ALL {
+        let parsed: ProbeKind = toml::Value::String(kind.as_str().to_owned())
+            .try_into()
+            .unwrap();
+        assert_eq!(parsed, kind);
+        assert!(names.insert(kind.as_str()), "{} twice", kind.as_str());
+        let caps = kind.caps();
+        // A kind with a synthetic request knows its models or takes them from config.
+        if caps.synthetic == Synthetic::V2Infer {
+            assert_eq!(caps.models, Some(ModelList::V2), "{}", caps.name);
+        }
+    }
+    assert_eq!(ProbeKind::names().split(", ").count(), ProbeKind::ALL.len());
+}

@@ -35,7 +35,7 @@ use self::supervise::{JobSink, Signals, Supervision};
 use super::exit;
 use crate::app::{self, GpuSource, Parts};
 use crate::config::OtlpSettings;
-use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
+use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind, Readiness};
 use crate::export::api::Credentials;
 use crate::export::job_state::{self, Restored, StateWriter};
 use crate::model::JobEvent;
@@ -55,11 +55,7 @@ pub struct ProbeFlags {
 pub fn parse_probe_kind(text: &str) -> Result<ProbeKind, String> {
     toml::Value::String(text.to_owned())
         .try_into::<ProbeKind>()
-        .map_err(|_| {
-            format!(
-                "unknown probe kind {text:?} (vllm, tgi, triton, kserve, sglang, ollama, llamacpp, openai, http, tcp)"
-            )
-        })
+        .map_err(|_| format!("unknown probe kind {text:?} ({})", ProbeKind::names()))
 }
 
 /// The probe `wrap` adds for its child, and the name of the probe whose first `up` makes the
@@ -96,7 +92,7 @@ pub fn child_probe(
             let url = match (url, inferred) {
                 (Some(url), _) => url.clone(),
                 // A tcp probe of the inferred server connects to its host:port.
-                (None, Some(p)) if kind == ProbeKind::Tcp => p
+                (None, Some(p)) if kind.caps().readiness == Readiness::Connect => p
                     .url
                     .trim_start_matches("http://")
                     .trim_end_matches('/')

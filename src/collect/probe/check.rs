@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use crate::config::ProbeKind;
+use crate::config::{ModelList, Readiness};
 use crate::model::{ProbeReason, ProbeSample, ProbeState};
 
 use super::http::{Probe, io_reason};
@@ -90,8 +90,7 @@ impl Probe {
             return verdict;
         };
         if verdict.state != ProbeState::Up
-            || matches!(self.config.kind, ProbeKind::Triton | ProbeKind::Kserve)
-            || !has_model_list(self.config.kind)
+            || matches!(self.config.kind.caps().models, None | Some(ModelList::V2))
         {
             return verdict;
         }
@@ -112,35 +111,42 @@ impl Probe {
     }
 
     async fn check_inner(&self) -> Verdict {
-        let kind = self.config.kind;
-        match kind {
-            ProbeKind::Tcp => self.check_tcp().await,
-            ProbeKind::Http => match self.get("").await {
+        let caps = self.config.kind.caps();
+        match caps.readiness {
+            Readiness::Connect => self.check_tcp().await,
+            Readiness::Get => match self.get("").await {
                 Ok(r) if is_success(r.status) => Verdict::up(Vec::new()),
                 Ok(r) => status_down(r.status),
                 Err((reason, detail)) => Verdict::down(reason, detail),
             },
-            ProbeKind::Vllm | ProbeKind::Tgi | ProbeKind::Sglang | ProbeKind::Llamacpp => {
-                match self.get("/health").await {
+            Readiness::Health(path) => {
+                match self.get(path).await {
                     Ok(r) if is_success(r.status) => {}
                     // Starting up: llama.cpp says so in a 503 body, the others answer 503
                     // until the engine is ready.
                     Ok(r) if r.status == 503 => {
-                        return Verdict::loading(format!("/health answered {}", r.status));
+                        return Verdict::loading(format!("{path} answered {}", r.status));
                     }
                     Ok(r) => return status_down(r.status),
                     Err((reason, detail)) => return Verdict::down(reason, detail),
                 }
-                let (path, parse): (&str, ModelParser) = match kind {
-                    ProbeKind::Tgi => ("/info", tgi_models),
-                    _ => ("/v1/models", openai_models),
-                };
-                self.models(path, parse).await
+                self.listed_models(caps.models).await
             }
-            ProbeKind::Openai => self.models("/v1/models", openai_models).await,
-            ProbeKind::Ollama => self.models("/api/tags", ollama_models).await,
-            ProbeKind::Triton | ProbeKind::Kserve => self.check_v2().await,
+            Readiness::Models => self.listed_models(caps.models).await,
+            Readiness::V2 => self.check_v2().await,
         }
+    }
+
+    /// Readiness through the kind's model list; a kind without one is up here.
+    async fn listed_models(&self, list: Option<ModelList>) -> Verdict {
+        let parse: ModelParser = match list {
+            Some(ModelList::OpenAi) => openai_models,
+            Some(ModelList::Tgi) => tgi_models,
+            Some(ModelList::Ollama) => ollama_models,
+            None | Some(ModelList::V2) => return Verdict::up(Vec::new()),
+        };
+        let path = list.map_or("", ModelList::path);
+        self.models(path, parse).await
     }
 
     /// KServe v2 (Triton): live, then ready, then the expected model's readiness.
@@ -216,11 +222,6 @@ pub(super) fn is_success(status: u16) -> bool {
 
 fn status_down(status: u16) -> Verdict {
     Verdict::down(ProbeReason::HttpStatus, format!("HTTP {status}"))
-}
-
-/// Whether the kind lists models (so `expected_model` can be checked).
-fn has_model_list(kind: ProbeKind) -> bool {
-    !matches!(kind, ProbeKind::Http | ProbeKind::Tcp)
 }
 
 fn strings(items: &[serde_json::Value], key: &str) -> Option<Vec<String>> {
