@@ -1,6 +1,7 @@
 //! Wires collectors → store → exporters, runs them until shutdown, then drains with a bound.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,11 +12,11 @@ use tokio::task::JoinSet;
 use crate::collect::gpu::{GpuOptions, NvmlCollector};
 use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
-use crate::export::otlp::{AgentIdentity, OtlpPush, OtlpSettings};
+use crate::export::otlp::{AgentIdentity, OtlpPush};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
 use crate::mode::{self, ModeInfo};
@@ -31,6 +32,55 @@ pub enum GpuSource {
     Demo { gpus: u32 },
 }
 
+/// Everything the agent runs on, loaded and checked before any port is bound.
+///
+/// Every subcommand (`run`, `demo`, `wrap`, `scan`, `config check`) loads through
+/// [`Parts::load`], so they accept and refuse the same configurations with the same one-line
+/// error naming the key and where it was set.
+#[derive(Debug)]
+pub struct Parts {
+    pub config: Config,
+    /// Where each value came from, for errors found later (`wrap`'s inferred probe).
+    pub origins: Origins,
+    /// The OTLP push settings; `None` when push is off.
+    pub otlp: Option<OtlpSettings>,
+    /// The TLS certificate and bearer token, read from their files.
+    pub credentials: Arc<Credentials>,
+    /// The health policy (`[health]`, Xid overrides included).
+    pub policy: health::Policy,
+}
+
+impl Parts {
+    /// Loads `file` (if any) under `overrides` (environment, then flags), then checks what
+    /// only shows after loading: the log filter, the health policy, the OTLP settings (`env`
+    /// reads the `OTEL_*` variables), the probes' CA files and the server's TLS and token
+    /// files. The first error wins, with its origin placed.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[Override],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let Loaded { config, origins } = Config::load(file, overrides)?;
+        let place = |error| origins.place(error);
+        // `Config::load` refused unknown level words; this is tracing's own syntax check.
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+            let message = format!("invalid log filter {:?}: {error}", config.log.level);
+            return Err(place(ConfigError::at_key("log.level", message)));
+        }
+        let policy = health::Policy::from_config(&config.health).map_err(place)?;
+        let otlp = OtlpSettings::resolve(&config.otlp, env).map_err(place)?;
+        probe::check_files(&config.probe).map_err(place)?;
+        let credentials = Arc::new(Credentials::load(&config.http).map_err(place)?);
+        Ok(Self {
+            config,
+            origins,
+            otlp,
+            credentials,
+            policy,
+        })
+    }
+}
+
 /// An error that stops the agent (not a collector failure, which is only data).
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -42,11 +92,8 @@ pub enum AppError {
 
 /// Runs the agent on an already-bound listener until `shutdown` completes.
 ///
-/// `credentials` are the TLS and token material of `config.http`, loaded beforehand
-/// ([`Credentials::load`]) so that a bad file is a config error before the port is bound.
-///
-/// `otlp` is the resolved push configuration ([`OtlpSettings::resolve`]), `None` when push
-/// is off.
+/// `config`, `otlp` and `credentials` come from [`Parts::load`], so that a bad value or file
+/// is a config error before the port is bound. `otlp` is `None` when push is off.
 pub async fn run(
     config: Config,
     source: GpuSource,
@@ -96,7 +143,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     // Every HTTP client of the process (probes, OTLP over HTTP) uses ring.
-    crate::collect::probe_tls::install_crypto_provider();
+    crate::collect::probe::tls::install_crypto_provider();
     let (stop_tx, stop_rx) = watch::channel(false);
     if let GpuSource::Demo { .. } = source {
         add_demo_probe(&mut config, stop_rx.clone()).await;
@@ -183,7 +230,7 @@ pub async fn run_with(
                 stop_rx.clone(),
             ));
         }
-        // Config::load validated it; only an unvalidated Config gets here.
+        // Parts::load validated it; only an unvalidated Config gets here.
         Err(error) => tracing::error!(error = %error, "Health evaluation off."),
     }
 

@@ -301,11 +301,8 @@ impl Default for Policy {
 impl Policy {
     /// Builds the policy, refusing a bad override or ratio as a config error.
     pub fn from_config(c: &HealthConfig) -> Result<Self, ConfigError> {
-        let fail = |key: &str, message: String| ConfigError {
-            key: Some(key.to_owned()),
-            origin: "configuration".to_owned(),
-            message,
-        };
+        // The loader fills in where the key was set (`config::Origins::place`).
+        let fail = |key: &str, message: String| ConfigError::at_key(key, message);
         if !(c.hw_slowdown_ratio > 0.0 && c.hw_slowdown_ratio <= 1.0) {
             return Err(fail(
                 "health.hw_slowdown_ratio",

@@ -13,12 +13,10 @@
 //! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs, the HTTP router and server
 //!   (`api`), HTTPS (`tls`) and bearer-token authentication (`auth`).
 //! * `health`: GPU and node health states, pure functions of the snapshot, window and Xid log.
-//! * `scan`: `gpulse scan`, one sample and one health verdict.
 //! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
-//! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises, and the probe it
-//!   infers from the child's command line.
 //! * `app`: wires the pieces together and runs until shutdown.
-//! * `cli`: command-line parsing and the subcommands; `main.rs` only calls [`cli::main`].
+//! * `cli`: command-line parsing, logging, exit codes and the subcommands (`scan`, `wrap`:
+//!   the agent beside a child it supervises); `main.rs` only calls [`cli::main`].
 
 pub mod app;
 pub mod cli;
@@ -30,7 +28,4 @@ pub mod export;
 pub mod health;
 pub mod mode;
 pub mod model;
-pub mod promtext;
-pub mod scan;
 pub mod store;
-pub mod wrap;

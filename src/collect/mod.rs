@@ -4,9 +4,8 @@
 //! * `gpu_xid`: NVML critical-Xid events on their own thread.
 //! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
-//! * `job`: the child of `gpulse wrap`: spawned, signalled, reaped, each run recorded.
-//! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect).
-//! * `server_metrics`: lifts an inference server's own `/metrics` into common names.
+//! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect), their
+//!   synthetic requests, `/metrics` scrapes and TLS settings.
 //! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
 //!
 //! The runner, not each collector, times every cycle, records success and duration in the
@@ -16,12 +15,8 @@
 pub mod gpu;
 pub mod gpu_xid;
 pub mod host;
-pub mod job;
 pub mod kmsg;
 pub mod probe;
-pub mod probe_infer;
-pub mod probe_tls;
-pub mod server_metrics;
 pub mod worker;
 
 use std::fmt;

@@ -131,12 +131,13 @@ impl Credentials {
     }
 }
 
+/// The key's origin is left to the loader (`config::Origins::place`); the file is named in
+/// the message.
 fn config_error(error: LoadError) -> ConfigError {
-    ConfigError {
-        key: Some(error.key.to_owned()),
-        origin: error.path.display().to_string(),
-        message: error.message,
-    }
+    ConfigError::at_key(
+        error.key,
+        format!("{}: {}", error.path.display(), error.message),
+    )
 }
 
 /// The router with all routes, authentication (when configured) and bounds applied.
@@ -556,7 +557,7 @@ mod tests {
 
     /// reqwest has no crypto provider of its own; the process installs ring first.
     async fn test_get(url: String) -> reqwest::Result<reqwest::Response> {
-        crate::collect::probe_tls::install_crypto_provider();
+        crate::collect::probe::tls::install_crypto_provider();
         reqwest::Client::new().get(url).send().await
     }
     use std::time::Duration;

@@ -169,8 +169,11 @@ fn unreadable_or_half_configured_tls_exits_2_before_bind() {
 
     let (code, err) = run_on_taken_port(&[("GPULSE_HTTP_TLS_CERT_FILE", cert)]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("`http.tls_key_file`"), "{err}");
-    assert!(err.contains("`http.tls_cert_file` is set"), "{err}");
+    assert!(
+        err.contains("`http.tls_cert_file` at GPULSE_HTTP_TLS_CERT_FILE (environment)"),
+        "{err}"
+    );
+    assert!(err.contains("`http.tls_key_file` is empty"), "{err}");
 
     // The certificate as the key: the key file is at fault.
     let (code, err) = run_on_taken_port(&[
@@ -188,7 +191,7 @@ fn unreadable_or_half_configured_tls_exits_2_before_bind() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("`http.tls_cert_file`"),
+        stderr(&out).contains("`http.tls_key_file` at GPULSE_HTTP_TLS_KEY_FILE (environment)"),
         "{}",
         stderr(&out)
     );
@@ -209,7 +212,163 @@ fn empty_or_missing_token_file_exits_2_before_bind() {
     let (code, err) = run_on_taken_port(&[("GPULSE_HTTP_BEARER_TOKEN_FILE", "/nonexistent/token")]);
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("`http.bearer_token_file` at /nonexistent/token"),
+        err.contains(
+            "`http.bearer_token_file` at GPULSE_HTTP_BEARER_TOKEN_FILE (environment): /nonexistent/token: cannot read"
+        ),
         "{err}"
     );
+}
+
+/// Bad files, each as `(name, text, key)`: `run` refuses them before binding, and
+/// `config check` (the systemd unit's ExecStartPre) must refuse them with the same line.
+fn bad_files(dir: &std::path::Path) -> Vec<(&'static str, String, &'static str)> {
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let key = dir.join("tls.key");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let (empty, key) = (empty.display(), key.display());
+    vec![
+        (
+            "tls cert file missing",
+            format!("[http]\ntls_cert_file = \"/nonexistent/c.pem\"\ntls_key_file = \"{key}\"\n"),
+            "http.tls_cert_file",
+        ),
+        (
+            "tls key only",
+            format!("[http]\ntls_key_file = \"{key}\"\n"),
+            "http.tls_key_file",
+        ),
+        (
+            "token file missing",
+            "[http]\nbearer_token_file = \"/nonexistent/token\"\n".to_owned(),
+            "http.bearer_token_file",
+        ),
+        (
+            "token file empty",
+            format!("[http]\nbearer_token_file = \"{empty}\"\n"),
+            "http.bearer_token_file",
+        ),
+        ("log level warning", "[log]\nlevel = \"warning\"\n".to_owned(), "log.level"),
+        ("log level loud", "[log]\nlevel = \"loud\"\n".to_owned(), "log.level"),
+        (
+            "probe CA file missing",
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"https://x:1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n".to_owned(),
+            "probe[0].tls_ca_file",
+        ),
+        (
+            "duplicate probe name",
+            "[[probe]]\nname = \"a\"\nkind = \"tcp\"\nurl = \"x:1\"\n\n[[probe]]\nname = \"a\"\nkind = \"tcp\"\nurl = \"x:2\"\n".to_owned(),
+            "probe[1].name",
+        ),
+        (
+            "probe url",
+            "[[probe]]\nname = \"a\"\nkind = \"vllm\"\nurl = \"ftp://x:1\"\n".to_owned(),
+            "probe[0].url",
+        ),
+        (
+            "xid override",
+            "[health]\nxid_overrides = { \"94\" = \"sometimes\" }\n".to_owned(),
+            "health.xid_overrides",
+        ),
+        ("ratio", "[health]\nhw_slowdown_ratio = 2.0\n".to_owned(), "health.hw_slowdown_ratio"),
+        (
+            "otlp protocol",
+            "[otlp]\nendpoint = \"http://c:4318\"\nprotocol = \"http/json\"\n".to_owned(),
+            "otlp.protocol",
+        ),
+        (
+            "otlp endpoint",
+            "[otlp]\nendpoint = \"c:4318\"\n".to_owned(),
+            "otlp.endpoint",
+        ),
+        (
+            "state file size",
+            "[wrap]\nstate_max_bytes = 10\n".to_owned(),
+            "wrap.state_max_bytes",
+        ),
+        ("listen", "[http]\nlisten = \"nowhere\"\n".to_owned(), "http.listen"),
+        ("duration", "[gpu]\ninterval = \"fast\"\n".to_owned(), "gpu.interval"),
+    ]
+}
+
+#[test]
+fn run_and_config_check_refuse_the_same_files_with_the_same_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for (name, text, key) in bad_files(dir.path()) {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let file = path.to_str().unwrap();
+        // On a taken port, exit 2 (not 1) proves the check came before any bind; a file
+        // that sets the address itself is run as it is.
+        let mut args = vec!["run", "--config", file];
+        if !text.contains("listen") {
+            args.extend(["--listen", addr.as_str()]);
+        }
+        let run = gpulse(&args, &[("GPULSE_GPU_NVML_LIBRARY", "/nonexistent")]);
+        let check = gpulse(&["config", "check", file], &[]);
+        let (run_err, check_err) = (stderr(&run), stderr(&check));
+        assert_eq!(run.status.code(), Some(2), "{name}: {run_err}");
+        assert_eq!(check.status.code(), Some(2), "{name}: {check_err}");
+        assert_eq!(run_err.lines().count(), 1, "{name}: {run_err}");
+        assert_eq!(run_err, check_err, "{name}");
+        // Every error names the key and its file:line:col.
+        assert!(
+            run_err.contains(&format!("config key `{key}` at {file}:")),
+            "{name}: {run_err}"
+        );
+        assert!(!run_err.contains("at configuration"), "{name}: {run_err}");
+    }
+}
+
+#[test]
+fn an_overridden_value_is_blamed_on_its_variable_or_flag() {
+    let out = gpulse(
+        &["config", "check", "/dev/null"],
+        &[("GPULSE_LOG_LEVEL", "warning")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("gpulse: config key `log.level` at GPULSE_LOG_LEVEL (environment):"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean warn"), "{err}");
+    let out = gpulse(&["scan", "--log-level", "loud"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`log.level` at --log-level (flag)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn listen_takes_a_host_a_bare_port_or_a_colon_port() {
+    for good in ["localhost:9412", ":9412", "9412", "[::1]:9412"] {
+        let out = gpulse(
+            &["config", "check", "/dev/null"],
+            &[("GPULSE_HTTP_LISTEN", good)],
+        );
+        assert_eq!(out.status.code(), Some(0), "{good}: {}", stderr(&out));
+    }
+    // localhost is resolved to 127.0.0.1 and bound there: the taken port proves it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = gpulse(
+        &["--listen", &format!("localhost:{port}")],
+        &[("GPULSE_GPU_NVML_LIBRARY", "/nonexistent")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = gpulse(&["run", "--listen", "nowhere"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("`http.listen` at --listen (flag)"), "{err}");
+    assert!(err.contains(":PORT or PORT"), "{err}");
 }

@@ -188,14 +188,14 @@ fn fixed_snapshot() -> Snapshot {
         stats.apply(request(true, 40));
         stats.apply(request(false, 10_000));
     }
-    let lifted = gpulse::collect::server_metrics::lift(
+    let lifted = gpulse::collect::probe::scrape::lift(
         "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 3\n\
          # TYPE vllm:request_success_total counter\nvllm:request_success_total{finished_reason=\"stop\"} 90\n\
          vllm:request_success_total{finished_reason=\"error\"} 2\n\
          # TYPE vllm:time_to_first_token_seconds histogram\n\
          vllm:time_to_first_token_seconds_bucket{le=\"0.1\"} 80\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 92\n\
          vllm:time_to_first_token_seconds_sum 6.5\nvllm:time_to_first_token_seconds_count 92\n",
-        &gpulse::promtext::Limits::default(),
+        &gpulse::collect::probe::promtext::Limits::default(),
     );
     if let Some(scrapes) = probe.server.as_mut() {
         scrapes.apply(Ok(lifted), Duration::from_millis(3), at(1_700_000_031));

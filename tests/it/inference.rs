@@ -15,7 +15,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use gpulse::app::GpuSource;
 use gpulse::collect::probe::Probe;
-use gpulse::collect::probe_infer::infer;
+use gpulse::collect::probe::infer::infer;
 use gpulse::config::{Config, HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::model::{InferenceSample, ProbeReason, ProbeState};
 use tokio::net::TcpListener;

@@ -106,7 +106,7 @@ impl Running {
 /// A reqwest client for tests. reqwest is built without a crypto provider of its own
 /// (gpulse installs ring for the whole process), so tests install it before building one.
 pub fn client() -> reqwest::Client {
-    gpulse::collect::probe_tls::install_crypto_provider();
+    gpulse::collect::probe::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use gpulse::app::GpuSource;
 use gpulse::collect::probe::Probe;
-use gpulse::collect::probe_infer::infer;
+use gpulse::collect::probe::infer::infer;
 use gpulse::config::{HumanDuration, ProbeConfig, ProbeKind};
 use gpulse::model::{ProbeReason, ProbeSample, ProbeState};
 

@@ -75,10 +75,10 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
             // streamed tokens): serde_json there is a client-side parser, not serving.
             // Config validation checks a probe's JSON request body at start.
             let parses_probe_json = http == "serde_json"
-                && (path.starts_with("src/collect/probe") || path == "src/config.rs");
+                && (path.starts_with("src/collect/probe") || path == "src/config/probe.rs");
             // An https probe is a TLS client: its trust settings are built with rustls.
             let probe_tls =
-                matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe_tls.rs";
+                matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe/tls.rs";
             if text.contains(&format!("{http}::")) && !parses_probe_json && !probe_tls {
                 // The demo's simulated inference server is an HTTP server of its own.
                 let demo_server = path == "src/demo/server.rs"

@@ -39,18 +39,23 @@ fn infer_one(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Option<Pr
     let args = &argv[1..];
     let (kind, host, port, path) = match program {
         "vllm" if args.first().map(String::as_str) == Some("serve") => {
-            let (host, port) = host_port(args, &["--host"], &["--port"], 8000)?;
+            let (host, port) = host_port(args, &["--host"], &["--port"], port_of(ProbeKind::Vllm))?;
             (ProbeKind::Vllm, host, port, "")
         }
         "text-generation-launcher" => {
             let port = match flag(args, &["--port", "-p"]) {
                 Some(p) => parse_port(&p)?,
-                None => env("PORT").map_or(Some(3000), |p| parse_port(&p))?,
+                None => env("PORT").map_or(Some(port_of(ProbeKind::Tgi)), |p| parse_port(&p))?,
             };
             (ProbeKind::Tgi, flag(args, &["--hostname"]), port, "")
         }
         "tritonserver" => {
-            let (host, port) = host_port(args, &["--http-address"], &["--http-port"], 8000)?;
+            let (host, port) = host_port(
+                args,
+                &["--http-address"],
+                &["--http-port"],
+                port_of(ProbeKind::Triton),
+            )?;
             (ProbeKind::Triton, host, port, "")
         }
         "ollama" if args.first().map(String::as_str) == Some("serve") => {
@@ -60,24 +65,28 @@ fn infer_one(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Option<Pr
         "llama-server" => {
             let port = match flag(args, &["--port"]) {
                 Some(p) => parse_port(&p)?,
-                None => env("LLAMA_ARG_PORT").map_or(Some(8080), |p| parse_port(&p))?,
+                None => env("LLAMA_ARG_PORT")
+                    .map_or(Some(port_of(ProbeKind::Llamacpp)), |p| parse_port(&p))?,
             };
             let host = flag(args, &["--host"]).or_else(|| env("LLAMA_ARG_HOST"));
             (ProbeKind::Llamacpp, host, port, "")
         }
         "mlserver" if args.first().map(String::as_str) == Some("start") => {
-            let port = env("MLSERVER_HTTP_PORT").map_or(Some(8080), |p| parse_port(&p))?;
+            let port = env("MLSERVER_HTTP_PORT")
+                .map_or(Some(port_of(ProbeKind::Kserve)), |p| parse_port(&p))?;
             (ProbeKind::Kserve, env("MLSERVER_HOST"), port, "")
         }
         _ if is_python(program) => {
             let (module, rest) = python_module(args)?;
             match module {
                 "vllm.entrypoints.openai.api_server" => {
-                    let (host, port) = host_port(rest, &["--host"], &["--port"], 8000)?;
+                    let (host, port) =
+                        host_port(rest, &["--host"], &["--port"], port_of(ProbeKind::Vllm))?;
                     (ProbeKind::Vllm, host, port, "")
                 }
                 "sglang.launch_server" => {
-                    let (host, port) = host_port(rest, &["--host"], &["--port"], 30000)?;
+                    let (host, port) =
+                        host_port(rest, &["--host"], &["--port"], port_of(ProbeKind::Sglang))?;
                     (ProbeKind::Sglang, host, port, "")
                 }
                 "http.server" => {
@@ -236,6 +245,12 @@ fn host_port(
     Some((flag(args, host_flags), port))
 }
 
+/// The server's default port, from the kinds table (80 for a kind without one, which no
+/// rule here asks for).
+fn port_of(kind: ProbeKind) -> u16 {
+    kind.caps().default_port.unwrap_or(80)
+}
+
 fn parse_port(text: &str) -> Option<u16> {
     text.trim().parse::<u16>().ok().filter(|p| *p != 0)
 }
@@ -244,7 +259,7 @@ fn parse_port(text: &str) -> Option<u16> {
 /// 127.0.0.1:11434.
 fn ollama_host(value: Option<&str>) -> Option<(Option<String>, u16)> {
     let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Some((None, 11434));
+        return Some((None, port_of(ProbeKind::Ollama)));
     };
     let value = value
         .strip_prefix("http://")
@@ -255,7 +270,7 @@ fn ollama_host(value: Option<&str>) -> Option<(Option<String>, u16)> {
         Some((host, port)) if !host.ends_with(':') && !port.contains(']') => {
             Some((Some(host.to_owned()), parse_port(port)?))
         }
-        _ => Some((Some(value.to_owned()), 11434)),
+        _ => Some((Some(value.to_owned()), port_of(ProbeKind::Ollama))),
     }
 }
 

@@ -5,17 +5,22 @@
 //!
 //! 1. The config is loaded first. If it is invalid, gpulse says so on stderr and `exec`s CMD in
 //!    its place: the workload runs as if gpulse were not there.
-//! 2. Signal handlers are installed, then the child is spawned ([`job::spawn`]). A command that
+//! 2. Signal handlers are installed, then the child is spawned ([`supervise::spawn`]). A command that
 //!    cannot be started exits 127 (not found) or 126 (not executable), as a shell does.
 //! 3. The state file (`agent.state_dir`) is read back, bounded in time, to number this run and
 //!    count restarts; a run whose end was never recorded is finished as `unknown`.
 //! 4. The agent starts on the shared store. If it cannot (the port is taken, …) the error is
 //!    logged and the child runs on without it.
-//! 5. Only the child's exit ends `wrap` ([`job::supervise`]); the agent then stops within
+//! 5. Only the child's exit ends `wrap` ([`supervise::supervise`]); the agent then stops within
 //!    `agent.shutdown_grace_period` (one last OTLP push included), the state file is flushed,
 //!    and gpulse exits with the child's code (128 + the signal when it was killed by one).
 
+//!
+//! `auto_probe` infers the child's probe from its command line; `supervise` owns the child
+//! process (spawn, signals, reaping, job events).
+
 mod auto_probe;
+pub mod supervise;
 
 pub use auto_probe::infer_probe;
 
@@ -26,24 +31,17 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::{self, GpuSource};
-use crate::collect::job::{self, JobSink, Signals, Supervision};
-use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
+use self::supervise::{JobSink, Signals, Supervision};
+use super::exit;
+use crate::app::{self, GpuSource, Parts};
+use crate::config::OtlpSettings;
+use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind, Readiness};
 use crate::evidence::journal::{self, Restored, StateWriter};
 use crate::export::api::Credentials;
-use crate::export::otlp::OtlpSettings;
 use crate::model::JobEvent;
 
 /// How long reading the state file back may take before the run goes on without it.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The agent's side of `wrap`, loaded and validated.
-#[derive(Debug)]
-pub struct AgentParts {
-    pub config: Config,
-    pub otlp: Option<OtlpSettings>,
-    pub credentials: Arc<Credentials>,
-}
 
 /// `--no-auto-probe`, `--probe-kind`, `--probe-url`.
 #[derive(Debug, Clone, Default)]
@@ -57,11 +55,7 @@ pub struct ProbeFlags {
 pub fn parse_probe_kind(text: &str) -> Result<ProbeKind, String> {
     toml::Value::String(text.to_owned())
         .try_into::<ProbeKind>()
-        .map_err(|_| {
-            format!(
-                "unknown probe kind {text:?} (vllm, tgi, triton, kserve, sglang, ollama, llamacpp, openai, http, tcp)"
-            )
-        })
+        .map_err(|_| format!("unknown probe kind {text:?} ({})", ProbeKind::names()))
 }
 
 /// The probe `wrap` adds for its child, and the name of the probe whose first `up` makes the
@@ -98,7 +92,7 @@ pub fn child_probe(
             let url = match (url, inferred) {
                 (Some(url), _) => url.clone(),
                 // A tcp probe of the inferred server connects to its host:port.
-                (None, Some(p)) if kind == ProbeKind::Tcp => p
+                (None, Some(p)) if kind.caps().readiness == Readiness::Connect => p
                     .url
                     .trim_start_matches("http://")
                     .trim_end_matches('/')
@@ -135,7 +129,7 @@ pub fn child_probe(
 /// Runs `command` under supervision with the agent beside it; `agent` is `None` when the
 /// config could not be loaded (the command then replaces gpulse).
 pub fn run(
-    agent: Result<AgentParts, ConfigError>,
+    agent: Result<Parts, ConfigError>,
     flags: &ProbeFlags,
     command: Vec<OsString>,
 ) -> ExitCode {
@@ -156,7 +150,7 @@ pub fn run(
             return ExitCode::from(exec(&command));
         }
     };
-    let code = runtime.block_on(supervise(agent, flags, command));
+    let code = runtime.block_on(run_wrapped(agent, flags, command));
     // Probe and push tasks may still hold the runtime; do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
@@ -165,7 +159,7 @@ pub fn run(
 /// Replaces gpulse with `command`; returns (an exit code) only when that fails.
 fn exec(command: &[OsString]) -> u8 {
     let Some((program, args)) = command.split_first() else {
-        return crate::cli::EXIT_USAGE;
+        return exit::USAGE;
     };
     let error = std::process::Command::new(program).args(args).exec();
     eprintln!("gpulse: cannot run {}: {error}", program.to_string_lossy());
@@ -175,16 +169,18 @@ fn exec(command: &[OsString]) -> u8 {
 /// A shell's exit code for a command it could not start.
 fn spawn_error_code(error: &std::io::Error) -> u8 {
     match error.kind() {
-        std::io::ErrorKind::NotFound => 127,
-        _ => 126,
+        std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+        _ => exit::CANNOT_EXECUTE,
     }
 }
 
-async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
-    let AgentParts {
+async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -> i32 {
+    let Parts {
         mut config,
+        mut origins,
         otlp,
         credentials,
+        ..
     } = agent;
     let grace = config.agent.shutdown_grace_period.0;
     let mut signals = match Signals::install() {
@@ -196,7 +192,7 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
             return i32::from(exec(&command));
         }
     };
-    let spawned = match job::spawn(&command) {
+    let spawned = match supervise::spawn(&command) {
         Ok(spawned) => spawned,
         Err(error) => {
             let program = command.first().map(|p| p.to_string_lossy().into_owned());
@@ -225,8 +221,13 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
     };
     if let Some(probe) = child_probe.add.clone() {
         tracing::info!(probe = %probe.name, kind = probe.kind.as_str(), url = %probe.url, "Probing the command's server.");
+        // Its keys come from the command line (or --probe-* flags): errors say so.
+        origins.set(
+            format!("probe[{}]", config.probe.len()),
+            "the wrapped command line",
+        );
         config.probe.push(probe);
-        if let Err(error) = config.validate() {
+        if let Err(error) = config.validate().map_err(|e| origins.place(e)) {
             tracing::error!(error = %error, "The inferred probe is invalid; not probing it.");
             config.probe.pop();
         }
@@ -283,7 +284,7 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
     .await;
 
     let ready = child_probe.ready.map(|name| {
-        Box::pin(job::ready_when_probe_up(
+        Box::pin(supervise::ready_when_probe_up(
             Arc::clone(&store),
             name,
             spawned.started_at,
@@ -295,7 +296,7 @@ async fn supervise(agent: AgentParts, flags: &ProbeFlags, command: Vec<OsString>
         previous_end,
         ready,
     };
-    let end = job::supervise(&spawned, &mut signals, supervision, &sink).await;
+    let end = supervise::supervise(&spawned, &mut signals, supervision, &sink).await;
     let code = end.exit.map_or(1, |e| e.exit_code());
     tracing::info!(
         run,

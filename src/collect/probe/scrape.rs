@@ -37,8 +37,8 @@
 
 use std::collections::HashMap;
 
+use super::promtext::{self, Limits, Sample};
 use crate::model::{ServerHistogram, ServerMetrics};
-use crate::promtext::{self, Limits, Sample};
 
 /// Parses `text` (a server's `/metrics` body) and lifts it into common names.
 pub fn lift(text: &str, limits: &Limits) -> ServerMetrics {

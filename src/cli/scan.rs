@@ -12,14 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::collect::gpu::{GpuOptions, NvmlSampler};
 use crate::collect::host::HostSampler;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::health::{self, GpuStatus, NodeHealth, State};
 use crate::model::{GpuWindowPoint, HostSample, XidLog};
 
-/// Exit code for an unhealthy node.
-pub const EXIT_UNHEALTHY: u8 = 3;
-/// Exit code for a degraded node, or no GPU without `--allow-no-gpu`.
-pub const EXIT_DEGRADED: u8 = 1;
+use super::exit::{DEGRADED as EXIT_DEGRADED, OK, UNHEALTHY as EXIT_UNHEALTHY};
 
 /// What one scan found.
 #[derive(Debug)]
@@ -32,8 +29,8 @@ pub struct ScanReport {
 
 /// Runs one GPU cycle (on its own thread, bounded by `gpu.timeout`) and one host cycle, then
 /// evaluates health once.
-pub fn scan(config: &Config) -> Result<ScanReport, ConfigError> {
-    let policy = health::Policy::from_config(&config.health)?;
+/// `policy` is the one [`crate::app::Parts::load`] built from `config.health`.
+pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
     let (sample, no_gpu) = if config.gpu.enabled {
         match gpu_cycle(config) {
             Ok(sample) if sample.devices.is_empty() => {
@@ -66,12 +63,12 @@ pub fn scan(config: &Config) -> Result<ScanReport, ConfigError> {
         window: &window,
         xid: &xid,
     };
-    let health = health::evaluate(&NodeHealth::initial(), &input, &policy, now);
-    Ok(ScanReport {
+    let health = health::evaluate(&NodeHealth::initial(), &input, policy, now);
+    ScanReport {
         health,
         no_gpu,
         host,
-    })
+    }
 }
 
 fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {
@@ -95,10 +92,10 @@ fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {
 /// The exit code for a report.
 pub fn exit_code(report: &ScanReport, allow_no_gpu: bool) -> u8 {
     if report.no_gpu.is_some() {
-        return if allow_no_gpu { 0 } else { EXIT_DEGRADED };
+        return if allow_no_gpu { OK } else { EXIT_DEGRADED };
     }
     match report.health.state {
-        State::Healthy => 0,
+        State::Healthy => OK,
         State::Degraded | State::Unknown => EXIT_DEGRADED,
         State::Unhealthy => EXIT_UNHEALTHY,
     }

@@ -1,25 +1,29 @@
-//! Command-line interface: flags, subcommands and exit codes.
+//! Command-line interface: flags (clap), logging, and dispatch to the subcommands.
 //!
-//! Exit codes: 0 success, 1 runtime failure (e.g. the port is taken), 2 usage or config
-//! error. Config is fully loaded and validated before any port is bound.
+//! Exit codes are in `exit` (0 success, 1 runtime failure such as a taken port, 2 usage or
+//! config error, 3 unhealthy for `scan`). Every subcommand loads through
+//! [`crate::app::Parts::load`], so config is fully loaded and validated before any port is
+//! bound.
+//!
+//! * `exit`: every exit code.
+//! * `scan`: `gpulse scan`, one sample and one health verdict.
+//! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
+
+pub mod exit;
+pub mod scan;
+pub mod wrap;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{self, DEMO_GPUS, GpuSource};
+use crate::app::{self, DEMO_GPUS, GpuSource, Parts};
 use crate::config::{self, Config, ConfigError, LogFormat, Override, ProbeKind};
-use crate::export::api::Credentials;
-use crate::export::otlp::OtlpSettings;
-use crate::wrap::{AgentParts, ProbeFlags};
-
-/// Exit code for usage and configuration errors (clap uses the same).
-pub const EXIT_USAGE: u8 = 2;
+use wrap::ProbeFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,7 +77,7 @@ enum Command {
         no_auto_probe: bool,
         /// Kind of the child's probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp,
         /// openai, http, tcp), overriding the one inferred from the command line.
-        #[arg(long, value_name = "KIND", value_parser = crate::wrap::parse_probe_kind)]
+        #[arg(long, value_name = "KIND", value_parser = wrap::parse_probe_kind)]
         probe_kind: Option<ProbeKind>,
         /// URL of the child's probe (http://host:port[/base]), overriding the inferred one.
         #[arg(long, value_name = "URL")]
@@ -98,8 +102,9 @@ struct RunArgs {
     /// TOML config file.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address for /metrics and the API (overrides http.listen).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT,
+    /// [IPv6]:PORT, :PORT or PORT.
+    #[arg(long, value_name = "[HOST]:PORT")]
     listen: Option<String>,
     /// NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1).
     #[arg(long, value_name = "PATH")]
@@ -131,49 +136,17 @@ impl RunArgs {
         out
     }
 
-    /// The validated config (the log filter and OTLP settings included).
-    fn load(&self) -> Result<Config, ConfigError> {
-        self.load_with_otlp().map(|(config, _)| config)
-    }
-
-    /// [`Self::load`], keeping the OTLP settings it resolved.
-    fn load_with_otlp(&self) -> Result<(Config, Option<OtlpSettings>), ConfigError> {
-        let config = Config::load(self.config.as_deref(), &self.overrides())?;
-        log_filter(&config)?;
-        let otlp = otlp_settings(&config)?;
-        Ok((config, otlp))
-    }
-
-    /// What the agent runs on: the config, its OTLP settings, and the TLS and token files
-    /// (part of the config: a bad file is a config error, before any port is bound).
-    fn load_agent(&self) -> Result<AgentParts, ConfigError> {
-        let (config, otlp) = self.load_with_otlp()?;
-        let credentials = Arc::new(Credentials::load(&config.http)?);
-        Ok(AgentParts {
-            config,
-            otlp,
-            credentials,
+    /// Everything the agent runs on, checked before any port is bound ([`Parts::load`]).
+    fn load(&self) -> Result<Parts, ConfigError> {
+        Parts::load(self.config.as_deref(), &self.overrides(), |name| {
+            std::env::var(name).ok()
         })
     }
 }
 
-/// Parses the log filter, so a bad `log.level` is a config error, not a silent default.
-fn log_filter(config: &Config) -> Result<EnvFilter, ConfigError> {
-    EnvFilter::try_new(&config.log.level).map_err(|error| ConfigError {
-        key: Some("log.level".to_owned()),
-        origin: "configuration".to_owned(),
-        message: format!("invalid log filter {:?}: {error}", config.log.level),
-    })
-}
-
-/// The OTLP push settings from `[otlp]` and the `OTEL_*` environment.
-fn otlp_settings(config: &Config) -> Result<Option<OtlpSettings>, ConfigError> {
-    OtlpSettings::resolve(&config.otlp, |name| std::env::var(name).ok())
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    crate::collect::probe_tls::install_crypto_provider();
+    crate::collect::probe::tls::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run, GpuSource::Nvml),
@@ -201,20 +174,19 @@ pub fn main() -> ExitCode {
         ),
         Some(Command::Config(ConfigCommand::Example)) => {
             print!("{}", config::EXAMPLE);
-            ExitCode::SUCCESS
+            ExitCode::from(exit::OK)
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
+            // The same loader as `run`: a file `run` refuses is refused here with the same
+            // line (the systemd unit runs this as ExecStartPre).
             let args = RunArgs {
                 config: Some(file.clone()),
                 ..RunArgs::default()
             };
-            let checked = args
-                .load()
-                .and_then(|c| crate::collect::probe::check_files(&c.probe));
-            match checked {
-                Ok(()) => {
+            match args.load() {
+                Ok(_) => {
                     println!("{}: ok", file.display());
-                    ExitCode::SUCCESS
+                    ExitCode::from(exit::OK)
                 }
                 Err(error) => usage_error(&error),
             }
@@ -223,14 +195,12 @@ pub fn main() -> ExitCode {
 }
 
 fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
-    let config = match args.load() {
-        Ok(config) => config,
+    let parts = match args.load() {
+        Ok(parts) => parts,
         Err(error) => return usage_error(&error),
     };
-    let report = match crate::scan::scan(&config) {
-        Ok(report) => report,
-        Err(error) => return usage_error(&error),
-    };
+    let config = &parts.config;
+    let report = scan::scan(config, &parts.policy);
     if json {
         let dto = crate::export::json::HealthV1::from_parts(
             &report.health,
@@ -241,41 +211,39 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
             Ok(text) => println!("{text}"),
             Err(error) => {
                 eprintln!("gpulse: cannot encode JSON: {error}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(exit::FAILURE);
             }
         }
         if let Some(why) = &report.no_gpu {
             eprintln!("gpulse: no GPU: {why}");
         }
     } else {
-        print!("{}", crate::scan::render_table(&report));
+        print!("{}", scan::render_table(&report));
     }
-    ExitCode::from(crate::scan::exit_code(&report, allow_no_gpu))
+    ExitCode::from(scan::exit_code(&report, allow_no_gpu))
 }
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
 fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
-    let loaded = args.load_agent();
+    let loaded = args.load();
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);
     }
-    crate::wrap::run(loaded, flags, command)
+    wrap::run(loaded, flags, command)
 }
 
 fn usage_error(error: &ConfigError) -> ExitCode {
     eprintln!("gpulse: {error}");
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(exit::USAGE)
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
-    let AgentParts {
+    let Parts {
         config,
         otlp,
         credentials,
-    } = match args
-        .load_agent()
-        .and_then(|parts| crate::collect::probe::check_files(&parts.config.probe).map(|()| parts))
-    {
+        ..
+    } = match args.load() {
         Ok(parts) => parts,
         Err(error) => return usage_error(&error),
     };
@@ -284,7 +252,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("gpulse: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
     runtime.block_on(async move {
@@ -293,7 +261,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
             Err(error) => {
                 tracing::error!(listen = %config.http.listen, error = %error, "Cannot listen.");
                 eprintln!("gpulse: cannot listen on {}: {error}", config.http.listen);
-                return ExitCode::FAILURE;
+                return ExitCode::from(exit::FAILURE);
             }
         };
         let addr = listener
@@ -316,17 +284,18 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         )
         .await
         {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(exit::OK),
             Err(error) => {
                 tracing::error!(error = %error, "gpulse stopped.");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
         }
     })
 }
 
+/// Logs to stderr with the configured filter (validated by [`Parts::load`]).
 fn init_logging(config: &Config) {
-    let Ok(filter) = log_filter(config) else {
+    let Ok(filter) = EnvFilter::try_new(&config.log.level) else {
         return;
     };
     let builder = tracing_subscriber::fmt()

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::ProbeKind;
+use crate::config::{ProbeKind, Synthetic};
 use crate::model::{InferenceSample, ProbeReason};
 
-use super::probe::{Failure, Probe, classify, too_large};
+use super::http::{Failure, Probe, classify, too_large};
 
 /// Longest server error text kept in `detail`.
 const MAX_DETAIL: usize = 200;
@@ -230,12 +230,12 @@ pub fn request_for(
     max_tokens: u32,
     v2_input: &str,
 ) -> Option<(String, String)> {
-    let body = match kind {
-        ProbeKind::Http | ProbeKind::Tcp => return None,
-        ProbeKind::Triton | ProbeKind::Kserve => {
+    let body = match kind.caps().synthetic {
+        Synthetic::None => return None,
+        Synthetic::V2Infer => {
             return Some((format!("/v2/models/{model}/infer"), v2_input.to_owned()));
         }
-        ProbeKind::Ollama => {
+        Synthetic::OllamaGenerate => {
             let body = json!({
                 "model": model,
                 "prompt": prompt,
@@ -244,11 +244,7 @@ pub fn request_for(
             });
             return Some(("/api/generate".to_owned(), body.to_string()));
         }
-        ProbeKind::Vllm
-        | ProbeKind::Sglang
-        | ProbeKind::Openai
-        | ProbeKind::Tgi
-        | ProbeKind::Llamacpp => {
+        Synthetic::Completions { usage } => {
             let mut body = json!({
                 "prompt": prompt,
                 "max_tokens": max_tokens,
@@ -260,10 +256,7 @@ pub fn request_for(
             }
             // The usage chunk gives an exact token count; TGI and llama.cpp do not take
             // the option (llama.cpp sends usage anyway).
-            if matches!(
-                kind,
-                ProbeKind::Vllm | ProbeKind::Sglang | ProbeKind::Openai
-            ) {
+            if usage {
                 body["stream_options"] = json!({"include_usage": true});
             }
             body
@@ -327,10 +320,10 @@ async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally,
             "this kind has no synthetic request".to_owned(),
         ));
     };
-    let format = match config.kind {
-        ProbeKind::Ollama => Format::Ollama,
-        ProbeKind::Triton | ProbeKind::Kserve => Format::V2,
-        _ => Format::OpenAi,
+    let format = match config.kind.caps().synthetic {
+        Synthetic::OllamaGenerate => Format::Ollama,
+        Synthetic::V2Infer => Format::V2,
+        Synthetic::Completions { .. } | Synthetic::None => Format::OpenAi,
     };
     let url = format!("{}{path}", config.base_url());
     let mut response = probe

@@ -1,0 +1,481 @@
+//! The agent's configuration: [`Config`], one struct per TOML section, their defaults and
+//! [`EXAMPLE`].
+//!
+//! Every field has a documented default (see [`EXAMPLE`], which `gpulse config example`
+//! prints and a test keeps equal to [`Config::default`]). Unknown keys are errors. Values are
+//! validated while they are parsed (durations must be positive, addresses must parse), so a
+//! loaded [`Config`] is always usable and every error can name its key and where it came from.
+//!
+//! * `load`: file < `GPULSE_<SECTION>_<KEY>` environment < flags, and each value's origin.
+//! * `probe`: `[[probe]]` and the one table of what each probe kind can do.
+//! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
+
+mod load;
+mod otlp;
+mod probe;
+
+pub use load::{
+    ConfigError, Loaded, Origins, Override, check_log_level, env_overrides, parse_listen,
+};
+pub use otlp::{OtlpProtocol, OtlpSettings};
+pub use probe::{Capabilities, ModelList, ProbeConfig, ProbeKind, Readiness, Synthetic};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The commented example configuration; every value in it is the default.
+pub const EXAMPLE: &str = include_str!("../../packaging/gpulse.example.toml");
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "GPULSE_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub gpu: GpuConfig,
+    pub host: HostConfig,
+    pub store: StoreConfig,
+    pub http: HttpConfig,
+    pub prometheus: PrometheusConfig,
+    pub otlp: OtlpConfig,
+    pub health: HealthConfig,
+    pub log: LogConfig,
+    pub wrap: WrapConfig,
+    /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probe: Vec<ProbeConfig>,
+}
+
+/// `[agent]`: identity of this node and process-wide settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Node name reported in JSON and used as `Hostname` later; empty means the OS hostname.
+    pub node_name: String,
+    /// How long shutdown waits for in-flight work before exiting.
+    pub shutdown_grace_period: HumanDuration,
+    /// Extra identity labels of this node (e.g. Akash provider and lease ids), exported as
+    /// OTLP resource attributes.
+    pub labels: BTreeMap<String, String>,
+    /// Where gpulse runs (`auto`, `embedded`, `sidecar`, `host`); see [`crate::mode`].
+    pub mode: ModeSetting,
+    /// Directory for state that must survive a restart (`gpulse wrap`'s job runs); empty
+    /// keeps nothing on disk.
+    pub state_dir: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            shutdown_grace_period: HumanDuration::secs(5),
+            labels: BTreeMap::new(),
+            mode: ModeSetting::Auto,
+            state_dir: String::new(),
+        }
+    }
+}
+
+/// `[agent] mode`: where gpulse runs, or `auto` to infer it (see [`crate::mode::infer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    Auto,
+    /// Inside the workload's container (`gpulse wrap`): its own GPUs, its own process tree.
+    Embedded,
+    /// Beside the workload without its GPU: probes and host metrics only.
+    Sidecar,
+    /// On the host (systemd, privileged DaemonSet): every GPU and the kernel log.
+    Host,
+}
+
+impl ModeSetting {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Embedded => "embedded",
+            Self::Sidecar => "sidecar",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// `[wrap]`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WrapConfig {
+    /// Configure a probe for the wrapped server when its kind and port can be told from the
+    /// command line (`vllm serve --port 8000` → a vllm probe on 127.0.0.1:8000).
+    pub auto_probe: bool,
+    /// Interval of that probe; it also sets how precisely time-to-ready is measured.
+    pub probe_interval: HumanDuration,
+    /// Job events (starts, readiness, ends) kept in memory for /v1/events.
+    pub max_events: NonZeroUsize,
+    /// Largest size of `jobs.jsonl` in `agent.state_dir`; past it the oldest half is dropped
+    /// (rewritten to a temporary file and renamed, so it is never half-written).
+    pub state_max_bytes: u64,
+}
+
+impl Default for WrapConfig {
+    fn default() -> Self {
+        Self {
+            auto_probe: true,
+            probe_interval: HumanDuration::secs(10),
+            max_events: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            state_max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl WrapConfig {
+    /// The smallest `state_max_bytes`: room for a few dozen job events.
+    pub const MIN_STATE_BYTES: u64 = 16 * 1024;
+
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        if self.state_max_bytes < Self::MIN_STATE_BYTES {
+            return Err(ConfigError::at_key(
+                "wrap.state_max_bytes",
+                format!(
+                    "{} is too small; use at least {}",
+                    self.state_max_bytes,
+                    Self::MIN_STATE_BYTES
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[gpu]`: the NVML collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub enabled: bool,
+    /// Time between sampling cycles.
+    pub interval: HumanDuration,
+    /// Deadline for one cycle of NVML calls; past it the last good sample is served as stale.
+    pub timeout: HumanDuration,
+    /// Path of the NVML library; empty means the system `libnvidia-ml.so.1`.
+    pub nvml_library: String,
+    /// How often to retry loading NVML when it is absent or failed to initialize.
+    pub nvml_retry_interval: HumanDuration,
+    /// List compute processes (pid, memory, utilization) per GPU.
+    pub processes: bool,
+    /// At most this many processes are reported per GPU (bounds label cardinality).
+    pub max_processes: usize,
+    /// Report MIG mode and MIG instances.
+    pub mig: bool,
+    /// Report per-link NVLink state and error counters.
+    pub nvlink: bool,
+    /// Read PCIe TX/RX throughput (NVML waits about 20 ms per GPU and direction for it).
+    pub pcie_throughput: bool,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: HumanDuration::secs(1),
+            timeout: HumanDuration::secs(2),
+            nvml_library: String::new(),
+            nvml_retry_interval: HumanDuration::secs(30),
+            processes: true,
+            max_processes: 64,
+            mig: true,
+            nvlink: true,
+            pcie_throughput: false,
+        }
+    }
+}
+
+/// `[host]`: the sysinfo collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    pub enabled: bool,
+    pub interval: HumanDuration,
+    /// Deadline for one host cycle (a hung network filesystem can block disk queries).
+    pub timeout: HumanDuration,
+    /// Also report utilization per CPU core.
+    pub per_cpu: bool,
+    /// Report space per mounted filesystem.
+    pub disks: bool,
+    /// Report counters per network interface.
+    pub networks: bool,
+    /// At most this many disks and this many interfaces are reported.
+    pub max_devices: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: HumanDuration::secs(5),
+            timeout: HumanDuration::secs(2),
+            per_cpu: false,
+            disks: true,
+            networks: true,
+            max_devices: 64,
+        }
+    }
+}
+
+/// `[store]`: how much history is kept in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Cycles of history kept per source, as compact points for trends and the score.
+    pub window_samples: NonZeroUsize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            window_samples: NonZeroUsize::new(300).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+/// `[http]`: the server for /metrics, /healthz, /readyz and /v1/*.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on: `IP:PORT`, `HOST:PORT` (resolved at load), `:PORT` or
+    /// `PORT` (every interface), `[IPv6]:PORT`.
+    #[serde(deserialize_with = "load::deserialize_listen")]
+    pub listen: SocketAddr,
+    /// Requests taking longer than this get 503. Also bounds reading a request's headers, the
+    /// TLS handshake, and how long an idle keep-alive connection is kept open.
+    pub request_timeout: HumanDuration,
+    /// Requests handled at once; beyond it requests get 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted (413 above it).
+    pub max_request_body_bytes: usize,
+    /// Open connections at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// PEM certificate chain; with `tls_key_file`, serve HTTPS. Reloaded on SIGHUP and when
+    /// the files change.
+    pub tls_cert_file: String,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: String,
+    /// File holding a bearer token; when set, every path but /healthz and /readyz needs
+    /// `Authorization: Bearer <token>`.
+    pub bearer_token_file: String,
+    /// How often the TLS and token files are checked for changes (SIGHUP reloads at once).
+    pub reload_interval: HumanDuration,
+}
+
+impl HttpConfig {
+    /// The certificate and key files when HTTPS is configured; an error when only one of the
+    /// two is set. The error names the key that is set, so its origin is where to look.
+    pub fn tls_files(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        let one_missing = |missing: &str, set: &str| {
+            ConfigError::at_key(
+                format!("http.{set}"),
+                format!(
+                    "is set but `http.{missing}` is empty; set both to serve HTTPS, or neither"
+                ),
+            )
+        };
+        match (self.tls_cert_file.is_empty(), self.tls_key_file.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Ok(Some((
+                PathBuf::from(&self.tls_cert_file),
+                PathBuf::from(&self.tls_key_file),
+            ))),
+            (false, true) => Err(one_missing("tls_key_file", "tls_cert_file")),
+            (true, false) => Err(one_missing("tls_cert_file", "tls_key_file")),
+        }
+    }
+
+    /// The bearer token file, when authentication is configured.
+    pub fn bearer_token_file(&self) -> Option<PathBuf> {
+        (!self.bearer_token_file.is_empty()).then(|| PathBuf::from(&self.bearer_token_file))
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9412)),
+            request_timeout: HumanDuration::secs(10),
+            max_concurrent_requests: 64,
+            max_request_body_bytes: 65536,
+            max_connections: 256,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            bearer_token_file: String::new(),
+            reload_interval: HumanDuration::secs(5),
+        }
+    }
+}
+
+/// `[prometheus]`: what /metrics renders.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Also render dcgm-exporter's default metric names, units and labels, so dashboards
+    /// built for it (Grafana 12239) work unchanged.
+    pub dcgm_compat: bool,
+}
+
+/// `[otlp]`: pushing metrics to an OpenTelemetry collector. Empty values fall back to the
+/// standard `OTEL_EXPORTER_OTLP_*` variables, then to the OpenTelemetry defaults.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Collector URL, e.g. `http://otel-collector:4317` (gRPC) or `http://host:4318` (HTTP).
+    /// Empty: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`; with
+    /// neither set, OTLP push is off.
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`; empty: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+    pub protocol: String,
+    /// Time between pushes; empty: `OTEL_METRIC_EXPORT_INTERVAL` (ms), else 10s.
+    pub interval: String,
+    /// Deadline of one push; empty: `OTEL_EXPORTER_OTLP_TIMEOUT` (ms), else 10s.
+    pub timeout: String,
+    /// Extra request headers (e.g. an API key), merged over `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: BTreeMap<String, String>,
+    /// `gzip` or `none`; empty: `OTEL_EXPORTER_OTLP_COMPRESSION`, else none.
+    pub compression: String,
+    /// `cumulative` or `delta`; empty: `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
+    /// else cumulative.
+    pub temporality: String,
+}
+
+/// `[health]`: Xid capture and GPU health states.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Kernel log to read `NVRM: Xid` lines from when it is readable (systemd or privileged
+    /// mode); empty turns kmsg capture off.
+    pub kmsg_path: String,
+    /// The same Xid on the same GPU seen by two sources within this window counts once.
+    pub xid_dedup_window: HumanDuration,
+    /// Recent Xid occurrences kept for /v1/health.
+    pub max_events: usize,
+    /// How long a GPU keeps a Degraded or Unhealthy state after its cause is gone.
+    pub hold_time: HumanDuration,
+    /// Window over which the share of time in hardware slowdown is measured.
+    pub throttle_window: HumanDuration,
+    /// Share of `throttle_window` with a hardware slowdown reason active (hw_slowdown,
+    /// hw_thermal_slowdown, hw_power_brake_slowdown) that makes a GPU Degraded.
+    pub hw_slowdown_ratio: f64,
+    /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }:
+    /// `ignore` or `degraded|unhealthy:ACTION`, checked at load (`health::Policy`).
+    pub xid_overrides: BTreeMap<String, String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            kmsg_path: "/dev/kmsg".to_owned(),
+            xid_dedup_window: HumanDuration::secs(10),
+            max_events: 256,
+            hold_time: HumanDuration::secs(600),
+            throttle_window: HumanDuration::secs(300),
+            hw_slowdown_ratio: 0.1,
+            xid_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[log]`: the agent's own logs (stderr).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `gpulse=debug,info`, …
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A positive duration written the human way (`500ms`, `1s`, `2m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+
+    /// Parses `500ms`, `1s`, `1m 30s`; zero is refused because every duration here is an
+    /// interval or a deadline.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let d = humantime::parse_duration(text.trim()).map_err(|error| {
+            format!("invalid duration {text:?} ({error}); use e.g. \"500ms\", \"1s\", \"2m\"")
+        })?;
+        if d.is_zero() {
+            return Err(format!("duration {text:?} must be greater than zero"));
+        }
+        Ok(Self(d))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// The node name to report: the configured one, else the OS hostname, else `unknown`.
+    pub fn node_name(&self) -> String {
+        if !self.agent.node_name.is_empty() {
+            return self.agent.node_name.clone();
+        }
+        sysinfo_free_hostname().unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// The NVML library to load, `None` for the system default.
+    pub fn nvml_library(&self) -> Option<PathBuf> {
+        (!self.gpu.nvml_library.is_empty()).then(|| PathBuf::from(&self.gpu.nvml_library))
+    }
+}
+
+/// Reads the hostname from the kernel without pulling sysinfo into config.
+fn sysinfo_free_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests;
