@@ -43,6 +43,7 @@ mod agent;
 #[path = "../common/fake_nvml.rs"]
 mod fake_nvml;
 mod inproc;
+mod layout;
 // Real llama.cpp and MLServer processes probed end to end (built by .ci/llama-server.sh, .ci/mlserver.sh).
 mod real_servers;
 // A real Prometheus scraping the agent on the fake NVML; promtool on the live /metrics.
