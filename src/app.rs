@@ -338,7 +338,7 @@ async fn evaluate_health(
         let snap = store.snapshot();
         let window = store.gpu_window();
         let input = health::Input {
-            status: health::GpuStatus::of(&snap),
+            status: snap.gpu_status(),
             sample: snap.gpu.as_deref(),
             window: &window,
             xid: &snap.xid,

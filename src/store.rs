@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::health::NodeHealth;
+use crate::health::{GpuStatus, NodeHealth};
 use crate::mode::ModeInfo;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
@@ -58,6 +58,15 @@ impl Snapshot {
     /// True once every registered collector has finished at least one cycle, successful or not.
     pub fn first_cycle_done(&self) -> bool {
         self.collectors.iter().all(|c| c.runs > 0)
+    }
+
+    /// Where the `gpu` collector stands, as health's input needs it.
+    pub fn gpu_status(&self) -> GpuStatus {
+        match (self.collector("gpu"), &self.gpu) {
+            (_, Some(_)) => GpuStatus::Sampled,
+            (Some(c), None) if c.runs == 0 => GpuStatus::Initializing,
+            _ => GpuStatus::NoGpu,
+        }
     }
 }
 

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::config::HealthConfig;
 use crate::model::{EccKind, EccScope, TempThreshold};
-use crate::model::{GpuIdentity, RemappedRows, ThrottleReasons, XidCount};
+use crate::model::{GpuDevice, GpuIdentity, RemappedRows, ThrottleReasons, XidCount};
 
 fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
