@@ -1,0 +1,39 @@
+//! Versioned JSON DTOs: the public, stable shape of the data, one file per schema.
+//!
+//! These types are the only place that knows JSON. Fields are added, never renamed or
+//! retyped, within a schema; a breaking change gets a new schema string.
+//!
+//! * `snapshot`: `gpulse.snapshot/v1` (`/v1/snapshot`).
+//! * `health`: `gpulse.health/v1` (`/v1/health`, `gpulse scan --json`).
+//! * `probes`: `gpulse.probes/v1` (`/v1/probes`).
+//! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
+//!   the job state file (`crate::evidence::journal`), so that type reads back as well.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+mod events;
+mod health;
+mod probes;
+mod snapshot;
+
+pub use events::*;
+pub use health::*;
+pub use probes::*;
+pub use snapshot::*;
+
+/// RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    // Times before 1970 cannot come from this machine's clock; clamp rather than fail.
+    let t = if t < UNIX_EPOCH { UNIX_EPOCH } else { t };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn named<T: ToString>(items: &[(T, f64)]) -> Vec<NamedValueV1> {
+    items
+        .iter()
+        .map(|(name, value)| NamedValueV1 {
+            name: name.to_string(),
+            value: *value,
+        })
+        .collect()
+}
