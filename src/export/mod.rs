@@ -7,19 +7,15 @@
 //!   `[prometheus] dcgm_compat` is on.
 //! * `json`: the versioned JSON DTOs of `/v1/*` (model types are never serialized directly).
 //! * `api`: the axum router and our hyper accept loop with their bounds (timeouts,
-//!   concurrency, body size, connections).
-//! * `tls`: the rustls configuration from PEM files; `auth`: the bearer token check;
-//!   `reload`: how both are reloaded on SIGHUP and file change.
+//!   concurrency, body size, connections); `api::tls` (rustls from PEM files), `api::auth`
+//!   (bearer token) and `api::reload` (both reloaded on SIGHUP and file change).
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf), one observable per catalog OTel name.
 
 pub mod api;
-pub mod auth;
 pub mod catalog;
 pub mod json;
 pub mod otlp;
 pub mod prometheus;
-pub mod reload;
-pub mod tls;
 
 pub use prometheus::dcgm;
 

@@ -81,8 +81,8 @@ fn build(sources: &[Source]) -> Result<ServerConfig, LoadError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reload::Reload;
     use super::*;
-    use crate::export::reload::Reload;
 
     fn write_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
         let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
