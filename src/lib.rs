@@ -1,22 +1,25 @@
-//! gpulse: an on-node GPU agent that samples NVML and the host and exports Prometheus and JSON.
+//! gpulse: an on-node GPU agent that samples NVML, the host and inference servers, evaluates
+//! health, and exports Prometheus, OTLP and JSON.
 //!
 //! # Layout
 //!
-//! Data flows one way: `collect` → `store` → `export`.
+//! Data flows one way: `collect` → `store` → `health` (pure) → `export`, which walks the
+//! metric catalog and reads snapshots only; `evidence` keeps on disk what must survive a
+//! restart; `cli` and `app` wire it together. `ARCHITECTURE.md` is the longer codemap.
 //!
-//! * `config`: the TOML/env/flag configuration, its defaults, validation and the commented example.
-//! * `model`: plain sample types that collectors produce and exporters read (no I/O, no serde).
-//! * `collect`: one source per file (`gpu` for NVML, `host` for
-//!   sysinfo), the shared runner that times each cycle, and the deadline worker that keeps a
-//!   hung blocking call from stalling anything else.
-//! * `store`: a bounded window per source plus the latest immutable snapshot.
-//! * `export`: `/metrics` rendering (`prometheus`), the JSON DTOs, the HTTP router and server
-//!   (`api`), HTTPS (`tls`) and bearer-token authentication (`auth`).
-//! * `health`: GPU and node health states, pure functions of the snapshot, window and Xid log.
+//! * `app`: the agent: `Parts::load` (every subcommand's loader), its tasks, serving, drain.
+//! * `cli`: flags, logging, exit codes, the subcommands (`scan`; `wrap` and its child).
+//! * `collect`: the sources: NVML, Xid events, the kernel log, the host, inference-server probes.
+//! * `config`: `Config`, defaults, loading with origins, probe kinds, OTLP settings.
+//! * `demo`: `gpulse demo`'s simulated GPUs and inference server.
+//! * `evidence`: what survives a restart: the wrapped job's `jobs.jsonl`.
+//! * `export`: the metric catalog, `/metrics`, the OTLP push, the JSON DTOs and the HTTP API.
+//! * `health`: GPU and node health states and the Xid policy, pure functions of the store's data.
 //! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
-//! * `app`: wires the pieces together and runs until shutdown.
-//! * `cli`: command-line parsing, logging, exit codes and the subcommands (`scan`, `wrap`:
-//!   the agent beside a child it supervises); `main.rs` only calls [`cli::main`].
+//! * `model`: plain sample types with typed label values (no I/O, no serde, no clock).
+//! * `store`: the latest immutable snapshot, bounded windows, the Xid, probe and job logs.
+//!
+//! `main.rs` only calls [`cli::main`].
 
 pub mod app;
 pub mod cli;
