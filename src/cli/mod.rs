@@ -264,15 +264,15 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
                 return ExitCode::from(exit::FAILURE);
             }
         };
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
+        let local = listener.local_addr().unwrap_or(config.http.listen);
+        let url = crate::export::api::open_url(local, credentials.is_tls());
         tracing::info!(
-            listen = %addr,
+            listen = %local,
+            url = %url,
             tls = credentials.is_tls(),
             bearer_token = credentials.has_token(),
             version = env!("CARGO_PKG_VERSION"),
-            "gpulse started."
+            "gpulse started; open {url}"
         );
         match app::run(
             config,

@@ -1,4 +1,4 @@
-//! Inference-server metrics: what `collect::server_metrics::lift` reads from a server's own
+//! Inference-server metrics: what `collect::probe::scrape::lift` reads from a server's own
 //! /metrics, under common names.
 
 /// A latency histogram as the server exposes it, in seconds: cumulative counts per upper bound.

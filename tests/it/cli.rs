@@ -372,3 +372,39 @@ fn listen_takes_a_host_a_bare_port_or_a_colon_port() {
     assert!(err.contains("`http.listen` at --listen (flag)"), "{err}");
     assert!(err.contains(":PORT or PORT"), "{err}");
 }
+
+#[test]
+fn start_up_logs_the_url_to_open_and_it_serves_the_index() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpulse"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("GPULSE_HTTP_LISTEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep draining stderr: the agent goes on logging after the line we look for.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once("open http://") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(20)).ok();
+    let url = url.expect("no `open http://…` in the start-up log");
+    let host_port = url.trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host_port).unwrap();
+    write!(
+        conn,
+        "GET / HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("/metrics"), "{response}");
+}

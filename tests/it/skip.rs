@@ -58,12 +58,3 @@ pub fn not_enabled(what: &str, enable: &str) {
         test_name()
     ));
 }
-
-/// Reports that the calling test skips because a file it checks does not exist yet (`why`
-/// says where it comes from); not a failure under `GPULSE_CI=1`.
-pub fn not_yet(what: &str, why: &str) {
-    say(&format!(
-        "SKIPPED (not yet): {} — {what}; {why}",
-        test_name()
-    ));
-}

@@ -101,7 +101,7 @@ fn model_types_are_not_serializable() {
         let model = std::fs::read_to_string(&path).unwrap();
         assert!(
             !model.contains("Serialize"),
-            "{} must stay serde-free; DTOs live in export/json.rs",
+            "{} must stay serde-free; DTOs live in export/json/",
             path.display()
         );
     }

@@ -364,10 +364,14 @@ async fn start_agent(
             return None;
         }
     };
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| config.http.listen.to_string(), |a| a.to_string());
-    tracing::info!(listen = %addr, version = env!("CARGO_PKG_VERSION"), "gpulse started (wrap).");
+    let local = listener.local_addr().unwrap_or(config.http.listen);
+    let url = crate::export::api::open_url(local, credentials.is_tls());
+    tracing::info!(
+        listen = %local,
+        url = %url,
+        version = env!("CARGO_PKG_VERSION"),
+        "gpulse started (wrap); open {url}"
+    );
     Some(tokio::spawn(app::run_with(
         config,
         GpuSource::Nvml,

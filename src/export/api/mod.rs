@@ -31,6 +31,7 @@ pub mod tls;
 
 pub use serve::{ServeOptions, bind, serve};
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -214,6 +215,18 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
     }
 }
 
+/// The URL to open for an agent listening on `addr`: an unspecified address (all interfaces)
+/// becomes `localhost`, IPv6 gets its brackets, TLS gives `https`.
+pub fn open_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let port = addr.port();
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("{scheme}://localhost:{port}/"),
+        IpAddr::V6(ip) => format!("{scheme}://[{ip}]:{port}/"),
+        IpAddr::V4(ip) => format!("{scheme}://{ip}:{port}/"),
+    }
+}
+
 /// The endpoints `GET /` lists, in its order: path and what it serves. A test checks that each
 /// one is routed.
 pub const ENDPOINTS: &[(&str, &str)] = &[
@@ -296,6 +309,15 @@ async fn events(State(state): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_url_to_open_names_a_host_a_browser_can_reach() {
+        let url = |a: &str, tls| open_url(a.parse().unwrap(), tls);
+        assert_eq!(url("0.0.0.0:9412", false), "http://localhost:9412/");
+        assert_eq!(url("[::]:9412", true), "https://localhost:9412/");
+        assert_eq!(url("127.0.0.1:80", false), "http://127.0.0.1:80/");
+        assert_eq!(url("[::1]:9412", false), "http://[::1]:9412/");
+    }
 
     /// reqwest has no crypto provider of its own; the process installs ring first.
     async fn test_get(url: String) -> reqwest::Result<reqwest::Response> {
