@@ -9,22 +9,9 @@
 //! children) is left out, so "a child uses its parent's shared item" is not a circle.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use crate::tidy::{root, rust_files};
 
 /// The module path of a source file: `src/export/prometheus/mod.rs` → `["export", "prometheus"]`.
 fn module_of(rel: &Path) -> Vec<String> {

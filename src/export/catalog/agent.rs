@@ -138,23 +138,4 @@ pub const FAMILIES: &[Family] = &[
     ),
 ];
 
-const fn collector(
-    prom: &'static str,
-    otel: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    kind: Kind,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
-) -> Family {
-    Family {
-        prom,
-        otel,
-        otel_const: &[],
-        unit,
-        help,
-        kind,
-        scope: Scope::Collector,
-        dims: NONE,
-        series,
-    }
-}
+plain_family!(collector, Scope::Collector);

@@ -1,7 +1,8 @@
 //! GPU families (NVML or the simulator) and the Xid families.
 
 use super::{
-    AsVal as _, Ctx, Dim, Family, Kind, Scope, Series, Val, bytes, dim, flag, unix_seconds,
+    AsVal as _, Ctx, Dim, Family, Kind, Scope, Series, SeriesFn, Val, bytes, dim, flag,
+    unix_seconds,
 };
 use crate::model::GpuDevice;
 
@@ -24,27 +25,7 @@ macro_rules! per_gpu {
     }};
 }
 
-/// A per-GPU family without labels of its own.
-const fn scalar(
-    prom: &'static str,
-    otel: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    kind: Kind,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
-) -> Family {
-    Family {
-        prom,
-        otel,
-        otel_const: &[],
-        unit,
-        help,
-        kind,
-        scope: Scope::Gpu,
-        dims: NONE,
-        series,
-    }
-}
+plain_family!(scalar, Scope::Gpu);
 
 /// [`scalar`] with constant OTel attributes (several families, one OTel instrument).
 const fn scalar_const(
@@ -52,7 +33,7 @@ const fn scalar_const(
     otel: &'static str,
     otel_const: &'static [(&'static str, &'static str)],
     help: &'static str,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
+    series: SeriesFn,
 ) -> Family {
     Family {
         otel_const,
@@ -68,7 +49,7 @@ const fn labelled(
     help: &'static str,
     kind: Kind,
     dims: &'static [Dim],
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
+    series: SeriesFn,
 ) -> Family {
     Family {
         dims,

@@ -57,27 +57,7 @@ macro_rules! per_interface {
     }};
 }
 
-/// A host family; its labels and constant OTel attributes are the table's `labelled(...)`.
-const fn host(
-    prom: &'static str,
-    otel: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    kind: Kind,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
-) -> Family {
-    Family {
-        prom,
-        otel,
-        otel_const: &[],
-        unit,
-        help,
-        kind,
-        scope: Scope::Host,
-        dims: NONE,
-        series,
-    }
-}
+plain_family!(host, Scope::Host);
 
 /// `family` with labels and constant OTel attributes.
 const fn labelled(

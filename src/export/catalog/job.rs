@@ -2,33 +2,12 @@
 //! duration histogram, readiness and recovery (totals restored from the state file).
 
 use super::{
-    AsVal as _, Ctx, Dim, Family, Hist, Id, Kind, OtlpHistogram, Scope, Series, Val, dim, flag,
+    AsVal as _, Ctx, Family, Hist, Id, Kind, OtlpHistogram, Scope, Series, Val, dim, flag,
     unix_seconds,
 };
 use crate::model::{JOB_DURATION_BUCKETS, JobLog, JobOutcome, JobReady};
 
-const NONE: &[Dim] = &[];
-
-const fn job(
-    prom: &'static str,
-    otel: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    kind: Kind,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
-) -> Family {
-    Family {
-        prom,
-        otel,
-        otel_const: &[],
-        unit,
-        help,
-        kind,
-        scope: Scope::Job,
-        dims: NONE,
-        series,
-    }
-}
+plain_family!(job, Scope::Job);
 
 /// A series function over the job log, when wrapping (`$value: fn(&JobLog) -> Option<f64>`).
 macro_rules! one {

@@ -13,6 +13,34 @@
 //! The explicit OTLP exceptions are [`OtlpHistogram`] variants on the histogram families:
 //! OpenTelemetry has no observable histogram, so each histogram says how it travels over OTLP.
 
+/// Declares `const fn $name(prom, otel, unit, help, kind, series) -> Family`: a family of
+/// `$scope` without labels of its own or constant OTel attributes. Each domain file names its
+/// own (`gpu::scalar`, `host::host`, …) and adds `dims` or `otel_const` with struct update.
+macro_rules! plain_family {
+    ($name:ident, $scope:expr) => {
+        const fn $name(
+            prom: &'static str,
+            otel: &'static str,
+            unit: &'static str,
+            help: &'static str,
+            kind: $crate::export::catalog::Kind,
+            series: $crate::export::catalog::SeriesFn,
+        ) -> $crate::export::catalog::Family {
+            $crate::export::catalog::Family {
+                prom,
+                otel,
+                otel_const: &[],
+                unit,
+                help,
+                kind,
+                scope: $scope,
+                dims: &[],
+                series,
+            }
+        }
+    };
+}
+
 pub mod agent;
 pub mod doc;
 pub mod gpu;
@@ -56,8 +84,11 @@ pub struct Family {
     /// Labels after the scope's identity labels, in order.
     pub dims: &'static [Dim],
     /// Emits the family's rows; none means the family is left out.
-    pub series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
+    pub series: SeriesFn,
 }
+
+/// How a family emits its rows from a snapshot.
+pub type SeriesFn = for<'a> fn(&Ctx<'a>, &mut Series<'a>);
 
 /// What a family is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,32 +2,11 @@
 //! metrics lifted into common names.
 
 use super::{
-    AsVal as _, Ctx, Dim, Family, Hist, Id, Kind, OtlpHistogram, Scope, Series, Val, dim, flag,
+    AsVal as _, Ctx, Family, Hist, Id, Kind, OtlpHistogram, Scope, Series, Val, dim, flag,
 };
 use crate::model::{ProbeState, ProbeStatus, ServerHistogram, ServerMetrics};
 
-const NONE: &[Dim] = &[];
-
-const fn probe(
-    prom: &'static str,
-    otel: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    kind: Kind,
-    series: for<'a> fn(&Ctx<'a>, &mut Series<'a>),
-) -> Family {
-    Family {
-        prom,
-        otel,
-        otel_const: &[],
-        unit,
-        help,
-        kind,
-        scope: Scope::Probe,
-        dims: NONE,
-        series,
-    }
-}
+plain_family!(probe, Scope::Probe);
 
 /// A series function over the probes that scrape their server and have a lifted reading.
 macro_rules! server_value {
