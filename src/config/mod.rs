@@ -18,7 +18,10 @@ pub use load::{
     ConfigError, Loaded, Origins, Override, check_log_level, env_overrides, parse_listen,
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
-pub use probe::{Capabilities, ModelList, ProbeConfig, ProbeKind, Readiness, Synthetic};
+pub use probe::{
+    Capabilities, LaunchAddress, LaunchCommand, Launcher, ModelList, ProbeConfig, ProbeKind,
+    Readiness, Synthetic,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;

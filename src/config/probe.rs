@@ -2,8 +2,7 @@
 //! and [`ProbeKind::caps`], the one table of what each kind can do.
 //!
 //! Adding a kind: a [`ProbeKind`] variant, its row in [`ProbeKind::caps`] (and in
-//! [`ProbeKind::ALL`]), and an auto-probe rule in `cli/wrap/auto_probe.rs` when its launcher
-//! can be recognised. Code elsewhere changes only for what is genuinely new: a model-list
+//! [`ProbeKind::ALL`]), with the [`Launcher`]s `gpulse wrap` recognises it by. Code elsewhere changes only for what is genuinely new: a model-list
 //! shape ([`ModelList`], parsed in `collect/probe/check.rs`), a request format
 //! ([`Synthetic`], built in `collect/probe/infer.rs`) or a readiness flow ([`Readiness`]).
 
@@ -84,6 +83,67 @@ pub enum Synthetic {
     V2Infer,
 }
 
+/// How `gpulse wrap` tells a kind's server from the child's command line, and where that
+/// command line puts the address the server listens on (read by `cli/wrap/auto_probe.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launcher {
+    pub command: LaunchCommand,
+    /// Flags naming the listen host and port (`--port 8001` or `--port=8001`; the last wins).
+    pub host_flags: &'static [&'static str],
+    pub port_flags: &'static [&'static str],
+    /// Variables read when no flag names the host or port.
+    pub host_env: Option<&'static str>,
+    pub port_env: Option<&'static str>,
+    pub address: LaunchAddress,
+    /// The path probed (`/` for a static file server, else the base URL).
+    pub path: &'static str,
+}
+
+/// The command that starts a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchCommand {
+    /// A program (by file name) and the subcommand that starts the server, if it has one.
+    Program(&'static str, Option<&'static str>),
+    /// `python -m MODULE` (any `python3.x`; interpreter flags before `-m` are skipped).
+    PythonModule(&'static str),
+}
+
+/// Where a command line spells the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchAddress {
+    /// In the flags and variables of the [`Launcher`]; the port defaults to the kind's
+    /// `default_port`.
+    Flags,
+    /// Ollama's `OLLAMA_HOST`: `host`, `host:port` or `:port`, with or without `http://`.
+    OllamaHost,
+    /// The first positional argument is the port (`python -m http.server 8123`), the values
+    /// of `skip` flags aside; `default` without one.
+    Positional {
+        skip: &'static [&'static str],
+        default: u16,
+    },
+}
+
+impl Launcher {
+    /// A launcher whose address is in `--host`/`--port`-style flags (set the rest with struct
+    /// update).
+    const fn flags(
+        command: LaunchCommand,
+        host_flags: &'static [&'static str],
+        port_flags: &'static [&'static str],
+    ) -> Self {
+        Self {
+            command,
+            host_flags,
+            port_flags,
+            host_env: None,
+            port_env: None,
+            address: LaunchAddress::Flags,
+            path: "",
+        }
+    }
+}
+
 /// What one probe kind can do: its row of [`ProbeKind::caps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -97,6 +157,8 @@ pub struct Capabilities {
     pub metrics: bool,
     /// The server's own default HTTP port, for a probe inferred from a command line.
     pub default_port: Option<u16>,
+    /// The command lines `gpulse wrap` recognises as this kind's server.
+    pub launchers: &'static [Launcher],
 }
 
 impl ProbeKind {
@@ -131,41 +193,106 @@ impl ProbeKind {
                 synthetic,
                 metrics,
                 default_port,
+                launchers: &[],
             }
         }
+        use LaunchCommand::{Program, PythonModule};
+        const HOST_PORT: &[&str] = &["--host"];
+        const PORT: &[&str] = &["--port"];
         use ModelList as L;
         use Readiness as R;
         use Synthetic as S;
         const HEALTH: Readiness = R::Health("/health");
         const USAGE: Synthetic = S::Completions { usage: true };
         const NO_USAGE: Synthetic = S::Completions { usage: false };
-        const VLLM: Capabilities = row("vllm", HEALTH, Some(L::OpenAi), USAGE, true, Some(8000));
-        const TGI: Capabilities = row("tgi", HEALTH, Some(L::Tgi), NO_USAGE, true, Some(3000));
-        const TRITON: Capabilities =
-            row("triton", R::V2, Some(L::V2), S::V2Infer, true, Some(8000));
+        const VLLM: Capabilities = Capabilities {
+            launchers: &[
+                Launcher::flags(Program("vllm", Some("serve")), HOST_PORT, PORT),
+                Launcher::flags(
+                    PythonModule("vllm.entrypoints.openai.api_server"),
+                    HOST_PORT,
+                    PORT,
+                ),
+            ],
+            ..row("vllm", HEALTH, Some(L::OpenAi), USAGE, true, Some(8000))
+        };
+        const TGI: Capabilities = Capabilities {
+            launchers: &[Launcher {
+                port_env: Some("PORT"),
+                ..Launcher::flags(
+                    Program("text-generation-launcher", None),
+                    &["--hostname"],
+                    &["--port", "-p"],
+                )
+            }],
+            ..row("tgi", HEALTH, Some(L::Tgi), NO_USAGE, true, Some(3000))
+        };
+        const TRITON: Capabilities = Capabilities {
+            launchers: &[Launcher::flags(
+                Program("tritonserver", None),
+                &["--http-address"],
+                &["--http-port"],
+            )],
+            ..row("triton", R::V2, Some(L::V2), S::V2Infer, true, Some(8000))
+        };
         // MLServer is the KServe v2 server gpulse infers (`mlserver start`).
-        const KSERVE: Capabilities =
-            row("kserve", R::V2, Some(L::V2), S::V2Infer, true, Some(8080));
-        const SGLANG: Capabilities =
-            row("sglang", HEALTH, Some(L::OpenAi), USAGE, true, Some(30000));
-        const OLLAMA: Capabilities = row(
-            "ollama",
-            R::Models,
-            Some(L::Ollama),
-            S::OllamaGenerate,
-            false,
-            Some(11434),
-        );
-        const LLAMACPP: Capabilities = row(
-            "llamacpp",
-            HEALTH,
-            Some(L::OpenAi),
-            NO_USAGE,
-            true,
-            Some(8080),
-        );
+        const KSERVE: Capabilities = Capabilities {
+            launchers: &[Launcher {
+                host_env: Some("MLSERVER_HOST"),
+                port_env: Some("MLSERVER_HTTP_PORT"),
+                ..Launcher::flags(Program("mlserver", Some("start")), &[], &[])
+            }],
+            ..row("kserve", R::V2, Some(L::V2), S::V2Infer, true, Some(8080))
+        };
+        const SGLANG: Capabilities = Capabilities {
+            launchers: &[Launcher::flags(
+                PythonModule("sglang.launch_server"),
+                HOST_PORT,
+                PORT,
+            )],
+            ..row("sglang", HEALTH, Some(L::OpenAi), USAGE, true, Some(30000))
+        };
+        const OLLAMA: Capabilities = Capabilities {
+            launchers: &[Launcher {
+                address: LaunchAddress::OllamaHost,
+                ..Launcher::flags(Program("ollama", Some("serve")), &[], &[])
+            }],
+            ..row(
+                "ollama",
+                R::Models,
+                Some(L::Ollama),
+                S::OllamaGenerate,
+                false,
+                Some(11434),
+            )
+        };
+        const LLAMACPP: Capabilities = Capabilities {
+            launchers: &[Launcher {
+                host_env: Some("LLAMA_ARG_HOST"),
+                port_env: Some("LLAMA_ARG_PORT"),
+                ..Launcher::flags(Program("llama-server", None), HOST_PORT, PORT)
+            }],
+            ..row(
+                "llamacpp",
+                HEALTH,
+                Some(L::OpenAi),
+                NO_USAGE,
+                true,
+                Some(8080),
+            )
+        };
         const OPENAI: Capabilities = row("openai", R::Models, Some(L::OpenAi), USAGE, true, None);
-        const HTTP: Capabilities = row("http", R::Get, None, S::None, true, None);
+        const HTTP: Capabilities = Capabilities {
+            launchers: &[Launcher {
+                address: LaunchAddress::Positional {
+                    skip: &["--bind", "-b", "--directory", "-d"],
+                    default: 8000,
+                },
+                path: "/",
+                ..Launcher::flags(PythonModule("http.server"), &["--bind", "-b"], &[])
+            }],
+            ..row("http", R::Get, None, S::None, true, None)
+        };
         const TCP: Capabilities = row("tcp", R::Connect, None, S::None, false, None);
         match self {
             Self::Vllm => &VLLM,

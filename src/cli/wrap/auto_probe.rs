@@ -3,16 +3,10 @@
 //! [`infer_probe`] is pure (argv and an environment lookup in, a probe out) and knows the
 //! servers whose kind and port a command line shows:
 //!
-//! | command | kind | port (default) | host flag |
-//! |---|---|---|---|
-//! | `vllm serve`, `python -m vllm.entrypoints.openai.api_server` | vllm | `--port` (8000) | `--host` |
-//! | `text-generation-launcher` | tgi | `--port`, env `PORT` (3000) | `--hostname` |
-//! | `tritonserver` | triton | `--http-port` (8000) | `--http-address` |
-//! | `python -m sglang.launch_server` | sglang | `--port` (30000) | `--host` |
-//! | `ollama serve` | ollama | env `OLLAMA_HOST` (11434) | env `OLLAMA_HOST` |
-//! | `llama-server` | llamacpp | `--port`, env `LLAMA_ARG_PORT` (8080) | `--host`, env `LLAMA_ARG_HOST` |
-//! | `mlserver start` | kserve | env `MLSERVER_HTTP_PORT` (8080) | env `MLSERVER_HOST` |
-//! | `python -m http.server [PORT]` | http | positional (8000) | `--bind`, `-b` |
+//! Which command lines start which kind, and where each puts its host and port, is data: the
+//! [`Launcher`]s of each kind's row in `ProbeKind::caps` (vllm serve and vLLM's api_server
+//! module, text-generation-launcher, tritonserver, sglang.launch_server, ollama serve,
+//! llama-server, mlserver start, python -m http.server). This file applies them.
 //!
 //! Launchers in front are seen through: `env [VAR=VALUE…]`, `exec`, leading `VAR=VALUE`
 //! assignments (which also count as environment), `sh|bash|dash -c "…"` (split on whitespace,
@@ -22,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{ProbeConfig, ProbeKind};
+use crate::config::{LaunchAddress, LaunchCommand, Launcher, ProbeConfig, ProbeKind};
 
 /// The probe for the server `argv` starts, or `None` when the command is not one of the known
 /// servers (or names a port that is not a number).
@@ -34,75 +28,65 @@ pub fn infer_probe(argv: &[String], env: impl Fn(&str) -> Option<String>) -> Opt
     commands.iter().rev().find_map(|argv| infer_one(argv, &env))
 }
 
+/// The probe of the first kind with a [`Launcher`] that starts `argv`.
 fn infer_one(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Option<ProbeConfig> {
     let program = basename(argv.first()?);
     let args = &argv[1..];
-    let (kind, host, port, path) = match program {
-        "vllm" if args.first().map(String::as_str) == Some("serve") => {
-            let (host, port) = host_port(args, &["--host"], &["--port"], port_of(ProbeKind::Vllm))?;
-            (ProbeKind::Vllm, host, port, "")
-        }
-        "text-generation-launcher" => {
-            let port = match flag(args, &["--port", "-p"]) {
-                Some(p) => parse_port(&p)?,
-                None => env("PORT").map_or(Some(port_of(ProbeKind::Tgi)), |p| parse_port(&p))?,
+    let module = is_python(program).then(|| python_module(args)).flatten();
+    for kind in ProbeKind::ALL {
+        for launcher in kind.caps().launchers {
+            let rest = match launcher.command {
+                LaunchCommand::Program(name, subcommand) if name == program => match subcommand {
+                    Some(sub) if args.first().map(String::as_str) != Some(sub) => continue,
+                    _ => args,
+                },
+                LaunchCommand::PythonModule(name) => match module {
+                    Some((m, rest)) if m == name => rest,
+                    _ => continue,
+                },
+                LaunchCommand::Program(..) => continue,
             };
-            (ProbeKind::Tgi, flag(args, &["--hostname"]), port, "")
+            // A port that is not a number gives no probe rather than a wrong one.
+            let (host, port) = address(kind, launcher, rest, env)?;
+            let url = format!(
+                "http://{}:{port}{}",
+                probe_host(host.as_deref()),
+                launcher.path
+            );
+            return Some(ProbeConfig::new(kind.as_str(), kind, &url));
         }
-        "tritonserver" => {
-            let (host, port) = host_port(
-                args,
-                &["--http-address"],
-                &["--http-port"],
-                port_of(ProbeKind::Triton),
-            )?;
-            (ProbeKind::Triton, host, port, "")
-        }
-        "ollama" if args.first().map(String::as_str) == Some("serve") => {
-            let (host, port) = ollama_host(env("OLLAMA_HOST").as_deref())?;
-            (ProbeKind::Ollama, host, port, "")
-        }
-        "llama-server" => {
-            let port = match flag(args, &["--port"]) {
+    }
+    None
+}
+
+/// The host (if the command line names one) and port `launcher` reads from `args` and `env`.
+fn address(
+    kind: ProbeKind,
+    launcher: &Launcher,
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(Option<String>, u16)> {
+    let host = || flag(args, launcher.host_flags).or_else(|| launcher.host_env.and_then(env));
+    match launcher.address {
+        LaunchAddress::Flags => {
+            let port = match flag(args, launcher.port_flags) {
                 Some(p) => parse_port(&p)?,
-                None => env("LLAMA_ARG_PORT")
-                    .map_or(Some(port_of(ProbeKind::Llamacpp)), |p| parse_port(&p))?,
+                None => match launcher.port_env.and_then(env) {
+                    Some(p) => parse_port(&p)?,
+                    None => port_of(kind),
+                },
             };
-            let host = flag(args, &["--host"]).or_else(|| env("LLAMA_ARG_HOST"));
-            (ProbeKind::Llamacpp, host, port, "")
+            Some((host(), port))
         }
-        "mlserver" if args.first().map(String::as_str) == Some("start") => {
-            let port = env("MLSERVER_HTTP_PORT")
-                .map_or(Some(port_of(ProbeKind::Kserve)), |p| parse_port(&p))?;
-            (ProbeKind::Kserve, env("MLSERVER_HOST"), port, "")
+        LaunchAddress::OllamaHost => ollama_host(env("OLLAMA_HOST").as_deref()),
+        LaunchAddress::Positional { skip, default } => {
+            let port = match positional(args, skip) {
+                Some(p) => parse_port(p)?,
+                None => default,
+            };
+            Some((host(), port))
         }
-        _ if is_python(program) => {
-            let (module, rest) = python_module(args)?;
-            match module {
-                "vllm.entrypoints.openai.api_server" => {
-                    let (host, port) =
-                        host_port(rest, &["--host"], &["--port"], port_of(ProbeKind::Vllm))?;
-                    (ProbeKind::Vllm, host, port, "")
-                }
-                "sglang.launch_server" => {
-                    let (host, port) =
-                        host_port(rest, &["--host"], &["--port"], port_of(ProbeKind::Sglang))?;
-                    (ProbeKind::Sglang, host, port, "")
-                }
-                "http.server" => {
-                    let port = match positional(rest, &["--bind", "-b", "--directory", "-d"]) {
-                        Some(p) => parse_port(p)?,
-                        None => 8000,
-                    };
-                    (ProbeKind::Http, flag(rest, &["--bind", "-b"]), port, "/")
-                }
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    let url = format!("http://{}:{port}{path}", probe_host(host.as_deref()));
-    Some(ProbeConfig::new(kind.as_str(), kind, &url))
+    }
 }
 
 /// Strips launchers (`env`, `exec`, `VAR=VALUE`) off the front; assignments go into
@@ -232,19 +216,6 @@ fn positional<'a>(args: &'a [String], with_value: &[&str]) -> Option<&'a str> {
     None
 }
 
-fn host_port(
-    args: &[String],
-    host_flags: &[&str],
-    port_flags: &[&str],
-    default_port: u16,
-) -> Option<(Option<String>, u16)> {
-    let port = match flag(args, port_flags) {
-        Some(p) => parse_port(&p)?,
-        None => default_port,
-    };
-    Some((flag(args, host_flags), port))
-}
-
 /// The server's default port, from the kinds table (80 for a kind without one, which no
 /// rule here asks for).
 fn port_of(kind: ProbeKind) -> u16 {
@@ -309,6 +280,32 @@ mod tests {
 
     /// Command line, environment, expected kind, expected URL.
     type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+
+    #[test]
+    fn every_launcher_in_the_kinds_table_is_recognised_with_its_default_port() {
+        for kind in ProbeKind::ALL {
+            for launcher in kind.caps().launchers {
+                let words: Vec<&str> = match launcher.command {
+                    LaunchCommand::Program(name, sub) => {
+                        [Some(name), sub].into_iter().flatten().collect()
+                    }
+                    LaunchCommand::PythonModule(module) => vec!["python3", "-m", module],
+                };
+                let argv: Vec<String> = words.into_iter().map(str::to_owned).collect();
+                let probe = infer_probe(&argv, |_| None).unwrap_or_else(|| panic!("{argv:?}"));
+                assert_eq!(probe.kind, kind, "{argv:?}");
+                let port = match launcher.address {
+                    LaunchAddress::Positional { default, .. } => default,
+                    _ => port_of(kind),
+                };
+                assert_eq!(
+                    probe.url,
+                    format!("http://127.0.0.1:{port}{}", launcher.path),
+                    "{argv:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_known_servers_and_their_defaults() {
