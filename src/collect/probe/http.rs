@@ -32,7 +32,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Builds the client. TLS files were checked at start ([`check_files`]); one that went
+    /// Builds the client. TLS files were checked at start ([`super::check_files`]); one that went
     /// bad since is logged and the probe runs with the built-in roots.
     pub fn new(config: ProbeConfig) -> Self {
         Self::try_new(config.clone()).unwrap_or_else(|error| {

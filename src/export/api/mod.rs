@@ -15,14 +15,14 @@
 //! Every request is bounded: a timeout (503 past it), a cap on requests in flight (503 with
 //! `Retry-After` beyond it: shedding load beats queueing it), and a body-size limit (413).
 //! Unknown paths get 404, other methods 405. With a bearer token configured, everything but
-//! `GET /healthz` and `GET /readyz` needs it (401 otherwise, see [`super::auth`]).
+//! `GET /healthz` and `GET /readyz` needs it (401 otherwise, see [`auth`]).
 //!
 //! Every connection is bounded too: at most `http.max_connections` are open (when full, the
 //! loop stops accepting and further clients wait in the kernel's queue), headers must arrive
 //! within `http.request_timeout` (so a slowloris client cannot hold a slot; this is also the
 //! keep-alive idle limit), the TLS handshake has the same limit, and a peer that stops reading
 //! our response for that long is disconnected. HTTP/1.1 only; with TLS configured
-//! ([`super::tls`]), HTTPS only.
+//! ([`tls`]), HTTPS only.
 
 pub mod auth;
 pub mod reload;
