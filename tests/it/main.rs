@@ -42,6 +42,7 @@ mod agent;
 // Shared helper: the agent in-process on a free port.
 #[path = "../common/fake_nvml.rs"]
 mod fake_nvml;
+mod faults_signal;
 mod inproc;
 mod layout;
 // Real llama.cpp and MLServer processes probed end to end (built by .ci/llama-server.sh, .ci/mlserver.sh).
