@@ -118,8 +118,10 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn overrides(&self) -> Vec<Override> {
-        let mut out = config::env_overrides(std::env::vars());
+    /// The environment's `GPULSE_*` overrides, then the flags'. A `GPULSE_*` or `OTEL_*`
+    /// variable that is not UTF-8 is an error; any other is skipped ([`config::environment`]).
+    fn overrides(&self) -> Result<Vec<Override>, ConfigError> {
+        let mut out = config::env_overrides(config::environment(std::env::vars_os())?);
         if let Some(v) = &self.listen {
             out.push(Override::flag("http", "listen", v, "--listen"));
         }
@@ -133,12 +135,14 @@ impl RunArgs {
         if let Some(v) = &self.log_level {
             out.push(Override::flag("log", "level", v, "--log-level"));
         }
-        out
+        Ok(out)
     }
 
     /// Everything the agent runs on, checked before any port is bound ([`Parts::load`]).
     fn load(&self) -> Result<Parts, ConfigError> {
-        Parts::load(self.config.as_deref(), &self.overrides(), |name| {
+        // `env::var` returns an error (not a panic) for a variable that is not UTF-8, and
+        // `overrides` has refused those among the ones read.
+        Parts::load(self.config.as_deref(), &self.overrides()?, |name| {
             std::env::var(name).ok()
         })
     }

@@ -3,6 +3,7 @@
 //! the flag — including errors found after parsing (cross-key rules, files, policies).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -48,6 +49,24 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How many characters of a value an error echoes: a 100 KB value must not make a 100 KB
+/// error line. Longer values are cut and end in `…`.
+pub const MAX_SHOWN: usize = 80;
+
+/// `text` cut to at most `max` characters, ending in `…` when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// A value as an error echoes it: quoted, escaped onto one line, at most [`MAX_SHOWN`]
+/// characters.
+pub fn shown(text: &str) -> String {
+    format!("{:?}", clip(text, MAX_SHOWN))
+}
+
 /// One value set from outside the file: `section.key = raw`, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
@@ -82,6 +101,50 @@ const SECTIONS: [&str; 10] = [
     "log",
     "wrap",
 ];
+
+/// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
+/// [`super::OtlpSettings::resolve`] and by the OpenTelemetry SDK).
+const READ_PREFIXES: [&str; 2] = [ENV_PREFIX, "OTEL_"];
+
+/// The environment as text, read without panicking: `std::env::vars` panics on the first
+/// variable that is not UTF-8, whatever its name, which aborted every command (and under
+/// `wrap`, kept the workload from starting). A variable that is not UTF-8 is skipped, unless
+/// gpulse reads it (`GPULSE_*`, `OTEL_*`): that one is refused, naming it, because skipping it
+/// would run on another configuration than the one given. Pass `std::env::vars_os()`.
+pub fn environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => out.push((name, value)),
+            (Ok(name), Err(_)) if is_read(name.as_bytes()) => {
+                return Err(not_utf8(&name, "its value"));
+            }
+            (Err(name), _) if is_read(name.as_encoded_bytes()) => {
+                return Err(not_utf8(&name.to_string_lossy(), "its name"));
+            }
+            // Not ours: another program's variable may hold any bytes.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn is_read(name: &[u8]) -> bool {
+    READ_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+}
+
+fn not_utf8(name: &str, what: &str) -> ConfigError {
+    ConfigError {
+        key: None,
+        origin: format!("{} (environment)", clip(name, MAX_SHOWN)),
+        message: format!(
+            "{what} is not valid UTF-8; gpulse reads GPULSE_* and OTEL_* variables as text, \
+             so fix or unset it"
+        ),
+    }
+}
 
 /// Picks the config overrides out of environment variables. Variables whose first word is
 /// not a section (e.g. `GPULSE_REAL_GPU`) are not config and are left alone.

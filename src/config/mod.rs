@@ -15,7 +15,8 @@ mod otlp;
 mod probe;
 
 pub use load::{
-    ConfigError, Loaded, Origins, Override, check_log_level, env_overrides, parse_listen,
+    ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
+    environment, parse_listen, shown,
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
 pub use probe::{Capabilities, ModelList, ProbeConfig, ProbeKind, Readiness, Synthetic};

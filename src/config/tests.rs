@@ -116,6 +116,36 @@ fn env_errors_name_the_variable() {
 }
 
 #[test]
+fn the_environment_is_read_without_panicking_on_bytes_that_are_not_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+    // Another program's variable, name or value, is skipped.
+    let vars = environment(vec![
+        (bytes(b"X"), bytes(b"caf\xe9")),
+        (bytes(b"\xff"), bytes(b"1")),
+        (bytes(b"GPULSE_GPU_INTERVAL"), bytes(b"2s")),
+    ])
+    .unwrap();
+    assert_eq!(
+        vars,
+        vec![("GPULSE_GPU_INTERVAL".to_owned(), "2s".to_owned())]
+    );
+    // One that gpulse reads is refused, naming it.
+    for (name, value) in [
+        (&b"GPULSE_LOG_LEVEL"[..], &b"\xff"[..]),
+        (b"OTEL_EXPORTER_OTLP_ENDPOINT", b"http://\xe9"),
+        (b"GPULSE_GPU_\xff", b"1"),
+    ] {
+        let err = environment(vec![(bytes(name), bytes(value))]).unwrap_err();
+        let shown = String::from_utf8_lossy(name).into_owned();
+        assert_eq!(err.origin, format!("{shown} (environment)"));
+        assert!(err.message.contains("not valid UTF-8"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
 fn flags_win_over_env() {
     let overrides = vec![
         env_overrides(vec![(
