@@ -3,8 +3,12 @@
 //! and a fuzzed loader. Nothing here may crash gpulse or keep a wrapped command from running.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agent::{free_port, http_get};
 
 fn gpulse() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpulse"));
@@ -91,4 +95,116 @@ fn a_gpulse_or_otel_variable_that_is_not_utf8_is_refused_naming_it() {
         assert_eq!(wrap.status.code(), Some(5), "{}", stderr(&wrap));
         assert!(stderr(&wrap).contains(&shown), "{}", stderr(&wrap));
     }
+}
+
+/// A stderr nobody can write to: `/dev/full` (ENOSPC) or a pipe whose read end is closed
+/// (EPIPE; Rust ignores SIGPIPE, so the write fails instead of killing the process).
+fn dead_stderrs() -> Vec<(&'static str, Stdio)> {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    vec![
+        ("/dev/full", Stdio::from(full)),
+        ("a closed pipe", Stdio::from(writer)),
+    ]
+}
+
+#[test]
+fn the_agent_keeps_serving_when_stderr_cannot_be_written() {
+    for (what, dead) in dead_stderrs() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut child = gpulse()
+            .args([
+                "demo",
+                "--listen",
+                &addr.to_string(),
+                "--log-level",
+                "debug",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(dead)
+            .spawn()
+            .unwrap();
+        // Logging goes on while it serves: the start-up lines and every debug line fail.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut served = 0;
+        while served < 3 && Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{what}: gpulse demo exited ({status}) instead of serving");
+            }
+            match http_get(addr, "/healthz", Duration::from_secs(2)) {
+                Ok(r) if r.status == 200 => served += 1,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let alive = child.try_wait().unwrap().is_none();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(served, 3, "{what}: /healthz was not served");
+        assert!(alive, "{what}: gpulse demo died");
+    }
+}
+
+#[test]
+fn a_wrapped_command_runs_and_keeps_its_exit_code_when_stderr_cannot_be_written() {
+    for (what, dead) in dead_stderrs() {
+        // With the agent beside it, logging to the dead stderr.
+        let out = gpulse()
+            .args([
+                "wrap",
+                "--listen",
+                "127.0.0.1:0",
+                "--",
+                "sh",
+                "-c",
+                "sleep 2; exit 7",
+            ])
+            .env("GPULSE_GPU_NVML_LIBRARY", "/nonexistent")
+            .stderr(dead)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{what}");
+    }
+    for (what, dead) in dead_stderrs() {
+        // An invalid config: the error cannot be said, and the command still runs.
+        let out = gpulse()
+            .args(["wrap", "--log-level", "loud", "--", "sh", "-c", "exit 6"])
+            .stderr(dead)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(6), "{what}");
+    }
+    for (what, dead) in dead_stderrs() {
+        // Exit codes of the other commands are kept too.
+        let out = gpulse()
+            .args(["config", "check", "/nonexistent/gpulse.toml"])
+            .stderr(dead)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{what}");
+    }
+}
+
+#[test]
+fn output_that_cannot_be_written_is_exit_1_not_a_crash() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = gpulse()
+        .args(["config", "example"])
+        .stdout(Stdio::from(full))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write to stdout"),
+        "{}",
+        stderr(&out)
+    );
 }

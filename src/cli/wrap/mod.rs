@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use self::supervise::{JobSink, Signals, Supervision};
-use super::exit;
+use super::{exit, say};
 use crate::app::{self, GpuSource, Parts};
 use crate::config::OtlpSettings;
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind, Readiness};
@@ -136,17 +136,17 @@ pub fn run(
     let agent = match agent {
         Ok(agent) => agent,
         Err(error) => {
-            eprintln!("gpulse: {error}");
-            eprintln!("gpulse: running the command without the agent");
+            say(error);
+            say("running the command without the agent");
             return ExitCode::from(exec(&command));
         }
     };
     let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!(
-                "gpulse: cannot start the async runtime ({error}); running the command without the agent"
-            );
+            say(format_args!(
+                "cannot start the async runtime ({error}); running the command without the agent"
+            ));
             return ExitCode::from(exec(&command));
         }
     };
@@ -162,7 +162,10 @@ fn exec(command: &[OsString]) -> u8 {
         return exit::USAGE;
     };
     let error = std::process::Command::new(program).args(args).exec();
-    eprintln!("gpulse: cannot run {}: {error}", program.to_string_lossy());
+    say(format_args!(
+        "cannot run {}: {error}",
+        program.to_string_lossy()
+    ));
     spawn_error_code(&error)
 }
 
@@ -186,9 +189,9 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!(
-                "gpulse: cannot install signal handlers ({error}); running the command without the agent"
-            );
+            say(format_args!(
+                "cannot install signal handlers ({error}); running the command without the agent"
+            ));
             return i32::from(exec(&command));
         }
     };
@@ -196,10 +199,10 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
         Ok(spawned) => spawned,
         Err(error) => {
             let program = command.first().map(|p| p.to_string_lossy().into_owned());
-            eprintln!(
-                "gpulse: cannot start {}: {error}",
+            say(format_args!(
+                "cannot start {}: {error}",
                 program.unwrap_or_default()
-            );
+            ));
             return i32::from(spawn_error_code(&error));
         }
     };
