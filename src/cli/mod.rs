@@ -234,7 +234,11 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
 }
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
+/// A malformed `--probe-url` is refused first (exit 2), like any malformed flag.
 fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
+    if let Err(error) = wrap::check_flags(flags, &command) {
+        return usage_error(&error);
+    }
     let loaded = args.load();
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);

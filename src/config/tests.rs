@@ -407,3 +407,37 @@ fn the_kinds_table_spells_each_kind_as_the_config_does() {
     }
     assert_eq!(ProbeKind::names().split(", ").count(), ProbeKind::ALL.len());
 }
+
+#[test]
+fn echoed_values_and_error_lines_are_bounded() {
+    assert_eq!(clip("héllo", 2), "hé…");
+    assert_eq!(clip("abc", 3), "abc");
+    assert_eq!(
+        shown(&"x".repeat(200)),
+        format!("\"{}…\"", "x".repeat(MAX_SHOWN))
+    );
+    let err = ConfigError {
+        key: Some("k".repeat(1000)),
+        origin: "o\n".repeat(1000),
+        message: format!("{}; the hint", "m".repeat(100_000)),
+    };
+    let line = err.to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.len() < 1200, "{}", line.len());
+    assert!(line.ends_with("; the hint"), "{line}");
+}
+
+#[test]
+fn durations_and_counts_are_bounded_at_load() {
+    assert!(HumanDuration::parse("365d").is_ok());
+    let err = HumanDuration::parse("366d").unwrap_err();
+    assert!(err.contains("longer than 365 days"), "{err}");
+    let err =
+        Config::from_toml("[http]\nrequest_timeout = \"300000000000y\"\n", "f.toml").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("http.request_timeout"));
+    assert!(err.origin.starts_with("f.toml:2:"), "{err}");
+    let mut config = Config::default();
+    config.http.max_concurrent_requests = usize::MAX;
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("http.max_concurrent_requests"));
+}

@@ -126,6 +126,36 @@ pub fn child_probe(
     })
 }
 
+/// Checks `--probe-url` as the probe it makes, before anything starts. A malformed flag is a
+/// usage error (exit 2, the command not run), like an unknown flag or `--probe-kind nope`
+/// (refused by clap): it is fixed on the first try at the terminal. Only an invalid *config*
+/// (file, environment), which can change under a running deployment, runs the command
+/// without the agent. The kind is the one the probe would get (the flag's, else the inferred
+/// one, else http): it decides whether the URL must be http(s) or host:port.
+pub fn check_flags(flags: &ProbeFlags, command: &[OsString]) -> Result<(), ConfigError> {
+    if flags.url.is_none() {
+        return Ok(());
+    }
+    let argv: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let defaults = Config::default();
+    let Ok(ChildProbe {
+        add: Some(probe), ..
+    }) = child_probe(&argv, |n| std::env::var(n).ok(), &defaults, flags)
+    else {
+        return Ok(());
+    };
+    let mut config = defaults;
+    config.probe.push(probe);
+    config.validate().map_err(|error| ConfigError {
+        key: None,
+        origin: "--probe-url (flag)".to_owned(),
+        message: error.message,
+    })
+}
+
 /// Runs `command` under supervision with the agent beside it; `agent` is `None` when the
 /// config could not be loaded (the command then replaces gpulse).
 pub fn run(
