@@ -460,3 +460,205 @@ fn every_environment_error_names_its_variable() {
         }
     }
 }
+
+/// Fuzzing the loader `run` uses ([`gpulse::app::Parts::load`]): whatever the file and the
+/// `GPULSE_*` variables hold, it never panics; it loads, or refuses with one bounded line
+/// that names where the fault is (the file, the variable, or the default at fault).
+mod fuzz {
+    use std::path::Path;
+
+    use gpulse::app::Parts;
+    use gpulse::config::{Config, ConfigError, EXAMPLE, ProbeConfig, ProbeKind, env_overrides};
+    use proptest::prelude::*;
+
+    /// A string as a TOML basic string (quoted, escaped).
+    fn quoted(s: &str) -> String {
+        toml::Value::String(s.to_owned()).to_string()
+    }
+
+    /// Scalar TOML values of every type, including ones no key takes.
+    fn scalar() -> BoxedStrategy<String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[1-9][0-9]{18,40}".boxed(), // past i64 and u64
+            "-?[0-9]{1,4}\\.[0-9]{1,4}(e[+-]?[0-9]{1,4})?".boxed(),
+            prop_oneof![Just("nan"), Just("-inf"), Just("inf"), Just("0")].prop_map(str::to_owned),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "[0-9]{1,22} ?(ns|us|ms|s|m|h|d|w|M|y)".prop_map(|s| quoted(&s)),
+            "\\PC{0,40}".prop_map(|s| quoted(&s)),
+            any::<String>().prop_map(|s| quoted(&s)), // control characters, odd unicode
+            "[a-z0-9./:\\[\\]-]{0,30}".prop_map(|s| quoted(&s)),
+            Just("1979-05-27T07:32:00Z".to_owned()),
+            "[a-zA-Z0-9 =\\[\\]{}\",.#'\\\\]{0,12}".boxed(), // not a value at all
+        ]
+        .boxed()
+    }
+
+    fn value() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => scalar(),
+            1 => proptest::collection::vec(scalar(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+            1 => proptest::collection::vec(("[a-z0-9_]{1,6}", scalar()), 0..3).prop_map(|kv| {
+                let pairs: Vec<String> =
+                    kv.iter().map(|(k, v)| format!("{} = {v}", quoted(k))).collect();
+                format!("{{ {} }}", pairs.join(", "))
+            }),
+            1 => Just("\"x".repeat(2000)),
+        ]
+        .boxed()
+    }
+
+    /// Every section and its keys, as the default config serializes, plus `probe`.
+    fn keys() -> Vec<(String, Vec<String>)> {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        let mut out: Vec<(String, Vec<String>)> = table
+            .iter()
+            .map(|(s, keys)| {
+                (
+                    s.clone(),
+                    keys.as_table().unwrap().keys().cloned().collect(),
+                )
+            })
+            .collect();
+        let probe =
+            toml::Table::try_from(ProbeConfig::new("p", ProbeKind::Vllm, "http://x:1")).unwrap();
+        out.push(("probe".to_owned(), probe.keys().cloned().collect()));
+        out
+    }
+
+    /// `key = value` for a known key of `section` (or a made-up one). `http.listen` gets
+    /// values that cannot start a DNS lookup: a fuzz case must not wait on a resolver.
+    fn entry(section: usize) -> BoxedStrategy<String> {
+        let (name, known) = keys()[section].clone();
+        let key = prop_oneof![9 => proptest::sample::select(known), 1 => "[a-z_]{1,10}".boxed()];
+        (key, value())
+            .prop_map(move |(key, value)| {
+                let value =
+                    if name == "http" && key == "listen" && value.contains(char::is_alphabetic) {
+                        "\"nowhere\"".to_owned()
+                    } else {
+                        value
+                    };
+                format!("{key} = {value}")
+            })
+            .boxed()
+    }
+
+    /// A document: a few sections (and `[[probe]]` blocks), each with a few entries.
+    fn document() -> BoxedStrategy<String> {
+        let sections = keys().len();
+        let block = (0..sections)
+            .prop_flat_map(move |s| (Just(s), proptest::collection::vec(entry(s), 0..5)));
+        proptest::collection::vec(block, 0..6)
+            .prop_map(|blocks| {
+                let names = keys();
+                let mut text = String::new();
+                for (s, entries) in blocks {
+                    let name = &names[s].0;
+                    if name == "probe" {
+                        text.push_str("[[probe]]\n");
+                    } else {
+                        text.push_str(&format!("[{name}]\n"));
+                    }
+                    for e in entries {
+                        text.push_str(&e);
+                        text.push('\n');
+                    }
+                }
+                text
+            })
+            .boxed()
+    }
+
+    /// The example config with a few bytes overwritten or inserted.
+    fn mutated_example() -> BoxedStrategy<Vec<u8>> {
+        proptest::collection::vec(
+            (any::<proptest::sample::Index>(), any::<u8>(), any::<bool>()),
+            1..8,
+        )
+        .prop_map(|edits| {
+            let mut bytes = EXAMPLE.as_bytes().to_vec();
+            for (at, byte, insert) in edits {
+                let i = at.index(bytes.len());
+                if insert {
+                    bytes.insert(i, byte);
+                } else {
+                    bytes[i] = byte;
+                }
+            }
+            bytes
+        })
+        .boxed()
+    }
+
+    /// `GPULSE_<SECTION>_<KEY>` variables with values of every shape, raw or TOML-like.
+    fn env() -> BoxedStrategy<Vec<(String, String)>> {
+        let one = (0..keys().len() - 1).prop_flat_map(|s| {
+            let (section, known) = keys()[s].clone();
+            (
+                Just(section),
+                prop_oneof![4 => proptest::sample::select(known), 1 => "[a-z_]{1,8}".boxed()],
+                prop_oneof![value(), any::<String>(), "\\PC{0,20}".boxed()],
+            )
+        });
+        proptest::collection::vec(one, 0..3)
+            .prop_map(|vars| {
+                vars.into_iter()
+                    .map(|(s, k, v)| {
+                        let v = if k == "listen" {
+                            "nowhere".to_owned()
+                        } else {
+                            v
+                        };
+                        (format!("GPULSE_{s}_{k}").to_ascii_uppercase(), v)
+                    })
+                    .collect()
+            })
+            .boxed()
+    }
+
+    /// Loads `bytes` as the file under `vars`, as `run` does, and checks the outcome.
+    fn check(dir: &Path, bytes: &[u8], vars: Vec<(String, String)>) -> Result<(), TestCaseError> {
+        let path = dir.join("fuzz.toml");
+        std::fs::write(&path, bytes).unwrap();
+        let file = path.display().to_string();
+        let overrides = env_overrides(vars);
+        let Err(error) = Parts::load(Some(&path), &overrides, |_| None) else {
+            return Ok(());
+        };
+        check_error(&error, &file)
+    }
+
+    fn check_error(error: &ConfigError, file: &str) -> Result<(), TestCaseError> {
+        let line = error.to_string();
+        prop_assert_eq!(line.lines().count(), 1, "{}", line);
+        prop_assert!(line.len() < 2048, "{} bytes: {}", line.len(), line);
+        let named = line.contains(file)
+            || line.contains("(environment)")
+            || (error.key.is_some() && error.origin == "built-in default");
+        prop_assert!(named, "names no origin: {}", line);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn documents_of_every_shape_load_or_fail_on_one_line(doc in document(), vars in env()) {
+            let dir = tempfile::tempdir().unwrap();
+            check(dir.path(), doc.as_bytes(), vars)?;
+        }
+
+        #[test]
+        fn random_and_mutated_bytes_load_or_fail_on_one_line(
+            bytes in prop_oneof![proptest::collection::vec(any::<u8>(), 0..512), mutated_example()]
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            check(dir.path(), &bytes, Vec::new())?;
+        }
+    }
+}
