@@ -14,7 +14,8 @@ pub mod scan;
 pub mod wrap;
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,8 +119,10 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn overrides(&self) -> Vec<Override> {
-        let mut out = config::env_overrides(std::env::vars());
+    /// The environment's `GPULSE_*` overrides, then the flags'. A `GPULSE_*` or `OTEL_*`
+    /// variable that is not UTF-8 is an error; any other is skipped ([`config::environment`]).
+    fn overrides(&self) -> Result<Vec<Override>, ConfigError> {
+        let mut out = config::env_overrides(config::environment(std::env::vars_os())?);
         if let Some(v) = &self.listen {
             out.push(Override::flag("http", "listen", v, "--listen"));
         }
@@ -133,12 +136,14 @@ impl RunArgs {
         if let Some(v) = &self.log_level {
             out.push(Override::flag("log", "level", v, "--log-level"));
         }
-        out
+        Ok(out)
     }
 
     /// Everything the agent runs on, checked before any port is bound ([`Parts::load`]).
     fn load(&self) -> Result<Parts, ConfigError> {
-        Parts::load(self.config.as_deref(), &self.overrides(), |name| {
+        // `env::var` returns an error (not a panic) for a variable that is not UTF-8, and
+        // `overrides` has refused those among the ones read.
+        Parts::load(self.config.as_deref(), &self.overrides()?, |name| {
             std::env::var(name).ok()
         })
     }
@@ -172,10 +177,10 @@ pub fn main() -> ExitCode {
             },
             command,
         ),
-        Some(Command::Config(ConfigCommand::Example)) => {
-            print!("{}", config::EXAMPLE);
-            ExitCode::from(exit::OK)
-        }
+        Some(Command::Config(ConfigCommand::Example)) => match out(config::EXAMPLE) {
+            true => ExitCode::from(exit::OK),
+            false => ExitCode::from(exit::FAILURE),
+        },
         Some(Command::Config(ConfigCommand::Check { file })) => {
             // The same loader as `run`: a file `run` refuses is refused here with the same
             // line (the systemd unit runs this as ExecStartPre).
@@ -185,7 +190,8 @@ pub fn main() -> ExitCode {
             };
             match args.load() {
                 Ok(_) => {
-                    println!("{}: ok", file.display());
+                    // The exit code is the answer; a line that cannot be shown changes nothing.
+                    let _ = out(&format!("{}: ok\n", file.display()));
                     ExitCode::from(exit::OK)
                 }
                 Err(error) => usage_error(&error),
@@ -201,30 +207,38 @@ fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
     };
     let config = &parts.config;
     let report = scan::scan(config, &parts.policy);
-    if json {
+    let printed = if json {
         let dto = crate::export::json::HealthV1::from_parts(
             &report.health,
             &crate::model::XidLog::default(),
             &config.node_name(),
         );
         match dto.to_json_pretty() {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out(&format!("{text}\n")),
             Err(error) => {
-                eprintln!("gpulse: cannot encode JSON: {error}");
+                say(format_args!("cannot encode JSON: {error}"));
                 return ExitCode::from(exit::FAILURE);
             }
         }
-        if let Some(why) = &report.no_gpu {
-            eprintln!("gpulse: no GPU: {why}");
-        }
     } else {
-        print!("{}", scan::render_table(&report));
+        out(&scan::render_table(&report))
+    };
+    if json && let Some(why) = &report.no_gpu {
+        say(format_args!("no GPU: {why}"));
+    }
+    // A verdict nobody could read is a failure, not the verdict.
+    if !printed {
+        return ExitCode::from(exit::FAILURE);
     }
     ExitCode::from(scan::exit_code(&report, allow_no_gpu))
 }
 
 /// `gpulse wrap`: an invalid config still runs the command (without the agent).
+/// A malformed `--probe-url` is refused first (exit 2), like any malformed flag.
 fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode {
+    if let Err(error) = wrap::check_flags(flags, &command) {
+        return usage_error(&error);
+    }
     let loaded = args.load();
     if let Ok(parts) = &loaded {
         init_logging(&parts.config);
@@ -233,8 +247,48 @@ fn wrap(args: &RunArgs, flags: &ProbeFlags, command: Vec<OsString>) -> ExitCode 
 }
 
 fn usage_error(error: &ConfigError) -> ExitCode {
-    eprintln!("gpulse: {error}");
+    say(error);
     ExitCode::from(exit::USAGE)
+}
+
+/// Writes `gpulse: LINE` to stderr and carries on whatever happens. `eprintln!` panics when
+/// stderr is a closed pipe or a full disk (`2>/dev/full`), which aborted gpulse, and under
+/// `wrap` kept the workload from starting; a message nobody can read is no reason to stop.
+pub(crate) fn say(line: impl fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "gpulse: {line}");
+}
+
+/// Writes a command's output to stdout; `false` (said on stderr) when it cannot be written
+/// (`println!` would panic on a closed pipe).
+fn out(text: &str) -> bool {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => true,
+        Err(error) => {
+            say(format_args!("cannot write to stdout: {error}"));
+            false
+        }
+    }
+}
+
+/// The log layer's stderr: a line that cannot be written (closed pipe, full disk) is dropped.
+/// tracing-subscriber reports a failed write with `eprintln!` (panicking on the same dead
+/// stderr) unless told not to; this writer never reports one, so both are covered.
+struct LogStderr;
+
+impl Write for LogStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
 }
 
 fn run(args: RunArgs, source: GpuSource) -> ExitCode {
@@ -251,7 +305,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
     let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("gpulse: cannot start the async runtime: {error}");
+            say(format_args!("cannot start the async runtime: {error}"));
             return ExitCode::from(exit::FAILURE);
         }
     };
@@ -260,7 +314,10 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
             Ok(listener) => listener,
             Err(error) => {
                 tracing::error!(listen = %config.http.listen, error = %error, "Cannot listen.");
-                eprintln!("gpulse: cannot listen on {}: {error}", config.http.listen);
+                say(format_args!(
+                    "cannot listen on {}: {error}",
+                    config.http.listen
+                ));
                 return ExitCode::from(exit::FAILURE);
             }
         };
@@ -293,15 +350,17 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
     })
 }
 
-/// Logs to stderr with the configured filter (validated by [`Parts::load`]).
+/// Logs to stderr with the configured filter (validated by [`Parts::load`]). Logging never
+/// stops gpulse: lines that cannot be written are dropped ([`LogStderr`]).
 fn init_logging(config: &Config) {
     let Ok(filter) = EnvFilter::try_new(&config.log.level) else {
         return;
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(|| LogStderr)
+        .log_internal_errors(false);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

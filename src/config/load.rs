@@ -3,6 +3,7 @@
 //! the flag — including errors found after parsing (cross-key rules, files, policies).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -35,18 +36,66 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line, however long or odd its parts: echoed values are already cut
+    /// ([`shown`]), but a key, an origin (a path, a variable's name) or a message from serde
+    /// may still hold anything; each is bounded and loses its middle when too long.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = bounded(&self.message, MAX_MESSAGE);
+        let origin = bounded(&self.origin, MAX_ORIGIN);
         match (&self.key, self.origin.is_empty()) {
             (Some(key), false) => {
-                write!(f, "config key `{key}` at {}: {}", self.origin, self.message)
+                let key = bounded(key, MAX_KEY);
+                write!(f, "config key `{key}` at {origin}: {message}")
             }
-            (Some(key), true) => write!(f, "config key `{key}`: {}", self.message),
-            (None, _) => write!(f, "config at {}: {}", self.origin, self.message),
+            (Some(key), true) => {
+                write!(f, "config key `{}`: {message}", bounded(key, MAX_KEY))
+            }
+            (None, _) => write!(f, "config at {origin}: {message}"),
         }
     }
 }
 
+/// The longest key, origin and message an error line shows (in characters).
+const MAX_KEY: usize = 120;
+const MAX_ORIGIN: usize = 300;
+const MAX_MESSAGE: usize = 600;
+
+/// `text` on one line (control characters become spaces), at most about `max` characters: a
+/// longer one keeps its head and tail (where a message's hint is) around ` … `.
+fn bounded(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let count = line.chars().count();
+    if count <= max {
+        return line;
+    }
+    let half = max / 2;
+    let head: String = line.chars().take(half).collect();
+    let tail: String = line.chars().skip(count - half).collect();
+    format!("{head} … {tail}")
+}
+
 impl std::error::Error for ConfigError {}
+
+/// How many characters of a value an error echoes: a 100 KB value must not make a 100 KB
+/// error line. Longer values are cut and end in `…`.
+pub const MAX_SHOWN: usize = 80;
+
+/// `text` cut to at most `max` characters, ending in `…` when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// A value as an error echoes it: quoted, escaped onto one line, at most [`MAX_SHOWN`]
+/// characters.
+pub fn shown(text: &str) -> String {
+    format!("{:?}", clip(text, MAX_SHOWN))
+}
 
 /// One value set from outside the file: `section.key = raw`, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +131,50 @@ const SECTIONS: [&str; 10] = [
     "log",
     "wrap",
 ];
+
+/// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
+/// [`super::OtlpSettings::resolve`] and by the OpenTelemetry SDK).
+const READ_PREFIXES: [&str; 2] = [ENV_PREFIX, "OTEL_"];
+
+/// The environment as text, read without panicking: `std::env::vars` panics on the first
+/// variable that is not UTF-8, whatever its name, which aborted every command (and under
+/// `wrap`, kept the workload from starting). A variable that is not UTF-8 is skipped, unless
+/// gpulse reads it (`GPULSE_*`, `OTEL_*`): that one is refused, naming it, because skipping it
+/// would run on another configuration than the one given. Pass `std::env::vars_os()`.
+pub fn environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => out.push((name, value)),
+            (Ok(name), Err(_)) if is_read(name.as_bytes()) => {
+                return Err(not_utf8(&name, "its value"));
+            }
+            (Err(name), _) if is_read(name.as_encoded_bytes()) => {
+                return Err(not_utf8(&name.to_string_lossy(), "its name"));
+            }
+            // Not ours: another program's variable may hold any bytes.
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn is_read(name: &[u8]) -> bool {
+    READ_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
+}
+
+fn not_utf8(name: &str, what: &str) -> ConfigError {
+    ConfigError {
+        key: None,
+        origin: format!("{} (environment)", clip(name, MAX_SHOWN)),
+        message: format!(
+            "{what} is not valid UTF-8; gpulse reads GPULSE_* and OTEL_* variables as text, \
+             so fix or unset it"
+        ),
+    }
+}
 
 /// Picks the config overrides out of environment variables. Variables whose first word is
 /// not a section (e.g. `GPULSE_REAL_GPU`) are not config and are left alone.
@@ -203,6 +296,79 @@ fn file_origin(text: &str, file: &str, offset: usize) -> String {
     format!("{file}:{line}:{column}")
 }
 
+/// The largest config file read. A config is a few KiB; the cap keeps `--config /dev/zero`
+/// (or a log file given by mistake) from filling memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a config file: a regular file (or `/dev/null`, no config) of at most
+/// [`MAX_FILE_BYTES`], UTF-8. The file is opened without blocking and checked before a byte
+/// is read, so a FIFO with no writer, a terminal or `/dev/kmsg` is refused instead of waiting
+/// forever; a file that grows while read is cut at the cap and refused.
+fn read_file(path: &Path, origin: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let fail = |message: String| ConfigError {
+        key: None,
+        origin: origin.to_owned(),
+        message,
+    };
+    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblock)
+        .open(path)
+        .map_err(|e| fail(format!("cannot read file: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read file: {e}")))?;
+    let kind = meta.file_type();
+    let dev_null = || std::fs::metadata("/dev/null").is_ok_and(|n| n.rdev() == meta.rdev());
+    let regular = kind.is_file() || kind.is_char_device() && dev_null();
+    if !regular {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else {
+            "not a regular file"
+        };
+        return Err(fail(format!(
+            "cannot read file: it is {what}; a config file must be a regular file \
+             (or /dev/null for none)"
+        )));
+    }
+    let too_big = || {
+        fail(format!(
+            "cannot read file: it is larger than {MAX_FILE_BYTES} bytes (1 MiB), the most a \
+             config file may hold"
+        ))
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = error.utf8_error().valid_up_to();
+        let bytes = error.into_bytes();
+        let before = String::from_utf8_lossy(&bytes[..valid]);
+        ConfigError {
+            key: None,
+            origin: file_origin(&before, origin, before.len()),
+            message: "not valid UTF-8 (TOML files are UTF-8)".to_owned(),
+        }
+    })
+}
+
 /// A loaded, validated configuration and where each of its values came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -216,16 +382,16 @@ impl Config {
         toml::from_str(text).map_err(|error| toml_error(text, origin, &error))
     }
 
-    /// Reads and parses a file, keeping the `file:line:col` of each key.
+    /// Reads and parses a file ([`read_file`]), keeping the `file:line:col` of each key.
     pub fn from_file(path: &Path) -> Result<Loaded, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            key: None,
-            origin: origin.clone(),
-            message: format!("cannot read file: {error}"),
-        })?;
+        let text = read_file(path, &origin)?;
         let config = Self::from_toml(&text, &origin)?;
         let origins = Origins::of_document(&text, &origin);
+        // Counts and sizes are bounded before any override is applied: applying one writes
+        // the config back to TOML, which fails on an integer over i64::MAX, and that failure
+        // was blamed on the override.
+        config.check_limits().map_err(|e| origins.place(e))?;
         Ok(Loaded { config, origins })
     }
 
@@ -253,6 +419,7 @@ impl Config {
     /// Rules that span several keys, checked once everything is applied (a file may set one
     /// key and the environment the other). Errors carry no origin: the loader places them.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_limits()?;
         self.http.tls_files()?;
         check_log_level(&self.log.level).map_err(|m| ConfigError::at_key("log.level", m))?;
         self.wrap.check()?;
@@ -262,7 +429,7 @@ impl Config {
             if !names.insert(probe.name.as_str()) {
                 return Err(ConfigError::at_key(
                     format!("probe[{index}].name"),
-                    format!("duplicate probe name {:?}", probe.name),
+                    format!("duplicate probe name {}", shown(&probe.name)),
                 ));
             }
         }
@@ -305,29 +472,30 @@ impl Config {
 /// `GPULSE_GPU_PROCESSES=false` is a bool and `GPULSE_AGENT_NODE_NAME=42` stays a string.
 fn typed_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     use toml::Value;
+    let raw_q = shown(raw);
     match current {
         Value::String(_) => Ok(Value::String(raw.to_owned())),
         Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
             "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
-            _ => Err(format!("expected true or false, got {raw:?}")),
+            _ => Err(format!("expected true or false, got {raw_q}")),
         },
         Value::Integer(_) => raw
             .trim()
             .parse::<i64>()
             .map(Value::Integer)
-            .map_err(|_| format!("expected an integer, got {raw:?}")),
+            .map_err(|_| format!("expected an integer (at most {}), got {raw_q}", i64::MAX)),
         Value::Float(_) => raw
             .trim()
             .parse::<f64>()
             .map(Value::Float)
-            .map_err(|_| format!("expected a number, got {raw:?}")),
+            .map_err(|_| format!("expected a number, got {raw_q}")),
         _ => {
             let doc: toml::Table = toml::from_str(&format!("v = {raw}"))
-                .map_err(|e| format!("expected a TOML value, got {raw:?}: {}", e.message()))?;
+                .map_err(|e| format!("expected a TOML value, got {raw_q}: {}", e.message()))?;
             doc.get("v")
                 .cloned()
-                .ok_or_else(|| format!("expected a TOML value, got {raw:?}"))
+                .ok_or_else(|| format!("expected a TOML value, got {raw_q}"))
         }
     }
 }
@@ -384,19 +552,20 @@ const LISTEN_FORMS: &str = "use IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT \
 /// interface, 0.0.0.0).
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
+    let text_q = shown(text);
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     let port = |p: &str| {
         p.parse::<u16>()
-            .map_err(|_| format!("invalid listen address {text:?}: bad port; {LISTEN_FORMS}"))
+            .map_err(|_| format!("invalid listen address {text_q}: bad port; {LISTEN_FORMS}"))
     };
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(SocketAddr::new(any, port(text)?));
     }
     let Some((host, p)) = text.rsplit_once(':') else {
-        return Err(format!("invalid listen address {text:?}; {LISTEN_FORMS}"));
+        return Err(format!("invalid listen address {text_q}; {LISTEN_FORMS}"));
     };
     if host.is_empty() {
         return Ok(SocketAddr::new(any, port(p)?));
@@ -405,22 +574,23 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if !is_hostname {
-        return Err(format!("invalid listen address {text:?}; {LISTEN_FORMS}"));
+        return Err(format!("invalid listen address {text_q}; {LISTEN_FORMS}"));
     }
     let port = port(p)?;
+    let host_q = shown(host);
     if host.eq_ignore_ascii_case("localhost") {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host:?} in listen address {text:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve {host_q} in listen address {text_q}: {e}"))?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("{host:?} in listen address {text:?} resolves to no address"))
+        .ok_or_else(|| format!("{host_q} in listen address {text_q} resolves to no address"))
 }
 
 /// Serde adapter for `http.listen` ([`parse_listen`]).
@@ -449,6 +619,7 @@ pub fn check_log_level(filter: &str) -> Result<(), String> {
             LEVELS.join(", ")
         ));
     }
+    let filter_q = shown(filter);
     for directive in directives {
         let level = match directive.rsplit_once('=') {
             Some((target, level)) if !target.is_empty() && !level.contains(['}', ']']) => level,
@@ -466,8 +637,9 @@ pub fn check_log_level(filter: &str) -> Result<(), String> {
             _ => "",
         };
         return Err(format!(
-            "invalid log filter {filter:?}: {directive:?} has no level{hint}; each \
+            "invalid log filter {filter_q}: {} has no level{hint}; each \
              comma-separated part is LEVEL or TARGET=LEVEL, LEVEL one of {}",
+            shown(directive),
             LEVELS.join(", ")
         ));
     }

@@ -15,7 +15,8 @@ mod otlp;
 mod probe;
 
 pub use load::{
-    ConfigError, Loaded, Origins, Override, check_log_level, env_overrides, parse_listen,
+    ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
+    environment, parse_listen, shown,
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
 pub use probe::{
@@ -422,6 +423,12 @@ pub enum LogFormat {
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// The longest duration accepted anywhere: 365 days. Every duration is an interval or a
+    /// deadline, and one near `u64::MAX` seconds passed the check and then overflowed the
+    /// first `Instant + duration` (an abort on the first connection for
+    /// `http.request_timeout`).
+    pub const MAX: Self = Self::secs(365 * 24 * 3600);
+
     pub const fn secs(s: u64) -> Self {
         Self(Duration::from_secs(s))
     }
@@ -429,11 +436,18 @@ impl HumanDuration {
     /// Parses `500ms`, `1s`, `1m 30s`; zero is refused because every duration here is an
     /// interval or a deadline.
     pub fn parse(text: &str) -> Result<Self, String> {
+        let text_q = shown(text);
         let d = humantime::parse_duration(text.trim()).map_err(|error| {
-            format!("invalid duration {text:?} ({error}); use e.g. \"500ms\", \"1s\", \"2m\"")
+            format!("invalid duration {text_q} ({error}); use e.g. \"500ms\", \"1s\", \"2m\"")
         })?;
         if d.is_zero() {
-            return Err(format!("duration {text:?} must be greater than zero"));
+            return Err(format!("duration {text_q} must be greater than zero"));
+        }
+        if d > Self::MAX.0 {
+            return Err(format!(
+                "duration {text_q} is longer than {} days, the longest accepted",
+                Self::MAX.0.as_secs() / 86_400
+            ));
         }
         Ok(Self(d))
     }
@@ -458,7 +472,91 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// An unsigned count or size as `u64` (a `usize` always fits on the targets gpulse builds for).
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 impl Config {
+    /// Bounds every count and size key, far above any real use but low enough that no count
+    /// overflows what it sizes (a semaphore of `http.max_concurrent_requests` permits panicked
+    /// above 2^61) or keeps the config from being written back as TOML (integers up to
+    /// i64::MAX). Errors carry no origin: the loader places them.
+    pub(crate) fn check_limits(&self) -> Result<(), ConfigError> {
+        const MILLION: u64 = 1_000_000;
+        const GIB: u64 = 1 << 30;
+        let mut limits: Vec<(String, u64, u64)> = vec![
+            (
+                "gpu.max_processes".into(),
+                count(self.gpu.max_processes),
+                100_000,
+            ),
+            (
+                "host.max_devices".into(),
+                count(self.host.max_devices),
+                100_000,
+            ),
+            (
+                "store.window_samples".into(),
+                count(self.store.window_samples.get()),
+                MILLION,
+            ),
+            (
+                "http.max_concurrent_requests".into(),
+                count(self.http.max_concurrent_requests),
+                MILLION,
+            ),
+            (
+                "http.max_request_body_bytes".into(),
+                count(self.http.max_request_body_bytes),
+                GIB,
+            ),
+            (
+                "http.max_connections".into(),
+                count(self.http.max_connections),
+                MILLION,
+            ),
+            (
+                "health.max_events".into(),
+                count(self.health.max_events),
+                MILLION,
+            ),
+            (
+                "wrap.max_events".into(),
+                count(self.wrap.max_events.get()),
+                MILLION,
+            ),
+            (
+                "wrap.state_max_bytes".into(),
+                self.wrap.state_max_bytes,
+                GIB,
+            ),
+        ];
+        for (index, probe) in self.probe.iter().enumerate() {
+            let key = |name: &str| format!("probe[{index}].{name}");
+            limits.extend([
+                (key("max_body_bytes"), count(probe.max_body_bytes), GIB),
+                (
+                    key("metrics_max_body_bytes"),
+                    count(probe.metrics_max_body_bytes),
+                    GIB,
+                ),
+                (
+                    key("inference_max_tokens"),
+                    u64::from(probe.inference_max_tokens),
+                    MILLION,
+                ),
+            ]);
+        }
+        match limits.into_iter().find(|(_, value, max)| value > max) {
+            Some((key, value, max)) => Err(ConfigError::at_key(
+                key,
+                format!("{value} is too large; at most {max}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The node name to report: the configured one, else the OS hostname, else `unknown`.
     pub fn node_name(&self) -> String {
         if !self.agent.node_name.is_empty() {

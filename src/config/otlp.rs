@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use opentelemetry_sdk::metrics::Temporality;
 
-use super::{ConfigError, HumanDuration, OtlpConfig};
+use super::{ConfigError, HumanDuration, OtlpConfig, shown};
 
 /// OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,8 @@ impl OtlpSettings {
                         "otlp.protocol",
                         origin.clone(),
                         format!(
-                            "unsupported protocol {other:?}; use \"grpc\" or \"http/protobuf\""
+                            "unsupported protocol {}; use \"grpc\" or \"http/protobuf\"",
+                            shown(other)
                         ),
                     ));
                 }
@@ -99,7 +100,10 @@ impl OtlpSettings {
             return Err(fail(
                 "otlp.endpoint",
                 endpoint_origin,
-                format!("endpoint {endpoint:?} must start with http:// or https://"),
+                format!(
+                    "endpoint {} must start with http:// or https://",
+                    shown(&endpoint)
+                ),
             ));
         }
         let endpoint = match protocol {
@@ -120,13 +124,18 @@ impl OtlpSettings {
                     .trim()
                     .parse::<u64>()
                     .ok()
-                    .filter(|ms| *ms > 0)
                     .map(Duration::from_millis)
+                    // The same bounds as a duration written in `[otlp]`.
+                    .filter(|d| !d.is_zero() && *d <= HumanDuration::MAX.0)
                     .ok_or_else(|| {
                         fail(
                             key,
                             format!("{var} (environment)"),
-                            format!("expected a positive number of milliseconds, got {text:?}"),
+                            format!(
+                                "expected a positive number of milliseconds up to {}, got {}",
+                                HumanDuration::MAX.0.as_millis(),
+                                shown(&text)
+                            ),
                         )
                     }),
                 None => Ok(default),
@@ -156,7 +165,10 @@ impl OtlpSettings {
                         return Err(fail(
                             "otlp.headers",
                             format!("{var} (environment)"),
-                            format!("expected key=value pairs separated by commas, got {pair:?}"),
+                            format!(
+                                "expected key=value pairs separated by commas, got {}",
+                                shown(pair)
+                            ),
                         ));
                     };
                     headers.insert(percent_decode(k.trim()), percent_decode(v.trim()));
@@ -184,7 +196,10 @@ impl OtlpSettings {
                     return Err(fail(
                         "otlp.compression",
                         origin,
-                        format!("unsupported compression {other:?}; use \"gzip\" or \"none\""),
+                        format!(
+                            "unsupported compression {}; use \"gzip\" or \"none\"",
+                            shown(other)
+                        ),
                     ));
                 }
             },
@@ -212,7 +227,8 @@ impl OtlpSettings {
                         "otlp.temporality",
                         origin,
                         format!(
-                            "unsupported temporality {other:?}; use \"cumulative\" or \"delta\""
+                            "unsupported temporality {}; use \"cumulative\" or \"delta\"",
+                            shown(other)
                         ),
                     ));
                 }

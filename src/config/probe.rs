@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, HumanDuration};
+use super::{ConfigError, HumanDuration, shown};
 
 /// What a probe talks to; what each kind can do is in [`ProbeKind::caps`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -560,7 +560,7 @@ impl ProbeConfig {
             if !ok {
                 return Err(fail(
                     "url",
-                    format!("{:?} is not host:port or tcp://host:port", self.url),
+                    format!("{} is not host:port or tcp://host:port", shown(&self.url)),
                 ));
             }
             return Ok(());
@@ -602,10 +602,10 @@ fn check_http_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+        .ok_or_else(|| format!("{} must start with http:// or https://", shown(url)))?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains(['?', '#', ' ', '@']) {
-        return Err(format!("{url:?} is not http(s)://host:port[/path]"));
+        return Err(format!("{} is not http(s)://host:port[/path]", shown(url)));
     }
     Ok(())
 }

@@ -116,6 +116,36 @@ fn env_errors_name_the_variable() {
 }
 
 #[test]
+fn the_environment_is_read_without_panicking_on_bytes_that_are_not_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+    // Another program's variable, name or value, is skipped.
+    let vars = environment(vec![
+        (bytes(b"X"), bytes(b"caf\xe9")),
+        (bytes(b"\xff"), bytes(b"1")),
+        (bytes(b"GPULSE_GPU_INTERVAL"), bytes(b"2s")),
+    ])
+    .unwrap();
+    assert_eq!(
+        vars,
+        vec![("GPULSE_GPU_INTERVAL".to_owned(), "2s".to_owned())]
+    );
+    // One that gpulse reads is refused, naming it.
+    for (name, value) in [
+        (&b"GPULSE_LOG_LEVEL"[..], &b"\xff"[..]),
+        (b"OTEL_EXPORTER_OTLP_ENDPOINT", b"http://\xe9"),
+        (b"GPULSE_GPU_\xff", b"1"),
+    ] {
+        let err = environment(vec![(bytes(name), bytes(value))]).unwrap_err();
+        let shown = String::from_utf8_lossy(name).into_owned();
+        assert_eq!(err.origin, format!("{shown} (environment)"));
+        assert!(err.message.contains("not valid UTF-8"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
 fn flags_win_over_env() {
     let overrides = vec![
         env_overrides(vec![(
@@ -376,4 +406,38 @@ fn the_kinds_table_spells_each_kind_as_the_config_does() {
         }
     }
     assert_eq!(ProbeKind::names().split(", ").count(), ProbeKind::ALL.len());
+}
+
+#[test]
+fn echoed_values_and_error_lines_are_bounded() {
+    assert_eq!(clip("héllo", 2), "hé…");
+    assert_eq!(clip("abc", 3), "abc");
+    assert_eq!(
+        shown(&"x".repeat(200)),
+        format!("\"{}…\"", "x".repeat(MAX_SHOWN))
+    );
+    let err = ConfigError {
+        key: Some("k".repeat(1000)),
+        origin: "o\n".repeat(1000),
+        message: format!("{}; the hint", "m".repeat(100_000)),
+    };
+    let line = err.to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.len() < 1200, "{}", line.len());
+    assert!(line.ends_with("; the hint"), "{line}");
+}
+
+#[test]
+fn durations_and_counts_are_bounded_at_load() {
+    assert!(HumanDuration::parse("365d").is_ok());
+    let err = HumanDuration::parse("366d").unwrap_err();
+    assert!(err.contains("longer than 365 days"), "{err}");
+    let err =
+        Config::from_toml("[http]\nrequest_timeout = \"300000000000y\"\n", "f.toml").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("http.request_timeout"));
+    assert!(err.origin.starts_with("f.toml:2:"), "{err}");
+    let mut config = Config::default();
+    config.http.max_concurrent_requests = usize::MAX;
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("http.max_concurrent_requests"));
 }

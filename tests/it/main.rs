@@ -7,6 +7,8 @@
 mod api;
 // The binary's command line and config errors.
 mod cli;
+// Hostile start-ups: environment bytes, a dead stderr, edge values, a fuzzed config loader.
+mod faults_config;
 // HTTPS and bearer tokens: serving, refusing, reloading on file change and SIGHUP.
 mod tls;
 // The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).

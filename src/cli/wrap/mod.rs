@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use self::supervise::{JobSink, Signals, Supervision};
-use super::exit;
+use super::{exit, say};
 use crate::app::{self, GpuSource, Parts};
 use crate::config::OtlpSettings;
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind, Readiness};
@@ -126,6 +126,36 @@ pub fn child_probe(
     })
 }
 
+/// Checks `--probe-url` as the probe it makes, before anything starts. A malformed flag is a
+/// usage error (exit 2, the command not run), like an unknown flag or `--probe-kind nope`
+/// (refused by clap): it is fixed on the first try at the terminal. Only an invalid *config*
+/// (file, environment), which can change under a running deployment, runs the command
+/// without the agent. The kind is the one the probe would get (the flag's, else the inferred
+/// one, else http): it decides whether the URL must be http(s) or host:port.
+pub fn check_flags(flags: &ProbeFlags, command: &[OsString]) -> Result<(), ConfigError> {
+    if flags.url.is_none() {
+        return Ok(());
+    }
+    let argv: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let defaults = Config::default();
+    let Ok(ChildProbe {
+        add: Some(probe), ..
+    }) = child_probe(&argv, |n| std::env::var(n).ok(), &defaults, flags)
+    else {
+        return Ok(());
+    };
+    let mut config = defaults;
+    config.probe.push(probe);
+    config.validate().map_err(|error| ConfigError {
+        key: None,
+        origin: "--probe-url (flag)".to_owned(),
+        message: error.message,
+    })
+}
+
 /// Runs `command` under supervision with the agent beside it; `agent` is `None` when the
 /// config could not be loaded (the command then replaces gpulse).
 pub fn run(
@@ -136,17 +166,17 @@ pub fn run(
     let agent = match agent {
         Ok(agent) => agent,
         Err(error) => {
-            eprintln!("gpulse: {error}");
-            eprintln!("gpulse: running the command without the agent");
+            say(error);
+            say("running the command without the agent");
             return ExitCode::from(exec(&command));
         }
     };
     let runtime = match app::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!(
-                "gpulse: cannot start the async runtime ({error}); running the command without the agent"
-            );
+            say(format_args!(
+                "cannot start the async runtime ({error}); running the command without the agent"
+            ));
             return ExitCode::from(exec(&command));
         }
     };
@@ -162,7 +192,10 @@ fn exec(command: &[OsString]) -> u8 {
         return exit::USAGE;
     };
     let error = std::process::Command::new(program).args(args).exec();
-    eprintln!("gpulse: cannot run {}: {error}", program.to_string_lossy());
+    say(format_args!(
+        "cannot run {}: {error}",
+        program.to_string_lossy()
+    ));
     spawn_error_code(&error)
 }
 
@@ -186,9 +219,9 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!(
-                "gpulse: cannot install signal handlers ({error}); running the command without the agent"
-            );
+            say(format_args!(
+                "cannot install signal handlers ({error}); running the command without the agent"
+            ));
             return i32::from(exec(&command));
         }
     };
@@ -196,10 +229,10 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
         Ok(spawned) => spawned,
         Err(error) => {
             let program = command.first().map(|p| p.to_string_lossy().into_owned());
-            eprintln!(
-                "gpulse: cannot start {}: {error}",
+            say(format_args!(
+                "cannot start {}: {error}",
                 program.unwrap_or_default()
-            );
+            ));
             return i32::from(spawn_error_code(&error));
         }
     };
