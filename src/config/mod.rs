@@ -259,11 +259,17 @@ pub struct HttpConfig {
     /// Requests taking longer than this get 503. Also bounds reading a request's headers, the
     /// TLS handshake, and how long an idle keep-alive connection is kept open.
     pub request_timeout: HumanDuration,
+    /// A new connection must complete its TLS handshake and first request head within this
+    /// (at most `request_timeout`); a silent or slow one is closed then, and shed earlier when
+    /// all `max_connections` are taken, so liveness probes get through a flood.
+    pub header_timeout: HumanDuration,
     /// Requests handled at once; beyond it requests get 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Largest request body accepted (413 above it).
     pub max_request_body_bytes: usize,
-    /// Open connections at once; more wait in the kernel's accept queue.
+    /// Open connections at once. When all are taken, the oldest one still waiting for its
+    /// first request head is closed for a new one; failing that, new ones wait in the kernel's
+    /// accept queue.
     pub max_connections: usize,
     /// PEM certificate chain; with `tls_key_file`, serve HTTPS. Reloaded on SIGHUP and when
     /// the files change.
@@ -275,6 +281,9 @@ pub struct HttpConfig {
     pub bearer_token_file: String,
     /// How often the TLS and token files are checked for changes (SIGHUP reloads at once).
     pub reload_interval: HumanDuration,
+    /// Longest wait for reading the TLS and token files, at start and on reload (a hung
+    /// network mount); past it the load fails and the previous certificate and token stay.
+    pub reload_timeout: HumanDuration,
 }
 
 impl HttpConfig {
@@ -311,6 +320,7 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9412)),
             request_timeout: HumanDuration::secs(10),
+            header_timeout: HumanDuration::secs(3),
             max_concurrent_requests: 64,
             max_request_body_bytes: 65536,
             max_connections: 256,
@@ -318,6 +328,7 @@ impl Default for HttpConfig {
             tls_key_file: String::new(),
             bearer_token_file: String::new(),
             reload_interval: HumanDuration::secs(5),
+            reload_timeout: HumanDuration::secs(2),
         }
     }
 }

@@ -135,19 +135,37 @@ async fn endpoints_answer_with_data_and_right_codes() {
     agent.shut_down().await;
 }
 
+/// Sends a keep-alive `GET /healthz` on `stream` and reads its 200 answer (`ok\n`).
+async fn keep_alive_healthz(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\nok\n") {
+        assert_ne!(stream.read(&mut byte).await.unwrap(), 0, "closed early");
+        raw.push(byte[0]);
+    }
+    assert!(raw.starts_with(b"HTTP/1.1 200 "));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let mut config = Config::default();
     config.http.max_connections = 2;
-    // Long enough that the idle connections below are not closed by the header timeout.
+    // Long enough that the kept-alive connections below are not closed by the idle limit.
     config.http.request_timeout = HumanDuration(Duration::from_secs(60));
     let agent = start(config).await;
     wait_ready(&agent.base).await;
 
-    // Two idle connections take both slots (accepted in order, before the third).
-    let idle_a = TcpStream::connect(agent.addr).await.unwrap();
-    let idle_b = TcpStream::connect(agent.addr).await.unwrap();
-    // The kernel completes the third handshake, but gpulse does not accept it yet.
+    // Two kept-alive clients that have made a request take both slots. Unlike silent
+    // connections (see `faults_http`), they are real clients and are never shed.
+    let mut busy_a = TcpStream::connect(agent.addr).await.unwrap();
+    keep_alive_healthz(&mut busy_a).await;
+    let mut busy_b = TcpStream::connect(agent.addr).await.unwrap();
+    keep_alive_healthz(&mut busy_b).await;
+    // The kernel completes the third handshake, but gpulse has no slot for it yet.
     let mut third = TcpStream::connect(agent.addr).await.unwrap();
     third
         .write_all(b"GET /healthz HTTP/1.0\r\nConnection: close\r\n\r\n")
@@ -162,8 +180,8 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         String::from_utf8_lossy(&response)
     );
 
-    // Closing one idle connection frees a slot; the waiting request is then served.
-    drop(idle_a);
+    // Closing one kept-alive connection frees a slot; the waiting request is then served.
+    drop(busy_a);
     tokio::time::timeout(Duration::from_secs(20), third.read_to_end(&mut response))
         .await
         .expect("the third connection was not served after a slot was freed")
@@ -171,7 +189,8 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.0 200 "), "{text}");
     assert!(text.ends_with("\r\n\r\nok\n"), "{text}");
-    drop(idle_b);
+    // The other kept-alive client was left alone throughout.
+    keep_alive_healthz(&mut busy_b).await;
     agent.shut_down().await;
 }
 
@@ -179,8 +198,9 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
 async fn slowloris_connections_are_closed_at_the_header_timeout() {
     let mut config = Config::default();
     config.http.max_connections = 1;
+    // A connection's first request head is due within the header timeout.
     let timeout = Duration::from_millis(1000);
-    config.http.request_timeout = HumanDuration(timeout);
+    config.http.header_timeout = HumanDuration(timeout);
     let agent = start(config).await;
     wait_ready(&agent.base).await;
 

@@ -11,6 +11,8 @@ mod cli;
 mod faults_config;
 // HTTPS and bearer tokens: serving, refusing, reloading on file change and SIGHUP.
 mod tls;
+// Hostile HTTP clients: silent and slowloris floods, FIFO credential files, fuzzed requests.
+mod faults_http;
 // The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.

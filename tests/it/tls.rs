@@ -62,7 +62,7 @@ pub(crate) fn tls_config(dir: &Path, pair: &Pair) -> (Config, PathBuf, PathBuf) 
 }
 
 /// A TLS client trusting exactly `trusted`.
-fn connector(trusted: &[&Pair]) -> TlsConnector {
+pub(crate) fn connector(trusted: &[&Pair]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for pair in trusted {
         roots.add(pair.der.clone()).unwrap();
@@ -78,7 +78,7 @@ fn connector(trusted: &[&Pair]) -> TlsConnector {
 }
 
 /// `GET path` over HTTPS (HTTP/1.0, read to EOF); also returns the server's certificate.
-async fn https_get(
+pub(crate) async fn https_get(
     addr: SocketAddr,
     tls: &TlsConnector,
     path: &str,
@@ -412,8 +412,9 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     let pair = self_signed("gpulse test one", 1);
     let (mut config, _, _) = tls_config(dir.path(), &pair);
     config.http.max_connections = 1;
+    // The handshake is part of the first head's time.
     let timeout = Duration::from_millis(500);
-    config.http.request_timeout = HumanDuration(timeout);
+    config.http.header_timeout = HumanDuration(timeout);
     let agent = start(config).await;
     let tls = connector(&[&pair]);
     https_until(agent.addr, &tls, "/healthz", &[], "not serving", |r, _| {

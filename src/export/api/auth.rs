@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -43,15 +44,17 @@ impl Token {
 
 /// Reads the token file; an empty file, or a token with characters that cannot travel in a
 /// header, is an error naming the key and the file.
-pub fn load(file: PathBuf) -> Result<BearerToken, LoadError> {
+/// Reading the file waits at most `deadline`.
+pub fn load(file: PathBuf, deadline: Duration) -> Result<BearerToken, LoadError> {
     Reloadable::load(
         "bearer token",
         vec![Source::new(TOKEN_KEY, file)],
         read_token,
+        deadline,
     )
 }
 
-fn read_token(sources: &[Source]) -> Result<Token, LoadError> {
+fn read_token(sources: &[Source], warnings: &mut Vec<String>) -> Result<Token, LoadError> {
     let [file] = sources else {
         return Err(LoadError {
             key: TOKEN_KEY,
@@ -59,7 +62,8 @@ fn read_token(sources: &[Source]) -> Result<Token, LoadError> {
             message: "internal error: expected one token file".to_owned(),
         });
     };
-    let bytes = file.read()?;
+    let (bytes, meta) = file.read_with_metadata()?;
+    warnings.extend(file.readable_by_others(&meta));
     let token = bytes.trim_ascii_end();
     if token.is_empty() {
         return Err(file.error("is empty; write the bearer token into it"));
@@ -137,7 +141,7 @@ mod tests {
     #[test]
     fn trailing_newline_is_trimmed_and_comparison_is_exact() {
         let (_dir, path) = token_file("s3cret-Token\n");
-        let token = load(path).unwrap().current();
+        let token = load(path, Duration::from_secs(1)).unwrap().current();
         assert!(token.matches(b"s3cret-Token"));
         assert!(!token.matches(b"s3cret-Token\n"));
         assert!(!token.matches(b"s3cret-Tokem"));
@@ -150,7 +154,7 @@ mod tests {
     fn empty_or_unsendable_tokens_are_refused() {
         for text in ["", "\n", "  \n\t", "two words\n"] {
             let (_dir, path) = token_file(text);
-            let err = load(path.clone()).unwrap_err();
+            let err = load(path.clone(), Duration::from_secs(1)).unwrap_err();
             assert_eq!((err.key, err.path), (TOKEN_KEY, path), "{text:?}");
         }
     }
@@ -173,5 +177,24 @@ mod tests {
         assert_eq!(presented(&headers), None);
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer"));
         assert_eq!(presented(&headers), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_can_read_gets_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = token_file("s3cret\n");
+        for (mode, warned) in [(0o600, false), (0o640, true), (0o604, true), (0o400, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let warnings = load(path.clone(), Duration::from_secs(1))
+                .unwrap()
+                .take_startup_warnings();
+            assert_eq!(!warnings.is_empty(), warned, "{mode:o}: {warnings:?}");
+            // The warning names the file, never the token.
+            assert!(
+                warnings.iter().all(|w| !w.contains("s3cret")),
+                "{warnings:?}"
+            );
+        }
     }
 }

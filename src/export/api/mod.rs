@@ -17,10 +17,11 @@
 //! Unknown paths get 404, other methods 405. With a bearer token configured, everything but
 //! `GET /healthz` and `GET /readyz` needs it (401 otherwise, see [`auth`]).
 //!
-//! Every connection is bounded too: at most `http.max_connections` are open (when full, the
-//! loop stops accepting and further clients wait in the kernel's queue), headers must arrive
-//! within `http.request_timeout` (so a slowloris client cannot hold a slot; this is also the
-//! keep-alive idle limit), the TLS handshake has the same limit, and a peer that stops reading
+//! Every connection is bounded too: at most `http.max_connections` are open; a new one must
+//! finish its TLS handshake and first request head within `http.header_timeout`, and when all
+//! are taken the oldest one that has not sent a request is closed for a newcomer (so liveness
+//! probes get through a flood of silent connections; see [`serve`]); later heads and
+//! keep-alive idleness are limited by `http.request_timeout`, and a peer that stops reading
 //! our response for that long is disconnected. HTTP/1.1 only; with TLS configured
 //! ([`tls`]), HTTPS only.
 
@@ -78,12 +79,15 @@ impl Credentials {
 
     /// Reads the TLS and token files named in `http`; an error names the key and the file.
     pub fn load(http: &HttpConfig) -> Result<Self, ConfigError> {
+        let deadline = http.reload_timeout.0;
         let tls = match http.tls_files()? {
-            Some((cert, key)) => Some(Arc::new(tls::load(cert, key).map_err(config_error)?)),
+            Some((cert, key)) => Some(Arc::new(
+                tls::load(cert, key, deadline).map_err(config_error)?,
+            )),
             None => None,
         };
         let token = match http.bearer_token_file() {
-            Some(file) => Some(Arc::new(auth::load(file).map_err(config_error)?)),
+            Some(file) => Some(Arc::new(auth::load(file, deadline).map_err(config_error)?)),
             None => None,
         };
         Ok(Self { tls, token })
@@ -113,6 +117,20 @@ impl Credentials {
         if let Some(token) = &self.token {
             token.reload(force);
         }
+    }
+
+    /// What the first load found worth a warning (an expired certificate, a secret file
+    /// others can read); empty the second time. Logged by [`serve`] when the server starts,
+    /// because the files are read before logging is set up.
+    pub fn take_startup_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(tls) = &self.tls {
+            warnings.extend(tls.take_startup_warnings());
+        }
+        if let Some(token) = &self.token {
+            warnings.extend(token.take_startup_warnings());
+        }
+        warnings
     }
 
     /// Successful reloads so far (certificate and token together).
