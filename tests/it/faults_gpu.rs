@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gpulse::collect::gpu::{CALL_GROUPS, GpuOptions, NvmlSampler};
 use gpulse::config::GpuConfig;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, free_port};
 use crate::fake_nvml::FakeNvml;
 
 fn uuid(i: u32) -> String {
@@ -276,4 +276,61 @@ fn call_timing_accounts_for_the_whole_cycle() {
     }
     // The real-GPU target is 1.1; a shared CI machine gets slack for its scheduling noise.
     assert!(best < 1.5, "cycle / sum of calls = {best:.3}");
+}
+
+/// `benches/gpu-check.sh --fake` runs the whole real-GPU check on the fake NVML, so the script
+/// the device machine runs is tested here: every step answers and `$OUT` holds what comes back.
+#[test]
+fn the_gpu_check_script_runs_on_the_fake_nvml() {
+    for tool in ["python3", "cc", "tar"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            crate::skip::not_installed(&format!("{tool} is not installed"), "install it");
+            return;
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gpu-check.sh");
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--fake", "3"])
+        .env("OUT", out.path())
+        .env("GPULSE_BIN", env!("CARGO_BIN_EXE_gpulse"))
+        .env("GPULSE_CHECK_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let summary = std::fs::read_to_string(out.path().join("summary.txt")).unwrap();
+    for want in [
+        "scan: exit 0",
+        "/metrics once a second over 3 s",
+        "RSS over the run",
+        "CPU over the run",
+        "/metrics over 200 keep-alive GETs",
+        "nvml timing: ",
+        "cycle / calls median",
+        "gpulse_collector_success{collector=\"gpu\"} 1",
+    ] {
+        assert!(summary.contains(want), "{want:?} missing:\n{summary}");
+    }
+    // The device tool brings back at most 8 files.
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.len() <= 8, "{files:?}");
+    for want in [
+        "summary.txt",
+        "timing.txt",
+        "scan.json",
+        "metrics.txt",
+        "gpu-check.tar.gz",
+    ] {
+        assert!(files.iter().any(|f| f == want), "{want} missing: {files:?}");
+    }
 }

@@ -43,7 +43,8 @@ pub const CALL_GROUPS: [&str; 26] = [
 pub struct CallTiming {
     /// The whole cycle, from the device count to the last GPU (NVML loading excluded).
     pub cycle: Duration,
-    /// `(time, calls)` per group, in [`CALL_GROUPS`] order.
+    /// `(time, runs)` per group, in [`CALL_GROUPS`] order: a run is one timed call or one
+    /// timed group of calls (all NVLinks of a GPU, say).
     pub groups: [(Duration, u32); CALL_GROUPS.len()],
 }
 
