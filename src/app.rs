@@ -337,13 +337,15 @@ async fn evaluate_health(
         }
         let snap = store.snapshot();
         let window = store.gpu_window();
+        let now = SystemTime::now();
         let input = health::Input {
             status: snap.gpu_status(),
             sample: snap.gpu.as_deref(),
             window: &window,
             xid: &snap.xid,
+            nvml_stuck: snap.gpu_stuck_for(now),
         };
-        let next = health::evaluate(&current, &input, &policy, SystemTime::now());
+        let next = health::evaluate(&current, &input, &policy, now);
         log_health_changes(&current, &next);
         store.set_health(next.clone());
         current = next;

@@ -60,6 +60,11 @@ impl Snapshot {
         self.collectors.iter().all(|c| c.runs > 0)
     }
 
+    /// How long the `gpu` collector has missed its deadline on every cycle (NVML hung).
+    pub fn gpu_stuck_for(&self, now: SystemTime) -> Option<Duration> {
+        self.collector("gpu").and_then(|c| c.stuck_for(now))
+    }
+
     /// Where the `gpu` collector stands, as health's input needs it.
     pub fn gpu_status(&self) -> GpuStatus {
         match (self.collector("gpu"), &self.gpu) {
@@ -350,8 +355,19 @@ impl Store {
                         status.last_success_at = Some(report.finished_at);
                         status.last_error = None;
                         status.last_error_kind = None;
+                        status.failing_since = None;
                     }
                     Err((kind, message)) => {
+                        // A new run of failures when the class changes: a hang is measured
+                        // from its first missed deadline, not from an earlier `unavailable`.
+                        if status.last_error_kind != Some(*kind) || status.failing_since.is_none() {
+                            status.failing_since = Some(
+                                report
+                                    .finished_at
+                                    .checked_sub(report.duration)
+                                    .unwrap_or(report.finished_at),
+                            );
+                        }
                         status.failures += 1;
                         status.last_success = false;
                         status.last_error = Some(message.clone());
@@ -634,5 +650,33 @@ mod tests {
         assert_eq!((gpu.runs, gpu.failures), (2, 1));
         assert!(gpu.is_stale());
         assert_eq!(gpu.last_error_kind, Some("deadline"));
+    }
+
+    #[test]
+    fn a_hang_is_measured_from_the_start_of_its_first_missed_deadline() {
+        let s = store(3);
+        let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let run = |secs, duration, outcome: Result<(), (&'static str, String)>| RunReport {
+            duration: Duration::from_secs(duration),
+            finished_at: at(secs),
+            outcome,
+        };
+        let failed = |kind: &'static str| Err((kind, kind.to_owned()));
+        s.record_run("gpu", run(100, 0, Ok(())));
+        assert_eq!(s.snapshot().gpu_stuck_for(at(100)), None);
+        // An `unavailable` streak is no hang, and does not date the hang that follows.
+        s.record_run("gpu", run(101, 0, failed("unavailable")));
+        assert_eq!(s.snapshot().gpu_stuck_for(at(101)), None);
+        // The first missed deadline started at 103 (2 s before it ended); later cycles fail
+        // at once while the call is still stuck.
+        s.record_run("gpu", run(105, 2, failed("deadline")));
+        s.record_run("gpu", run(106, 0, failed("deadline")));
+        let snap = s.snapshot();
+        assert_eq!(snap.gpu_stuck_for(at(140)), Some(Duration::from_secs(37)));
+        assert_eq!(snap.collector("gpu").unwrap().failing_since, Some(at(103)));
+        // A clock that went backwards reads as zero, not as a panic.
+        assert_eq!(snap.gpu_stuck_for(at(0)), Some(Duration::ZERO));
+        s.record_run("gpu", run(107, 0, Ok(())));
+        assert_eq!(s.snapshot().gpu_stuck_for(at(140)), None);
     }
 }

@@ -5,6 +5,11 @@
 //! now counts as 100 % of the throttle window (degraded), and no Xid is known (Xids need the
 //! running agent's capture). Exit codes: 0 healthy, 1 degraded (or no GPU without
 //! `--allow-no-gpu`), 3 unhealthy; 2 stays the usage/config error.
+//!
+//! An NVML cycle that misses `gpu.timeout` is not "no GPU": NVML is there and does not answer
+//! (a wedged driver), so the node is unhealthy with reason `nvml_hung` and `--allow-no-gpu`
+//! does not excuse it. A scan cannot wait `health.nvml_stale_after` like the agent does: its
+//! one missed deadline is all the evidence it will get.
 
 use std::fmt::Write as _;
 use std::sync::mpsc;
@@ -12,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::collect::gpu::{GpuOptions, NvmlSampler};
 use crate::collect::host::HostSampler;
+use crate::collect::{CollectError, ErrorKind};
 use crate::config::Config;
 use crate::health::{self, GpuStatus, NodeHealth, State};
 use crate::model::{GpuWindowPoint, HostSample, XidLog};
@@ -22,8 +28,10 @@ use super::exit::{DEGRADED as EXIT_DEGRADED, OK, UNHEALTHY as EXIT_UNHEALTHY};
 #[derive(Debug)]
 pub struct ScanReport {
     pub health: NodeHealth,
-    /// Why no GPU could be read, when none could.
+    /// Why no GPU could be read, when none could (NVML missing, no device, collection off).
     pub no_gpu: Option<String>,
+    /// NVML did not answer within `gpu.timeout`: why, for people.
+    pub nvml_hung: Option<String>,
     pub host: Option<HostSample>,
 }
 
@@ -31,13 +39,19 @@ pub struct ScanReport {
 /// evaluates health once.
 /// `policy` is the one [`crate::app::Parts::load`] built from `config.health`.
 pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
+    let timeout = scan_timeout(config);
+    let mut nvml_hung = None;
     let (sample, no_gpu) = if config.gpu.enabled {
-        match gpu_cycle(config) {
+        match gpu_cycle(config, timeout) {
             Ok(sample) if sample.devices.is_empty() => {
                 (None, Some("NVML reports no GPU".to_owned()))
             }
             Ok(sample) => (Some(sample), None),
-            Err(why) => (None, Some(why)),
+            Err(error) if error.kind == ErrorKind::Deadline => {
+                nvml_hung = Some(error.message);
+                (None, None)
+            }
+            Err(error) => (None, Some(error.to_string())),
         }
     } else {
         (
@@ -45,6 +59,9 @@ pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
             Some("GPU collection is off (gpu.enabled = false)".to_owned()),
         )
     };
+    // The scan's one missed deadline is the whole hang it can see (see the module docs).
+    let mut policy = policy.clone();
+    policy.nvml_stale_after = policy.nvml_stale_after.min(timeout);
     let host = config
         .host
         .enabled
@@ -62,18 +79,24 @@ pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
         sample: sample.as_ref(),
         window: &window,
         xid: &xid,
+        nvml_stuck: nvml_hung.is_some().then_some(timeout),
     };
-    let health = health::evaluate(&NodeHealth::initial(), &input, policy, now);
+    let health = health::evaluate(&NodeHealth::initial(), &input, &policy, now);
     ScanReport {
         health,
         no_gpu,
+        nvml_hung,
         host,
     }
 }
 
-fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {
+/// The scan's NVML deadline: `gpu.timeout`, at least 1 s (NVML's first init can be slow).
+fn scan_timeout(config: &Config) -> Duration {
+    config.gpu.timeout.0.max(Duration::from_secs(1))
+}
+
+fn gpu_cycle(config: &Config, timeout: Duration) -> Result<crate::model::GpuSample, CollectError> {
     let options = GpuOptions::from_config(&config.gpu, config.nvml_library());
-    let timeout = config.gpu.timeout.0.max(Duration::from_secs(1));
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("gpulse-scan-nvml".to_owned())
@@ -81,16 +104,35 @@ fn gpu_cycle(config: &Config) -> Result<crate::model::GpuSample, String> {
             let mut sampler = NvmlSampler::new(options);
             let _ = tx.send(sampler.cycle());
         })
-        .map_err(|e| format!("cannot start the NVML thread: {e}"))?;
+        .map_err(|e| {
+            CollectError::new(
+                ErrorKind::Failed,
+                format!("cannot start the NVML thread: {e}"),
+            )
+        })?;
     match rx.recv_timeout(timeout) {
-        Ok(Ok(sample)) => Ok(sample),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("NVML did not answer within {timeout:?}")),
+        Ok(result) => result,
+        // The thread stays blocked inside NVML; the process exits without waiting for it.
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(CollectError::new(
+            ErrorKind::Deadline,
+            format!("NVML did not answer within {timeout:?} (gpu.timeout): the driver is hung"),
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(CollectError::new(
+            ErrorKind::Failed,
+            "the NVML thread stopped without a result",
+        )),
     }
 }
 
 /// The exit code for a report.
 pub fn exit_code(report: &ScanReport, allow_no_gpu: bool) -> u8 {
+    if report.nvml_hung.is_some() {
+        // Health already says unhealthy (`nvml_hung`); never 0, whatever the policy says.
+        return match report.health.state {
+            State::Unhealthy => EXIT_UNHEALTHY,
+            _ => EXIT_DEGRADED,
+        };
+    }
     if report.no_gpu.is_some() {
         return if allow_no_gpu { OK } else { EXIT_DEGRADED };
     }
@@ -106,6 +148,9 @@ pub fn render_table(report: &ScanReport) -> String {
     let mut out = String::new();
     if let Some(why) = &report.no_gpu {
         let _ = writeln!(out, "No GPU: {why}");
+    }
+    if let Some(why) = &report.nvml_hung {
+        let _ = writeln!(out, "NVML hung: {why}");
     }
     if !report.health.gpus.is_empty() {
         let _ = writeln!(

@@ -384,6 +384,9 @@ pub struct HealthConfig {
     /// Share of `throttle_window` with a hardware slowdown reason active (hw_slowdown,
     /// hw_thermal_slowdown, hw_power_brake_slowdown) that makes a GPU Degraded.
     pub hw_slowdown_ratio: f64,
+    /// How long the GPU collector may miss `gpu.timeout` on every cycle (NVML hung: the
+    /// served GPU data is stale) before every GPU is Unhealthy with reason `nvml_hung`.
+    pub nvml_stale_after: HumanDuration,
     /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }:
     /// `ignore` or `degraded|unhealthy:ACTION`, checked at load (`health::Policy`).
     pub xid_overrides: BTreeMap<String, String>,
@@ -398,6 +401,9 @@ impl Default for HealthConfig {
             hold_time: HumanDuration::secs(600),
             throttle_window: HumanDuration::secs(300),
             hw_slowdown_ratio: 0.1,
+            // 15 missed 2 s deadlines: longer than any slow cycle seen on a healthy driver
+            // (60 ms on an H200), short enough to drain a wedged node within a minute.
+            nvml_stale_after: HumanDuration::secs(30),
             xid_overrides: BTreeMap::new(),
         }
     }

@@ -142,6 +142,7 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
     GpuDevice {
         identity: Arc::clone(identity),
         lost: false,
+        missing: false,
         utilization: Utilization {
             gpu: Some(round3(util)),
             memory: Some(round3(util * 0.6)),

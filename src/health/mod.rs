@@ -20,7 +20,7 @@
 //!   newer), overridable per Xid with `health.xid_overrides`.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::model::{GpuSample, GpuWindowPoint, LabelValue, XidLog};
 
@@ -149,6 +149,9 @@ pub enum ReasonCode {
     HwSlowdown,
     OverSlowdownTemperature,
     Xid(u64),
+    /// NVML has not answered within `gpu.timeout` for `health.nvml_stale_after`: on every
+    /// GPU of the last sample, or on the node when none was ever read.
+    NvmlHung,
     /// Node only: no GPU could be read (NVML missing, or the GPU collector is off).
     NoGpu,
     /// Node only: the GPU collector has not finished a cycle.
@@ -175,6 +178,7 @@ impl ReasonCode {
             Self::HwSlowdown => "hw_slowdown",
             Self::OverSlowdownTemperature => "over_slowdown_temperature",
             Self::Xid(_) => "xid",
+            Self::NvmlHung => "nvml_hung",
             Self::NoGpu => "no_gpu",
             Self::Initializing => "initializing",
         }
@@ -292,6 +296,9 @@ pub struct Input<'a> {
     /// GPU window points, oldest first (may include the sample's own point).
     pub window: &'a [GpuWindowPoint],
     pub xid: &'a XidLog,
+    /// How long every GPU cycle has missed its deadline (NVML hung), if it does now
+    /// (`Snapshot::gpu_stuck_for`); `None` when the last cycle ended in time.
+    pub nvml_stuck: Option<Duration>,
 }
 
 /// A cause observed now: (code, state, action, detail, last seen).
@@ -309,10 +316,14 @@ pub fn evaluate(
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut gpus: Vec<GpuHealth> = Vec::new();
     let mut node_causes: Vec<Cause> = Vec::new();
+    let hung = nvml_hung(input.nvml_stuck, policy, now);
     match (input.status, input.sample) {
         (GpuStatus::Sampled, Some(sample)) => {
             for device in &sample.devices {
-                let causes = device_causes(device, input, policy, now, hold_from);
+                let mut causes = device_causes(device, input, policy, now, hold_from);
+                // The sample is the last one NVML gave: its own causes still stand (held), and
+                // the hang says nothing newer about this GPU can be known.
+                causes.extend(hung.clone());
                 let prev = previous.gpu(device.identity.index);
                 gpus.push(gpu_health(
                     device.identity.index,
@@ -347,6 +358,9 @@ pub fn evaluate(
                 ));
             }
             gpus.sort_by_key(|g| g.index);
+            if gpus.is_empty() {
+                node_causes.extend(hung.clone());
+            }
             // Xids that name no GPU of this sample count for the node.
             for c in &input.xid.counts {
                 let known = sample.devices.iter().any(|d| xid_is_for(c, d));
@@ -365,6 +379,8 @@ pub fn evaluate(
                 }
             }
         }
+        // Hung before any GPU was read: no GPU to carry the reason, so the node does.
+        _ if hung.is_some() => node_causes.extend(hung.clone()),
         (GpuStatus::Initializing, _) => node_causes.push((
             ReasonCode::Initializing,
             State::Unknown,
@@ -435,6 +451,26 @@ pub fn evaluate(
         evaluated_at: Some(now),
         transitions,
     }
+}
+
+/// The `nvml_hung` cause once NVML has been stuck for `policy.nvml_stale_after`.
+///
+/// Unhealthy, not unknown: a driver that stops answering NVML usually blocks CUDA too, and
+/// a wedged driver needs a node reboot to recover (the Kubernetes device plugin and DCGM
+/// also take a failing NVML as an unhealthy device). `unknown` ranks below `degraded` and
+/// would keep a node that runs nothing in the schedulable pool.
+fn nvml_hung(stuck: Option<Duration>, policy: &Policy, now: SystemTime) -> Option<Cause> {
+    let stuck = stuck.filter(|s| *s >= policy.nvml_stale_after)?;
+    Some((
+        ReasonCode::NvmlHung,
+        State::Unhealthy,
+        Action::Reboot,
+        format!(
+            "NVML has not answered within gpu.timeout for {}s; GPU readings are stale and the driver is likely wedged",
+            stuck.as_secs()
+        ),
+        now,
+    ))
 }
 
 #[cfg(test)]

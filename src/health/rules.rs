@@ -26,7 +26,11 @@ pub(super) fn device_causes(
             ReasonCode::GpuLost,
             State::Unhealthy,
             Action::Reboot,
-            "the driver reports the GPU lost".to_owned(),
+            if d.missing {
+                "missing from the device list".to_owned()
+            } else {
+                "the driver reports the GPU lost".to_owned()
+            },
         );
     } else {
         if let Some((_, _, n)) = d.ecc_errors.iter().find(|(kind, scope, n)| {

@@ -73,6 +73,7 @@ fn eval_one(
         sample: Some(&s),
         window: &window,
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &input, policy, t(0));
     h.gpus[0].clone()
@@ -376,6 +377,7 @@ fn hw_slowdown_needs_the_ratio_over_the_window() {
         sample: Some(&s),
         window: &window,
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(90));
     check(
@@ -417,6 +419,7 @@ fn run_sequence(steps: Vec<Step>, policy: &Policy) -> Vec<NodeHealth> {
             sample: Some(&s),
             window: &window,
             xid: &log,
+            nvml_stuck: None,
         };
         health = evaluate(&health, &input, policy, t(at));
         out.push(health.clone());
@@ -540,6 +543,7 @@ fn a_gpu_missing_from_the_sample_is_lost() {
         sample: Some(&s),
         window: &[],
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     let s = sample(t(1), vec![device(0)]);
@@ -569,6 +573,7 @@ fn node_is_the_worst_gpu_and_unknown_until_sampled() {
         sample: Some(&s),
         window: &[],
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     let states: Vec<State> = h.gpus.iter().map(|g| g.state).collect();
@@ -583,6 +588,7 @@ fn node_is_the_worst_gpu_and_unknown_until_sampled() {
         sample: None,
         window: &[],
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &init, &p, t(0));
     assert_eq!(h.state, State::Unknown);
@@ -613,6 +619,7 @@ fn an_xid_without_a_gpu_counts_for_the_node() {
         sample: Some(&s),
         window: &[],
         xid: &log,
+        nvml_stuck: None,
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     assert_eq!(h.gpus[0].state, State::Healthy);
@@ -646,6 +653,7 @@ fn transitions_are_bounded() {
             sample: Some(&s),
             window: &[],
             xid: &log,
+            nvml_stuck: None,
         };
         h = evaluate(&h, &input, &p, t(i * 10));
     }
@@ -686,4 +694,78 @@ fn policy_rows_are_sorted_and_disjoint() {
     for w in XID_POLICY.windows(2) {
         assert!(w[0].first <= w[0].last && w[0].last < w[1].first, "{w:?}");
     }
+}
+
+#[test]
+fn a_hung_nvml_makes_every_gpu_unhealthy_after_the_bound_and_is_held() {
+    let p = Policy {
+        nvml_stale_after: Duration::from_secs(30),
+        ..Policy::default()
+    };
+    let log = XidLog::default();
+    let s = sample(t(0), vec![device(0), device(1)]);
+    let input = |stuck: Option<u64>| Input {
+        status: GpuStatus::Sampled,
+        sample: Some(&s),
+        window: &[],
+        xid: &log,
+        nvml_stuck: stuck.map(Duration::from_secs),
+    };
+    // A slow stretch shorter than the bound: the last sample still judges the GPUs.
+    let h = evaluate(&NodeHealth::initial(), &input(Some(29)), &p, t(29));
+    assert_eq!(h.state, State::Healthy);
+    let h = evaluate(&h, &input(Some(30)), &p, t(30));
+    assert_eq!((h.state, h.action), (State::Unhealthy, Action::Reboot));
+    for g in &h.gpus {
+        assert_eq!(g.state, State::Unhealthy);
+        assert_eq!(g.reasons[0].code.label(), "nvml_hung");
+        assert!(
+            g.reasons[0].detail.contains("30s"),
+            "{}",
+            g.reasons[0].detail
+        );
+    }
+    assert!(h.reasons.is_empty(), "the GPUs carry it: {:?}", h.reasons);
+    // NVML answers again: held for hold_time, like any other reason, then gone.
+    let h = evaluate(&h, &input(None), &p, t(31));
+    assert_eq!(h.state, State::Unhealthy);
+    let later = t(31) + p.hold_time;
+    let h = evaluate(&h, &input(None), &p, later);
+    assert_eq!(h.state, State::Healthy);
+}
+
+#[test]
+fn a_hang_before_any_sample_is_a_node_reason_not_no_gpu() {
+    let p = Policy::default();
+    let log = XidLog::default();
+    let input = |stuck: u64| Input {
+        status: GpuStatus::NoGpu,
+        sample: None,
+        window: &[],
+        xid: &log,
+        nvml_stuck: Some(Duration::from_secs(stuck)),
+    };
+    let h = evaluate(&NodeHealth::initial(), &input(1), &p, t(1));
+    assert_eq!(h.state, State::Unknown);
+    assert_eq!(h.reasons[0].code, ReasonCode::NoGpu);
+    let stuck = p.nvml_stale_after.as_secs();
+    let h = evaluate(&h, &input(stuck), &p, t(stuck));
+    assert_eq!((h.state, h.action), (State::Unhealthy, Action::Reboot));
+    assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+    assert_eq!(h.reasons[0].code.label(), "nvml_hung");
+}
+
+#[test]
+fn a_gpu_missing_from_the_device_list_says_so() {
+    let h = eval_one(
+        |d| {
+            d.lost = true;
+            d.missing = true;
+        },
+        Vec::new(),
+        &Policy::default(),
+    );
+    assert_eq!((h.state, h.action), (State::Unhealthy, Action::Reboot));
+    assert_eq!(h.reasons[0].code, ReasonCode::GpuLost);
+    assert_eq!(h.reasons[0].detail, "missing from the device list");
 }

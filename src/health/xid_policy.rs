@@ -159,6 +159,9 @@ pub struct Policy {
     pub hold_time: Duration,
     pub throttle_window: Duration,
     pub hw_slowdown_ratio: f64,
+    /// How long NVML may stay hung (every GPU cycle missing its deadline) before every GPU
+    /// is Unhealthy with `nvml_hung`.
+    pub nvml_stale_after: Duration,
     pub xid_overrides: BTreeMap<u64, (Severity, Action)>,
 }
 
@@ -169,6 +172,7 @@ impl Default for Policy {
             hold_time: Duration::from_secs(600),
             throttle_window: Duration::from_secs(300),
             hw_slowdown_ratio: 0.1,
+            nvml_stale_after: Duration::from_secs(30),
             xid_overrides: BTreeMap::new(),
         })
     }
@@ -203,6 +207,7 @@ impl Policy {
             hold_time: c.hold_time.0,
             throttle_window: c.throttle_window.0,
             hw_slowdown_ratio: c.hw_slowdown_ratio,
+            nvml_stale_after: c.nvml_stale_after.0,
             xid_overrides,
         })
     }

@@ -38,6 +38,9 @@ pub struct GpuDevice {
     pub identity: Arc<GpuIdentity>,
     /// The driver reported the GPU as lost (fallen off the bus); no other reading is valid.
     pub lost: bool,
+    /// NVML no longer lists the GPU (the device count fell): kept from the last cycle that
+    /// saw it, with `lost` set, so its identity and `gpulse_gpu_lost` stay visible.
+    pub missing: bool,
     pub utilization: Utilization,
     pub memory: MemoryReadings,
     /// GPU core temperature in °C.

@@ -96,6 +96,9 @@ pub struct CollectorStatus {
     pub last_error: Option<String>,
     /// The failure class of the last cycle (`unavailable`, `deadline`, `failed`), bounded.
     pub last_error_kind: Option<&'static str>,
+    /// When the current run of failures of `last_error_kind` began (the start of its first
+    /// cycle); `None` after a success. Health reads it to tell a hang from a slow cycle.
+    pub failing_since: Option<SystemTime>,
 }
 
 impl CollectorStatus {
@@ -112,6 +115,7 @@ impl CollectorStatus {
             last_success_at: None,
             last_error: None,
             last_error_kind: None,
+            failing_since: None,
         }
     }
 
@@ -119,6 +123,16 @@ impl CollectorStatus {
     /// but an earlier one succeeded.
     pub fn is_stale(&self) -> bool {
         !self.last_success && self.last_success_at.is_some()
+    }
+
+    /// How long every cycle has missed its deadline (the source is hung), as of `now`;
+    /// `None` unless the last cycle was a `deadline` failure.
+    pub fn stuck_for(&self, now: SystemTime) -> Option<Duration> {
+        if self.last_error_kind != Some("deadline") {
+            return None;
+        }
+        let since = self.failing_since?;
+        Some(now.duration_since(since).unwrap_or_default())
     }
 }
 

@@ -150,6 +150,7 @@ fn fixed_snapshot() -> Snapshot {
             sample: Some(&gpu),
             window: &window,
             xid: &xids,
+            nvml_stuck: None,
         },
         &health::Policy::default(),
         at(1_700_000_000),

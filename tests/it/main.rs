@@ -27,6 +27,8 @@ mod metrics_doc;
 mod dcgm;
 // `gpulse scan` on the fake NVML: verdicts and exit codes.
 mod scan;
+// GPU faults end to end: a hung NVML as a health reason, lost and vanished GPUs, call timing.
+mod faults_gpu;
 // House rules: module docs, import boundaries, README vs CI.
 mod tidy;
 // The docs: the example config in docs/configuration.md, relative links, metric references.

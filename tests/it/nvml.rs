@@ -519,3 +519,40 @@ fn real_gpu_sample_is_plausible() {
         s.devices.len()
     );
 }
+
+/// Each NVML call's own time against the whole cycle, on a real driver (`GPULSE_REAL_GPU=1`):
+/// the cycle should be at most 1.1× the sum of its calls, i.e. gpulse's own work between the
+/// calls is noise next to NVML. `benches/gpu-check.sh` runs it and keeps the printout.
+#[test]
+fn real_gpu_cycle_time_is_mostly_nvml_calls() {
+    if std::env::var("GPULSE_REAL_GPU").as_deref() != Ok("1") {
+        crate::skip::not_enabled(
+            "GPULSE_REAL_GPU is not 1",
+            "run `GPULSE_REAL_GPU=1 cargo test --test it nvml` on a machine with an NVIDIA driver",
+        );
+        return;
+    }
+    let mut sampler = NvmlSampler::new(GpuOptions::from_config(&GpuConfig::default(), None));
+    // The first cycle loads NVML and reads identities; it is not the steady state.
+    sampler.cycle().expect("NVML loads on a GPU machine");
+    sampler.set_call_timing(true);
+    let mut ratios = Vec::new();
+    for _ in 0..10 {
+        sampler.cycle().unwrap();
+        let timing = sampler.last_timing().unwrap();
+        let ratio = timing.cycle.as_secs_f64() / timing.calls().as_secs_f64();
+        eprintln!(
+            "cycle {:?}, calls {:?}, ratio {ratio:.3}: {}",
+            timing.cycle,
+            timing.calls(),
+            timing.summary()
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    assert!(
+        median <= 1.1,
+        "median cycle / sum of calls {median:.3} > 1.1: {ratios:?}"
+    );
+}

@@ -104,6 +104,28 @@ fn no_nvml_exits_1_unless_allowed() {
     assert_eq!(v["reasons"][0]["reason"], "no_gpu");
 }
 
+/// Before: a scan whose NVML cycle hit `gpu.timeout` reported "No GPU" and exited 0 with
+/// `--allow-no-gpu`. A timeout is a wedged driver, not a node without GPUs.
+#[test]
+fn a_hung_nvml_is_unhealthy_even_with_allow_no_gpu() {
+    let fake = FakeNvml::new("gpus=2\nhang=nvmlDeviceGetPowerUsage\n");
+    let out = scan(Some(&fake), &["--allow-no-gpu"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.starts_with("NVML hung: NVML did not answer within"),
+        "{text}"
+    );
+    assert!(!text.contains("No GPU"), "{text}");
+    assert!(text.contains("node: unhealthy (action: reboot)"), "{text}");
+    let out = scan(Some(&fake), &["--allow-no-gpu", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["state"], "unhealthy");
+    assert_eq!(v["reasons"][0]["reason"], "nvml_hung");
+    assert_eq!(v["reasons"][0]["action"], "reboot");
+}
+
 #[test]
 fn a_bad_override_exits_2_naming_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_gpulse"))

@@ -73,7 +73,9 @@ pub const FAMILIES: &[Family] = &[
         dims: &[dim("source", "")],
         series: |c, s| {
             if let Some(g) = &c.snap.gpu {
-                s.node([Val::Str("nvml")], Some(g.devices.len() as f64));
+                // GPUs kept after they left the device list are not NVML's count.
+                let listed = g.devices.iter().filter(|d| !d.missing).count();
+                s.node([Val::Str("nvml")], Some(listed as f64));
             }
         },
     },

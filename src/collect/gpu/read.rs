@@ -1,0 +1,399 @@
+//! Reading one GPU: every metric group through nvml-wrapper, each failure only omitting that
+//! reading (never 0), each call group timed through the cycle's [`Timer`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nvml_wrapper::Device;
+use nvml_wrapper::enum_wrappers::device::{
+    Clock, EccCounter, MemoryError, PcieUtilCounter, PerformancePolicy, RetirementCause,
+    TemperatureSensor, TemperatureThreshold,
+};
+use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
+use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::struct_wrappers::device::{FieldValueSample, Utilization as NvmlUtilization};
+use nvml_wrapper::structs::device::FieldId;
+
+use super::GpuOptions;
+use super::timing::Timer;
+use crate::model::{
+    self, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, MemoryReadings, MigInstance,
+    MigReadings, NvLinkReadings, PcieReadings, RemappedRows, RetiredCause, TempThreshold,
+    ThrottlePolicy, ThrottleReasons, Utilization,
+};
+
+/// NVML field ids (nvml.h `NVML_FI_DEV_*`) read in one `nvmlDeviceGetFieldValues` call.
+const FI_MEMORY_TEMP: u32 = 82;
+const FI_REMAPPED_COR: u32 = 142;
+const FI_REMAPPED_UNC: u32 = 143;
+const FI_REMAPPED_PENDING: u32 = 144;
+const FI_REMAPPED_FAILURE: u32 = 145;
+/// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION` (nvml.h; nvml-wrapper 0.13 has no wrapper for
+/// `nvmlDeviceGetGpuRecoveryAction`).
+const FI_RECOVERY_ACTION: u32 = 230;
+
+/// NVLink links probed per GPU (`NVML_NVLINK_MAX_LINKS`).
+const MAX_NVLINKS: u32 = 18;
+
+/// Percent (0–100) to ratio (0–1).
+fn ratio(percent: u32) -> f64 {
+    f64::from(percent) / 100.0
+}
+
+const MHZ: f64 = 1e6;
+
+const CLOCKS: [(Clock, model::Clock); 4] = [
+    (Clock::Graphics, model::Clock::Graphics),
+    (Clock::SM, model::Clock::Sm),
+    (Clock::Memory, model::Clock::Memory),
+    (Clock::Video, model::Clock::Video),
+];
+
+const THRESHOLDS: [(TemperatureThreshold, TempThreshold); 4] = [
+    (TemperatureThreshold::Slowdown, TempThreshold::Slowdown),
+    (TemperatureThreshold::Shutdown, TempThreshold::Shutdown),
+    (TemperatureThreshold::MemoryMax, TempThreshold::MemoryMax),
+    (TemperatureThreshold::GpuMax, TempThreshold::GpuMax),
+];
+
+const VIOLATION_POLICIES: [(PerformancePolicy, ThrottlePolicy); 6] = [
+    (PerformancePolicy::Power, ThrottlePolicy::Power),
+    (PerformancePolicy::Thermal, ThrottlePolicy::Thermal),
+    (PerformancePolicy::SyncBoost, ThrottlePolicy::SyncBoost),
+    (PerformancePolicy::BoardLimit, ThrottlePolicy::BoardLimit),
+    (
+        PerformancePolicy::LowUtilization,
+        ThrottlePolicy::LowUtilization,
+    ),
+    (PerformancePolicy::Reliability, ThrottlePolicy::Reliability),
+];
+
+/// In the order of `model::NvLinkCounter::ALL`.
+const NVLINK_COUNTERS: [ErrorCounter; 4] = [
+    ErrorCounter::DlReplay,
+    ErrorCounter::DlRecovery,
+    ErrorCounter::DlCrcFlit,
+    ErrorCounter::DlCrcData,
+];
+
+/// Reads every metric of one device; each failure only omits that reading.
+pub(super) fn read_device(
+    device: &Device<'_>,
+    identity: Arc<GpuIdentity>,
+    rates: Option<NvmlUtilization>,
+    options: &GpuOptions,
+    process_util_seen: &mut u64,
+    t: &mut Timer,
+) -> GpuDevice {
+    let memory = t.time("memory", || device.memory_info()).ok();
+    let fields = t.time("field_values", || read_fields(device));
+    let field = |id: u32| fields.get(&id).copied();
+
+    let remapped_rows = match (
+        field(FI_REMAPPED_COR),
+        field(FI_REMAPPED_UNC),
+        field(FI_REMAPPED_PENDING),
+        field(FI_REMAPPED_FAILURE),
+    ) {
+        (Some(cor), Some(unc), Some(pending), Some(failure)) => Some(RemappedRows {
+            correctable: cor,
+            uncorrectable: unc,
+            pending: pending != 0,
+            failure: failure != 0,
+        }),
+        _ => None,
+    };
+
+    let mut ecc_errors = Vec::new();
+    for (error, kind) in [
+        (MemoryError::Corrected, EccKind::Corrected),
+        (MemoryError::Uncorrected, EccKind::Uncorrected),
+    ] {
+        for (counter, scope) in [
+            (EccCounter::Volatile, EccScope::Volatile),
+            (EccCounter::Aggregate, EccScope::Aggregate),
+        ] {
+            if let Ok(n) = t.time("ecc", || device.total_ecc_errors(error, counter)) {
+                ecc_errors.push((kind, scope, n));
+            }
+        }
+    }
+
+    let retired_pages = t.time("retired_pages", || {
+        [
+            (
+                RetirementCause::MultipleSingleBitEccErrors,
+                RetiredCause::SingleBitEcc,
+            ),
+            (
+                RetirementCause::DoubleBitEccError,
+                RetiredCause::DoubleBitEcc,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(cause, label)| {
+            device
+                .retired_pages(cause)
+                .ok()
+                .map(|pages| (label, pages.len() as u64))
+        })
+        .collect()
+    });
+
+    let mut pcie_rate = |counter| {
+        if options.pcie_throughput {
+            // NVML reports KB/s. Each call waits for a fresh 20 ms sample in the driver.
+            t.time("pcie_throughput", || device.pcie_throughput(counter))
+                .ok()
+                .map(|kb| f64::from(kb) * 1024.0)
+        } else {
+            None
+        }
+    };
+    let tx_bytes_per_second = pcie_rate(PcieUtilCounter::Send);
+    let rx_bytes_per_second = pcie_rate(PcieUtilCounter::Receive);
+
+    GpuDevice {
+        identity,
+        lost: false,
+        missing: false,
+        utilization: Utilization {
+            gpu: rates.as_ref().map(|r| ratio(r.gpu)),
+            memory: rates.as_ref().map(|r| ratio(r.memory)),
+            encoder: t
+                .time("encoder_decoder", || device.encoder_utilization())
+                .ok()
+                .map(|u| ratio(u.utilization)),
+            decoder: t
+                .time("encoder_decoder", || device.decoder_utilization())
+                .ok()
+                .map(|u| ratio(u.utilization)),
+        },
+        memory: MemoryReadings {
+            total_bytes: memory.as_ref().map(|m| m.total),
+            used_bytes: memory.as_ref().map(|m| m.used),
+            free_bytes: memory.as_ref().map(|m| m.free),
+            reserved_bytes: memory.as_ref().map(|m| m.reserved),
+        },
+        temperature_gpu_celsius: t
+            .time("temperature", || device.temperature(TemperatureSensor::Gpu))
+            .ok()
+            .map(f64::from),
+        temperature_memory_celsius: field(FI_MEMORY_TEMP)
+            // Some boards report 0 for "no HBM sensor"; a real HBM reading is never 0 °C.
+            .filter(|t| *t > 0)
+            .map(|t| t as f64),
+        temperature_thresholds: t.time("temperature_thresholds", || {
+            THRESHOLDS
+                .iter()
+                .filter_map(|(threshold, label)| {
+                    device
+                        .temperature_threshold(*threshold)
+                        .ok()
+                        .map(|c| (*label, f64::from(c)))
+                })
+                .collect()
+        }),
+        power_watts: t
+            .time("power", || device.power_usage())
+            .ok()
+            .map(|mw| f64::from(mw) / 1000.0),
+        power_limit_watts: t
+            .time("power_limit", || device.enforced_power_limit())
+            .ok()
+            .map(|mw| f64::from(mw) / 1000.0),
+        energy_joules: t
+            .time("energy", || device.total_energy_consumption())
+            .ok()
+            .map(|mj| mj as f64 / 1000.0),
+        clocks_hertz: t.time("clocks", || read_clocks(|c| device.clock_info(c))),
+        max_clocks_hertz: t.time("max_clocks", || read_clocks(|c| device.max_clock_info(c))),
+        performance_state: t
+            .time("performance_state", || device.performance_state())
+            .ok()
+            .map(|p| p.as_c())
+            .filter(|p| *p <= 15),
+        fan_speed_ratio: t.time("fans", || {
+            let fans = device.num_fans().unwrap_or(0).min(16);
+            (0..fans)
+                .filter_map(|i| device.fan_speed(i).ok().map(|pct| (i, ratio(pct))))
+                .collect()
+        }),
+        throttle: t.time("throttle_reasons", || {
+            match (
+                device.current_throttle_reasons(),
+                device.supported_throttle_reasons(),
+            ) {
+                (Ok(active), Ok(supported)) => Some(ThrottleReasons {
+                    active: active.bits(),
+                    supported: supported.bits(),
+                }),
+                _ => None,
+            }
+        }),
+        throttle_seconds: t.time("violations", || {
+            VIOLATION_POLICIES
+                .iter()
+                .filter_map(|(policy, label)| {
+                    device
+                        .violation_status(*policy)
+                        .ok()
+                        .map(|v| (*label, v.violation_time as f64 / 1e9))
+                })
+                .collect()
+        }),
+        ecc_errors,
+        retired_pages,
+        retired_pages_pending: t
+            .time("retired_pages", || device.are_pages_pending_retired())
+            .ok(),
+        remapped_rows,
+        pcie: PcieReadings {
+            link_generation: t.time("pcie", || device.current_pcie_link_gen()).ok(),
+            link_width: t.time("pcie", || device.current_pcie_link_width()).ok(),
+            replay_count: t
+                .time("pcie", || device.pcie_replay_counter())
+                .ok()
+                .map(u64::from),
+            tx_bytes_per_second,
+            rx_bytes_per_second,
+        },
+        nvlinks: if options.nvlink {
+            t.time("nvlink", || read_nvlinks(device))
+        } else {
+            Vec::new()
+        },
+        processes: if options.processes {
+            t.time("processes", || {
+                read_processes(device, options.max_processes, process_util_seen)
+            })
+        } else {
+            None
+        },
+        mig: if options.mig {
+            t.time("mig", || read_mig(device))
+        } else {
+            None
+        },
+        recovery_action: field(FI_RECOVERY_ACTION).and_then(|v| u32::try_from(v).ok()),
+    }
+}
+
+/// Reads one value per clock domain (MHz from NVML), as Hz; unsupported domains are left out.
+fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(model::Clock, f64)> {
+    CLOCKS
+        .iter()
+        .filter_map(|(clock, label)| read(*clock).ok().map(|mhz| (*label, f64::from(mhz) * MHZ)))
+        .collect()
+}
+
+/// Reads HBM temperature and row-remapping counters in one NVML call.
+fn read_fields(device: &Device<'_>) -> HashMap<u32, u64> {
+    let ids = [
+        FI_MEMORY_TEMP,
+        FI_REMAPPED_COR,
+        FI_REMAPPED_UNC,
+        FI_REMAPPED_PENDING,
+        FI_REMAPPED_FAILURE,
+        FI_RECOVERY_ACTION,
+    ]
+    .map(FieldId);
+    let Ok(values) = device.field_values_for(&ids) else {
+        return HashMap::new();
+    };
+    values
+        .into_iter()
+        .filter_map(|v| v.ok())
+        .filter_map(|FieldValueSample { field, value, .. }| {
+            let value = match value.ok()? {
+                SampleValue::U32(v) => u64::from(v),
+                SampleValue::U64(v) => v,
+                SampleValue::I64(v) => u64::try_from(v).ok()?,
+                SampleValue::F64(v) if v >= 0.0 => v as u64,
+                SampleValue::F64(_) => return None,
+            };
+            Some((field.0, value))
+        })
+        .collect()
+}
+
+fn read_nvlinks(device: &Device<'_>) -> Vec<NvLinkReadings> {
+    let mut links = Vec::new();
+    for link in 0..MAX_NVLINKS {
+        let wrapper = device.link_wrapper_for(link);
+        let active = match wrapper.is_active() {
+            Ok(active) => active,
+            // InvalidArg past the last link; NotSupported on boards without NVLink.
+            Err(_) => break,
+        };
+        links.push(NvLinkReadings {
+            link,
+            active,
+            errors: NVLINK_COUNTERS.map(|counter| wrapper.error_counter(counter).ok()),
+        });
+    }
+    links
+}
+
+fn read_processes(device: &Device<'_>, max: usize, seen: &mut u64) -> Option<Vec<GpuProcess>> {
+    let running = device.running_compute_processes().ok()?;
+    // NotFound means no new samples since `seen`.
+    let utilization = device.process_utilization_stats(*seen).unwrap_or_default();
+    if let Some(newest) = utilization.iter().map(|s| s.timestamp).max() {
+        *seen = newest;
+    }
+    let mut processes: Vec<GpuProcess> = running
+        .into_iter()
+        .map(|p| {
+            let util = utilization
+                .iter()
+                .filter(|s| s.pid == p.pid)
+                .max_by_key(|s| s.timestamp);
+            GpuProcess {
+                pid: p.pid,
+                used_memory_bytes: match p.used_gpu_memory {
+                    UsedGpuMemory::Used(bytes) => Some(bytes),
+                    UsedGpuMemory::Unavailable => None,
+                },
+                sm_utilization: util.map(|s| ratio(s.sm_util)),
+                memory_utilization: util.map(|s| ratio(s.mem_util)),
+            }
+        })
+        .collect();
+    // Keep the biggest users when there are more than the bound allows.
+    processes.sort_by(|a, b| {
+        b.used_memory_bytes
+            .cmp(&a.used_memory_bytes)
+            .then(a.pid.cmp(&b.pid))
+    });
+    processes.truncate(max);
+    processes.sort_by_key(|p| p.pid);
+    Some(processes)
+}
+
+fn read_mig(device: &Device<'_>) -> Option<MigReadings> {
+    let mode = device.mig_mode().ok()?;
+    let enabled = mode.current == 1;
+    let mut instances = Vec::new();
+    if enabled {
+        let max = device.mig_device_count().unwrap_or(0).min(8);
+        for index in 0..max {
+            let Ok(mig) = device.mig_device_by_index(index) else {
+                continue;
+            };
+            let memory = mig.memory_info().ok();
+            instances.push(MigInstance {
+                index,
+                uuid: mig.uuid().unwrap_or_default(),
+                memory_total_bytes: memory.as_ref().map(|m| m.total),
+                memory_used_bytes: memory.as_ref().map(|m| m.used),
+            });
+        }
+    }
+    Some(MigReadings {
+        enabled,
+        pending_enabled: mode.pending == 1,
+        instances,
+    })
+}
