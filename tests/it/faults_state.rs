@@ -1,12 +1,16 @@
-//! Hostile state (issue 12): the job state file with bad bytes (a multi-byte character split
-//! by a torn write, random bytes, a NUL-filled tail after a crash, a file at its bound) keeps
-//! its counts and still rotates.
+//! Hostile state and input (issue 12): the job state file with bad bytes (a multi-byte
+//! character split by a torn write, random bytes, a NUL-filled tail after a crash, a file at
+//! its bound) keeps its counts and still rotates; and bounded fuzzing of the two parsers that
+//! read bytes gpulse does not control, the journal reader and the kernel log's Xid parser:
+//! never a panic, bounded output, counts only from valid lines.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use gpulse::collect::kmsg::{self, KmsgXid};
 use gpulse::evidence::journal;
-use gpulse::model::{JobEnd, JobEvent, JobExit, JobLog, JobOutcome, JobStart};
+use gpulse::model::{JobEnd, JobEvent, JobExit, JobLog, JobOutcome, JobStart, JobTotals};
+use proptest::prelude::*;
 
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
@@ -50,6 +54,12 @@ fn runs(log: &mut JobLog, from: u64, to: u64, program: &str) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+fn totals_of(from: u64, to: u64) -> JobTotals {
+    let mut log = JobLog::default();
+    runs(&mut log, from, to, "p");
+    log.totals
 }
 
 fn appended(dir: &Path, log: &mut JobLog, n: u64, max_bytes: u64) {
@@ -200,5 +210,177 @@ fn impossible_totals_are_corruption_that_parses_and_are_skipped() {
         let restored = journal::restore(&bytes, 100);
         assert_eq!(restored.skipped, 1, "{to}");
         assert_eq!(restored.log.totals.starts, 2, "{to}");
+    }
+}
+
+// ------------------------------------------------------------------------------ fuzzing
+
+/// A valid journal of `n` runs, as lines.
+fn journal_lines(n: u64) -> Vec<Vec<u8>> {
+    runs(&mut JobLog::default(), 1, n, "python3")
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(usize, u8),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 0..12)
+        )
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<usize>(), 0usize..40).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn mutate(line: &mut Vec<u8>, m: &Mutation) {
+    if line.is_empty() {
+        return;
+    }
+    match m {
+        Mutation::Flip(i, b) => {
+            let i = i % line.len();
+            line[i] ^= b | 1;
+        }
+        Mutation::Insert(i, bytes) => {
+            let i = i % line.len();
+            line.splice(i..i, bytes.iter().copied());
+        }
+        Mutation::Delete(i, n) => {
+            let i = i % line.len();
+            let end = (i + n).min(line.len());
+            line.drain(i..end);
+        }
+        Mutation::Truncate(i) => line.truncate(i % line.len()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_journal_reader_takes_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let restored = journal::restore(&bytes, 16);
+        prop_assert!(restored.log.recent.len() <= 16);
+        prop_assert!(restored.skipped <= bytes.split(|b| *b == b'\n').count());
+        // Random bytes are never a state line: nothing is counted from them.
+        prop_assert_eq!(restored.log.totals, JobTotals::default());
+    }
+
+    #[test]
+    fn the_journal_reader_counts_only_valid_lines_of_a_mutated_journal(
+        n in 2u64..12,
+        mutations in proptest::collection::vec((any::<usize>(), mutation()), 1..8),
+    ) {
+        let mut lines = journal_lines(n);
+        let total = lines.len();
+        // Mutate any line but the last, whose totals must then be the ones restored. The
+        // newline stays, so a mutated line cannot swallow the last one.
+        for (which, m) in &mutations {
+            let line = &mut lines[which % (total - 1)];
+            line.pop();
+            mutate(line, m);
+            line.push(b'\n');
+        }
+        let bytes = lines.concat();
+        let restored = journal::restore(&bytes, 1000);
+        prop_assert_eq!(&restored.log.totals, &totals_of(1, n));
+        prop_assert!(restored.log.recent.len() + restored.skipped <= bytes.split(|b| *b == b'\n').count());
+
+        // And the file rotates from any of it into a file of valid lines only.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(journal::path(dir.path()), &bytes).unwrap();
+        let max = bytes.len() as u64; // the next line passes the bound
+        let mut log = restored.log;
+        appended(dir.path(), &mut log, n + 1, max);
+        let after = journal::read(dir.path(), 1 << 20).unwrap();
+        prop_assert!(after.len() as u64 <= max);
+        let again = journal::restore(&after, 1000);
+        prop_assert_eq!(again.skipped, 0);
+        prop_assert_eq!(again.log.totals.starts, n + 1);
+    }
+}
+
+/// A real-looking kernel log Xid line.
+fn xid_line() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            Just("6,1234,5678901,-;".to_owned()),
+            Just("[  812.345678] ".to_owned())
+        ],
+        0u32..0x10000,
+        0u8..=255,
+        0u8..32,
+        1u64..200,
+        0u32..100_000,
+        "[a-zA-Z0-9 ,._-]{0,80}",
+    )
+        .prop_map(|(prefix, domain, bus, dev, xid, pid, rest)| {
+            format!(
+                "{prefix}NVRM: Xid (PCI:{domain:04x}:{bus:02x}:{dev:02x}): {xid}, pid={pid}, {rest}"
+            )
+        })
+}
+
+fn bounded(parsed: &Option<KmsgXid>) -> bool {
+    parsed
+        .as_ref()
+        .is_none_or(|p| p.pci_bus_id.len() == 14 && p.detail.chars().count() <= 512)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_xid_parser_takes_any_text(line in ".{0,300}") {
+        let parsed = kmsg::parse_xid_line(&line);
+        prop_assert!(bounded(&parsed));
+    }
+
+    #[test]
+    fn the_xid_parser_takes_any_bytes(record in proptest::collection::vec(any::<u8>(), 0..600)) {
+        prop_assert!(bounded(&kmsg::parse_xid_record(&record)));
+    }
+
+    #[test]
+    fn the_xid_parser_reads_real_lines_and_survives_their_mutations(
+        line in xid_line(),
+        mutations in proptest::collection::vec(mutation(), 0..6),
+    ) {
+        let parsed = kmsg::parse_xid_line(&line);
+        prop_assert!(parsed.is_some(), "{}", line);
+        let mut bytes = line.into_bytes();
+        for m in &mutations {
+            mutate(&mut bytes, m);
+        }
+        prop_assert!(bounded(&kmsg::parse_xid_record(&bytes)));
+    }
+
+    #[test]
+    fn the_xid_parser_bounds_very_long_lines(
+        line in xid_line(),
+        filler in prop_oneof![Just(b'x'), Just(b':'), Just(b'0'), Just(b')'), Just(0xffu8)],
+        len in 4096usize..200_000,
+    ) {
+        // Long detail, a long run inside the bus id, a long code.
+        let mut long_detail = line.clone().into_bytes();
+        long_detail.resize(len, filler);
+        let parsed = kmsg::parse_xid_record(&long_detail);
+        prop_assert!(bounded(&parsed));
+        let mut long_id = b"NVRM: Xid (PCI:".to_vec();
+        long_id.resize(len, filler);
+        long_id.extend_from_slice(b"): 79, pid=1");
+        prop_assert!(bounded(&kmsg::parse_xid_record(&long_id)));
+        prop_assert!(bounded(&kmsg::parse_xid_line(&String::from_utf8_lossy(&long_id))));
+        let long_code = format!("NVRM: Xid (PCI:0000:3b:00): {}, pid=1", "9".repeat(len));
+        prop_assert_eq!(kmsg::parse_xid_line(&long_code), None);
     }
 }
