@@ -374,3 +374,64 @@ impl PushMetricExporter for TextExporter {
         Temporality::Cumulative
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_export_that_never_ends_is_given_up_at_the_deadline() {
+        let runtime = tokio::runtime::Handle::current();
+        let started = std::time::Instant::now();
+        let out = within(
+            &runtime,
+            Duration::from_millis(100),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(out, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let out = within(&runtime, Duration::from_secs(60), async { 7 }).await;
+        assert_eq!(out, Some(7));
+    }
+
+    #[test]
+    fn the_deadline_holds_for_a_caller_outside_tokio() {
+        // The SDK's reader polls `export` on a plain thread (`futures_executor::block_on`);
+        // here a plain thread parks until woken, as that executor does.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let fut = within(
+                &handle,
+                Duration::from_millis(100),
+                std::future::pending::<()>(),
+            );
+            let mut fut = std::pin::pin!(fut);
+            let thread = std::thread::current();
+            let waker = std::task::Waker::from(Arc::new(Unpark(thread)));
+            let mut cx = std::task::Context::from_waker(&waker);
+            loop {
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    let _ = tx.send(out);
+                    return;
+                }
+                std::thread::park();
+            }
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(None));
+    }
+
+    struct Unpark(std::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+}
