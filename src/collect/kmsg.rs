@@ -22,7 +22,7 @@ use crate::store::Store;
 /// How long the reader sleeps when there is nothing new.
 const POLL: Duration = Duration::from_millis(200);
 /// Longest line kept; longer ones are cut (kmsg records are at most ~1 KiB of text).
-const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 
 /// One Xid line from the kernel log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,15 @@ pub fn parse_xid_line(line: &str) -> Option<KmsgXid> {
         xid,
         detail,
     })
+}
+
+/// Parses one raw kernel log record as the reader thread does (pure): at most [`MAX_LINE`]
+/// bytes of it, decoded lossily (the kernel log is bytes, and a driver may log a name that is
+/// not UTF-8; only the `NVRM: Xid` part needs to be text), then [`parse_xid_line`]. Whatever
+/// the bytes, the result is bounded: a bus id of 14 characters and at most 512 of detail.
+pub fn parse_xid_record(record: &[u8]) -> Option<KmsgXid> {
+    let record = &record[..record.len().min(MAX_LINE)];
+    parse_xid_line(&String::from_utf8_lossy(record))
 }
 
 /// A PCI bus id in one form for comparison: `0000:17:00`, `00000000:17:00.0` and
@@ -180,8 +189,7 @@ fn follow(mut file: File, path: &str, store: &Store, stop: &watch::Receiver<bool
 }
 
 fn handle_line(line: &[u8], store: &Store) {
-    let text = String::from_utf8_lossy(line);
-    if let Some(parsed) = parse_xid_line(&text) {
+    if let Some(parsed) = parse_xid_record(line) {
         let event = to_event(parsed, store);
         tracing::warn!(xid = event.xid, pci_bus_id = %event.pci_bus_id, detail = %event.detail, "Xid in the kernel log.");
         store.record_xid(event);

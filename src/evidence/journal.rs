@@ -10,10 +10,17 @@
 //! child's supervision. A line is appended with one write (after a newline if an earlier
 //! write was cut short); past `wrap.state_max_bytes` the newest lines that fit in half of it
 //! are written to `jobs.jsonl.tmp`, synced, and renamed over the file, so the file is never
-//! half-rewritten. Lines that do not parse (a write cut short by a crash) are skipped.
+//! half-rewritten.
+//!
+//! The file is read as bytes, split on `\n`, and each line decoded on its own: a line that is
+//! not UTF-8, not JSON, not this schema, or whose totals are impossible (a write cut short by
+//! a crash or a full disk, the NUL-filled tail some filesystems leave after a crash) is
+//! skipped, and only that line is lost. Rotation copies only lines that parse, so the rotated
+//! file is valid whatever the old one held. Reads take at most the newest `state_max_bytes`
+//! of the file, so a file grown past its bound cannot cost more memory than the bound.
 
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -29,6 +36,10 @@ pub const FILE_NAME: &str = "jobs.jsonl";
 
 /// Schema id of every line.
 pub const STATE_SCHEMA_V1: &str = "gpulse.job-state/v1";
+
+/// Largest count a line may carry. Far above any real restart count, and far below
+/// `u64::MAX`, so a hostile or corrupted line cannot make a later `+ 1` or sum overflow.
+const MAX_COUNT: u64 = 1 << 48;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LineV1 {
@@ -58,6 +69,31 @@ impl From<&JobTotals> for TotalsV1 {
 }
 
 impl TotalsV1 {
+    /// Whether these totals could have been written by a wrapper: every count below
+    /// [`MAX_COUNT`], no more ends than starts, no more timed runs than ends, a finite
+    /// non-negative duration sum. Anything else is corruption that happens to parse.
+    fn plausible(&self) -> bool {
+        let ends = self
+            .runs
+            .to_array()
+            .iter()
+            .try_fold(0u64, |sum, n| sum.checked_add(*n));
+        let timed = self
+            .duration_buckets
+            .iter()
+            .try_fold(0u64, |sum, n| sum.checked_add(*n));
+        match (ends, timed) {
+            (Some(ends), Some(timed)) => {
+                self.starts <= MAX_COUNT
+                    && ends <= self.starts
+                    && timed <= ends
+                    && self.duration_sum_seconds.is_finite()
+                    && self.duration_sum_seconds >= 0.0
+            }
+            _ => false,
+        }
+    }
+
     fn to_model(&self) -> JobTotals {
         let mut totals = JobTotals {
             starts: self.starts,
@@ -97,17 +133,34 @@ pub struct Restored {
     pub skipped: usize,
 }
 
-/// Reads the file's text back (pure).
-pub fn restore(text: &str, max_events: usize) -> Restored {
+/// One line of the file (without its newline), if it is a valid state line: UTF-8, JSON of
+/// this schema, an event the model takes, and plausible totals. `None` for anything else.
+fn parse_line(line: &[u8]) -> Option<(JobEvent, TotalsV1)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let parsed = serde_json::from_str::<LineV1>(text).ok()?;
+    if parsed.schema != STATE_SCHEMA_V1 || !parsed.totals.plausible() {
+        return None;
+    }
+    Some((parsed.event.to_model()?, parsed.totals))
+}
+
+/// The lines of `bytes`, split on `\n`, without the blank ones. A zeroed tail is a line (of
+/// NULs) like any other: it does not parse, so it is counted as skipped, which tells the
+/// operator that writes were lost.
+fn lines(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Reads the file's bytes back (pure): every line is decoded on its own, and one that does
+/// not parse is counted in `skipped` and costs nothing else.
+pub fn restore(bytes: &[u8], max_events: usize) -> Restored {
     let mut log = JobLog::default();
     let mut totals = None;
     let mut skipped = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let parsed = serde_json::from_str::<LineV1>(line)
-            .ok()
-            .filter(|l| l.schema == STATE_SCHEMA_V1)
-            .and_then(|l| Some((l.event.to_model()?, l.totals)));
-        match parsed {
+    for line in lines(bytes) {
+        match parse_line(line) {
             Some((event, t)) => {
                 log.apply(event, max_events);
                 totals = Some(t);
@@ -152,13 +205,31 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
-/// Reads the file; a missing file is empty.
-pub fn read(dir: &Path) -> io::Result<String> {
-    match std::fs::read_to_string(path(dir)) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(e),
+/// Reads the newest `limit` bytes of the file; a missing file is empty. When the file is
+/// longer, the first (partial) line of what was read is dropped, so every line returned is
+/// whole. Never fails on the content: decoding is [`restore`]'s job, line by line.
+pub fn read(dir: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut file = match std::fs::File::open(path(dir)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(limit);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+    // `take`: the file may grow while it is read; what was asked for is the bound.
+    file.take(limit).read_to_end(&mut bytes)?;
+    if start > 0 {
+        // Began mid-file: the bytes up to the first newline are the end of a line whose
+        // start was not read.
+        let first_line = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..first_line);
     }
+    Ok(bytes)
 }
 
 /// Appends `line` (without its newline), rotating first when the file would pass `max_bytes`.
@@ -187,30 +258,32 @@ pub fn append(dir: &Path, line: &str, max_bytes: u64) -> io::Result<()> {
     (&file).write_all(buf.as_bytes())
 }
 
-/// Rewrites the file with its newest lines that fit in half of `max_bytes`, plus `line`.
+/// Rewrites the file with its newest valid lines that fit in half of `max_bytes`, plus
+/// `line`. Lines that do not parse are left behind, so the new file is valid whatever the
+/// old one held (bad bytes, a torn line, a zeroed tail).
 fn rotate(dir: &Path, line: &str, max_bytes: u64) -> io::Result<()> {
-    let text = read(dir)?;
-    let budget = (max_bytes / 2) as usize;
-    let mut kept: Vec<&str> = Vec::new();
+    let bytes = read(dir, max_bytes)?;
+    let budget = usize::try_from(max_bytes / 2).unwrap_or(usize::MAX);
+    let mut kept: Vec<&[u8]> = Vec::new();
     let mut size = line.len() + 1;
-    for old in text.lines().rev().filter(|l| !l.trim().is_empty()) {
+    for old in lines(&bytes).rev().filter(|l| parse_line(l).is_some()) {
         if size + old.len() + 1 > budget {
             break;
         }
         size += old.len() + 1;
         kept.push(old);
     }
-    let mut out = String::with_capacity(size);
+    let mut out = Vec::with_capacity(size);
     for old in kept.iter().rev() {
-        out.push_str(old);
-        out.push('\n');
+        out.extend_from_slice(old);
+        out.push(b'\n');
     }
-    out.push_str(line);
-    out.push('\n');
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(out.as_bytes())?;
+        file.write_all(&out)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path(dir))
@@ -335,7 +408,7 @@ mod tests {
             }),
             finished(2, 1_100, 90, JobExit::Signal(9)),
         ];
-        let restored = restore(&lines(&events), 100);
+        let restored = restore(lines(&events).as_bytes(), 100);
         assert_eq!(restored.skipped, 0);
         assert_eq!(restored.unfinished, None);
         assert_eq!(restored.log.recent, events);
@@ -352,7 +425,7 @@ mod tests {
         let text = lines(&[started(1, 1_000), finished(1, 1_005, 5, JobExit::Code(0))])
             + &lines(&[started(2, 1_010)]).replace("\"starts\":1", "\"starts\":2")
             + "{\"schema\":\"gpulse.job-state/v1\",\"event\":{\"kind\":\"job_fin";
-        let restored = restore(&text, 100);
+        let restored = restore(text.as_bytes(), 100);
         assert_eq!(restored.skipped, 1, "the torn last line");
         let end = restored.unfinished.unwrap();
         assert_eq!(
@@ -379,7 +452,7 @@ mod tests {
                 assert!(len <= max, "{len} > {max}");
             }
         }
-        let restored = restore(&read(dir.path()).unwrap(), 1000);
+        let restored = restore(&read(dir.path(), max).unwrap(), 1000);
         assert_eq!(restored.skipped, 0);
         assert_eq!(restored.log.totals.starts, 200);
         assert_eq!(restored.log.totals.outcome(JobOutcome::Success), 200);
@@ -396,7 +469,7 @@ mod tests {
         let mut log = JobLog::default();
         log.apply(e.clone(), 10);
         append(dir.path(), &encode_line(&e, &log.totals).unwrap(), 1 << 20).unwrap();
-        let restored = restore(&read(dir.path()).unwrap(), 10);
+        let restored = restore(&read(dir.path(), 1 << 20).unwrap(), 10);
         assert_eq!(restored.skipped, 1);
         assert_eq!(restored.log.recent, vec![e]);
     }
@@ -410,7 +483,7 @@ mod tests {
         log.apply(e.clone(), 10);
         writer.write(&e, &log.totals);
         assert!(writer.finish(Duration::from_secs(5)));
-        let restored = restore(&read(&dir.path().join("sub")).unwrap(), 10);
+        let restored = restore(&read(&dir.path().join("sub"), 1 << 20).unwrap(), 10);
         assert_eq!(restored.log.recent, vec![e]);
     }
 }

@@ -43,6 +43,8 @@ mod inference;
 mod xid;
 // `gpulse wrap -- CMD`: exit codes, signal forwarding, job events across restarts, auto probe.
 mod wrap;
+// Hostile state and input: a job state file with bad bytes; fuzzing the journal and Xid parsers.
+mod faults_state;
 // Shared helpers: the fake libnvidia-ml.so.1 and the real binary on a free port.
 mod agent;
 // Shared helper: the agent in-process on a free port.

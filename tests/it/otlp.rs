@@ -474,3 +474,201 @@ async fn a_dead_collector_costs_nothing_but_counted_failures() {
     // Shutdown stays within the grace period even though the last push cannot succeed.
     agent.shut_down_within(Duration::from_secs(5)).await;
 }
+
+// ------------------------------------------------------- collectors that hang (issue 12 #6)
+
+/// How [`Front`] treats a connection, decided when it is accepted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FrontMode {
+    /// Reads the request, answers `200` with a long body and sends it one byte a second.
+    Trickle,
+    /// Accepts and never sends a byte (not even the HTTP/2 handshake).
+    Silent,
+    /// Passes the connection through to a good receiver.
+    Proxy,
+}
+
+/// A TCP front for a receiver that misbehaves until told to pass connections through (a hung
+/// collector restarted: its connections close, new ones reach a good one).
+struct Front {
+    addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<FrontMode>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Front {
+    async fn start(mode: FrontMode, upstream: SocketAddr) -> Front {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(mode);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut rx = rx.clone();
+                let mode = *rx.borrow_and_update();
+                tokio::spawn(async move {
+                    let misbehave = async {
+                        match mode {
+                            FrontMode::Proxy => {
+                                let mut up =
+                                    tokio::net::TcpStream::connect(upstream).await.unwrap();
+                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                            }
+                            FrontMode::Silent => {
+                                let mut sink = vec![0u8; 4096];
+                                while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+                                std::future::pending::<()>().await;
+                            }
+                            FrontMode::Trickle => {
+                                let mut buf = vec![0u8; 65536];
+                                let _ = conn.read(&mut buf).await;
+                                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 100000\r\n\r\n";
+                                if conn.write_all(head.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                                loop {
+                                    if conn.write_all(&[0]).await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = misbehave => {}
+                        // Told to behave: a misbehaving connection closes (the hung
+                        // collector restarts); a passed-through one carries on.
+                        _ = rx.wait_for(|m| *m == FrontMode::Proxy), if mode != FrontMode::Proxy => {}
+                    }
+                });
+            }
+        });
+        Front {
+            addr,
+            mode: tx,
+            accepted,
+        }
+    }
+}
+
+/// `(pushes, failures)` of the OTLP exporter.
+fn otlp_counts(stats: &gpulse::export::ExportStats) -> (u64, u64) {
+    stats
+        .snapshot()
+        .iter()
+        .find(|(name, _, _)| *name == "otlp")
+        .map_or((0, 0), |(_, pushes, failures)| (*pushes, *failures))
+}
+
+/// Waits up to `within` until `ok` holds for the OTLP exporter's `(pushes, failures)`.
+async fn wait_counts(
+    stats: &gpulse::export::ExportStats,
+    what: &str,
+    within: Duration,
+    ok: impl Fn((u64, u64)) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !ok(otlp_counts(stats)) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {within:?}: (pushes, failures) = {:?}",
+            otlp_counts(stats)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pushes into `front` (timeout 2 s, longer than the trickle's gaps, every 300 ms) until every push is counted as a failure
+/// within about the timeout and pushes keep being attempted; then the front passes through to
+/// `sink`'s receiver and pushes succeed again.
+async fn check_hung_collector(protocol: OtlpProtocol, mode: FrontMode) {
+    let (upstream, sink) = match protocol {
+        OtlpProtocol::Grpc => grpc_receiver().await,
+        OtlpProtocol::HttpProtobuf => http_receiver().await,
+    };
+    let front = Front::start(mode, upstream).await;
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => format!("http://{}", front.addr),
+        OtlpProtocol::HttpProtobuf => format!("http://{}/v1/metrics", front.addr),
+    };
+    let mut s = settings(endpoint, protocol);
+    s.interval = Duration::from_millis(300);
+    s.timeout = Duration::from_secs(2);
+    gpulse::collect::probe::tls::install_crypto_provider();
+    let store = Arc::new(gpulse::app::new_store(&Config::default(), false));
+    let stats = Arc::new(gpulse::export::ExportStats::default());
+    let push = gpulse::export::otlp::OtlpPush::start(
+        &s,
+        &gpulse::export::otlp::AgentIdentity::default(),
+        store,
+        Arc::clone(&stats),
+    )
+    .unwrap();
+    let counts = || otlp_counts(&stats);
+    let started = Instant::now();
+    // The first push goes out one interval after the start and must fail within the timeout
+    // (plus slack for a loaded machine), not hang.
+    wait_counts(
+        &stats,
+        "the first failure",
+        Duration::from_millis(300 + 2000 + 1500),
+        |(_, f)| f >= 1,
+    )
+    .await;
+    // Later pushes are still attempted, each one bounded.
+    wait_counts(
+        &stats,
+        "three failures",
+        Duration::from_secs(12),
+        |(_, f)| f >= 3,
+    )
+    .await;
+    let (pushes, failures) = counts();
+    assert_eq!(pushes, failures, "no push into a hung collector succeeds");
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "pushes are not bounded by the timeout"
+    );
+    if protocol == OtlpProtocol::HttpProtobuf {
+        assert!(
+            front.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "later pushes did not reach the collector"
+        );
+    }
+    assert!(sink.requests().is_empty());
+
+    // The collector recovers: pushes succeed again, on schedule.
+    front.mode.send(FrontMode::Proxy).unwrap();
+    wait_for(&sink, "a push after recovery", |r| r.len() >= 2).await;
+    let (p1, f1) = counts();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (p2, f2) = counts();
+    assert!(p2 > p1, "pushes stopped after recovery");
+    assert_eq!(f2, f1, "pushes still fail after recovery");
+    tokio::task::spawn_blocking(move || push.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_collector_that_trickles_its_answer_costs_one_timeout_per_push() {
+    check_hung_collector(OtlpProtocol::HttpProtobuf, FrontMode::Trickle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_collector_that_never_answers_costs_one_timeout_per_push() {
+    check_hung_collector(OtlpProtocol::HttpProtobuf, FrontMode::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_collector_that_never_answers_costs_one_timeout_per_push() {
+    check_hung_collector(OtlpProtocol::Grpc, FrontMode::Silent).await;
+}

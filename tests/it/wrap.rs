@@ -686,3 +686,69 @@ async fn without_wrap_there_is_no_job() {
     );
     agent.shut_down().await;
 }
+
+/// The events of the valid lines of `jobs.jsonl` in `dir` (bytes; other lines skipped).
+fn valid_state_events(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read(dir.join("jobs.jsonl"))
+        .unwrap_or_default()
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .map(|v| v["event"].clone())
+        .collect()
+}
+
+#[test]
+fn a_state_file_with_bad_bytes_keeps_its_history_and_still_rotates() {
+    // Issue 12 #4: one invalid UTF-8 byte (a torn write splitting a multi-byte program name)
+    // used to make the whole file unreadable: the next wrapper counted from run 1, and once
+    // the file reached its bound every rotation failed.
+    let dir = tempfile::tempdir().unwrap();
+    let state = [
+        ("GPULSE_AGENT_STATE_DIR", dir.path().to_str().unwrap()),
+        ("GPULSE_WRAP_STATE_MAX_BYTES", "16384"),
+    ];
+    let (status, _, err) = run_to_end(&[], &state, &sh("exit 3"));
+    assert_eq!(status.code(), Some(3), "{err}");
+    let file = dir.path().join("jobs.jsonl");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // A started line cut inside "é" (0xC3 0xA9), then a line of random bytes.
+    bytes.extend_from_slice(
+        b"{\"schema\":\"gpulse.job-state/v1\",\"event\":{\"program\":\"caf\xc3\n",
+    );
+    bytes.extend_from_slice(b"\xff\xfe\x00\x80garbage\xc0\xaf\n");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let (status, _, err) = run_to_end(&[], &state, &sh("exit 0"));
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("Skipped unreadable lines"), "{err}");
+    let end = valid_state_events(dir.path())
+        .into_iter()
+        .rev()
+        .find(|e| e["kind"] == "job_finished")
+        .unwrap();
+    assert_eq!(end["run"], 2, "run 1 was forgotten:\n{err}");
+
+    // Fill the file to its bound with bad bytes (a NUL-filled tail, as some filesystems leave
+    // after a crash): the next append must rotate, keep the counts and leave a valid file.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.resize(16384 - 10, 0);
+    std::fs::write(&file, &bytes).unwrap();
+    let (status, _, err) = run_to_end(&[], &state, &sh("exit 4"));
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(!err.contains("Cannot write the job state file"), "{err}");
+    let rotated = std::fs::read(&file).unwrap();
+    assert!(
+        rotated.len() < 16384 / 2,
+        "not rotated: {} bytes",
+        rotated.len()
+    );
+    let text = String::from_utf8(rotated).expect("the rotated file is valid UTF-8");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every rotated line parses");
+    }
+    let end = last_finished(dir.path());
+    assert_eq!(
+        (end["run"].as_u64(), end["exit_code"].as_i64()),
+        (Some(3), Some(4))
+    );
+}

@@ -270,7 +270,7 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
         (!config.agent.state_dir.is_empty()).then(|| PathBuf::from(&config.agent.state_dir));
     let max_events = config.wrap.max_events.get();
     let restored = match &state_dir {
-        Some(dir) => restore(dir.clone(), max_events).await,
+        Some(dir) => restore(dir.clone(), max_events, config.wrap.state_max_bytes).await,
         None => Restored::default(),
     };
     let store = Arc::new(app::new_store(&config, true).with_job(restored.log.clone(), max_events));
@@ -359,13 +359,15 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
     code
 }
 
-/// Reads the state file back on a blocking thread, giving up after [`RESTORE_TIMEOUT`].
-async fn restore(dir: PathBuf, max_events: usize) -> Restored {
+/// Reads the state file back on a blocking thread, giving up after [`RESTORE_TIMEOUT`]. At
+/// most `max_bytes` (the file's own bound) are read; lines that do not decode are skipped
+/// one by one, never the whole file.
+async fn restore(dir: PathBuf, max_events: usize, max_bytes: u64) -> Restored {
     let shown = dir.display().to_string();
-    let read = tokio::task::spawn_blocking(move || journal::read(&dir));
+    let read = tokio::task::spawn_blocking(move || journal::read(&dir, max_bytes));
     match tokio::time::timeout(RESTORE_TIMEOUT, read).await {
-        Ok(Ok(Ok(text))) => {
-            let restored = journal::restore(&text, max_events);
+        Ok(Ok(Ok(bytes))) => {
+            let restored = journal::restore(&bytes, max_events);
             if restored.skipped > 0 {
                 tracing::warn!(dir = %shown, lines = restored.skipped, "Skipped unreadable lines of the job state file.");
             }

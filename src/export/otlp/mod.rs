@@ -6,12 +6,21 @@
 //! collector and holds no data of its own beyond the SDK's per-series state, which is bounded
 //! by the series count whether or not the collector answers.
 //!
-//! Every push is bounded by `timeout`; a failed push is counted in [`ExportStats`] (exported as
+//! Every push is bounded end to end by `timeout`, at two depths. The HTTP client
+//! (`http.rs`) bounds each request, its answer's body included (the SDK's blocking client
+//! bounded each read only, so a collector trickling its answer held a push forever), and the
+//! counting exporter puts a deadline of `timeout` on the whole export (retries included), so
+//! no transport can hold the SDK's one reader thread past it. A push past the deadline is a
+//! failed push: counted in [`ExportStats`] (exported as
 //! `gpulse_export_failures_total{exporter="otlp"}`), logged when the state changes, and the
-//! data of that interval is dropped (no unbounded retry queue).
+//! data of that interval is dropped (no unbounded retry queue); the next push goes out on
+//! schedule.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -20,7 +29,7 @@ use opentelemetry_otlp::{
     Compression, MetricExporter, Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
@@ -29,6 +38,7 @@ use super::ExportStats;
 use crate::store::{Snapshot, Store};
 use instruments::Source;
 
+mod http;
 mod instruments;
 
 // The push settings moved to `config::otlp`; re-exported so callers keep their paths.
@@ -70,9 +80,13 @@ impl OtlpPush {
         stats: Arc<ExportStats>,
     ) -> Result<Self, OtlpStartError> {
         let exporter = build_exporter(settings)?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| OtlpStartError(format!("no tokio runtime: {e}")))?;
         let exporter = CountingExporter {
             inner: exporter,
             stats: Arc::clone(&stats),
+            runtime,
+            timeout: settings.timeout,
         };
         let reader = PeriodicReader::builder(exporter)
             .with_interval(settings.interval)
@@ -128,8 +142,10 @@ fn build_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpStartEr
             builder.build()
         }
         OtlpProtocol::HttpProtobuf => {
+            let client = http::BoundedHttpClient::new(settings.timeout).map_err(OtlpStartError)?;
             let mut builder = MetricExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(settings.endpoint.clone())
                 .with_timeout(settings.timeout)
@@ -183,16 +199,25 @@ pub fn machine_id() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Wraps the real exporter to count pushes and failures and log state changes.
+/// Wraps the real exporter to count pushes and failures, log state changes, and bound each
+/// export by `timeout`.
 #[derive(Debug)]
 struct CountingExporter {
     inner: MetricExporter,
     stats: Arc<ExportStats>,
+    /// Runs the deadline's timer: the SDK polls `export` on its own thread, outside tokio.
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
 }
 
 impl PushMetricExporter for CountingExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let result = self.inner.export(metrics).await;
+        // The SDK's reader waits for each export on its only thread and enforces no timeout
+        // itself: an export that never ends stops every later push. Past the deadline the
+        // export is dropped (its request cancelled) and counted as a failure.
+        let result = within(&self.runtime, self.timeout, self.inner.export(metrics))
+            .await
+            .unwrap_or(Err(OTelSdkError::Timeout(self.timeout)));
         self.stats.record(
             "otlp",
             result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
@@ -211,6 +236,32 @@ impl PushMetricExporter for CountingExporter {
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
     }
+}
+
+/// `work`'s output, or `None` when `limit` passed first. The timer is a task on `runtime`, so
+/// this works from any executor (the SDK's reader uses `futures_executor::block_on`); a
+/// runtime that is gone counts as the deadline passed. `work` must not block in `poll`
+/// (a blocking call could not be cut short), which is why the HTTP client is async.
+async fn within<F: Future>(
+    runtime: &tokio::runtime::Handle,
+    limit: Duration,
+    work: F,
+) -> Option<F::Output> {
+    // The sleep is made inside the task: a tokio timer needs the runtime's context to exist.
+    let mut timer = runtime.spawn(async move { tokio::time::sleep(limit).await });
+    let mut work = std::pin::pin!(work);
+    let out = std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match Pin::new(&mut timer).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    timer.abort();
+    out
 }
 
 // ---------------------------------------------------------------- a push, as text, for tests
@@ -321,5 +372,66 @@ impl PushMetricExporter for TextExporter {
 
     fn temporality(&self) -> Temporality {
         Temporality::Cumulative
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_export_that_never_ends_is_given_up_at_the_deadline() {
+        let runtime = tokio::runtime::Handle::current();
+        let started = std::time::Instant::now();
+        let out = within(
+            &runtime,
+            Duration::from_millis(100),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(out, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let out = within(&runtime, Duration::from_secs(60), async { 7 }).await;
+        assert_eq!(out, Some(7));
+    }
+
+    #[test]
+    fn the_deadline_holds_for_a_caller_outside_tokio() {
+        // The SDK's reader polls `export` on a plain thread (`futures_executor::block_on`);
+        // here a plain thread parks until woken, as that executor does.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let fut = within(
+                &handle,
+                Duration::from_millis(100),
+                std::future::pending::<()>(),
+            );
+            let mut fut = std::pin::pin!(fut);
+            let thread = std::thread::current();
+            let waker = std::task::Waker::from(Arc::new(Unpark(thread)));
+            let mut cx = std::task::Context::from_waker(&waker);
+            loop {
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    let _ = tx.send(out);
+                    return;
+                }
+                std::thread::park();
+            }
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(None));
+    }
+
+    struct Unpark(std::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
     }
 }
