@@ -10,6 +10,7 @@ use gpulse::config::GpuConfig;
 
 use crate::agent::{Agent, free_port};
 use crate::fake_nvml::FakeNvml;
+use crate::nvml::wait_for;
 
 fn uuid(i: u32) -> String {
     format!("GPU-00000000-fake-4000-8000-{i:012}")
@@ -35,22 +36,6 @@ fn value(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .find(|l| labels.iter().all(|want| l.contains(want)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let body = agent.get_ok("/metrics");
-        if ok(&body) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n--- /metrics ---\n{body}\n--- stderr ---\n{}",
-            agent.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start(fake: &FakeNvml, env: &[(&str, &str)]) -> Agent {

@@ -333,8 +333,10 @@ fn threads(pid: u32) -> usize {
         .unwrap()
 }
 
-fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Polls the agent's `/metrics` until `ok` holds (20 s at most; the failure shows both
+/// `/metrics` and the agent's stderr).
+pub(crate) fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let body = agent.get_ok("/metrics");
         if ok(&body) {
@@ -479,14 +481,22 @@ fn without_nvml_the_agent_serves_host_metrics_says_so_once_and_picks_nvml_up_lat
     assert!(body.contains("gpulse_collector_success{collector=\"gpu\"} 1"));
 }
 
-/// Runs only on a machine with an NVIDIA driver, when `GPULSE_REAL_GPU=1`.
-#[test]
-fn real_gpu_sample_is_plausible() {
-    if std::env::var("GPULSE_REAL_GPU").as_deref() != Ok("1") {
+/// Whether the real-GPU tests run (`GPULSE_REAL_GPU=1`); says SKIPPED when they do not.
+fn real_gpu_enabled() -> bool {
+    let enabled = std::env::var("GPULSE_REAL_GPU").as_deref() == Ok("1");
+    if !enabled {
         crate::skip::not_enabled(
             "GPULSE_REAL_GPU is not 1",
             "run `GPULSE_REAL_GPU=1 cargo test --test it nvml` on a machine with an NVIDIA driver",
         );
+    }
+    enabled
+}
+
+/// Runs only on a machine with an NVIDIA driver, when `GPULSE_REAL_GPU=1`.
+#[test]
+fn real_gpu_sample_is_plausible() {
+    if !real_gpu_enabled() {
         return;
     }
     let mut sampler = NvmlSampler::new(GpuOptions::from_config(&GpuConfig::default(), None));
@@ -525,11 +535,7 @@ fn real_gpu_sample_is_plausible() {
 /// calls is noise next to NVML. `benches/gpu-check.sh` runs it and keeps the printout.
 #[test]
 fn real_gpu_cycle_time_is_mostly_nvml_calls() {
-    if std::env::var("GPULSE_REAL_GPU").as_deref() != Ok("1") {
-        crate::skip::not_enabled(
-            "GPULSE_REAL_GPU is not 1",
-            "run `GPULSE_REAL_GPU=1 cargo test --test it nvml` on a machine with an NVIDIA driver",
-        );
+    if !real_gpu_enabled() {
         return;
     }
     let mut sampler = NvmlSampler::new(GpuOptions::from_config(&GpuConfig::default(), None));
