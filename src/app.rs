@@ -60,7 +60,12 @@ impl Parts {
         overrides: &[Override],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let Loaded { config, origins } = Config::load(file, overrides)?;
+        let Loaded {
+            mut config,
+            origins,
+        } = Config::load(file, overrides)?;
+        // Read once here, so the resource, /metrics and /v1/snapshot agree for the whole run.
+        config.agent.identity = crate::identity::Identity::from_env(&env);
         let place = |error| origins.place(error);
         // `Config::load` refused unknown level words; this is tracing's own syntax check.
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
@@ -68,9 +73,9 @@ impl Parts {
             return Err(place(ConfigError::at_key("log.level", message)));
         }
         let policy = health::Policy::from_config(&config.health).map_err(place)?;
-        let otlp = OtlpSettings::resolve(&config.otlp, env).map_err(place)?;
+        let otlp = OtlpSettings::resolve(&config.otlp, &env).map_err(place)?;
         probe::check_files(&config.probe).map_err(place)?;
-        let credentials = Arc::new(Credentials::load(&config.http).map_err(place)?);
+        let credentials = Arc::new(Credentials::load_with_env(&config.http, &env).map_err(place)?);
         Ok(Self {
             config,
             origins,
@@ -129,6 +134,7 @@ pub fn new_store(config: &Config, wrapped: bool) -> Store {
         .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
         .with_probes(config.probe.iter().map(probe::status_for).collect())
         .with_mode(ModeInfo::new(config.agent.mode, facts))
+        .with_identity(config.agent.identity.clone())
 }
 
 /// [`run`] on a store built beforehand by [`new_store`] from the same config (`gpulse wrap`:
@@ -251,7 +257,16 @@ pub async fn run_with(
         let identity = AgentIdentity {
             node_name: node_name.clone(),
             host_id: crate::export::otlp::machine_id(),
-            labels: config.agent.labels.clone(),
+            // The lease's attributes first: a label the user set under `[agent] labels`
+            // wins over the environment.
+            labels: config
+                .agent
+                .identity
+                .attributes()
+                .into_iter()
+                .map(|a| (a.otel.to_owned(), a.value.to_owned()))
+                .chain(config.agent.labels.clone())
+                .collect(),
             gpu_source: build.gpu_source,
         };
         match OtlpPush::start(&settings, &identity, Arc::clone(&store), Arc::clone(&stats)) {

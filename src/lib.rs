@@ -15,6 +15,7 @@
 //! * `evidence`: what survives a restart: the wrapped job's `jobs.jsonl`.
 //! * `export`: the metric catalog, `/metrics`, the OTLP push, the JSON DTOs and the HTTP API.
 //! * `health`: GPU and node health states and the Xid policy, pure functions of the store's data.
+//! * `identity`: who runs this node, from the environment (the Akash lease), read once at load.
 //! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
 //! * `model`: plain sample types with typed label values (no I/O, no serde, no clock).
 //! * `store`: the latest immutable snapshot, bounded windows, the Xid, probe and job logs.
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod evidence;
 pub mod export;
 pub mod health;
+pub mod identity;
 pub mod mode;
 pub mod model;
 pub mod store;

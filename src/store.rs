@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::health::{GpuStatus, NodeHealth};
+use crate::identity::Identity;
 use crate::mode::ModeInfo;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub probes: Arc<Vec<ProbeStatus>>,
     /// Where the agent runs and what it found at startup.
     pub mode: ModeInfo,
+    /// Who runs this node, from the environment (the Akash lease); read once at load.
+    pub identity: Arc<Identity>,
     /// The wrapped job (`gpulse wrap`); `None` when gpulse supervises nothing.
     pub job: Option<Arc<JobLog>>,
 }
@@ -278,6 +281,16 @@ impl Store {
             recent: state.recent.iter().cloned().collect(),
         });
         self.update(|snap| snap.xid = log);
+    }
+
+    /// Sets the environment identity (read once by `app::Parts::load`).
+    pub fn with_identity(self, identity: Identity) -> Self {
+        {
+            let _writer = self.lock_windows();
+            let identity = Arc::new(identity);
+            self.update(|snap| snap.identity = identity);
+        }
+        self
     }
 
     /// Sets where the agent runs.

@@ -74,6 +74,10 @@ pub struct AgentConfig {
     /// Directory for state that must survive a restart (`gpulse wrap`'s job runs); empty
     /// keeps nothing on disk.
     pub state_dir: String,
+    /// Not a key: the environment identity (the Akash lease), which `app::Parts::load` reads
+    /// once, carried here so every consumer of the config sees the same one.
+    #[serde(skip)]
+    pub identity: crate::identity::Identity,
 }
 
 impl Default for AgentConfig {
@@ -84,6 +88,7 @@ impl Default for AgentConfig {
             labels: BTreeMap::new(),
             mode: ModeSetting::Auto,
             state_dir: String::new(),
+            identity: crate::identity::Identity::default(),
         }
     }
 }
@@ -279,6 +284,9 @@ pub struct HttpConfig {
     /// File holding a bearer token; when set, every path but /healthz and /readyz needs
     /// `Authorization: Bearer <token>`.
     pub bearer_token_file: String,
+    /// Name of an environment variable holding the bearer token (read once at start; for
+    /// platforms without secret files). Mutually exclusive with `bearer_token_file`.
+    pub bearer_token_env: String,
     /// How often the TLS and token files are checked for changes (SIGHUP reloads at once).
     pub reload_interval: HumanDuration,
     /// Longest wait for reading the TLS and token files, at start and on reload (a hung
@@ -327,6 +335,7 @@ impl Default for HttpConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             bearer_token_file: String::new(),
+            bearer_token_env: String::new(),
             reload_interval: HumanDuration::secs(5),
             reload_timeout: HumanDuration::secs(2),
         }

@@ -16,8 +16,8 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// Fully resolved push settings.
-#[derive(Debug, Clone, PartialEq)]
+/// Fully resolved push settings. `Debug` shows header names only: their values are secrets.
+#[derive(Clone, PartialEq)]
 pub struct OtlpSettings {
     /// Exactly what the exporter is given (for HTTP, including `/v1/metrics`).
     pub endpoint: String,
@@ -27,6 +27,20 @@ pub struct OtlpSettings {
     pub headers: BTreeMap<String, String>,
     pub gzip: bool,
     pub temporality: Temporality,
+}
+
+impl std::fmt::Debug for OtlpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpSettings")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("gzip", &self.gzip)
+            .field("temporality", &self.temporality)
+            .finish()
+    }
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -160,14 +174,16 @@ impl OtlpSettings {
             "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
         ] {
             if let Some(text) = env(var) {
-                for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+                for (n, pair) in text.split(',').filter(|p| !p.trim().is_empty()).enumerate() {
+                    // The text is a secret (an API key, Basic credentials): the error says
+                    // which pair is wrong, never what it holds.
                     let Some((k, v)) = pair.split_once('=') else {
                         return Err(fail(
                             "otlp.headers",
                             format!("{var} (environment)"),
                             format!(
-                                "expected key=value pairs separated by commas, got {}",
-                                shown(pair)
+                                "expected key=value pairs separated by commas; pair {} has no `=`",
+                                n + 1
                             ),
                         ));
                     };
@@ -316,6 +332,39 @@ mod tests {
         assert_eq!((s.interval, s.timeout), (DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
         assert_eq!(s.temporality, Temporality::Cumulative);
         assert!(!s.gzip && s.headers.is_empty());
+    }
+
+    #[test]
+    fn headers_from_the_environment_carry_basic_auth_and_are_never_shown() {
+        // Grafana Cloud's recipe: `Authorization=Basic%20<base64(instance:token)>`.
+        let vars = [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://otlp.example.net/otlp",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Basic%20czNjcmV0,x-a=1",
+            ),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-a=2"),
+        ];
+        let s = resolve(&OtlpConfig::default(), &vars).unwrap().unwrap();
+        assert_eq!(s.endpoint, "https://otlp.example.net/otlp/v1/metrics");
+        assert_eq!(s.headers["Authorization"], "Basic czNjcmV0");
+        assert_eq!(s.headers["x-a"], "2", "the metrics-specific variable wins");
+        assert!(!format!("{s:?}").contains("czNjcmV0"), "{s:?}");
+        // A malformed pair is refused without echoing it.
+        let bad = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-a=1,Authorization Basic czNjcmV0",
+            ),
+        ];
+        let err = resolve(&OtlpConfig::default(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pair 2") && !err.contains("czNjcmV0"), "{err}");
     }
 
     #[test]

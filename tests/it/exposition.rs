@@ -218,6 +218,15 @@ fn fixed_snapshot() -> Snapshot {
         xid: Arc::new(xid),
         health: Some(Arc::new(health)),
         probes: Arc::new(vec![probe]),
+        // An Akash lease as the provider injects it (gseq and oseq left unset), so the
+        // goldens show `gpulse_akash_info`.
+        identity: Arc::new(gpulse::identity::Identity::from_env(|name| match name {
+            "AKASH_OWNER" => Some("akash1owner".to_owned()),
+            "AKASH_PROVIDER" => Some("akash1provider".to_owned()),
+            "AKASH_DEPLOYMENT_SEQUENCE" => Some("1234567".to_owned()),
+            "AKASH_CLUSTER_PUBLIC_HOSTNAME" => Some("provider.example.com".to_owned()),
+            _ => None,
+        })),
     }
 }
 

@@ -51,6 +51,8 @@ mod agent;
 #[path = "../common/fake_nvml.rs"]
 mod fake_nvml;
 mod faults_signal;
+// The environment identity: the Akash lease in /v1/snapshot, /metrics and OTLP.
+mod identity;
 mod inproc;
 mod layout;
 // Real llama.cpp and MLServer processes probed end to end (built by .ci/llama-server.sh, .ci/mlserver.sh).

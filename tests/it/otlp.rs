@@ -98,6 +98,13 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
         .agent
         .labels
         .insert("akash.provider".to_owned(), "akash1provider".to_owned());
+    // An Akash lease as `Parts::load` reads it; `[agent] labels` (above) wins over it.
+    config.agent.identity = gpulse::identity::Identity::from_env(|name| match name {
+        "AKASH_PROVIDER" => Some("akash1fromenv".to_owned()),
+        "AKASH_DEPLOYMENT_SEQUENCE" => Some("99".to_owned()),
+        "AKASH_OWNER" => Some("akash1tenant".to_owned()),
+        _ => None,
+    });
     config.agent.shutdown_grace_period = HumanDuration(grace);
     config.gpu.interval = HumanDuration(Duration::from_millis(100));
     config.gpu.nvml_library = fake.lib_path().display().to_string();
@@ -268,6 +275,8 @@ async fn check_round_trip(protocol: OtlpProtocol) {
     assert_eq!(resource["service.version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(resource["host.name"], "node-7");
     assert_eq!(resource["akash.provider"], "akash1provider");
+    assert_eq!(resource["akash.deployment.dseq"], "99");
+    assert_eq!(resource["akash.owner"], "akash1tenant");
     assert_eq!(resource["gpulse.gpu_source"], "nvml");
     assert_eq!(resource["gpulse.mode"], "embedded");
     let runs: BTreeMap<String, f64> = points(latest(&requests, "gpulse.job.runs").unwrap())

@@ -435,3 +435,89 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     assert_eq!(health.status, 200);
     agent.shut_down().await;
 }
+
+// ------------------------------------------------ the token from an environment variable
+
+const ENV_TOKEN: &str = "s3cret-Env-T0ken";
+
+#[test]
+fn a_token_from_the_environment_guards_the_api_and_is_never_logged() {
+    let agent = Agent::start(
+        ["run"],
+        [
+            ("GPULSE_GPU_ENABLED", "false"),
+            ("GPULSE_LOG_LEVEL", "debug"),
+            ("GPULSE_HTTP_BEARER_TOKEN_ENV", "API_TOKEN"),
+            ("API_TOKEN", ENV_TOKEN),
+        ],
+    );
+    let timeout = Duration::from_secs(10);
+    assert_eq!(agent.get("/healthz").status, 200);
+    assert_eq!(agent.get("/metrics").status, 401);
+    let wrong = agent::http_get_with(
+        agent.addr(),
+        "/metrics",
+        &[("authorization", "Bearer s3cret-Env-T0kem")],
+        timeout,
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Bearer {ENV_TOKEN}");
+    let right = agent::http_get_with(
+        agent.addr(),
+        "/metrics",
+        &[("authorization", &bearer)],
+        timeout,
+    )
+    .unwrap();
+    assert_eq!(right.status, 200, "{}", agent.stderr());
+    assert!(!agent.stderr().contains(ENV_TOKEN), "{}", agent.stderr());
+}
+
+/// `gpulse run` with `env`: it must refuse to start (exit 2) with an error naming `needle`
+/// and never showing the token.
+fn refused(env: &[(&str, &str)], needle: &str) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gpulse"));
+    command.args(["run", "--listen", "127.0.0.1:0"]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GPULSE_") {
+            command.env_remove(name);
+        }
+    }
+    let out = command
+        .envs(env.iter().copied())
+        .env("GPULSE_GPU_ENABLED", "false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+    assert!(!stderr.contains(ENV_TOKEN), "{stderr}");
+}
+
+#[test]
+fn a_token_variable_that_is_unset_bad_or_doubled_is_a_config_error() {
+    refused(
+        &[("GPULSE_HTTP_BEARER_TOKEN_ENV", "NO_SUCH_TOKEN_VAR")],
+        "`http.bearer_token_env` at GPULSE_HTTP_BEARER_TOKEN_ENV (environment): names the variable NO_SUCH_TOKEN_VAR, which is unset or empty",
+    );
+    let spaced = format!("{ENV_TOKEN} and more");
+    refused(
+        &[
+            ("GPULSE_HTTP_BEARER_TOKEN_ENV", "API_TOKEN"),
+            ("API_TOKEN", &spaced),
+        ],
+        "the token in API_TOKEN holds spaces",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{ENV_TOKEN}\n")).unwrap();
+    refused(
+        &[
+            ("GPULSE_HTTP_BEARER_TOKEN_ENV", "API_TOKEN"),
+            ("API_TOKEN", ENV_TOKEN),
+            ("GPULSE_HTTP_BEARER_TOKEN_FILE", &file.display().to_string()),
+        ],
+        "set one of the two",
+    );
+}

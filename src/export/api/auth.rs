@@ -1,7 +1,8 @@
 //! Bearer-token authentication for everything but `GET /healthz` and `GET /readyz`.
 //!
 //! The token is read from `http.bearer_token_file` (trailing whitespace trimmed) at startup
-//! and reloaded with the TLS files. Requests compare the presented token with
+//! and reloaded with the TLS files, or once at startup from the environment variable named by
+//! `http.bearer_token_env` (for platforms with no secret files, e.g. an Akash SDL). Requests compare the presented token with
 //! [`subtle::ConstantTimeEq`]; a missing or wrong token gets `401` with `WWW-Authenticate:
 //! Bearer` and a short body holding no data. The token is never logged or printed.
 
@@ -21,8 +22,55 @@ use super::reload::{LoadError, Reloadable, Source};
 /// Config key of the token file.
 pub const TOKEN_KEY: &str = "http.bearer_token_file";
 
+/// Config key naming the token's environment variable.
+pub const TOKEN_ENV_KEY: &str = "http.bearer_token_env";
+
 /// The token in use.
 pub type BearerToken = Reloadable<Token>;
+
+/// Where the token comes from: a file (reloaded) or an environment variable (read once: a
+/// process's environment does not change under it).
+#[derive(Debug)]
+pub enum TokenSource {
+    File(BearerToken),
+    Env(Arc<Token>),
+}
+
+impl TokenSource {
+    /// The token in use.
+    pub fn current(&self) -> Arc<Token> {
+        match self {
+            Self::File(file) => file.current(),
+            Self::Env(token) => Arc::clone(token),
+        }
+    }
+
+    /// The file-backed token, which is the only one that reloads.
+    pub fn file(&self) -> Option<&BearerToken> {
+        match self {
+            Self::File(file) => Some(file),
+            Self::Env(_) => None,
+        }
+    }
+}
+
+/// The token held by the variable `var`, read through `env`. The error names the key and the
+/// variable, never the value.
+pub fn from_env(var: &str, env: impl Fn(&str) -> Option<String>) -> Result<Token, String> {
+    let value = env(var).unwrap_or_default();
+    let token = value.trim_ascii();
+    if token.is_empty() {
+        return Err(format!(
+            "names the variable {var}, which is unset or empty; set it to the bearer token"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "the token in {var} holds spaces, control or non-ASCII characters; use visible ASCII only"
+        ));
+    }
+    Ok(Token(token.as_bytes().into()))
+}
 
 /// A bearer token. `Debug` does not show it.
 pub struct Token(Box<[u8]>);
@@ -95,7 +143,7 @@ fn presented(headers: &HeaderMap) -> Option<&[u8]> {
 
 /// axum middleware: lets public paths and requests with the right token through.
 pub async fn require_bearer(
-    State(token): State<Arc<BearerToken>>,
+    State(token): State<Arc<TokenSource>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -157,6 +205,22 @@ mod tests {
             let err = load(path.clone(), Duration::from_secs(1)).unwrap_err();
             assert_eq!((err.key, err.path), (TOKEN_KEY, path), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_token_from_the_environment_is_trimmed_and_never_shown() {
+        let env = |name: &str| (name == "GPULSE_TOKEN").then(|| " s3cret-Env\n".to_owned());
+        let token = from_env("GPULSE_TOKEN", env).unwrap();
+        assert!(token.matches(b"s3cret-Env"));
+        assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+        let err = from_env("OTHER", env).unwrap_err();
+        assert!(err.contains("OTHER") && err.contains("unset"), "{err}");
+        let bad = |_: &str| Some("s3cret with space".to_owned());
+        let err = from_env("GPULSE_TOKEN", bad).unwrap_err();
+        assert!(
+            err.contains("GPULSE_TOKEN") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

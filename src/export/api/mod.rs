@@ -45,7 +45,7 @@ use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use self::auth::BearerToken;
+use self::auth::TokenSource;
 use self::reload::LoadError;
 use self::tls::TlsConfig;
 use super::json::{EventsV1, HealthV1, ProbesV1, SnapshotV1};
@@ -68,7 +68,7 @@ pub struct ApiState {
 #[derive(Debug, Default)]
 pub struct Credentials {
     tls: Option<Arc<TlsConfig>>,
-    token: Option<Arc<BearerToken>>,
+    token: Option<Arc<TokenSource>>,
 }
 
 impl Credentials {
@@ -77,8 +77,17 @@ impl Credentials {
         Self::default()
     }
 
-    /// Reads the TLS and token files named in `http`; an error names the key and the file.
+    /// Reads the TLS and token files named in `http`, the token variable from the process
+    /// environment; an error names the key and the file or variable.
     pub fn load(http: &HttpConfig) -> Result<Self, ConfigError> {
+        Self::load_with_env(http, |name| std::env::var(name).ok())
+    }
+
+    /// [`Credentials::load`], reading `http.bearer_token_env`'s variable through `env`.
+    pub fn load_with_env(
+        http: &HttpConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let deadline = http.reload_timeout.0;
         let tls = match http.tls_files()? {
             Some((cert, key)) => Some(Arc::new(
@@ -86,9 +95,21 @@ impl Credentials {
             )),
             None => None,
         };
-        let token = match http.bearer_token_file() {
-            Some(file) => Some(Arc::new(auth::load(file, deadline).map_err(config_error)?)),
-            None => None,
+        let token = match (http.bearer_token_file(), http.bearer_token_env.trim()) {
+            (Some(_), var) if !var.is_empty() => {
+                return Err(ConfigError::at_key(
+                    auth::TOKEN_ENV_KEY,
+                    "is set and so is `http.bearer_token_file`; set one of the two",
+                ));
+            }
+            (Some(file), _) => Some(Arc::new(TokenSource::File(
+                auth::load(file, deadline).map_err(config_error)?,
+            ))),
+            (None, "") => None,
+            (None, var) => Some(Arc::new(TokenSource::Env(Arc::new(
+                auth::from_env(var, env)
+                    .map_err(|message| ConfigError::at_key(auth::TOKEN_ENV_KEY, message))?,
+            )))),
         };
         Ok(Self { tls, token })
     }
@@ -103,9 +124,13 @@ impl Credentials {
         self.token.is_some()
     }
 
-    /// Whether there is anything to reload.
+    /// Whether there is anything to reload (a token from the environment is not).
     pub fn is_reloadable(&self) -> bool {
-        self.is_tls() || self.has_token()
+        self.is_tls() || self.token_file().is_some()
+    }
+
+    fn token_file(&self) -> Option<&auth::BearerToken> {
+        self.token.as_deref().and_then(TokenSource::file)
     }
 
     /// Reloads what changed (everything when `force`, e.g. on SIGHUP). A failure is logged
@@ -114,7 +139,7 @@ impl Credentials {
         if let Some(tls) = &self.tls {
             tls.reload(force);
         }
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token_file() {
             token.reload(force);
         }
     }
@@ -127,7 +152,7 @@ impl Credentials {
         if let Some(tls) = &self.tls {
             warnings.extend(tls.take_startup_warnings());
         }
-        if let Some(token) = &self.token {
+        if let Some(token) = self.token_file() {
             warnings.extend(token.take_startup_warnings());
         }
         warnings
@@ -135,14 +160,13 @@ impl Credentials {
 
     /// Successful reloads so far (certificate and token together).
     pub fn reloads(&self) -> u64 {
-        self.tls.as_ref().map_or(0, |t| t.reloads())
-            + self.token.as_ref().map_or(0, |t| t.reloads())
+        self.tls.as_ref().map_or(0, |t| t.reloads()) + self.token_file().map_or(0, |t| t.reloads())
     }
 
     /// Failed reloads so far (certificate and token together).
     pub fn reload_failures(&self) -> u64 {
         self.tls.as_ref().map_or(0, |t| t.failures())
-            + self.token.as_ref().map_or(0, |t| t.failures())
+            + self.token_file().map_or(0, |t| t.failures())
     }
 }
 

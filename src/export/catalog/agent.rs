@@ -1,4 +1,4 @@
-//! The agent's own families: export counters, build info, collector health.
+//! The agent's own families: export counters, build info, the Akash lease, collector health.
 
 use super::{Ctx, Dim, Family, Kind, Scope, Series, Val, dim, flag, unix_seconds};
 use crate::model::CollectorStatus;
@@ -78,6 +78,28 @@ pub const FAMILIES: &[Family] = &[
                 ],
                 Some(1.0),
             )
+        },
+    },
+    Family {
+        prom: "gpulse_akash_info",
+        otel: "gpulse.akash.info",
+        otel_const: &[],
+        unit: "1",
+        help: "Always 1 inside an Akash lease (absent elsewhere); labels carry the lease from the variables the provider injects (an unset one is empty).",
+        kind: Kind::Gauge,
+        scope: Scope::Node,
+        dims: &[
+            dim("owner", "akash.owner"),
+            dim("provider", "akash.provider"),
+            dim("dseq", "akash.deployment.dseq"),
+            dim("gseq", "akash.group.gseq"),
+            dim("oseq", "akash.order.oseq"),
+            dim("cluster_public_hostname", "akash.cluster.public_hostname"),
+        ],
+        series: |c, s| {
+            if let Some(a) = &c.snap.identity.akash {
+                s.node(a.values().map(Val::Opt), Some(1.0));
+            }
         },
     },
     collector(

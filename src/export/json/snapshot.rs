@@ -29,6 +29,42 @@ pub struct SnapshotV1 {
     /// What this agent cannot measure where it runs: `gpu`, `xid_kernel_log`,
     /// `other_containers_gpus`, `job_runs`.
     pub cannot_measure: Vec<&'static str>,
+    /// Who runs this node, from the environment (always present; `akash` is null outside an
+    /// Akash lease).
+    pub identity: IdentityV1,
+}
+
+/// The environment identity ([`crate::identity::Identity`]).
+#[derive(Debug, Serialize)]
+pub struct IdentityV1 {
+    pub akash: Option<AkashLeaseV1>,
+}
+
+/// The Akash lease, from the variables the provider injects; a field is null when its
+/// variable is unset.
+#[derive(Debug, Serialize)]
+pub struct AkashLeaseV1 {
+    pub owner: Option<String>,
+    pub provider: Option<String>,
+    pub dseq: Option<String>,
+    pub gseq: Option<String>,
+    pub oseq: Option<String>,
+    pub cluster_public_hostname: Option<String>,
+}
+
+impl From<&crate::identity::Identity> for IdentityV1 {
+    fn from(id: &crate::identity::Identity) -> Self {
+        Self {
+            akash: id.akash.as_ref().map(|a| AkashLeaseV1 {
+                owner: a.owner.clone(),
+                provider: a.provider.clone(),
+                dseq: a.dseq.clone(),
+                gseq: a.gseq.clone(),
+                oseq: a.oseq.clone(),
+                cluster_public_hostname: a.cluster_public_hostname.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -293,6 +329,7 @@ impl SnapshotV1 {
             mode: snap.mode.mode.as_str(),
             mode_setting: snap.mode.setting_str(),
             cannot_measure: crate::mode::cannot_measure(&snap.mode, snap.gpu.is_some()),
+            identity: IdentityV1::from(snap.identity.as_ref()),
         }
     }
 }
