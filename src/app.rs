@@ -74,6 +74,9 @@ impl Parts {
         }
         let policy = health::Policy::from_config(&config.health).map_err(place)?;
         let otlp = OtlpSettings::resolve(&config.otlp, &env).map_err(place)?;
+        if let Some(settings) = &otlp {
+            crate::export::otlp::check_ca_file(settings).map_err(place)?;
+        }
         probe::check_files(&config.probe).map_err(place)?;
         let credentials = Arc::new(Credentials::load_with_env(&config.http, &env).map_err(place)?);
         Ok(Self {

@@ -373,6 +373,9 @@ pub struct OtlpConfig {
     /// `cumulative` or `delta`; empty: `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
     /// else cumulative.
     pub temporality: String,
+    /// PEM CA file trusted for an `https://` endpoint besides the built-in Mozilla roots;
+    /// empty: `OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE` / `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+    pub ca_file: String,
 }
 
 /// `[health]`: Xid capture and GPU health states.

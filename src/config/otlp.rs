@@ -27,6 +27,11 @@ pub struct OtlpSettings {
     pub headers: BTreeMap<String, String>,
     pub gzip: bool,
     pub temporality: Temporality,
+    /// PEM CA file trusted besides the built-in roots; empty: none.
+    pub ca_file: String,
+    /// Where `ca_file` was set (`VAR (environment)`); empty when it came from `[otlp]`, whose
+    /// origin the loader places.
+    pub ca_file_origin: String,
 }
 
 impl std::fmt::Debug for OtlpSettings {
@@ -39,6 +44,7 @@ impl std::fmt::Debug for OtlpSettings {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("gzip", &self.gzip)
             .field("temporality", &self.temporality)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -251,6 +257,17 @@ impl OtlpSettings {
             },
         };
 
+        let (ca_file, ca_file_origin) = match non_empty(&config.ca_file) {
+            Some(file) => (file, from_config("ca_file")),
+            None => [
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ]
+            .iter()
+            .find_map(|v| env(v).map(|f| (f.trim().to_owned(), format!("{v} (environment)"))))
+            .unwrap_or_default(),
+        };
+
         Ok(Some(Self {
             endpoint,
             protocol,
@@ -259,6 +276,8 @@ impl OtlpSettings {
             headers,
             gzip,
             temporality,
+            ca_file,
+            ca_file_origin,
         }))
     }
 }

@@ -164,6 +164,8 @@ fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
         headers: BTreeMap::from([("x-tenant".to_owned(), "t1".to_owned())]),
         gzip: false,
         temporality: opentelemetry_sdk::metrics::Temporality::Cumulative,
+        ca_file: String::new(),
+        ca_file_origin: String::new(),
     }
 }
 
@@ -466,11 +468,16 @@ async fn a_dead_collector_costs_nothing_but_counted_failures() {
             started.elapsed() < Duration::from_secs(1),
             "/metrics slowed down"
         );
-        let failures = body
-            .lines()
-            .find_map(|l| l.strip_prefix("gpulse_export_failures_total{exporter=\"otlp\"} "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        // Summed over `reason` (as `sum by (exporter)` does): every failure here is refused.
+        let per_reason = |reason: &str| {
+            body.lines()
+                .filter(|l| l.starts_with("gpulse_export_failures_total{exporter=\"otlp\","))
+                .filter(|l| reason.is_empty() || l.contains(&format!("reason=\"{reason}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let failures = per_reason("");
+        assert_eq!(failures, per_reason("refused"), "{body}");
         if failures >= 3.0 && body.contains("gpulse_gpu_utilization_ratio{gpu=\"1\"") {
             break;
         }
@@ -680,4 +687,193 @@ async fn an_http_collector_that_never_answers_costs_one_timeout_per_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_collector_that_never_answers_costs_one_timeout_per_push() {
     check_hung_collector(OtlpProtocol::Grpc, FrontMode::Silent).await;
+}
+
+// ------------------------------------------------- failures that say why (issue 13 item 5)
+
+/// One flush of a push to `settings` from a fresh store; the stats it left.
+async fn push_once(settings: OtlpSettings) -> Arc<gpulse::export::ExportStats> {
+    let store = Arc::new(gpulse::app::new_store(&Config::default(), false));
+    let stats = Arc::new(gpulse::export::ExportStats::default());
+    let push = gpulse::export::otlp::OtlpPush::start(
+        &settings,
+        &gpulse::export::otlp::AgentIdentity::default(),
+        store,
+        Arc::clone(&stats),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let _ = push.flush();
+        let _ = push.shutdown();
+    })
+    .await
+    .unwrap();
+    stats
+}
+
+/// Pushes once to `endpoint` and returns the failure's reason and cause, checking that the
+/// failure was counted under that reason and that the cause names the endpoint's push.
+async fn failure_of(mut settings: OtlpSettings) -> (String, String) {
+    settings.timeout = settings.timeout.min(Duration::from_secs(3));
+    let stats = push_once(settings.clone()).await;
+    let failure = stats
+        .last_failure("otlp")
+        .unwrap_or_else(|| panic!("no failure recorded for {}", settings.endpoint));
+    assert_eq!(failure.endpoint, settings.endpoint);
+    let totals = stats.totals();
+    let counted: u64 = totals[0]
+        .failures
+        .iter()
+        .filter(|(r, _)| *r == failure.reason)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(counted >= 1, "{totals:?}");
+    assert_eq!(
+        counted,
+        totals[0].failures_total(),
+        "one reason only: {totals:?}"
+    );
+    (failure.reason.as_str().to_owned(), failure.cause)
+}
+
+fn http_settings(endpoint: String) -> OtlpSettings {
+    settings(endpoint, OtlpProtocol::HttpProtobuf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_counted_as_refused() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (reason, cause) = failure_of(http_settings(format!("http://{dead}/v1/metrics"))).await;
+    assert_eq!(reason, "refused", "{cause}");
+    assert!(cause.to_lowercase().contains("refused"), "{cause}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_is_counted_as_dns() {
+    // `.invalid` never resolves (RFC 6761): NXDOMAIN, or no resolver at all in a sandbox.
+    let (reason, cause) = failure_of(http_settings(
+        "http://collector.gpulse-test.invalid:4318/v1/metrics".to_owned(),
+    ))
+    .await;
+    assert_eq!(reason, "dns", "{cause}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_status_is_counted_with_the_start_of_its_body() {
+    async fn refuse() -> impl axum::response::IntoResponse {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "invalid API key for instance 123\n",
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/v1/metrics", axum::routing::post(refuse));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (reason, cause) = failure_of(http_settings(format!("http://{addr}/v1/metrics"))).await;
+    assert_eq!(reason, "status", "{cause}");
+    assert!(
+        cause.contains("401") && cause.contains("invalid API key for instance 123"),
+        "{cause}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_is_counted_as_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut s = http_settings(format!("http://{addr}/v1/metrics"));
+    s.timeout = Duration::from_millis(500);
+    let (reason, cause) = failure_of(s).await;
+    assert_eq!(reason, "timeout", "{cause}");
+}
+
+/// An OTLP/HTTP receiver over https with `pair`'s certificate; what it received.
+async fn https_receiver(pair: &crate::tls::Pair) -> (SocketAddr, Sink) {
+    use rustls_pki_types::pem::PemObject;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (plain, sink) = http_receiver().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // TLS ends here; the request goes on in clear to the plain receiver.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(plain).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_needs_the_ca_file_and_an_unknown_ca_is_counted_as_tls() {
+    let pair = crate::tls::self_signed("otlp-receiver", 7);
+    let (addr, sink) = https_receiver(&pair).await;
+    let endpoint = format!("https://localhost:{}/v1/metrics", addr.port());
+
+    // Without the CA: the handshake fails, and the cause says it is the certificate.
+    let (reason, cause) = failure_of(http_settings(endpoint.clone())).await;
+    assert_eq!(reason, "tls", "{cause}");
+    assert!(cause.to_lowercase().contains("certificate"), "{cause}");
+    assert!(sink.requests().is_empty());
+
+    // With the CA file (as `otlp.ca_file` or OTEL_EXPORTER_OTLP_CERTIFICATE sets it): pushed.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pair.cert_pem).unwrap();
+    let mut s = http_settings(endpoint);
+    s.ca_file = ca.display().to_string();
+    let stats = push_once(s).await;
+    assert_eq!(stats.last_failure("otlp"), None);
+    assert!(!sink.requests().is_empty(), "nothing arrived over https");
+}
+
+#[test]
+fn a_bad_ca_file_is_a_config_error_naming_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let ca_text = ca.display().to_string();
+    let env = |name: &str| match name {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("https://collector:4318".to_owned()),
+        "OTEL_EXPORTER_OTLP_CERTIFICATE" => Some(ca_text.clone()),
+        _ => None,
+    };
+    let error = gpulse::app::Parts::load(None, &[], env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("otlp.ca_file")
+            && error.contains("OTEL_EXPORTER_OTLP_CERTIFICATE (environment)")
+            && error.contains("not-a-ca.pem"),
+        "{error}"
+    );
 }

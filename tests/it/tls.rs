@@ -20,7 +20,7 @@ const TOKEN: &str = "s3cret-T0ken";
 /// A self-signed certificate for `localhost` and 127.0.0.1, with its key.
 pub(crate) struct Pair {
     pub cert_pem: String,
-    key_pem: String,
+    pub key_pem: String,
     der: CertificateDer<'static>,
 }
 

@@ -31,8 +31,8 @@ pub const FAMILIES: &[Family] = &[
         scope: Scope::Exporter,
         dims: NONE,
         series: |c, s| {
-            for (name, pushes, _) in c.exports {
-                s.named(name, Some(*pushes as f64));
+            for t in c.exports {
+                s.named(t.name, Some(t.pushes as f64));
             }
         },
     },
@@ -41,13 +41,16 @@ pub const FAMILIES: &[Family] = &[
         otel: "gpulse.export.failures",
         otel_const: &[],
         unit: "{push}",
-        help: "Pushes that failed per exporter (their data is dropped, not queued).",
+        help: "Pushes that failed per exporter and reason (refused, dns, tls, timeout, status, connection, other); their data is dropped, not queued.",
         kind: Kind::Counter,
         scope: Scope::Exporter,
-        dims: NONE,
+        // `error.type` is OpenTelemetry's attribute for a failure's class.
+        dims: &[dim("reason", "error.type")],
         series: |c, s| {
-            for (name, _, failures) in c.exports {
-                s.named(name, Some(*failures as f64));
+            for t in c.exports {
+                for (reason, n) in &t.failures {
+                    s.named_with(t.name, [Val::Str(reason.as_str())], Some(*n as f64));
+                }
             }
         },
     },

@@ -193,8 +193,8 @@ pub const fn dim(prom: &'static str, otel: &'static str) -> Dim {
 pub struct Ctx<'a> {
     pub snap: &'a Snapshot,
     pub build: &'a BuildInfo,
-    /// `(exporter, pushes, failures)`; empty where nothing pushes.
-    pub exports: &'a [(&'static str, u64, u64)],
+    /// Every exporter's pushes and failures per reason; empty where nothing pushes.
+    pub exports: &'a [crate::export::ExporterTotals],
 }
 
 /// A label value. Typed model values carry both spellings ([`LabelValue`]).
@@ -392,6 +392,16 @@ impl<'a> Series<'a> {
     /// A collector or exporter series, by name.
     pub fn named(&mut self, name: &'static str, value: Option<f64>) {
         self.push(Id::Name(name), [], value);
+    }
+
+    /// A named series with labels of its own (an exporter's failures per reason).
+    pub fn named_with<const N: usize>(
+        &mut self,
+        name: &'static str,
+        values: [Val<'a>; N],
+        value: Option<f64>,
+    ) {
+        self.push(Id::Name(name), values, value);
     }
 
     pub fn xid(&mut self, c: &'a XidCount, value: f64) {

@@ -11,12 +11,20 @@
 //! as well (belt and braces: reqwest's total timeout is a builder option that a later change
 //! could drop). The answer is read chunk by chunk and abandoned past [`MAX_ANSWER_BYTES`].
 //! The export future only awaits the task's `JoinHandle`, which any executor can poll.
+//!
+//! TLS is the probes' rustls config (ring, the compiled-in Mozilla roots plus `otlp.ca_file`),
+//! so `https://` collectors with a private CA work in images without a CA bundle. Each failed
+//! request leaves its class and cause (refused, DNS, TLS, timeout, an error status with the
+//! start of its body) in the [`Verdict`] the counting exporter reads.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response, ResponseBodyTooLarge};
+
+use super::failure::{Verdict, classify_error, status_cause};
+use crate::export::FailureReason;
 
 /// Largest answer read: an `ExportMetricsServiceResponse` is a few bytes, or a partial-success
 /// message; anything larger is not a collector's answer.
@@ -28,25 +36,30 @@ pub(super) struct BoundedHttpClient {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    verdict: Verdict,
 }
 
 impl BoundedHttpClient {
-    /// Builds the client on the current tokio runtime; `Err` outside one or when reqwest
-    /// cannot build (no TLS provider).
-    pub(super) fn new(timeout: Duration) -> Result<Self, String> {
+    /// Builds the client on the current tokio runtime, trusting the built-in roots and
+    /// `ca_file` (empty: none); `Err` outside a runtime, for an unreadable CA file, or when
+    /// reqwest cannot build.
+    pub(super) fn new(timeout: Duration, ca_file: &str, verdict: Verdict) -> Result<Self, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| format!("the OTLP/HTTP client needs a tokio runtime: {e}"))?;
         // The same TLS stack as the rest of the process (ring), which reqwest does not bring.
         crate::collect::probe::tls::install_crypto_provider();
+        let tls = crate::collect::probe::tls::client_config(ca_file, false)?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| format!("cannot build the OTLP/HTTP client: {e}"))?;
         Ok(Self {
             client,
             runtime,
             timeout,
+            verdict,
         })
     }
 }
@@ -85,10 +98,28 @@ impl HttpClient for BoundedHttpClient {
     {
         let client = self.client.clone();
         let timeout = self.timeout;
+        let verdict = self.verdict.clone();
         let task = self.runtime.spawn(async move {
             match tokio::time::timeout(timeout, exchange(client, request)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(format!("no complete answer within {timeout:?}").into()),
+                Ok(Ok(answer)) => {
+                    // The SDK turns an error status into a bare error: keep what the
+                    // collector said (401 "invalid API key") for the log.
+                    if !answer.status().is_success() {
+                        let cause = status_cause(answer.status().as_u16(), answer.body());
+                        verdict.set(FailureReason::Status, cause);
+                    }
+                    Ok(answer)
+                }
+                Ok(Err(error)) => {
+                    let (reason, cause) = classify_error(error.as_ref());
+                    verdict.set(reason, cause);
+                    Err(error)
+                }
+                Err(_) => {
+                    let cause = format!("no complete answer within {timeout:?}");
+                    verdict.set(FailureReason::Timeout, cause.clone());
+                    Err(cause.into())
+                }
             }
         });
         Box::pin(async move {

@@ -197,7 +197,7 @@ fn observe(
             hook(&snap);
         }
         let exports = if reads_exports {
-            stats.snapshot()
+            stats.totals()
         } else {
             Vec::new()
         };

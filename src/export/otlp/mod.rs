@@ -15,6 +15,12 @@
 //! `gpulse_export_failures_total{exporter="otlp"}`), logged when the state changes, and the
 //! data of that interval is dropped (no unbounded retry queue); the next push goes out on
 //! schedule.
+//!
+//! A failed push says why: `failure.rs` classifies it (refused, DNS, TLS, timeout, an error
+//! status with the start of the answer, …) into `gpulse_export_failures_total{reason}` and one
+//! log line per change of state naming the endpoint and the cause. `https://` endpoints trust
+//! the built-in Mozilla roots plus `otlp.ca_file` (`OTEL_EXPORTER_OTLP_CERTIFICATE`), over
+//! either transport.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -34,10 +40,12 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 
-use super::ExportStats;
+use super::{ExportFailure, ExportStats, FailureReason};
 use crate::store::{Snapshot, Store};
+use failure::Verdict;
 use instruments::Source;
 
+mod failure;
 mod http;
 mod instruments;
 
@@ -79,7 +87,8 @@ impl OtlpPush {
         store: Arc<Store>,
         stats: Arc<ExportStats>,
     ) -> Result<Self, OtlpStartError> {
-        let exporter = build_exporter(settings)?;
+        let verdict = Verdict::default();
+        let exporter = build_exporter(settings, &verdict)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| OtlpStartError(format!("no tokio runtime: {e}")))?;
         let exporter = CountingExporter {
@@ -87,6 +96,8 @@ impl OtlpPush {
             stats: Arc::clone(&stats),
             runtime,
             timeout: settings.timeout,
+            endpoint: settings.endpoint.clone(),
+            verdict,
         };
         let reader = PeriodicReader::builder(exporter)
             .with_interval(settings.interval)
@@ -117,7 +128,40 @@ impl OtlpPush {
     }
 }
 
-fn build_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpStartError> {
+/// Checks `settings.ca_file` at load (a config error naming where it was set), so a bad CA
+/// file stops `run` before the port is bound rather than turning the push off later.
+pub fn check_ca_file(settings: &OtlpSettings) -> Result<(), crate::config::ConfigError> {
+    if settings.ca_file.is_empty() {
+        return Ok(());
+    }
+    crate::collect::probe::tls::install_crypto_provider();
+    crate::collect::probe::tls::client_config(&settings.ca_file, false)
+        .map(|_| ())
+        .map_err(|message| crate::config::ConfigError {
+            key: Some("otlp.ca_file".to_owned()),
+            origin: settings.ca_file_origin.clone(),
+            message,
+        })
+}
+
+/// tonic's TLS settings for an `https://` gRPC endpoint: the Mozilla roots and the CA file.
+fn grpc_tls(
+    ca_file: &str,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, OtlpStartError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    let config = ClientTlsConfig::new().with_webpki_roots();
+    if ca_file.is_empty() {
+        return Ok(config);
+    }
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| OtlpStartError(format!("cannot read {ca_file}: {e}")))?;
+    Ok(config.ca_certificate(Certificate::from_pem(pem)))
+}
+
+fn build_exporter(
+    settings: &OtlpSettings,
+    verdict: &Verdict,
+) -> Result<MetricExporter, OtlpStartError> {
     let built = match settings.protocol {
         OtlpProtocol::Grpc => {
             let mut headers = axum::http::HeaderMap::new();
@@ -139,10 +183,15 @@ fn build_exporter(settings: &OtlpSettings) -> Result<MetricExporter, OtlpStartEr
             if settings.gzip {
                 builder = builder.with_compression(Compression::Gzip);
             }
+            if settings.endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(grpc_tls(&settings.ca_file)?);
+            }
             builder.build()
         }
         OtlpProtocol::HttpProtobuf => {
-            let client = http::BoundedHttpClient::new(settings.timeout).map_err(OtlpStartError)?;
+            let client =
+                http::BoundedHttpClient::new(settings.timeout, &settings.ca_file, verdict.clone())
+                    .map_err(OtlpStartError)?;
             let mut builder = MetricExporter::builder()
                 .with_http()
                 .with_http_client(client)
@@ -208,20 +257,27 @@ struct CountingExporter {
     /// Runs the deadline's timer: the SDK polls `export` on its own thread, outside tokio.
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    /// For the log line: where the pushes go.
+    endpoint: String,
+    /// The HTTP client's verdict on its last request (unused over gRPC).
+    verdict: Verdict,
 }
 
 impl PushMetricExporter for CountingExporter {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        // A verdict left by a request of an earlier export is not this export's.
+        let _ = self.verdict.take();
         // The SDK's reader waits for each export on its only thread and enforces no timeout
         // itself: an export that never ends stops every later push. Past the deadline the
         // export is dropped (its request cancelled) and counted as a failure.
         let result = within(&self.runtime, self.timeout, self.inner.export(metrics))
             .await
             .unwrap_or(Err(OTelSdkError::Timeout(self.timeout)));
-        self.stats.record(
-            "otlp",
-            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
-        );
+        let recorded = match &result {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.failure(error)),
+        };
+        self.stats.record("otlp", recorded);
         result
     }
 
@@ -235,6 +291,29 @@ impl PushMetricExporter for CountingExporter {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+impl CountingExporter {
+    /// Why `error` happened: the HTTP client's verdict when it left one (typed, with the
+    /// answer's status and body), else the SDK's text (gRPC, the deadline).
+    fn failure(&self, error: &OTelSdkError) -> ExportFailure {
+        let (reason, cause) = match (error, self.verdict.take()) {
+            (OTelSdkError::Timeout(limit), _) => (
+                FailureReason::Timeout,
+                format!("no complete answer within {limit:?}"),
+            ),
+            (_, Some(verdict)) => verdict,
+            (error, None) => {
+                let text = error.to_string();
+                (failure::classify_text(&text), text)
+            }
+        };
+        ExportFailure {
+            reason,
+            endpoint: self.endpoint.clone(),
+            cause,
+        }
     }
 }
 

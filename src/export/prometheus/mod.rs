@@ -112,7 +112,7 @@ struct SnapshotCollector {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let exports = self.exports.snapshot();
+        let exports = self.exports.totals();
         encode_snapshot(
             &self.store.snapshot(),
             &self.build,
@@ -127,7 +127,7 @@ fn encode_snapshot(
     snap: &Snapshot,
     build: &BuildInfo,
     options: &RenderOptions,
-    exports: &[(&'static str, u64, u64)],
+    exports: &[crate::export::ExporterTotals],
     mut enc: DescriptorEncoder,
 ) -> fmt::Result {
     let ctx = Ctx {
