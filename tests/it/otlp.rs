@@ -877,3 +877,22 @@ fn a_bad_ca_file_is_a_config_error_naming_its_variable() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_failures_are_classified_from_their_text() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (reason, cause) = failure_of(settings(format!("http://{dead}"), OtlpProtocol::Grpc)).await;
+    assert_eq!(reason, "refused", "{cause}");
+    // An https gRPC endpoint whose certificate no root vouches for.
+    let pair = crate::tls::self_signed("otlp-grpc", 8);
+    let (addr, _sink) = https_receiver(&pair).await;
+    let (reason, cause) = failure_of(settings(
+        format!("https://localhost:{}", addr.port()),
+        OtlpProtocol::Grpc,
+    ))
+    .await;
+    assert_eq!(reason, "tls", "{cause}");
+}
