@@ -188,7 +188,8 @@ pub async fn run_with(
                 ));
             }
             GpuSource::Demo { gpus } => {
-                tracing::info!(gpus, "Demo mode: GPUs are simulated.");
+                let simulated = crate::demo::simulated();
+                tracing::info!(gpus, %simulated, "Demo mode: GPUs are simulated.");
                 let collector = SimGpuCollector::new(gpus, interval);
                 tasks.spawn(inject_demo_xids(Arc::clone(&store), stop_rx.clone()));
                 tasks.spawn(run_collector(

@@ -19,9 +19,11 @@ use crate::model::{
 const GIB: u64 = 1 << 30;
 const MEMORY_TOTAL: u64 = 80 * GIB;
 const MEMORY_RESERVED: u64 = GIB / 2;
-/// One throttle episode of this many seconds starts every `THROTTLE_PERIOD_S` on GPU 1.
-const THROTTLE_PERIOD_S: f64 = 120.0;
-const THROTTLE_LENGTH_S: f64 = 20.0;
+/// A simulated thermal throttle episode of `THROTTLE_LENGTH_S` starts every this many seconds
+/// on GPU 1.
+pub const THROTTLE_PERIOD_S: f64 = 120.0;
+/// How long each simulated throttle episode lasts, in seconds.
+pub const THROTTLE_LENGTH_S: f64 = 20.0;
 const HW_THERMAL_SLOWDOWN: u64 = 0x40;
 const SW_THERMAL_SLOWDOWN: u64 = 0x20;
 const GPU_IDLE: u64 = 0x1;
