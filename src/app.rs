@@ -419,6 +419,11 @@ async fn inject_demo_xids(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
         }
         let snap = store.snapshot();
         if let Some(event) = snap.gpu.as_deref().and_then(|gpu| simulated_xid(n, gpu)) {
+            tracing::info!(
+                gpu = event.gpu_index,
+                xid = event.xid,
+                "Demo mode: simulated Xid."
+            );
             store.record_xid(event);
             n += 1;
         }

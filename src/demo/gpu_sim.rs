@@ -38,6 +38,8 @@ pub struct SimGpuCollector {
     energy: Vec<f64>,
     /// Accumulated throttle time per GPU, in seconds.
     throttled: Vec<f64>,
+    /// Whether each GPU throttled at the last tick (to log each simulated episode once).
+    throttling: Vec<bool>,
 }
 
 impl SimGpuCollector {
@@ -61,6 +63,7 @@ impl SimGpuCollector {
             tick: 0,
             energy: vec![0.0; gpus as usize],
             throttled: vec![0.0; gpus as usize],
+            throttling: vec![false; gpus as usize],
         }
     }
 
@@ -77,12 +80,20 @@ impl SimGpuCollector {
                 let device = simulate(identity, t);
                 let power = device.power_watts.unwrap_or(0.0);
                 self.energy[i] += power * dt;
-                if device
+                let throttling = device
                     .throttle
-                    .is_some_and(|r| r.active & HW_THERMAL_SLOWDOWN != 0)
-                {
+                    .is_some_and(|r| r.active & HW_THERMAL_SLOWDOWN != 0);
+                if throttling {
                     self.throttled[i] += dt;
+                    if !self.throttling[i] {
+                        tracing::info!(
+                            gpu = identity.index,
+                            seconds = THROTTLE_LENGTH_S,
+                            "Demo mode: simulated thermal throttle starts."
+                        );
+                    }
                 }
+                self.throttling[i] = throttling;
                 GpuDevice {
                     energy_joules: Some(1.0e6 + self.energy[i]),
                     throttle_seconds: vec![

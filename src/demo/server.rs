@@ -128,7 +128,7 @@ async fn announce_outages(started: Instant, mut stop: watch::Receiver<bool>) {
         }
         tracing::warn!(
             seconds = DEMO_OUTAGE.as_secs(),
-            "Demo mode: simulated outage: the demo inference server answers 500 for a while."
+            "Demo mode: simulated outage starts: the demo inference server answers 500 (not a real failure)."
         );
     }
 }
