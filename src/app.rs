@@ -197,7 +197,8 @@ pub async fn run_with(
                 ));
             }
             GpuSource::Demo { gpus } => {
-                tracing::info!(gpus, "Demo mode: GPUs are simulated.");
+                let simulated = crate::demo::simulated();
+                tracing::info!(gpus, %simulated, "Demo mode: GPUs are simulated.");
                 let collector = SimGpuCollector::new(gpus, interval);
                 tasks.spawn(inject_demo_xids(Arc::clone(&store), stop_rx.clone()));
                 tasks.spawn(run_collector(
@@ -436,6 +437,11 @@ async fn inject_demo_xids(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
         }
         let snap = store.snapshot();
         if let Some(event) = snap.gpu.as_deref().and_then(|gpu| simulated_xid(n, gpu)) {
+            tracing::info!(
+                gpu = event.gpu_index,
+                xid = event.xid,
+                "Demo mode: simulated Xid."
+            );
             store.record_xid(event);
             n += 1;
         }

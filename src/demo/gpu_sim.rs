@@ -19,9 +19,11 @@ use crate::model::{
 const GIB: u64 = 1 << 30;
 const MEMORY_TOTAL: u64 = 80 * GIB;
 const MEMORY_RESERVED: u64 = GIB / 2;
-/// One throttle episode of this many seconds starts every `THROTTLE_PERIOD_S` on GPU 1.
-const THROTTLE_PERIOD_S: f64 = 120.0;
-const THROTTLE_LENGTH_S: f64 = 20.0;
+/// A simulated thermal throttle episode of `THROTTLE_LENGTH_S` starts every this many seconds
+/// on GPU 1.
+pub const THROTTLE_PERIOD_S: f64 = 120.0;
+/// How long each simulated throttle episode lasts, in seconds.
+pub const THROTTLE_LENGTH_S: f64 = 20.0;
 const HW_THERMAL_SLOWDOWN: u64 = 0x40;
 const SW_THERMAL_SLOWDOWN: u64 = 0x20;
 const GPU_IDLE: u64 = 0x1;
@@ -36,6 +38,8 @@ pub struct SimGpuCollector {
     energy: Vec<f64>,
     /// Accumulated throttle time per GPU, in seconds.
     throttled: Vec<f64>,
+    /// Whether each GPU throttled at the last tick (to log each simulated episode once).
+    throttling: Vec<bool>,
 }
 
 impl SimGpuCollector {
@@ -59,6 +63,7 @@ impl SimGpuCollector {
             tick: 0,
             energy: vec![0.0; gpus as usize],
             throttled: vec![0.0; gpus as usize],
+            throttling: vec![false; gpus as usize],
         }
     }
 
@@ -75,12 +80,20 @@ impl SimGpuCollector {
                 let device = simulate(identity, t);
                 let power = device.power_watts.unwrap_or(0.0);
                 self.energy[i] += power * dt;
-                if device
+                let throttling = device
                     .throttle
-                    .is_some_and(|r| r.active & HW_THERMAL_SLOWDOWN != 0)
-                {
+                    .is_some_and(|r| r.active & HW_THERMAL_SLOWDOWN != 0);
+                if throttling {
                     self.throttled[i] += dt;
+                    if !self.throttling[i] {
+                        tracing::info!(
+                            gpu = identity.index,
+                            seconds = THROTTLE_LENGTH_S,
+                            "Demo mode: simulated thermal throttle starts."
+                        );
+                    }
                 }
+                self.throttling[i] = throttling;
                 GpuDevice {
                     energy_joules: Some(1.0e6 + self.energy[i]),
                     throttle_seconds: vec![

@@ -6,7 +6,7 @@
 //! and `GET /metrics` in vLLM's names (`vllm:*`: queue, running requests, KV cache, tokens,
 //! a TTFT histogram), so the synthetic-request and server-metrics panels have data. It fails
 //! with 500 for [`DEMO_OUTAGE`] out of every [`DEMO_OUTAGE_EVERY`], so outages and recovery
-//! times show up too.
+//! times show up too; each simulated outage is logged (WARN) as it starts.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -72,8 +72,9 @@ impl Demo {
 pub async fn start(mut stop: watch::Receiver<bool>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let started = Instant::now();
     let demo = Arc::new(Demo {
-        started: Instant::now(),
+        started,
         counters: Counters::default(),
     });
     let app = Router::new()
@@ -102,6 +103,7 @@ pub async fn start(mut stop: watch::Receiver<bool>) -> std::io::Result<SocketAdd
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
         .with_state(demo);
+    tokio::spawn(announce_outages(started, stop.clone()));
     tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stop| *stop).await;
@@ -111,6 +113,24 @@ pub async fn start(mut stop: watch::Receiver<bool>) -> std::io::Result<SocketAdd
         }
     });
     Ok(addr)
+}
+
+/// Logs a WARN as each simulated outage starts (the first one period in, like
+/// [`Demo::in_outage`]), so nobody mistakes the demo's 500s for a real failure.
+async fn announce_outages(started: Instant, mut stop: watch::Receiver<bool>) {
+    let first = tokio::time::Instant::from_std(started) + DEMO_OUTAGE_EVERY - DEMO_OUTAGE;
+    let mut ticker = tokio::time::interval_at(first, DEMO_OUTAGE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = ticker.tick() => {}
+        }
+        tracing::warn!(
+            seconds = DEMO_OUTAGE.as_secs(),
+            "Demo mode: simulated outage starts: the demo inference server answers 500 (not a real failure)."
+        );
+    }
 }
 
 /// Streams `max_tokens` (at most 16) tokens as OpenAI completion chunks, then usage and

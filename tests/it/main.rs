@@ -3,6 +3,8 @@
 // Test helpers may panic freely: a panic here is a failed test, not a crashed agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The Akash SDL example: ACT pricing, a token on the public port, validated by .ci/run.
+mod akash;
 // The HTTP API in-process (demo GPUs): endpoints, codes, bounds, shutdown.
 mod api;
 // The binary's command line and config errors.
