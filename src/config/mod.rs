@@ -119,7 +119,8 @@ pub struct WrapConfig {
     /// Configure a probe for the wrapped server when its kind and port can be told from the
     /// command line (`vllm serve --port 8000` → a vllm probe on 127.0.0.1:8000).
     pub auto_probe: bool,
-    /// Interval of that probe; it also sets how precisely time-to-ready is measured.
+    /// Interval of that probe once ready (while starting it re-checks faster, so
+    /// time-to-ready is precise whatever the interval).
     pub probe_interval: HumanDuration,
     /// Job events (starts, readiness, ends) kept in memory for /v1/events.
     pub max_events: NonZeroUsize,

@@ -332,6 +332,12 @@ pub struct ProbeConfig {
     /// Deadline of one whole check (connect, headers, body, every request of the check).
     #[serde(default = "probe_default_timeout")]
     pub timeout: HumanDuration,
+    /// How long the target may take to become ready after it (or gpulse) starts: until its
+    /// first ready check, refusals read `starting`, not `down` (no outage), and checks repeat
+    /// fast (250 ms, backing off to `interval`) so time-to-ready is precise. Long enough for
+    /// a 70B model's weights to load.
+    #[serde(default = "probe_default_startup_timeout")]
+    pub startup_timeout: HumanDuration,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -404,6 +410,10 @@ fn probe_default_timeout() -> HumanDuration {
     HumanDuration::secs(2)
 }
 
+fn probe_default_startup_timeout() -> HumanDuration {
+    HumanDuration::secs(30 * 60)
+}
+
 fn probe_default_max_body() -> usize {
     1 << 20
 }
@@ -449,6 +459,7 @@ impl ProbeConfig {
             url: url.to_owned(),
             interval: probe_default_interval(),
             timeout: probe_default_timeout(),
+            startup_timeout: probe_default_startup_timeout(),
             headers: BTreeMap::new(),
             bearer_token_file: String::new(),
             bearer_token_env: String::new(),

@@ -274,6 +274,11 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
         None => Restored::default(),
     };
     let store = Arc::new(app::new_store(&config, true).with_job(restored.log.clone(), max_events));
+    // The readiness probe is `starting` from the child's start, not from its first check,
+    // so time-to-ready and the start-up window count from when the command really began.
+    if let Some(name) = &child_probe.ready {
+        store.probe_target_started(name, spawned.started_at);
+    }
     let writer = state_dir.and_then(|dir| match StateWriter::start(dir, config.wrap.state_max_bytes) {
         Ok(writer) => Some(writer),
         Err(error) => {
