@@ -119,6 +119,7 @@ pub async fn run_probe(
     let probe = Arc::new(Probe::new(config));
     // The last check's state: synthetic requests only go to a server that says it is ready.
     let (state_tx, state_rx) = watch::channel(None);
+    let scrape_state = state_rx.clone();
     let checks = check_loop(index, &probe, &store, state_tx, stop.clone());
     let inference = async {
         if probe.config.inference {
@@ -127,7 +128,7 @@ pub async fn run_probe(
     };
     let scrapes = async {
         if probe.config.metrics {
-            scrape_loop(index, &probe, &store, stop.clone()).await;
+            scrape_loop(index, &probe, &store, scrape_state, stop.clone()).await;
         }
     };
     tokio::join!(checks, inference, scrapes);
@@ -165,10 +166,26 @@ impl Every {
 
 /// Scrapes the server's own metrics every `metrics_interval`, bounded by the probe's
 /// `timeout` and `metrics_max_body_bytes`. Logs only changes between success and failure.
-async fn scrape_loop(index: usize, probe: &Probe, store: &Store, stop: watch::Receiver<bool>) {
+async fn scrape_loop(
+    index: usize,
+    probe: &Probe,
+    store: &Store,
+    mut state: watch::Receiver<Option<ProbeState>>,
+    stop: watch::Receiver<bool>,
+) {
     let name = &probe.config.name;
     let url = probe.config.metrics_url();
     let mut every = Every::new(probe.config.metrics_interval.0, stop);
+    // The first scrape waits for the server's first ready check: a starting server has no
+    // metrics yet, and failing scrapes while it loads would be noise, not news. From then on
+    // a failed scrape is news (the check loop says whether the server went down).
+    if every
+        .unless_stopped(state.wait_for(is_ready))
+        .await
+        .is_none()
+    {
+        return;
+    }
     let mut last_ok: Option<bool> = None;
     while every.tick().await {
         let started = Instant::now();
@@ -189,6 +206,11 @@ async fn scrape_loop(index: usize, probe: &Probe, store: &Store, stop: watch::Re
         }
         store.record_server_scrape(index, result, started.elapsed(), SystemTime::now());
     }
+}
+
+/// Whether a check says the server serves requests (`up`, or `degraded`: ready, another model).
+fn is_ready(state: &Option<ProbeState>) -> bool {
+    matches!(state, Some(ProbeState::Up | ProbeState::Degraded))
 }
 
 /// The first re-check of a start-up, and the shortest.
@@ -275,9 +297,11 @@ async fn inference_loop(
 ) {
     let name = &probe.config.name;
     let mut every = Every::new(probe.config.inference_interval.0, stop);
-    // The first request waits for the first check (it may name the listed model).
+    // The first request waits for the first ready check (it may name the listed model), so
+    // a server that takes minutes to start gets its first request as soon as it is ready,
+    // not up to an `inference_interval` later.
     if every
-        .unless_stopped(state.wait_for(Option::is_some))
+        .unless_stopped(state.wait_for(is_ready))
         .await
         .is_none()
     {
@@ -287,8 +311,7 @@ async fn inference_loop(
     while every.tick().await {
         // A server that says it is loading or down is not asked to generate: that is the
         // check's finding already, and counting it twice would skew the completion rate.
-        let ready = matches!(*state.borrow(), Some(ProbeState::Up | ProbeState::Degraded));
-        if !ready {
+        if !is_ready(&state.borrow()) {
             continue;
         }
         let model = probe.inference_model();
