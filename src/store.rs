@@ -405,6 +405,20 @@ impl Store {
         self.update_probe(index, |status| status.apply(sample, MAX_PROBE_OUTAGES));
     }
 
+    /// The target of the probe `name` (wrap's child) started at `at`: the probe is
+    /// `starting` until its first ready check. The probe's loop reads this at its next check
+    /// and from then on re-checks fast. `false` when no probe has that name.
+    pub fn probe_target_started(&self, name: &str, at: SystemTime) -> bool {
+        let index = self.snapshot().probes.iter().position(|p| p.name == name);
+        match index {
+            Some(index) => {
+                self.update_probe(index, |status| status.target_started(at));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Records one synthetic request of the probe at `index`.
     pub fn record_inference(&self, index: usize, sample: InferenceSample) {
         self.update_probe(index, |status| {

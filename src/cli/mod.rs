@@ -76,6 +76,12 @@ enum Command {
         /// Do not configure a probe from the command line (as wrap.auto_probe = false).
         #[arg(long, conflicts_with_all = ["probe_kind", "probe_url"])]
         no_auto_probe: bool,
+        /// The auto probe does not scrape the server's /metrics (as wrap.auto_metrics = false).
+        #[arg(long)]
+        no_auto_metrics: bool,
+        /// The auto probe sends no synthetic request (as wrap.auto_inference = false).
+        #[arg(long)]
+        no_auto_inference: bool,
         /// Kind of the child's probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp,
         /// openai, http, tcp), overriding the one inferred from the command line.
         #[arg(long, value_name = "KIND", value_parser = wrap::parse_probe_kind)]
@@ -165,6 +171,8 @@ pub fn main() -> ExitCode {
         Some(Command::Wrap {
             run: args,
             no_auto_probe,
+            no_auto_metrics,
+            no_auto_inference,
             probe_kind,
             probe_url,
             command,
@@ -172,6 +180,8 @@ pub fn main() -> ExitCode {
             &args,
             &ProbeFlags {
                 no_auto_probe,
+                no_auto_metrics,
+                no_auto_inference,
                 kind: probe_kind,
                 url: probe_url,
             },

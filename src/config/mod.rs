@@ -20,8 +20,8 @@ pub use load::{
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
 pub use probe::{
-    Capabilities, LaunchAddress, LaunchCommand, Launcher, ModelList, ProbeConfig, ProbeKind,
-    Readiness, Synthetic,
+    Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,
+    ProbeConfig, ProbeKind, Readiness, Synthetic,
 };
 
 use std::collections::BTreeMap;
@@ -124,7 +124,14 @@ pub struct WrapConfig {
     /// Configure a probe for the wrapped server when its kind and port can be told from the
     /// command line (`vllm serve --port 8000` → a vllm probe on 127.0.0.1:8000).
     pub auto_probe: bool,
-    /// Interval of that probe; it also sets how precisely time-to-ready is measured.
+    /// The auto probe scrapes the server's own Prometheus metrics where it serves them
+    /// (vllm, tgi, triton; sglang and llama-server when their metrics flag is on).
+    pub auto_metrics: bool,
+    /// The auto probe sends the synthetic request (vllm, tgi, sglang, llama-server, ollama;
+    /// not triton or mlserver, whose request needs the model's `inference_input`).
+    pub auto_inference: bool,
+    /// Interval of that probe once ready (while starting it re-checks faster, so
+    /// time-to-ready is precise whatever the interval).
     pub probe_interval: HumanDuration,
     /// Job events (starts, readiness, ends) kept in memory for /v1/events.
     pub max_events: NonZeroUsize,
@@ -137,6 +144,8 @@ impl Default for WrapConfig {
     fn default() -> Self {
         Self {
             auto_probe: true,
+            auto_metrics: true,
+            auto_inference: true,
             probe_interval: HumanDuration::secs(10),
             max_events: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             state_max_bytes: 1 << 20,

@@ -97,6 +97,39 @@ pub struct Launcher {
     pub address: LaunchAddress,
     /// The path probed (`/` for a static file server, else the base URL).
     pub path: &'static str,
+    /// Where the command line names the model the server lists (the auto probe's
+    /// `expected_model`), most telling first; none: the probe does not expect one.
+    pub model: &'static [ModelFrom],
+    /// Whether the server serves Prometheus metrics the auto probe should scrape, and where.
+    pub metrics: LaunchMetrics,
+}
+
+/// A place on a command line that names the served model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFrom {
+    /// The value of this flag (`--served-model-name m`, `--alias=m`).
+    Flag(&'static str),
+    /// This variable (read when no earlier source named the model).
+    Env(&'static str),
+    /// The first argument after the subcommand, when it is not a flag (`vllm serve MODEL`).
+    AfterSubcommand,
+}
+
+/// Whether the auto probe scrapes the server's own `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchMetrics {
+    /// Not at all (no Prometheus endpoint, or not one worth scraping).
+    Off,
+    /// Always, at the probe's URL + `/metrics`.
+    On,
+    /// Only when the command line turns the endpoint on (llama-server `--metrics`, sglang
+    /// `--enable-metrics`): the flag, or the variable set to a true value.
+    WhenFlag(&'static str, Option<&'static str>),
+    /// On a port of their own (Triton `--metrics-port`, default 8002), at `/metrics`.
+    Port {
+        flags: &'static [&'static str],
+        default: u16,
+    },
 }
 
 /// The command that starts a server.
@@ -140,6 +173,8 @@ impl Launcher {
             port_env: None,
             address: LaunchAddress::Flags,
             path: "",
+            model: &[],
+            metrics: LaunchMetrics::Off,
         }
     }
 }
@@ -197,6 +232,7 @@ impl ProbeKind {
             }
         }
         use LaunchCommand::{Program, PythonModule};
+        use ModelFrom::{AfterSubcommand, Env, Flag};
         const HOST_PORT: &[&str] = &["--host"];
         const PORT: &[&str] = &["--port"];
         use ModelList as L;
@@ -207,18 +243,32 @@ impl ProbeKind {
         const NO_USAGE: Synthetic = S::Completions { usage: false };
         const VLLM: Capabilities = Capabilities {
             launchers: &[
-                Launcher::flags(Program("vllm", Some("serve")), HOST_PORT, PORT),
-                Launcher::flags(
-                    PythonModule("vllm.entrypoints.openai.api_server"),
-                    HOST_PORT,
-                    PORT,
-                ),
+                Launcher {
+                    model: &[
+                        Flag("--served-model-name"),
+                        AfterSubcommand,
+                        Flag("--model"),
+                    ],
+                    metrics: LaunchMetrics::On,
+                    ..Launcher::flags(Program("vllm", Some("serve")), HOST_PORT, PORT)
+                },
+                Launcher {
+                    model: &[Flag("--served-model-name"), Flag("--model")],
+                    metrics: LaunchMetrics::On,
+                    ..Launcher::flags(
+                        PythonModule("vllm.entrypoints.openai.api_server"),
+                        HOST_PORT,
+                        PORT,
+                    )
+                },
             ],
             ..row("vllm", HEALTH, Some(L::OpenAi), USAGE, true, Some(8000))
         };
         const TGI: Capabilities = Capabilities {
             launchers: &[Launcher {
                 port_env: Some("PORT"),
+                model: &[Flag("--model-id"), Env("MODEL_ID")],
+                metrics: LaunchMetrics::On,
                 ..Launcher::flags(
                     Program("text-generation-launcher", None),
                     &["--hostname"],
@@ -228,11 +278,19 @@ impl ProbeKind {
             ..row("tgi", HEALTH, Some(L::Tgi), NO_USAGE, true, Some(3000))
         };
         const TRITON: Capabilities = Capabilities {
-            launchers: &[Launcher::flags(
-                Program("tritonserver", None),
-                &["--http-address"],
-                &["--http-port"],
-            )],
+            // No model: Triton serves a repository, and its synthetic request needs the
+            // model's own input tensor (`inference_input`), which no command line shows.
+            launchers: &[Launcher {
+                metrics: LaunchMetrics::Port {
+                    flags: &["--metrics-port"],
+                    default: 8002,
+                },
+                ..Launcher::flags(
+                    Program("tritonserver", None),
+                    &["--http-address"],
+                    &["--http-port"],
+                )
+            }],
             ..row("triton", R::V2, Some(L::V2), S::V2Infer, true, Some(8000))
         };
         // MLServer is the KServe v2 server gpulse infers (`mlserver start`).
@@ -245,11 +303,15 @@ impl ProbeKind {
             ..row("kserve", R::V2, Some(L::V2), S::V2Infer, true, Some(8080))
         };
         const SGLANG: Capabilities = Capabilities {
-            launchers: &[Launcher::flags(
-                PythonModule("sglang.launch_server"),
-                HOST_PORT,
-                PORT,
-            )],
+            launchers: &[Launcher {
+                model: &[
+                    Flag("--served-model-name"),
+                    Flag("--model-path"),
+                    Flag("--model"),
+                ],
+                metrics: LaunchMetrics::WhenFlag("--enable-metrics", None),
+                ..Launcher::flags(PythonModule("sglang.launch_server"), HOST_PORT, PORT)
+            }],
             ..row("sglang", HEALTH, Some(L::OpenAi), USAGE, true, Some(30000))
         };
         const OLLAMA: Capabilities = Capabilities {
@@ -270,6 +332,16 @@ impl ProbeKind {
             launchers: &[Launcher {
                 host_env: Some("LLAMA_ARG_HOST"),
                 port_env: Some("LLAMA_ARG_PORT"),
+                // llama-server lists its model under the alias, else the `-m` path as given.
+                model: &[
+                    Flag("--alias"),
+                    Flag("-a"),
+                    Env("LLAMA_ARG_ALIAS"),
+                    Flag("--model"),
+                    Flag("-m"),
+                    Env("LLAMA_ARG_MODEL"),
+                ],
+                metrics: LaunchMetrics::WhenFlag("--metrics", Some("LLAMA_ARG_ENDPOINT_METRICS")),
                 ..Launcher::flags(Program("llama-server", None), HOST_PORT, PORT)
             }],
             ..row(
@@ -332,6 +404,12 @@ pub struct ProbeConfig {
     /// Deadline of one whole check (connect, headers, body, every request of the check).
     #[serde(default = "probe_default_timeout")]
     pub timeout: HumanDuration,
+    /// How long the target may take to become ready after it (or gpulse) starts: until its
+    /// first ready check, refusals read `starting`, not `down` (no outage), and checks repeat
+    /// fast (250 ms, backing off to `interval`) so time-to-ready is precise. Long enough for
+    /// a 70B model's weights to load.
+    #[serde(default = "probe_default_startup_timeout")]
+    pub startup_timeout: HumanDuration,
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -404,6 +482,10 @@ fn probe_default_timeout() -> HumanDuration {
     HumanDuration::secs(2)
 }
 
+fn probe_default_startup_timeout() -> HumanDuration {
+    HumanDuration::secs(30 * 60)
+}
+
 fn probe_default_max_body() -> usize {
     1 << 20
 }
@@ -449,6 +531,7 @@ impl ProbeConfig {
             url: url.to_owned(),
             interval: probe_default_interval(),
             timeout: probe_default_timeout(),
+            startup_timeout: probe_default_startup_timeout(),
             headers: BTreeMap::new(),
             bearer_token_file: String::new(),
             bearer_token_env: String::new(),

@@ -12,6 +12,9 @@ pub enum ProbeState {
     Up,
     /// Live but not ready yet (weights loading, Triton live-not-ready, 503 while starting).
     Loading,
+    /// The target (re)started and has not been ready since: refused or not ready here is
+    /// start-up, not an outage (until `startup_timeout`). The reason says which.
+    Starting,
     /// Ready, but the expected model is missing or readiness is partial.
     Degraded,
     /// Not reachable or answering wrong; see the reason.
@@ -30,12 +33,19 @@ impl LabelValue for ProbeState {
 }
 
 impl ProbeState {
-    pub const ALL: [Self; 4] = [Self::Up, Self::Loading, Self::Degraded, Self::Down];
+    pub const ALL: [Self; 5] = [
+        Self::Up,
+        Self::Loading,
+        Self::Starting,
+        Self::Degraded,
+        Self::Down,
+    ];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Up => "up",
             Self::Loading => "loading",
+            Self::Starting => "starting",
             Self::Degraded => "degraded",
             Self::Down => "down",
         }
@@ -292,6 +302,17 @@ pub struct ProbeOutage {
     pub cause: ProbeReason,
 }
 
+/// Where a probe stands with its target's start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// Not checked yet, never told of a start: the first check opens the start-up.
+    Pending,
+    /// Starting since then (the target's (re)start, or the probe's first check).
+    Since(SystemTime),
+    /// Ready once since the last start, or the start-up ran past `startup_timeout`.
+    Done,
+}
+
 /// A probe's latest check and outage history, as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeStatus {
@@ -306,6 +327,12 @@ pub struct ProbeStatus {
     pub outages_total: u64,
     /// How long the last finished outage lasted.
     pub last_recovery: Option<Duration>,
+    /// The start-up in progress, if any: while it lasts, `down` and `loading` read `starting`.
+    pub startup: Startup,
+    /// How long a start-up may last before refusals count as an outage again.
+    pub startup_timeout: Duration,
+    /// From the last start (of the target, else of the probe) to its first ready check.
+    pub last_ready_after: Option<Duration>,
     /// Synthetic requests, when the probe sends them.
     pub inference: Option<InferenceStats>,
     /// Scrapes of the server's own metrics, when the probe reads them.
@@ -322,6 +349,9 @@ impl ProbeStatus {
             outages: Vec::new(),
             outages_total: 0,
             last_recovery: None,
+            startup: Startup::Pending,
+            startup_timeout: Duration::ZERO,
+            last_ready_after: None,
             inference: None,
             server: None,
         }
@@ -339,10 +369,56 @@ impl ProbeStatus {
         self
     }
 
-    /// Takes in a check: an outage starts when the probe goes `down`, and ends (recording
-    /// the recovery time) at the first check that is not `down`. Keeps `max_outages`.
-    pub fn apply(&mut self, sample: ProbeSample, max_outages: usize) {
+    /// The same probe, counting refusals as start-up for `timeout` after each start.
+    pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// When the current start-up began; `None` when the probe is not starting.
+    pub fn starting_since(&self) -> Option<SystemTime> {
+        match self.startup {
+            Startup::Since(since) => Some(since),
+            Startup::Pending | Startup::Done => None,
+        }
+    }
+
+    /// The target (re)started at `at`: a start-up begins. An outage still open ends there,
+    /// because from then on the target is starting, and starting is never an outage.
+    pub fn target_started(&mut self, at: SystemTime) {
+        if let Some(open) = self.outages.last_mut().filter(|o| o.end.is_none()) {
+            open.end = Some(at.max(open.start));
+        }
+        self.startup = Startup::Since(at);
+    }
+
+    /// Takes in a check. While starting (since the target's start or the probe's first
+    /// check, until the first `up`/`degraded` or `startup_timeout`), `down` and `loading`
+    /// read `starting`: never an outage, never a recovery. Otherwise an outage starts when
+    /// the probe goes `down`, and ends (recording the recovery time) at the first check that
+    /// is not `down`. Keeps `max_outages`.
+    pub fn apply(&mut self, mut sample: ProbeSample, max_outages: usize) {
         let at = sample.checked_at;
+        let since = match self.startup {
+            Startup::Pending => Some(at),
+            Startup::Since(since) => Some(since),
+            Startup::Done => None,
+        };
+        if let Some(since) = since {
+            let elapsed = at.duration_since(since).unwrap_or_default();
+            if matches!(sample.state, ProbeState::Up | ProbeState::Degraded) {
+                self.startup = Startup::Done;
+                self.last_ready_after = Some(elapsed);
+            } else if elapsed < self.startup_timeout {
+                self.startup = Startup::Since(since);
+                sample.state = ProbeState::Starting;
+                self.last = Some(sample);
+                return;
+            } else {
+                // Past the timeout: this check is judged like any other from here on.
+                self.startup = Startup::Done;
+            }
+        }
         let open = self.outages.last_mut().filter(|o| o.end.is_none());
         match (sample.state, sample.reason, open) {
             (ProbeState::Down, _, Some(_)) => {}
@@ -457,6 +533,51 @@ mod tests {
         s.apply(check(ProbeState::Up, 8), 4);
         assert_eq!(s.outages_total, 1);
         assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Up));
+    }
+
+    #[test]
+    fn starting_is_neither_an_outage_nor_a_recovery() {
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let mut s = ProbeStatus::new("p", "vllm", Duration::from_secs(10))
+            .with_startup_timeout(Duration::from_secs(60));
+        assert_eq!(s.startup, Startup::Pending);
+        s.apply(check(ProbeState::Down, 1), 4);
+        assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Starting));
+        assert_eq!(
+            s.last.as_ref().and_then(|l| l.reason),
+            Some(ProbeReason::Timeout)
+        );
+        assert_eq!(s.starting_since(), Some(t(1)));
+        s.apply(check(ProbeState::Loading, 30), 4);
+        assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Starting));
+        s.apply(check(ProbeState::Up, 41), 4);
+        assert_eq!((s.outages_total, s.last_recovery), (0, None));
+        assert_eq!(s.last_ready_after, Some(Duration::from_secs(40)));
+        assert_eq!(s.starting_since(), None);
+        // Once ready, down is an outage again.
+        s.apply(check(ProbeState::Down, 50), 4);
+        assert_eq!(s.outages_total, 1);
+        // A restart ends the outage where it began starting, and starts again.
+        s.target_started(t(55));
+        assert_eq!(s.outages[0].end, Some(t(55)));
+        s.apply(check(ProbeState::Down, 56), 4);
+        assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Starting));
+        s.apply(check(ProbeState::Up, 58), 4);
+        assert_eq!((s.outages_total, s.last_recovery), (1, None));
+        assert_eq!(s.last_ready_after, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_start_up_past_its_timeout_is_an_outage() {
+        let mut s = ProbeStatus::new("p", "vllm", Duration::from_secs(10))
+            .with_startup_timeout(Duration::from_secs(60));
+        s.target_started(SystemTime::UNIX_EPOCH);
+        s.apply(check(ProbeState::Down, 59), 4);
+        assert_eq!(s.outages_total, 0);
+        s.apply(check(ProbeState::Down, 60), 4);
+        assert_eq!(s.last.as_ref().map(|l| l.state), Some(ProbeState::Down));
+        assert_eq!(s.outages_total, 1);
+        assert_eq!(s.last_ready_after, None);
     }
 
     #[test]

@@ -112,12 +112,11 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.host.interval = HumanDuration(Duration::from_millis(100));
     config.host.per_cpu = true;
     config.health.kmsg_path = String::new();
-    // A TCP probe whose target is refused at first and listens later: an outage and its
-    // recovery, so every probe family has a point.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A TCP probe whose target listens, goes away and listens again: an outage and its
+    // recovery, so every probe family has a point. (A target refused before it was ever up
+    // is `starting`, not an outage.)
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap();
     let mut probe = ProbeConfig::new("flappy", ProbeKind::Tcp, &port.to_string());
     probe.interval = HumanDuration(Duration::from_millis(100));
     config.probe.push(probe);
@@ -136,6 +135,8 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.probe.push(llm);
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let listener = tokio::net::TcpListener::bind(port).await.unwrap();
         loop {
             let _ = listener.accept().await;

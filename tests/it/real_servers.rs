@@ -842,3 +842,83 @@ async fn mlserver_through_its_states() {
     .await;
     assert_eq!(order.last(), Some(&(ProbeState::Up, None)));
 }
+
+/// A `gpulse wrap` process; on drop it gets SIGTERM first (forwarded to its child, so the
+/// wrapped server does not outlive the test), then SIGKILL.
+struct WrapGuard(Guard);
+
+impl Drop for WrapGuard {
+    fn drop(&mut self) {
+        // Not `signal`: it asserts, and a drop while panicking must not panic again.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &self.0.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.0.exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `gpulse wrap -- llama-server … --metrics` with no `[[probe]]` and no probe flag: the auto
+/// probe expects the model the command line names, scrapes `/metrics` and sends the synthetic
+/// request, so lifted server metrics and a TTFT appear; start-up is `starting`, not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_under_wrap_gets_metrics_and_ttft_with_no_probe_written() {
+    let Some(paths) = llama_paths() else {
+        return;
+    };
+    let client = crate::inproc::client();
+    let (port, listen) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gpulse"));
+    command
+        .args(["wrap", "--listen", &format!("127.0.0.1:{listen}"), "--"])
+        .arg(&paths.0)
+        .arg("-m")
+        .arg(&paths.1)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--metrics", "-c", "512", "-np", "1", "-t", "1"]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GPULSE_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("GPULSE_GPU_ENABLED", "false");
+    let mut wrap = WrapGuard(Guard::spawn(command, false));
+    let url = format!("http://127.0.0.1:{listen}/v1/probes");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let probe = loop {
+        let body = match client.get(&url).send().await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let probe = body["probes"][0].clone();
+        let lifted = !probe["server_metrics"]["lifted"].is_null();
+        let ttft = probe["inference"]["last"]["ttft_seconds"]
+            .as_f64()
+            .is_some();
+        if lifted && ttft {
+            break probe;
+        }
+        assert!(
+            Instant::now() < deadline && !wrap.0.exited(),
+            "no lifted metrics and TTFT from the auto probe: {probe}\n{}",
+            wrap.0.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(probe["name"], "llamacpp", "{probe}");
+    assert_eq!(probe["state"], "up", "{probe}");
+    assert_eq!(probe["outages_total"], 0, "{probe}");
+    assert_eq!(probe["server_metrics"]["lifted"]["dialect"], "llamacpp");
+    assert_eq!(probe["inference"]["last"]["ok"], true, "{probe}");
+    // The model id llama-server lists without `-a` is the `-m` path as given.
+    assert_eq!(
+        probe["inference"]["last"]["model"],
+        paths.1.to_string_lossy().as_ref(),
+        "{probe}"
+    );
+    assert_eq!(probe["models"][0], paths.1.to_string_lossy().as_ref());
+    drop(wrap);
+}

@@ -752,3 +752,91 @@ fn a_state_file_with_bad_bytes_keeps_its_history_and_still_rotates() {
         (Some(3), Some(4))
     );
 }
+
+/// Seconds from `since` until something accepts connections on `port` (polled every 10 ms):
+/// the truth a wrapped server's `ready_seconds` is compared with.
+fn seconds_until_listening(port: u16, since: Instant) -> f64 {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + LIMIT;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    since.elapsed().as_secs_f64()
+}
+
+/// One `gpulse wrap` of a server that opens its port after `delay_s`, at the default 10 s probe
+/// interval: `starting` (never `down`) until up, no outage, and `ready_seconds` close to when
+/// the port really opened. Returns the `/v1/events` answer once ready, and the wrapper.
+fn wrap_slow_server(dir: &Path, delay_s: u32) -> (serde_json::Value, Wrapped) {
+    let port = free_port();
+    let script = format!("sleep {delay_s}; exec python3 -m http.server {port} --bind 127.0.0.1");
+    let spawned = Instant::now();
+    let w = Wrapped::start(
+        &[],
+        &[("GPULSE_AGENT_STATE_DIR", dir.to_str().unwrap())],
+        &sh(&script),
+    );
+    if delay_s >= 2 {
+        let probes = w.wait_json("/v1/probes", "the probe starting", |v| {
+            v["probes"][0]["state"] == "starting"
+        });
+        assert_eq!(probes["probes"][0]["reason"], "connect_refused");
+        assert!(probes["probes"][0]["starting_since"].is_string());
+        assert!(
+            w.get("/metrics")
+                .contains(r#"gpulse_probe_state{probe="http",kind="http",state="starting"} 1"#),
+            "{}",
+            w.get("/metrics")
+        );
+    }
+    let truth = seconds_until_listening(port, spawned);
+    let events = w.wait_json("/v1/events", "job_ready", |v| {
+        !v["job"]["ready_at"].is_null()
+    });
+    let probe = w.json("/v1/probes")["probes"][0].clone();
+    assert_eq!(probe["state"], "up", "{probe}");
+    assert_eq!(probe["outages_total"], 0, "{probe}");
+    assert!(probe["last_recovery_seconds"].is_null(), "{probe}");
+    let ready = events["job"]["ready_seconds"].as_f64().unwrap();
+    // The child starts a few ms after gpulse, so `truth` is a little over the real value.
+    assert!(
+        (ready - truth).abs() < 0.5,
+        "ready_seconds {ready} vs the port open after {truth}:\n{}",
+        w.stderr()
+    );
+    let stderr = w.stderr();
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("probe")),
+        "{stderr}"
+    );
+    (events, w)
+}
+
+#[test]
+fn a_slow_starting_server_is_starting_not_down_and_its_restart_records_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, mut w) = wrap_slow_server(dir.path(), 5);
+    assert!(events["job"]["recovery_seconds"].is_null());
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait().code(), Some(143), "{}", w.stderr());
+    // The restart (a new wrapper on the same state directory, as a container restart):
+    // starting again, and its time from the previous end to ready is its recovery time.
+    let (events, mut w) = wrap_slow_server(dir.path(), 2);
+    let ready = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "job_ready" && e["run"] == 2)
+        .unwrap_or_else(|| panic!("{events}"))
+        .clone();
+    let recovery = ready["recovery_seconds"].as_f64().unwrap();
+    assert!(
+        recovery >= ready["ready_seconds"].as_f64().unwrap() && recovery < 10.0,
+        "{ready}"
+    );
+    w.signal(Signal::TERM);
+    assert_eq!(w.wait().code(), Some(143), "{}", w.stderr());
+}

@@ -16,7 +16,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{LaunchAddress, LaunchCommand, Launcher, ProbeConfig, ProbeKind};
+use crate::config::{
+    LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ProbeConfig, ProbeKind,
+    Synthetic,
+};
 
 /// The probe for the server `argv` starts, or `None` when the command is not one of the known
 /// servers (or names a port that is not a number).
@@ -48,12 +51,33 @@ fn infer_one(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Option<Pr
             };
             // A port that is not a number gives no probe rather than a wrong one.
             let (host, port) = address(kind, launcher, rest, env)?;
-            let url = format!(
-                "http://{}:{port}{}",
-                probe_host(host.as_deref()),
-                launcher.path
+            let host = probe_host(host.as_deref());
+            let url = format!("http://{host}:{port}{}", launcher.path);
+            let mut probe = ProbeConfig::new(kind.as_str(), kind, &url);
+            probe.expected_model = served_model(launcher, rest, env);
+            match launcher.metrics {
+                LaunchMetrics::Off => {}
+                LaunchMetrics::On => probe.metrics = true,
+                LaunchMetrics::WhenFlag(name, var) => {
+                    probe.metrics = rest.iter().any(|a| a == name)
+                        || var.and_then(env).is_some_and(|v| truthy(&v));
+                }
+                LaunchMetrics::Port { flags, default } => {
+                    let port = match flag(rest, flags) {
+                        Some(p) => parse_port(&p)?,
+                        None => default,
+                    };
+                    probe.metrics = true;
+                    probe.metrics_url = format!("http://{host}:{port}/metrics");
+                }
+            }
+            // The synthetic request, where the kind's needs nothing the command line lacks
+            // (Triton's and KServe's need the model's own input tensor: `inference_input`).
+            probe.inference = matches!(
+                kind.caps().synthetic,
+                Synthetic::Completions { .. } | Synthetic::OllamaGenerate
             );
-            return Some(ProbeConfig::new(kind.as_str(), kind, &url));
+            return Some(probe);
         }
     }
     None
@@ -87,6 +111,38 @@ fn address(
             Some((host(), port))
         }
     }
+}
+
+/// The model the server lists, from the first of the launcher's [`ModelFrom`] places that
+/// names one (`launcher.command`'s subcommand, if any, is `args[0]`).
+fn served_model(
+    launcher: &Launcher,
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    launcher
+        .model
+        .iter()
+        .find_map(|from| match from {
+            ModelFrom::Flag(name) => flag(args, &[name]),
+            ModelFrom::Env(var) => env(var),
+            ModelFrom::AfterSubcommand => match launcher.command {
+                LaunchCommand::Program(_, Some(_)) => {
+                    args.get(1).filter(|a| !a.starts_with('-')).cloned()
+                }
+                _ => None,
+            },
+        })
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+}
+
+/// A variable's true value as llama.cpp reads them (`1`, `true`, `on`, `enabled`).
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "on" | "enabled" | "yes"
+    )
 }
 
 /// Strips launchers (`env`, `exec`, `VAR=VALUE`) off the front; assignments go into
@@ -509,6 +565,118 @@ mod tests {
             None,
             "an unparsable PORT is not silently 3000"
         );
+    }
+
+    /// Expected model, metrics URL (`None`: not scraped) and inference of an inferred probe.
+    type Extras = (Option<String>, Option<String>, bool);
+    /// Command line, environment, what the probe should get.
+    type ExtrasRow<'a> = (&'a str, &'a [(&'a str, &'a str)], Extras);
+
+    fn extras(cmd: &str, env: &[(&str, &str)]) -> Extras {
+        let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let p = infer_probe(&argv, |name| env.get(name).cloned()).unwrap();
+        let mut config = crate::config::Config::default();
+        config.probe.push(p.clone());
+        config.validate().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        (
+            p.expected_model.clone(),
+            p.metrics.then(|| p.metrics_url()),
+            p.inference,
+        )
+    }
+
+    #[test]
+    fn the_model_metrics_and_synthetic_request_come_from_the_command_line() {
+        let some = |s: &str| Some(s.to_owned());
+        let table: &[ExtrasRow<'_>] = &[
+            (
+                "vllm serve meta-llama/Llama-3.1-8B --port 8001",
+                &[],
+                (
+                    some("meta-llama/Llama-3.1-8B"),
+                    some("http://127.0.0.1:8001/metrics"),
+                    true,
+                ),
+            ),
+            (
+                "vllm serve m --served-model-name llama",
+                &[],
+                (some("llama"), some("http://127.0.0.1:8000/metrics"), true),
+            ),
+            (
+                "vllm serve --port 8000",
+                &[],
+                (None, some("http://127.0.0.1:8000/metrics"), true),
+            ),
+            (
+                "python3 -m vllm.entrypoints.openai.api_server --model m",
+                &[],
+                (some("m"), some("http://127.0.0.1:8000/metrics"), true),
+            ),
+            (
+                "text-generation-launcher --model-id bigscience/bloom-560m",
+                &[],
+                (
+                    some("bigscience/bloom-560m"),
+                    some("http://127.0.0.1:3000/metrics"),
+                    true,
+                ),
+            ),
+            (
+                "text-generation-launcher",
+                &[("MODEL_ID", "x/y")],
+                (some("x/y"), some("http://127.0.0.1:3000/metrics"), true),
+            ),
+            (
+                "python3 -m sglang.launch_server --model-path q/w --enable-metrics",
+                &[],
+                (some("q/w"), some("http://127.0.0.1:30000/metrics"), true),
+            ),
+            (
+                "python3 -m sglang.launch_server --model-path q/w --served-model-name s",
+                &[],
+                (some("s"), None, true),
+            ),
+            (
+                "llama-server -m /models/tiny.gguf --metrics",
+                &[],
+                (
+                    some("/models/tiny.gguf"),
+                    some("http://127.0.0.1:8080/metrics"),
+                    true,
+                ),
+            ),
+            (
+                "llama-server -m tiny.gguf -a tiny",
+                &[("LLAMA_ARG_ENDPOINT_METRICS", "1")],
+                (some("tiny"), some("http://127.0.0.1:8080/metrics"), true),
+            ),
+            (
+                "llama-server -m tiny.gguf",
+                &[],
+                (some("tiny.gguf"), None, true),
+            ),
+            ("ollama serve", &[], (None, None, true)),
+            (
+                "tritonserver --model-repository=/m --metrics-port 9002",
+                &[],
+                (None, some("http://127.0.0.1:9002/metrics"), false),
+            ),
+            (
+                "tritonserver --model-repository=/m",
+                &[],
+                (None, some("http://127.0.0.1:8002/metrics"), false),
+            ),
+            ("mlserver start .", &[], (None, None, false)),
+            ("python3 -m http.server 9", &[], (None, None, false)),
+        ];
+        for (cmd, env, want) in table {
+            assert_eq!(&extras(cmd, env), want, "{cmd} {env:?}");
+        }
     }
 
     #[test]

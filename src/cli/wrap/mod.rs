@@ -43,10 +43,13 @@ use crate::model::JobEvent;
 /// How long reading the state file back may take before the run goes on without it.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `--no-auto-probe`, `--probe-kind`, `--probe-url`.
+/// `--no-auto-probe`, `--no-auto-metrics`, `--no-auto-inference`, `--probe-kind`,
+/// `--probe-url`.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeFlags {
     pub no_auto_probe: bool,
+    pub no_auto_metrics: bool,
+    pub no_auto_inference: bool,
     pub kind: Option<ProbeKind>,
     pub url: Option<String>,
 }
@@ -116,6 +119,15 @@ pub fn child_probe(
         });
     };
     probe.interval = config.wrap.probe_interval;
+    // What the command line turned on (scrapes, the synthetic request) stays on unless the
+    // config or a flag says otherwise.
+    if !config.wrap.auto_metrics || flags.no_auto_metrics {
+        probe.metrics = false;
+        probe.metrics_url.clear();
+    }
+    if !config.wrap.auto_inference || flags.no_auto_inference {
+        probe.inference = false;
+    }
     let ready = Some(probe.name.clone());
     if config.probe.iter().any(|p| p.name == probe.name) {
         return Ok(ChildProbe { add: None, ready });
@@ -274,6 +286,11 @@ async fn run_wrapped(agent: Parts, flags: &ProbeFlags, command: Vec<OsString>) -
         None => Restored::default(),
     };
     let store = Arc::new(app::new_store(&config, true).with_job(restored.log.clone(), max_events));
+    // The readiness probe is `starting` from the child's start, not from its first check,
+    // so time-to-ready and the start-up window count from when the command really began.
+    if let Some(name) = &child_probe.ready {
+        store.probe_target_started(name, spawned.started_at);
+    }
     let writer = state_dir.and_then(|dir| match StateWriter::start(dir, config.wrap.state_max_bytes) {
         Ok(writer) => Some(writer),
         Err(error) => {
@@ -528,6 +545,45 @@ mod tests {
         assert_eq!(p.add, None);
         let p = child_probe(&argv("sleep 1"), |_| None, &no_auto, &url_only).unwrap();
         assert!(p.add.is_some());
+    }
+
+    #[test]
+    fn metrics_and_inference_are_on_unless_config_or_flags_turn_them_off() {
+        let cmd = argv("llama-server -m m.gguf --metrics");
+        let on = |config: &Config, flags: &ProbeFlags| {
+            let p = child_probe(&cmd, |_| None, config, flags)
+                .unwrap()
+                .add
+                .unwrap();
+            (p.metrics, p.inference, p.expected_model)
+        };
+        let model = Some("m.gguf".to_owned());
+        let defaults = Config::default();
+        assert_eq!(
+            on(&defaults, &ProbeFlags::default()),
+            (true, true, model.clone())
+        );
+        let mut config = Config::default();
+        config.wrap.auto_metrics = false;
+        assert_eq!(
+            on(&config, &ProbeFlags::default()),
+            (false, true, model.clone())
+        );
+        config.wrap.auto_inference = false;
+        assert_eq!(
+            on(&config, &ProbeFlags::default()),
+            (false, false, model.clone())
+        );
+        let no_metrics = ProbeFlags {
+            no_auto_metrics: true,
+            ..ProbeFlags::default()
+        };
+        assert_eq!(on(&defaults, &no_metrics), (false, true, model.clone()));
+        let no_inference = ProbeFlags {
+            no_auto_inference: true,
+            ..ProbeFlags::default()
+        };
+        assert_eq!(on(&defaults, &no_inference), (true, false, model));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub const FAMILIES: &[Family] = &[
             "gpulse_probe_state",
             "gpulse.probe.state",
             "1",
-            "1 for the probe's current state (up, loading, degraded, down), 0 for the others.",
+            "1 for the probe's current state (up, loading, starting, degraded, down), 0 for the others.",
             Kind::Gauge,
             |c, s| {
                 for (p, l) in checked(c) {

@@ -24,7 +24,7 @@ pub struct ProbeV1 {
     pub name: String,
     pub kind: &'static str,
     pub interval_seconds: f64,
-    /// `up`, `loading`, `degraded`, `down`, or `unknown` before the first check.
+    /// `up`, `loading`, `starting`, `degraded`, `down`, or `unknown` before the first check.
     pub state: &'static str,
     /// Bounded: `connect_refused`, `timeout`, `http_status`, `bad_body`, `model_missing`,
     /// `tls`, `redirect_loop`, `body_too_large`, `dns`, `not_ready`; absent when up.
@@ -35,6 +35,10 @@ pub struct ProbeV1 {
     pub models: Vec<String>,
     pub outages_total: u64,
     pub last_recovery_seconds: Option<f64>,
+    /// When the start-up in progress began (the target's start); absent when not starting.
+    pub starting_since: Option<String>,
+    /// From the last start to the first ready check; absent before one.
+    pub last_ready_seconds: Option<f64>,
     /// Recent outages, oldest first; `end` absent while it goes on.
     pub outages: Vec<OutageV1>,
     /// Synthetic inference requests; absent when the probe does not send them.
@@ -253,6 +257,8 @@ impl ProbesV1 {
                         .unwrap_or_default(),
                     outages_total: p.outages_total,
                     last_recovery_seconds: p.last_recovery.map(|d| d.as_secs_f64()),
+                    starting_since: p.starting_since().map(rfc3339),
+                    last_ready_seconds: p.last_ready_after.map(|d| d.as_secs_f64()),
                     outages: p
                         .outages
                         .iter()
