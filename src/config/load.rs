@@ -296,67 +296,20 @@ fn file_origin(text: &str, file: &str, offset: usize) -> String {
     format!("{file}:{line}:{column}")
 }
 
-/// The largest config file read. A config is a few KiB; the cap keeps `--config /dev/zero`
-/// (or a log file given by mistake) from filling memory.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
-
-/// Reads a config file: a regular file (or `/dev/null`, no config) of at most
-/// [`MAX_FILE_BYTES`], UTF-8. The file is opened without blocking and checked before a byte
-/// is read, so a FIFO with no writer, a terminal or `/dev/kmsg` is refused instead of waiting
-/// forever; a file that grows while read is cut at the cap and refused.
+/// Reads a config file through [`super::files::read_small_file`]: a regular file (or
+/// `/dev/null`, no config) of at most 1 MiB, opened without blocking (so `--config /dev/zero`,
+/// a FIFO or a terminal is refused instead of waited on), and UTF-8.
 fn read_file(path: &Path, origin: &str) -> Result<String, ConfigError> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-    let fail = |message: String| ConfigError {
-        key: None,
-        origin: origin.to_owned(),
-        message,
-    };
-    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)
-        .map_err(|e| fail(format!("cannot read file: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| fail(format!("cannot read file: {e}")))?;
-    let kind = meta.file_type();
-    let dev_null = || std::fs::metadata("/dev/null").is_ok_and(|n| n.rdev() == meta.rdev());
-    let regular = kind.is_file() || kind.is_char_device() && dev_null();
-    if !regular {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else {
-            "not a regular file"
-        };
-        return Err(fail(format!(
-            "cannot read file: it is {what}; a config file must be a regular file \
-             (or /dev/null for none)"
-        )));
-    }
-    let too_big = || {
-        fail(format!(
-            "cannot read file: it is larger than {MAX_FILE_BYTES} bytes (1 MiB), the most a \
-             config file may hold"
-        ))
-    };
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(format!("cannot read file: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_big());
-    }
+    let (bytes, _) =
+        super::files::read_small_file(path, super::files::DevNull::Allowed).map_err(|message| {
+            ConfigError {
+                key: None,
+                origin: origin.to_owned(),
+                message: format!(
+                    "{message}; a config file must be a regular file (or /dev/null for none)"
+                ),
+            }
+        })?;
     String::from_utf8(bytes).map_err(|error| {
         let valid = error.utf8_error().valid_up_to();
         let bytes = error.into_bytes();

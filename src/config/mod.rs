@@ -9,7 +9,9 @@
 //! * `load`: file < `GPULSE_<SECTION>_<KEY>` environment < flags, and each value's origin.
 //! * `probe`: `[[probe]]` and the one table of what each probe kind can do.
 //! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
+//! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
+pub mod files;
 mod load;
 mod otlp;
 mod probe;

@@ -291,6 +291,44 @@ fn a_duration_past_a_year_is_refused_at_load_naming_its_origin() {
 }
 
 #[test]
+fn ca_files_that_would_block_are_refused_without_hanging() {
+    // A probe's and the OTLP push's CA files are read like every other file a setting names:
+    // a FIFO nobody writes to is refused at once, not waited on.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ca.pem");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifo = fifo.to_str().unwrap();
+    let config = dir.path().join("gpulse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[probe]]\nname = \"llm\"\nkind = \"vllm\"\nurl = \"https://127.0.0.1:8000\"\ntls_ca_file = \"{fifo}\"\n"
+        ),
+    )
+    .unwrap();
+    let limit = Duration::from_secs(10);
+    let out = output_within(
+        gpulse().args(["config", "check", config.to_str().unwrap()]),
+        limit,
+    );
+    assert_refused(&out, &[fifo, "a FIFO"]);
+    let out = output_within(
+        gpulse()
+            .args(["config", "check", "/dev/null"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318")
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", fifo),
+        limit,
+    );
+    assert_refused(&out, &[fifo, "a FIFO"]);
+}
+
+#[test]
 fn oversized_and_special_config_files_are_refused_without_hanging() {
     let dir = tempfile::tempdir().unwrap();
     let limit = Duration::from_secs(10);

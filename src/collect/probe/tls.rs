@@ -5,6 +5,7 @@
 //! compiled in (webpki-roots), a probe's `tls_ca_file` adds a private CA, and
 //! `tls_insecure_skip_verify` accepts any certificate for lab setups.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -12,6 +13,8 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+
+use crate::config::files::{DevNull, read_small_file};
 
 /// Makes ring the process-wide rustls provider (idempotent). reqwest is built without a
 /// provider of its own, so every client in the process (the probes', the OTLP HTTP
@@ -40,8 +43,9 @@ pub fn client_config(ca_file: &str, insecure: bool) -> Result<ClientConfig, Stri
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if !ca_file.is_empty() {
-            let certs = CertificateDer::pem_file_iter(ca_file)
-                .map_err(|e| format!("cannot read {ca_file}: {e}"))?
+            let (pem, _) = read_small_file(Path::new(ca_file), DevNull::Refused)
+                .map_err(|e| format!("{ca_file}: {e}"))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{ca_file} is not a PEM certificate file: {e}"))?;
             if certs.is_empty() {

@@ -15,17 +15,15 @@
 //! stuck thread, so shutdown never waits for it.
 
 use std::fmt;
-use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::fs::Metadata;
+use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::config::files::{DevNull, read_small_file};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
-
-/// Largest file read as a certificate, key or token: these are a few KiB, and a path that
-/// points at something huge is a mistake better reported than read.
-const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Why loading failed: the config key and file at fault, and what is wrong (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,27 +69,7 @@ impl Source {
     /// regular file is read: opening a FIFO would wait for a writer, reading a device might
     /// never end.
     pub fn read_with_metadata(&self) -> Result<(Vec<u8>, Metadata), LoadError> {
-        let cannot = |e: io::Error| self.error(format!("cannot read: {e}"));
-        let file = open_nonblocking(&self.path).map_err(cannot)?;
-        let meta = file.metadata().map_err(cannot)?;
-        if !meta.is_file() {
-            return Err(self.error(format!(
-                "is {}, not a regular file; point it at a file",
-                file_kind(&meta)
-            )));
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(self.error(format!("larger than {MAX_FILE_BYTES} bytes")));
-        }
-        let mut bytes = Vec::new();
-        // The cap holds even if the file grows while it is read.
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(cannot)?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(self.error(format!("larger than {MAX_FILE_BYTES} bytes")));
-        }
-        Ok((bytes, meta))
+        read_small_file(&self.path, DevNull::Refused).map_err(|message| self.error(message))
     }
 
     /// A warning when this secret file (the private key, the bearer token) can be read by
@@ -122,46 +100,6 @@ impl Source {
             path: self.path.clone(),
             message: message.into(),
         }
-    }
-}
-
-/// Opens `path` for reading without waiting: `O_NONBLOCK` makes opening a FIFO return at once
-/// (it would otherwise wait for a writer, forever); regular files ignore the flag.
-#[cfg(unix)]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nonblock)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
-    File::open(path)
-}
-
-/// What a file that is not a regular one is, for the error message.
-fn file_kind(meta: &Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = meta.file_type();
-        if kind.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-    }
-    if meta.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
     }
 }
 
@@ -530,7 +468,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "http.x");
         assert_eq!(err.path, PathBuf::from("/nonexistent/x"));
-        assert!(err.message.starts_with("cannot read:"), "{}", err.message);
+        assert!(
+            err.message.starts_with("cannot read file:"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 
 use super::{ExportFailure, ExportStats, FailureReason};
+use crate::config::files::{DevNull, read_small_file};
 use crate::store::{Snapshot, Store};
 use failure::Verdict;
 use instruments::Source;
@@ -153,8 +154,8 @@ fn grpc_tls(
     if ca_file.is_empty() {
         return Ok(config);
     }
-    let pem = std::fs::read(ca_file)
-        .map_err(|e| OtlpStartError(format!("cannot read {ca_file}: {e}")))?;
+    let (pem, _) = read_small_file(std::path::Path::new(ca_file), DevNull::Refused)
+        .map_err(|e| OtlpStartError(format!("{ca_file}: {e}")))?;
     Ok(config.ca_certificate(Certificate::from_pem(pem)))
 }
 
