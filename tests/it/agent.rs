@@ -254,6 +254,26 @@ impl Agent {
         response.body
     }
 
+    /// Sends SIGTERM and waits (at most `limit`) for the agent to exit: how long it took
+    /// and its exit status. Panics, killing it, past the limit.
+    pub fn terminate(&mut self, limit: Duration) -> (Duration, std::process::ExitStatus) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .unwrap_or_else(|e| panic!("cannot send SIGTERM: {e}"));
+        let sent = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (sent.elapsed(), status);
+            }
+            assert!(
+                sent.elapsed() < limit,
+                "gpulse did not exit within {limit:?} of SIGTERM\n--- agent stderr ---\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the agent wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read(self.stderr.path())

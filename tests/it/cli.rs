@@ -375,36 +375,15 @@ fn listen_takes_a_host_a_bare_port_or_a_colon_port() {
 
 #[test]
 fn start_up_logs_the_url_to_open_and_it_serves_the_index() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpulse"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .env_remove("GPULSE_HTTP_LISTEN")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Keep draining stderr: the agent goes on logging after the line we look for.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("open http://") {
-                let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(std::time::Duration::from_secs(20)).ok();
-    let url = url.expect("no `open http://…` in the start-up log");
-    let host_port = url.trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(host_port).unwrap();
-    write!(
-        conn,
-        "GET / HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains("/metrics"), "{response}");
+    let agent = crate::agent::Agent::start(["demo"], std::iter::empty::<(&str, &str)>());
+    let log = agent.stderr();
+    let url = log
+        .split_once("open http://")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `open http://…` in the start-up log:\n{log}"));
+    let addr: std::net::SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    assert_eq!(addr, agent.addr(), "{log}");
+    let index = crate::agent::http_get(addr, "/", std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(index.status, 200, "{}", index.body);
+    assert!(index.body.contains("/metrics"), "{}", index.body);
 }
