@@ -162,6 +162,14 @@ impl Every {
             out = work => Some(out),
         }
     }
+
+    /// Waits for the check loop's first ready state (the scrape and request loops start
+    /// there); `false` only when stopped first.
+    async fn until_ready(&mut self, state: &mut watch::Receiver<Option<ProbeState>>) -> bool {
+        self.unless_stopped(state.wait_for(is_ready))
+            .await
+            .is_some()
+    }
 }
 
 /// Scrapes the server's own metrics every `metrics_interval`, bounded by the probe's
@@ -179,11 +187,7 @@ async fn scrape_loop(
     // The first scrape waits for the server's first ready check: a starting server has no
     // metrics yet, and failing scrapes while it loads would be noise, not news. From then on
     // a failed scrape is news (the check loop says whether the server went down).
-    if every
-        .unless_stopped(state.wait_for(is_ready))
-        .await
-        .is_none()
-    {
+    if !every.until_ready(&mut state).await {
         return;
     }
     let mut last_ok: Option<bool> = None;
@@ -300,11 +304,7 @@ async fn inference_loop(
     // The first request waits for the first ready check (it may name the listed model), so
     // a server that takes minutes to start gets its first request as soon as it is ready,
     // not up to an `inference_interval` later.
-    if every
-        .unless_stopped(state.wait_for(is_ready))
-        .await
-        .is_none()
-    {
+    if !every.until_ready(&mut state).await {
         return;
     }
     let mut last_ok: Option<bool> = None;
