@@ -18,6 +18,7 @@
 //! * `identity`: who runs this node, from the environment (the Akash lease), read once at load.
 //! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
 //! * `model`: plain sample types with typed label values (no I/O, no serde, no clock).
+//! * `score`: the provider-quality score and cost per inference, pure functions of the ledger.
 //! * `store`: the latest immutable snapshot, bounded windows, the Xid, probe and job logs.
 //!
 //! `main.rs` only calls [`cli::main`].
@@ -33,4 +34,5 @@ pub mod health;
 pub mod identity;
 pub mod mode;
 pub mod model;
+pub mod score;
 pub mod store;

@@ -119,7 +119,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "agent",
     "gpu",
     "host",
@@ -130,6 +130,7 @@ const SECTIONS: [&str; 10] = [
     "health",
     "log",
     "wrap",
+    "score",
 ];
 
 /// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
@@ -376,6 +377,7 @@ impl Config {
         self.http.tls_files()?;
         check_log_level(&self.log.level).map_err(|m| ConfigError::at_key("log.level", m))?;
         self.wrap.check()?;
+        self.score.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (index, probe) in self.probe.iter().enumerate() {
             probe.check(index)?;

@@ -9,18 +9,21 @@
 //! * `load`: file < `GPULSE_<SECTION>_<KEY>` environment < flags, and each value's origin.
 //! * `probe`: `[[probe]]` and the one table of what each probe kind can do.
 //! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
+//! * `score`: `[score]`, the provider-quality score's constants, price and claims.
 //! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
 pub mod files;
 mod load;
 mod otlp;
 mod probe;
+mod score;
 
 pub use load::{
     ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
     environment, parse_listen, shown,
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
+pub use score::{ExpectConfig, ScoreConfig, ScoreWeights, parse_version};
 pub use probe::{
     Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,
     ProbeConfig, ProbeKind, Readiness, Synthetic,
@@ -55,6 +58,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub log: LogConfig,
     pub wrap: WrapConfig,
+    pub score: ScoreConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,

@@ -58,6 +58,7 @@ macro_rules! label_enum {
 mod gpu;
 mod host;
 mod job;
+mod ledger;
 mod probe;
 mod server;
 mod window;
@@ -66,6 +67,7 @@ mod xid;
 pub use gpu::*;
 pub use host::*;
 pub use job::*;
+pub use ledger::*;
 pub use probe::*;
 pub use server::*;
 pub use window::*;

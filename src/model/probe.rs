@@ -333,6 +333,12 @@ pub struct ProbeStatus {
     pub startup_timeout: Duration,
     /// From the last start (of the target, else of the probe) to its first ready check.
     pub last_ready_after: Option<Duration>,
+    /// Checks since the agent started, by the state they were judged (after start-up
+    /// handling), in [`ProbeState::ALL`] order: the ledger takes deltas of these.
+    pub checks: [u64; 5],
+    /// Outages that ended since the agent started, and their summed length in seconds.
+    pub recovered_total: u64,
+    pub recovery_seconds_total: f64,
     /// Synthetic requests, when the probe sends them.
     pub inference: Option<InferenceStats>,
     /// Scrapes of the server's own metrics, when the probe reads them.
@@ -352,6 +358,9 @@ impl ProbeStatus {
             startup: Startup::Pending,
             startup_timeout: Duration::ZERO,
             last_ready_after: None,
+            checks: [0; 5],
+            recovered_total: 0,
+            recovery_seconds_total: 0.0,
             inference: None,
             server: None,
         }
@@ -412,6 +421,7 @@ impl ProbeStatus {
             } else if elapsed < self.startup_timeout {
                 self.startup = Startup::Since(since);
                 sample.state = ProbeState::Starting;
+                self.count_check(sample.state);
                 self.last = Some(sample);
                 return;
             } else {
@@ -437,11 +447,21 @@ impl ProbeStatus {
             }
             (_, _, Some(open)) => {
                 open.end = Some(at);
-                self.last_recovery = Some(at.duration_since(open.start).unwrap_or_default());
+                let took = at.duration_since(open.start).unwrap_or_default();
+                self.last_recovery = Some(took);
+                self.recovered_total += 1;
+                self.recovery_seconds_total += took.as_secs_f64();
             }
             (_, _, None) => {}
         }
+        self.count_check(sample.state);
         self.last = Some(sample);
+    }
+
+    fn count_check(&mut self, state: ProbeState) {
+        if let Some(i) = ProbeState::ALL.iter().position(|s| *s == state) {
+            self.checks[i] += 1;
+        }
     }
 }
 

@@ -1,0 +1,278 @@
+//! The provider-quality score: pure functions of one window's ledger evidence and the
+//! `[score]` config (no I/O, no clock, no async — the same tidy rule as `health`).
+//!
+//! `Q = gates × weighted geometric mean` of the measured sub-scores (`docs/scoring.md`).
+//! A sub-score without evidence is *unmeasured*: it is left out and the remaining weights are
+//! re-normalised, and the result says so. Cost per inference is computed beside the score,
+//! never folded into it. The claims check compares `[score.expect]` with what NVML sees.
+
+use crate::config::ScoreConfig;
+use crate::mode::Mode;
+use crate::model::{Evidence, GpuSample};
+
+/// A sub-score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    Availability,
+    Latency,
+    Completion,
+    Health,
+    Throttle,
+    Recovery,
+}
+
+impl Component {
+    pub const ALL: [Component; 6] = [
+        Component::Availability,
+        Component::Latency,
+        Component::Completion,
+        Component::Health,
+        Component::Throttle,
+        Component::Recovery,
+    ];
+
+    /// The label value (Prometheus, OTLP and JSON alike); also the `[score.weights]` key.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Availability => "availability",
+            Self::Latency => "latency",
+            Self::Completion => "completion",
+            Self::Health => "health",
+            Self::Throttle => "throttle",
+            Self::Recovery => "recovery",
+        }
+    }
+
+    /// The one-letter id used in `docs/scoring.md` (A, L, C, H, T, R).
+    pub const fn letter(self) -> &'static str {
+        match self {
+            Self::Availability => "A",
+            Self::Latency => "L",
+            Self::Completion => "C",
+            Self::Health => "H",
+            Self::Throttle => "T",
+            Self::Recovery => "R",
+        }
+    }
+
+    /// This component's configured weight.
+    pub fn weight(self, config: &ScoreConfig) -> f64 {
+        let w = &config.weights;
+        match self {
+            Self::Availability => w.availability,
+            Self::Latency => w.latency,
+            Self::Completion => w.completion,
+            Self::Health => w.health,
+            Self::Throttle => w.throttle,
+            Self::Recovery => w.recovery,
+        }
+    }
+}
+
+/// A score window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScoreWindow {
+    M5,
+    H1,
+    H24,
+    D7,
+}
+
+impl ScoreWindow {
+    pub const ALL: [ScoreWindow; 4] = [Self::M5, Self::H1, Self::H24, Self::D7];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::M5 => "5m",
+            Self::H1 => "1h",
+            Self::H24 => "24h",
+            Self::D7 => "7d",
+        }
+    }
+
+    pub const fn seconds(self) -> u64 {
+        match self {
+            Self::M5 => 300,
+            Self::H1 => 3600,
+            Self::H24 => 86_400,
+            Self::D7 => 7 * 86_400,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+}
+
+/// What the agent can measure at all where it runs (from the mode and the config): decides
+/// whether an unmeasured sub-score is "cannot be measured here" or "no evidence yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reach {
+    pub mode: Mode,
+    /// Probes configured, and of those, ones sending synthetic requests / scraping metrics.
+    pub probes: usize,
+    pub inference_probes: usize,
+    pub metrics_probes: usize,
+    /// The GPU collector is on and NVML answered.
+    pub gpus: bool,
+    /// gpulse wraps the workload (job runs are seen).
+    pub job: bool,
+}
+
+/// Why a sub-score has no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmeasured {
+    /// Nothing here could ever measure it (no probe, no GPU, sidecar mode…).
+    NotMeasurable,
+    /// It could be measured, but the window holds no evidence for it yet.
+    NoEvidence,
+    /// Its weight is 0.
+    ZeroWeight,
+}
+
+impl Unmeasured {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotMeasurable => "not_measurable",
+            Self::NoEvidence => "no_evidence",
+            Self::ZeroWeight => "zero_weight",
+        }
+    }
+}
+
+/// The evidence a sub-score used, as counts a fleet can sum: `good` of `total` (checks,
+/// requests or seconds, per `unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Tally {
+    pub good: f64,
+    pub total: f64,
+    /// "checks", "requests", "seconds", "incidents".
+    pub unit: &'static str,
+}
+
+/// One sub-score in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentScore {
+    pub component: Component,
+    /// 0–100; `None` when unmeasured.
+    pub value: Option<f64>,
+    pub unmeasured: Option<Unmeasured>,
+    /// The configured weight, normalised over all six.
+    pub weight: f64,
+    /// The weight actually used: re-normalised over the measured components (0 if unmeasured).
+    pub effective_weight: f64,
+    pub evidence: Tally,
+    /// Where the evidence came from and supporting figures, for people:
+    /// e.g. ("source", "server"), ("mttr_seconds", "42").
+    pub detail: Vec<(&'static str, String)>,
+}
+
+/// A gate: when closed, the total is 0 whatever the sub-scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// "gpu_critical" or "availability".
+    pub name: &'static str,
+    /// `None` when the gate's input is unmeasured (it then does not close).
+    pub open: Option<bool>,
+    pub detail: String,
+}
+
+/// p50/p95/p99 in seconds (`None` without observations).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Latency figures of a window: from the server's own histograms when it has them, else the
+/// synthetic requests.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencySummary {
+    /// "server", "probe", or "" when neither has observations.
+    pub source: &'static str,
+    pub ttft: Percentiles,
+    pub e2e: Percentiles,
+}
+
+/// Cost per inference over a window (beside the score, not in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub currency: String,
+    pub price_per_hour: f64,
+    /// Hours the agent observed in the window (the cost base).
+    pub hours: f64,
+    /// "server" (organic traffic) or "probe" (synthetic requests only).
+    pub source: &'static str,
+    pub requests: f64,
+    pub output_tokens: f64,
+    pub per_request: Option<f64>,
+    pub per_million_output_tokens: Option<f64>,
+    /// The same, counting only requests (and their tokens) that met the SLOs.
+    pub per_request_at_slo: Option<f64>,
+    pub per_million_output_tokens_at_slo: Option<f64>,
+}
+
+/// The score of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowScore {
+    pub window: ScoreWindow,
+    /// Unix seconds.
+    pub start: u64,
+    pub end: u64,
+    /// Seconds the agent observed inside the window, and that share of the window.
+    pub observed_seconds: u64,
+    pub coverage: f64,
+    /// Q, 0–100; `None` when no sub-score is measured.
+    pub total: Option<f64>,
+    /// All six, in [`Component::ALL`] order.
+    pub components: Vec<ComponentScore>,
+    pub gates: Vec<Gate>,
+    /// Whether any weighted component was left out (its weight spread over the others).
+    pub reweighted: bool,
+    pub latency: LatencySummary,
+    /// `None` without a price.
+    pub cost: Option<Cost>,
+}
+
+/// One claim of `[score.expect]` against what NVML sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimCheck {
+    /// "gpu_model", "gpu_count", "memory_per_gpu", "driver_min".
+    pub claim: &'static str,
+    pub expected: String,
+    /// What was seen; `None` when NVML gave nothing to compare (no GPU sampled).
+    pub observed: Option<String>,
+    /// `None`: unchecked (nothing observed).
+    pub ok: Option<bool>,
+}
+
+/// Scores one window of evidence. Pure: the same evidence, reach and config give the same
+/// result.
+pub fn evaluate(
+    window: ScoreWindow,
+    evidence: &Evidence,
+    reach: &Reach,
+    config: &ScoreConfig,
+) -> WindowScore {
+    let _ = (evidence, reach, config);
+    WindowScore {
+        window,
+        start: evidence.start(),
+        end: evidence.end(),
+        observed_seconds: evidence.sum.observed_seconds,
+        coverage: 0.0,
+        total: None,
+        components: Vec::new(),
+        gates: Vec::new(),
+        reweighted: false,
+        latency: LatencySummary::default(),
+        cost: None,
+    }
+}
+
+/// Checks every set claim of `config.expect` against the latest GPU sample.
+pub fn check_claims(config: &ScoreConfig, gpu: Option<&GpuSample>) -> Vec<ClaimCheck> {
+    let _ = (config, gpu);
+    Vec::new()
+}
