@@ -233,6 +233,14 @@ pub async fn run_with(
 
     match crate::health::Policy::from_config(&config.health) {
         Ok(policy) => {
+            if config.score.enabled {
+                tasks.spawn(crate::evidence::ledger::keeper::run(
+                    config.clone(),
+                    Arc::clone(&store),
+                    policy.clone(),
+                    stop_rx.clone(),
+                ));
+            }
             tasks.spawn(evaluate_health(
                 Arc::clone(&store),
                 policy,
@@ -293,6 +301,7 @@ pub async fn run_with(
         metrics: MetricsRenderer::new(Arc::clone(&store), build, options, Arc::clone(&stats)),
         store: Arc::clone(&store),
         node: Arc::from(node_name),
+        score_enabled: config.score.enabled,
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is

@@ -14,14 +14,16 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::config::ScoreConfig;
 use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::ModeInfo;
 use crate::model::{
     CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
-    JobEvent, JobLog, JobTotals, ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics,
-    XidCount, XidEvent, XidLog,
+    JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample, ProbeStatus, Sample,
+    ServerMetrics, XidCount, XidEvent, XidLog,
 };
+use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
 
 /// Outages kept per probe for /v1/probes.
 pub const MAX_PROBE_OUTAGES: usize = 32;
@@ -50,6 +52,30 @@ pub struct Snapshot {
     pub identity: Arc<Identity>,
     /// The wrapped job (`gpulse wrap`); `None` when gpulse supervises nothing.
     pub job: Option<Arc<JobLog>>,
+    /// The provider-quality score and the ledger behind it; `None` until the ledger keeper
+    /// has run once (or when `score.enabled` is off).
+    pub score: Option<Arc<ScoreState>>,
+}
+
+/// The score as the ledger keeper last computed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreState {
+    /// Unix seconds of the evaluation.
+    pub evaluated_at: u64,
+    /// One per window, in [`ScoreWindow::ALL`] order.
+    pub windows: Vec<WindowScore>,
+    pub claims: Vec<ClaimCheck>,
+    pub reach: Reach,
+    pub ledger: LedgerStatus,
+    /// The weights and constants the windows were computed with.
+    pub config: Arc<ScoreConfig>,
+}
+
+impl ScoreState {
+    /// The score of one window.
+    pub fn window(&self, window: ScoreWindow) -> Option<&WindowScore> {
+        self.windows.iter().find(|w| w.window == window)
+    }
 }
 
 impl Snapshot {
@@ -461,6 +487,13 @@ impl Store {
         let _writer = self.lock_windows();
         let health = Arc::new(health);
         self.update(|snap| snap.health = Some(health));
+    }
+
+    /// Publishes the score.
+    pub fn set_score(&self, score: ScoreState) {
+        let _writer = self.lock_windows();
+        let score = Arc::new(score);
+        self.update(|snap| snap.score = Some(score));
     }
 
     /// The GPU points in the window, oldest first.

@@ -48,7 +48,7 @@ use tower_http::timeout::TimeoutLayer;
 use self::auth::TokenSource;
 use self::reload::LoadError;
 use self::tls::TlsConfig;
-use super::json::{EventsV1, HealthV1, ProbesV1, SnapshotV1};
+use super::json::{EventsV1, HealthV1, ProbesV1, ScoreV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use crate::config::{ConfigError, HttpConfig};
 use crate::store::Store;
@@ -59,6 +59,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub metrics: MetricsRenderer,
     pub node: Arc<str>,
+    /// `score.enabled`: tells "off" (404) from "not yet" (503) on /v1/score.
+    pub score_enabled: bool,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -190,6 +192,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/v1/health", get(health))
         .route("/v1/probes", get(probes))
         .route("/v1/events", get(events))
+        .route("/v1/score", get(score))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
     // (not `route_layer`), so unknown paths need the token as well.
@@ -283,6 +286,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ),
     ("/v1/probes", "inference-server probes (JSON)"),
     ("/v1/events", "the wrapped job's runs and events (JSON)"),
+    (
+        "/v1/score",
+        "provider-quality score, evidence and cost per window (JSON; ?window=5m|1h|24h|7d)",
+    ),
     ("/healthz", "liveness: 200 while the process runs"),
     ("/readyz", "readiness: 200 after the first collector cycle"),
 ];
@@ -341,6 +348,51 @@ async fn health(State(state): State<ApiState>) -> Response {
 async fn probes(State(state): State<ApiState>) -> Response {
     let snap = state.store.snapshot();
     axum::Json(ProbesV1::from_snapshot(&snap, &state.node)).into_response()
+}
+
+/// `GET /v1/score[?window=5m|1h|24h|7d]`: 400 for another window or parameter, 503 before
+/// the first evaluation, 404 with `score.enabled = false`.
+async fn score(State(state): State<ApiState>, uri: axum::http::Uri) -> Response {
+    let mut window = None;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, crate::score::ScoreWindow::parse(value)) {
+            ("window", Some(w)) => window = Some(w),
+            ("window", None) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "window must be one of 5m, 1h, 24h, 7d\n",
+                )
+                    .into_response();
+            }
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "unknown query parameter; /v1/score takes only window=5m|1h|24h|7d\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let snap = state.store.snapshot();
+    match ScoreV1::from_snapshot(&snap, &state.node, window) {
+        Some(dto) => axum::Json(dto).into_response(),
+        None if !state.score_enabled => (
+            StatusCode::NOT_FOUND,
+            "the score is off (score.enabled = false)\n",
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the score is computed after the first accounting tick\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn events(State(state): State<ApiState>) -> Response {
@@ -444,6 +496,7 @@ mod tests {
             ),
             store: Arc::clone(&store),
             node: Arc::from("n"),
+            score_enabled: true,
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

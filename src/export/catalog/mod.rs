@@ -48,6 +48,7 @@ pub mod health;
 pub mod host;
 pub mod job;
 pub mod probe;
+pub mod score;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -427,6 +428,7 @@ pub const DOMAINS: &[(&str, &[Family])] = &[
     ("Health", health::FAMILIES),
     ("Probes", probe::FAMILIES),
     ("Wrapped job", job::FAMILIES),
+    ("Score", score::FAMILIES),
 ];
 
 /// Every family, in `/metrics` order.

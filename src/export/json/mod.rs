@@ -6,6 +6,7 @@
 //! * `snapshot`: `gpulse.snapshot/v1` (`/v1/snapshot`).
 //! * `health`: `gpulse.health/v1` (`/v1/health`, `gpulse scan --json`).
 //! * `probes`: `gpulse.probes/v1` (`/v1/probes`).
+//! * `score`: `gpulse.score/v1` (`/v1/score`).
 //! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
 //!   the job state file (`crate::evidence::journal`), so that type reads back as well.
 
@@ -14,11 +15,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod events;
 mod health;
 mod probes;
+mod score;
 mod snapshot;
 
 pub use events::*;
 pub use health::*;
 pub use probes::*;
+pub use score::*;
 pub use snapshot::*;
 
 /// RFC 3339 with millisecond precision, UTC.

@@ -1,0 +1,259 @@
+//! The ledger keeper: the task that accounts the store into the open minute every
+//! `score.tick`, closes minutes into the ledger (and its file), scores the windows and
+//! publishes the result in the store.
+//!
+//! The disk is optional: without `agent.state_dir`, or when the file cannot be opened or
+//! written, the ledger lives in memory, one warning says so, and `gpulse_ledger_persistent`
+//! is 0. A restart within a minute merges into that minute's record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use super::account::{Accountant, JobCursor, Slo};
+use super::disk::{self, Write, Writer};
+use super::{Changes, Ledger};
+use crate::config::{Config, ScoreConfig};
+use crate::health::Policy;
+use crate::model::{Bucket, Evidence, MINUTE_SECONDS};
+use crate::score::{self, Reach, ScoreWindow};
+use crate::store::{ScoreState, Snapshot, Store};
+
+/// The meta key of the job cursor.
+const JOB_CURSOR: &str = "job_cursor";
+
+/// The ledger, its file, the accountant and the open minute.
+pub struct Keeper {
+    ledger: Ledger,
+    writer: Option<Writer>,
+    accountant: Accountant,
+    open: Option<Bucket>,
+    /// The windows' evidence of closed minutes, ending where the open minute ends.
+    closed: Vec<Evidence>,
+    config: Arc<ScoreConfig>,
+    policy: Policy,
+    reach: Reach,
+    last_now: u64,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Keeper {
+    /// Opens the ledger in `config.agent.state_dir` (blocking file I/O: call it off the
+    /// async workers) or in memory, logging once which and why.
+    pub fn open(config: &Config, policy: Policy) -> Self {
+        let score = &config.score;
+        let minutes = score.minute_retention.0.as_secs();
+        let hours = score.hour_retention.0.as_secs();
+        let mut cursor = None;
+        let (ledger, writer) = if config.agent.state_dir.is_empty() {
+            tracing::warn!(
+                "agent.state_dir is not set: the score's evidence is kept in memory and starts over at each restart."
+            );
+            (Ledger::new(minutes, hours), None)
+        } else {
+            let dir = PathBuf::from(&config.agent.state_dir);
+            match disk::open(&dir) {
+                Ok((db, restored)) => {
+                    cursor = restored
+                        .meta
+                        .iter()
+                        .find(|(k, _)| k == JOB_CURSOR)
+                        .and_then(|(_, v)| JobCursor::from_bytes(v));
+                    let ledger = Ledger::restored(
+                        minutes,
+                        hours,
+                        restored.names,
+                        restored.minutes,
+                        restored.hours,
+                    );
+                    let file = disk::path(&dir);
+                    let status = ledger.status(true, 0);
+                    tracing::info!(file = %file.display(), minutes = status.minutes, hours = status.hours,
+                        bytes = status.bytes, "Score ledger opened.");
+                    match Writer::start(db, file) {
+                        Ok(writer) => (ledger, Some(writer)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Cannot start the ledger writer; the score's evidence is kept in memory only.");
+                            (ledger, None)
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e,
+                        "Cannot keep the score ledger in agent.state_dir; the score's evidence is kept in memory and starts over at each restart.");
+                    (Ledger::new(minutes, hours), None)
+                }
+            }
+        };
+        let slos = config
+            .probe
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Slo {
+                        ttft: p.ttft_slo.0,
+                        latency: p.latency_slo.0,
+                    },
+                )
+            })
+            .collect();
+        let mut accountant = Accountant::new(slos, score.busy_utilization);
+        accountant.job = cursor;
+        let reach = Reach {
+            probes: config.probe.len(),
+            inference_probes: config.probe.iter().filter(|p| p.inference).count(),
+            metrics_probes: config.probe.iter().filter(|p| p.metrics).count(),
+            ..Reach::default()
+        };
+        Self {
+            ledger,
+            writer,
+            accountant,
+            open: None,
+            closed: Vec::new(),
+            config: Arc::new(score.clone()),
+            policy,
+            reach,
+            last_now: 0,
+        }
+    }
+
+    /// Whether the ledger is kept on disk.
+    pub fn persistent(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    fn write(&self, changes: Changes) {
+        if let Some(writer) = &self.writer {
+            let meta = self
+                .accountant
+                .job
+                .map(|c| vec![(JOB_CURSOR.to_owned(), c.to_bytes())])
+                .unwrap_or_default();
+            writer.write(Write { changes, meta });
+        }
+    }
+
+    fn recompute_closed(&mut self, open_start: u64) {
+        let lens: Vec<u64> = ScoreWindow::ALL.iter().map(|w| w.seconds()).collect();
+        self.closed = self
+            .ledger
+            .evidence(open_start + MINUTE_SECONDS, &lens, None);
+    }
+
+    /// One tick: accounts `snap` (taken at `now`, `dt` after the last tick) and returns the
+    /// score to publish.
+    pub fn tick(&mut self, snap: &Snapshot, now: SystemTime, dt: Duration) -> ScoreState {
+        let now = unix(now);
+        let minute = now - now % MINUTE_SECONDS;
+        let stepped_back = self.last_now > now.saturating_add(1);
+        self.last_now = now;
+        let mut open = match self.open.take() {
+            None => {
+                self.recompute_closed(minute);
+                let mut b = Bucket::new(minute, MINUTE_SECONDS);
+                b.agent_starts = 1;
+                b
+            }
+            Some(open) if minute > open.start => {
+                let changes = self.ledger.push_minute(&open);
+                self.write(changes);
+                self.recompute_closed(minute);
+                Bucket::new(minute, MINUTE_SECONDS)
+            }
+            // The same minute, or the clock stepped back: keep filling the open minute, so
+            // no bucket is written out of order.
+            Some(open) => open,
+        };
+        if stepped_back {
+            open.clock_steps_back += 1;
+        }
+        let gpu_fresh = snap.gpu.is_some() && snap.collector("gpu").is_some_and(|c| c.last_success);
+        self.accountant
+            .account(snap, &mut open, dt, &self.policy, gpu_fresh);
+        let state = self.evaluate(snap, &open, now);
+        self.open = Some(open);
+        state
+    }
+
+    fn evaluate(&mut self, snap: &Snapshot, open: &Bucket, now: u64) -> ScoreState {
+        let reach = Reach {
+            mode: snap.mode.mode,
+            gpus: snap.gpu.is_some(),
+            job: snap.job.is_some(),
+            ..self.reach
+        };
+        let windows = ScoreWindow::ALL
+            .iter()
+            .zip(&self.closed)
+            .map(|(window, closed)| {
+                let mut evidence = closed.clone();
+                evidence.add(open);
+                score::evaluate(*window, &evidence, &reach, &self.config)
+            })
+            .collect();
+        ScoreState {
+            evaluated_at: now,
+            windows,
+            claims: score::check_claims(&self.config, snap.gpu.as_deref()),
+            reach,
+            ledger: self.ledger.status(
+                self.writer.is_some(),
+                self.writer.as_ref().map_or(0, Writer::failures),
+            ),
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Writes the open minute and waits up to `timeout` for the file (at shutdown).
+    pub fn flush(mut self, timeout: Duration) {
+        if let Some(open) = self.open.take() {
+            let changes = self.ledger.push_minute(&open);
+            self.write(changes);
+        }
+        if let Some(writer) = self.writer.take() {
+            if !writer.finish(timeout) {
+                tracing::warn!("The score ledger's last write did not finish in time.");
+            }
+        }
+    }
+}
+
+/// Runs the keeper every `score.tick` until `stop`, then writes the open minute.
+pub async fn run(
+    config: Config,
+    store: Arc<Store>,
+    policy: Policy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let grace = config.agent.shutdown_grace_period.0;
+    let tick_every = config.score.tick.0;
+    let Ok(mut keeper) = tokio::task::spawn_blocking(move || Keeper::open(&config, policy)).await
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = tick.tick() => {}
+        }
+        let elapsed = last.elapsed();
+        last = Instant::now();
+        // A long pause (suspend, a stalled runtime) is not observed time.
+        let dt = elapsed.min(tick_every * 2);
+        let snap = store.snapshot();
+        let state = keeper.tick(&snap, SystemTime::now(), dt);
+        store.set_score(state);
+    }
+    let _ = tokio::task::spawn_blocking(move || keeper.flush(grace / 2)).await;
+}
