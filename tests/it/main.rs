@@ -61,3 +61,5 @@ mod layout;
 mod real_servers;
 // A real Prometheus scraping the agent on the fake NVML; promtool on the live /metrics.
 mod prometheus_e2e;
+// The fleet recording rules: promtool check and unit tests, the families they read, docs/fleet.md.
+mod score_rules;
