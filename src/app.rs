@@ -405,8 +405,12 @@ fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) 
     }
 }
 
+/// The price `gpulse demo` uses unless `score.price_per_hour` is set.
+pub const DEMO_PRICE_PER_HOUR: f64 = 2.0;
+
 /// `gpulse demo`: starts the simulated inference server and probes it (`demo-llm`), so the
-/// probe panels have data. A failure to start it is logged and the demo goes on without it.
+/// probe panels have data, and sets a price so cost appears. A failure to start it is logged
+/// and the demo goes on without it.
 async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
     use crate::config::{ProbeConfig, ProbeKind};
     use crate::demo::server as demo_server;
@@ -425,6 +429,15 @@ async fn add_demo_probe(config: &mut Config, stop: watch::Receiver<bool>) {
             probe.metrics_interval = crate::config::HumanDuration::secs(5);
             tracing::info!(%addr, "Demo mode: probing a simulated inference server.");
             config.probe.push(probe);
+            // A price, so the score has a cost beside it (a rented H100's order of magnitude).
+            if config.score.price().is_none() {
+                config.score.price_per_hour = DEMO_PRICE_PER_HOUR;
+                tracing::info!(
+                    price_per_hour = DEMO_PRICE_PER_HOUR,
+                    currency = %config.score.currency,
+                    "Demo mode: simulated price for cost per inference (score.price_per_hour)."
+                );
+            }
         }
         Err(error) => {
             tracing::warn!(error = %error, "Demo mode: cannot start the simulated inference server.")

@@ -227,6 +227,7 @@ fn fixed_snapshot() -> Snapshot {
             "AKASH_CLUSTER_PUBLIC_HOSTNAME" => Some("provider.example.com".to_owned()),
             _ => None,
         })),
+        score: None,
     }
 }
 

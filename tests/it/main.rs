@@ -21,6 +21,8 @@ mod nvml;
 mod otlp;
 // OTLP push into a real third-party receiver (rotel from PyPI).
 mod otlp_e2e;
+// The score's evidence ledger on disk: kill -9 during writes, restarts, an unusable state dir.
+mod ledger;
 // The /metrics golden file and naming rules.
 mod exposition;
 // docs/metrics.md, generated from the metric catalog.

@@ -51,14 +51,40 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// Opens (creating `dir` and the file when missing) and reads everything back.
+///
+/// A new file is built as `ledger.redb.tmp`, its tables committed, synced and then renamed
+/// into place: redb's first write of a file is not atomic, so a `kill -9` during it would
+/// leave a file that is not a database. A leftover `.tmp` is such a torn first write and is
+/// removed.
 pub fn open(dir: &Path) -> Result<(Database, Restored), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let file = path(dir);
+    if !file.exists() {
+        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let db = create(&tmp)?;
+        drop(db);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &file)
+            .map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    let db = create(&file)?;
+    let restored = read(&db).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok((db, restored))
+}
+
+/// Opens or creates the database at `file` with every table present (the write also proves
+/// the directory is writable now, not at the first minute).
+fn create(file: &Path) -> Result<Database, String> {
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
-        .create(&file)
+        .create(file)
         .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    // A first write proves the directory is writable now, not at the first minute.
     let txn = db.begin_write().map_err(err)?;
     {
         txn.open_table(NAMES).map_err(err)?;
@@ -68,8 +94,7 @@ pub fn open(dir: &Path) -> Result<(Database, Restored), String> {
     }
     txn.commit()
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    let restored = read(&db).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok((db, restored))
+    Ok(db)
 }
 
 fn read(db: &Database) -> Result<Restored, String> {
