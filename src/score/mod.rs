@@ -1,14 +1,36 @@
 //! The provider-quality score: pure functions of one window's ledger evidence and the
-//! `[score]` config (no I/O, no clock, no async — the same tidy rule as `health`).
+//! `[score]` config (no I/O, no clock, nothing asynchronous: the same tidy rule as `health`).
 //!
 //! `Q = gates × weighted geometric mean` of the measured sub-scores (`docs/scoring.md`).
 //! A sub-score without evidence is *unmeasured*: it is left out and the remaining weights are
 //! re-normalised, and the result says so. Cost per inference is computed beside the score,
 //! never folded into it. The claims check compares `[score.expect]` with what NVML sees.
+//!
+//! One file per sub-score, each a pure function of the window's [`Evidence`] (and [`Reach`]):
+//!
+//! * `availability` (A, and the availability gate), `latency` (L, and the latency summary),
+//!   `completion` (C), `health` (H, and the GPU-critical gate), `throttle` (T), `recovery` (R).
+//! * `cost`: cost per request and per 1M output tokens, beside the score.
+//! * `claims`: `[score.expect]` against the latest GPU sample.
+//!
+//! This file combines them: weights, re-weighting over the measured ones, gates, the total.
 
 use crate::config::ScoreConfig;
 use crate::mode::Mode;
-use crate::model::{Evidence, GpuSample};
+use crate::model::Evidence;
+
+mod availability;
+mod claims;
+mod completion;
+mod cost;
+mod health;
+mod latency;
+mod recovery;
+#[cfg(test)]
+mod tests;
+mod throttle;
+
+pub use claims::check_claims;
 
 /// A sub-score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,6 +269,51 @@ pub struct ClaimCheck {
     pub ok: Option<bool>,
 }
 
+/// Per-day rates (warning Xids, incidents) divide by at least this much observed time, so one
+/// event in a short window is not extrapolated into hundreds a day (1 in 5 minutes would read
+/// 288/day).
+const RATE_FLOOR_SECONDS: f64 = 3600.0;
+
+const DAY_SECONDS: f64 = 86_400.0;
+
+/// A sub-score before weighting: its value in 0–1, or why it has none, and its evidence.
+struct Part {
+    value: Result<f64, Unmeasured>,
+    evidence: Tally,
+    detail: Vec<(&'static str, String)>,
+}
+
+/// `count` events over `seconds` of observation, per day, with [`RATE_FLOOR_SECONDS`].
+fn per_day(count: f64, seconds: f64) -> f64 {
+    count * DAY_SECONDS / seconds.max(RATE_FLOOR_SECONDS)
+}
+
+/// `good / total` in 0–1; `None` without a total.
+fn share(good: f64, total: f64) -> Option<f64> {
+    (total > 0.0).then(|| unit(good / total))
+}
+
+/// Clamped to 0–1; NaN reads 0 (a score must never be NaN, whatever the tallies hold).
+fn unit(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
+}
+
+/// A finite, non-negative amount; anything else (a corrupt tally) reads 0.
+fn amount(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 { x } else { 0.0 }
+}
+
+/// A figure for `detail`: at most 4 decimals, trailing zeros dropped.
+fn num(x: f64) -> String {
+    let s = format!("{x:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
 /// Scores one window of evidence. Pure: the same evidence, reach and config give the same
 /// result.
 pub fn evaluate(
@@ -255,24 +322,95 @@ pub fn evaluate(
     reach: &Reach,
     config: &ScoreConfig,
 ) -> WindowScore {
-    let _ = (evidence, reach, config);
+    let (a, availability_gate) = availability::score(evidence, reach, config);
+    let latency = latency::score(evidence, reach, config);
+    let c = completion::score(evidence, reach, config);
+    let (h, critical_gate) = health::score(evidence, reach, config);
+    let t = throttle::score(evidence, reach, config);
+    let r = recovery::score(evidence, reach, config);
+    let components = combine([a, latency.part, c, h, t, r], config);
+    let gates = vec![critical_gate, availability_gate];
+    let total = total(&components, &gates);
+    let reweighted = components
+        .iter()
+        .any(|c| c.weight > 0.0 && c.unmeasured.is_some());
+    let span = match evidence.sum.span {
+        0 => window.seconds(),
+        span => span,
+    };
+    let observed_seconds = evidence.sum.observed_seconds;
     WindowScore {
         window,
         start: evidence.start(),
         end: evidence.end(),
-        observed_seconds: evidence.sum.observed_seconds,
-        coverage: 0.0,
-        total: None,
-        components: Vec::new(),
-        gates: Vec::new(),
-        reweighted: false,
-        latency: LatencySummary::default(),
-        cost: None,
+        observed_seconds,
+        coverage: unit(observed_seconds as f64 / span as f64),
+        total,
+        components,
+        gates,
+        reweighted,
+        latency: latency.summary,
+        cost: cost::cost(evidence, config, latency.attainment),
     }
 }
 
-/// Checks every set claim of `config.expect` against the latest GPU sample.
-pub fn check_claims(config: &ScoreConfig, gpu: Option<&GpuSample>) -> Vec<ClaimCheck> {
-    let _ = (config, gpu);
-    Vec::new()
+/// Weights the six parts (in [`Component::ALL`] order): each configured weight normalised
+/// over all six, and the effective weight re-normalised over the measured ones.
+fn combine(parts: [Part; 6], config: &ScoreConfig) -> Vec<ComponentScore> {
+    let weights = Component::ALL.map(|c| amount(c.weight(config)));
+    let all: f64 = weights.iter().sum();
+    let measured: f64 = parts
+        .iter()
+        .zip(weights)
+        .filter(|(p, w)| p.value.is_ok() && *w > 0.0)
+        .map(|(_, w)| w)
+        .sum();
+    Component::ALL
+        .into_iter()
+        .zip(parts)
+        .zip(weights)
+        .map(|((component, part), w)| {
+            // A weight-0 component says so even when it had evidence: its value is not part
+            // of the total, and showing one would suggest it was.
+            let unmeasured = if w > 0.0 {
+                part.value.err()
+            } else {
+                Some(Unmeasured::ZeroWeight)
+            };
+            let value = match (unmeasured, part.value) {
+                (None, Ok(v)) => Some(100.0 * unit(v)),
+                _ => None,
+            };
+            ComponentScore {
+                component,
+                value,
+                unmeasured,
+                weight: if all > 0.0 { w / all } else { 0.0 },
+                effective_weight: match value {
+                    Some(_) if measured > 0.0 => w / measured,
+                    _ => 0.0,
+                },
+                evidence: part.evidence,
+                detail: part.detail,
+            }
+        })
+        .collect()
+}
+
+/// `Q = gates × Π s_i^{w_i}` on 0–100: 0 when a gate is closed (whatever else was measured),
+/// `None` when no weighted component was measured.
+fn total(components: &[ComponentScore], gates: &[Gate]) -> Option<f64> {
+    if gates.iter().any(|g| g.open == Some(false)) {
+        return Some(0.0);
+    }
+    let weighted: Vec<(f64, f64)> = components
+        .iter()
+        .filter(|c| c.effective_weight > 0.0)
+        .filter_map(|c| Some((c.value? / 100.0, c.effective_weight)))
+        .collect();
+    if weighted.is_empty() {
+        return None;
+    }
+    let q: f64 = weighted.iter().map(|(s, w)| unit(*s).powf(*w)).product();
+    Some(100.0 * unit(q))
 }

@@ -27,6 +27,8 @@ mod ledger;
 mod exposition;
 // docs/metrics.md, generated from the metric catalog.
 mod metrics_doc;
+// docs/scoring.md's worked example, computed by gpulse::score::evaluate.
+mod scoring_doc;
 // dcgm-exporter compatibility: Grafana dashboard 12239's metrics, dcgm units and labels.
 mod dcgm;
 // `gpulse scan` on the fake NVML: verdicts and exit codes.
