@@ -9,7 +9,7 @@
 //!   the share of sampled time a GPU was unhealthy:
 //!   `H = (1 − min(1, warnings_per_day / limit)) × (1 − unhealthy_seconds / sampled_seconds)`.
 //!   Warnings are counted for the node (all GPUs together), per day of observed time with the
-//!   1 h floor of [`super::RATE_FLOOR_SECONDS`].
+//!   1 day floor of [`super::RATE_FLOOR_SECONDS`].
 
 use super::{Gate, Part, Reach, Tally, Unmeasured, num, per_day, unit};
 use crate::config::ScoreConfig;

@@ -269,10 +269,10 @@ pub struct ClaimCheck {
     pub ok: Option<bool>,
 }
 
-/// Per-day rates (warning Xids, incidents) divide by at least this much observed time, so one
-/// event in a short window is not extrapolated into hundreds a day (1 in 5 minutes would read
-/// 288/day).
-const RATE_FLOOR_SECONDS: f64 = 3600.0;
+/// Per-day rates (warning Xids, incidents) divide by at least a day of observed time: counts
+/// in a window shorter than a day are read as that day's count, never extrapolated (1 in
+/// 5 minutes would otherwise read 288/day and zero the short windows' score for one event).
+const RATE_FLOOR_SECONDS: f64 = 86_400.0;
 
 const DAY_SECONDS: f64 = 86_400.0;
 

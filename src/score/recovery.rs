@@ -6,7 +6,7 @@
 //! `MTTR = recovery seconds / recoveries`, and
 //! `R = exp(−MTTR / recovery_time_scale) × f`, with f = 1, 0.7 or 0.3 for fewer than 3, 3 to 9,
 //! or 10 and more incidents a day (Console's flapping thresholds; per day of observed time with
-//! the 1 h floor of [`super::RATE_FLOOR_SECONDS`]).
+//! the 1 day floor of [`super::RATE_FLOOR_SECONDS`]).
 //!
 //! No incident over observed time is evidence too: R is 1. An incident still open at the
 //! window's end counts as an incident, but has no recovery time yet, so MTTR covers only the
@@ -74,6 +74,8 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
     detail.extend([
         ("max_recovery_seconds", num(longest)),
         ("incidents", num(incidents)),
+        ("recoveries", num(recoveries)),
+        ("recovery_seconds_sum", num(recovery_seconds)),
         ("incidents_per_day", num(incidents_per_day)),
         ("rate_factor", num(factor)),
     ]);

@@ -647,18 +647,31 @@ fn warnings_per_day_have_an_observed_time_floor() {
             ..Expected::default()
         },
     );
-    // Five minutes with one warning read as 24 a day (the 1 h floor), not 288: still past
-    // the limit of 10, so H is 0 and so is the geometric mean.
+    // Five minutes with one warning read as 1 a day (the 1 day floor), not 288: one event
+    // must not zero the live score.
     check(
         &one(300, |b| b.gpu("GPU-0").warning_xids = 1),
         &config,
         Expected {
             name: "one warning in 5 minutes",
             len: 300,
+            total: Some(100.0 * 0.9_f64.powf(0.1)),
+            scores: vec![(H, 90.0)],
+            gates: vec![("gpu_critical", Some(true))],
+            detail: vec![(H, "warnings_per_day", "1")],
+            ..Expected::default()
+        },
+    );
+    // Eleven in 5 minutes: past the limit of 10 a day even without extrapolation.
+    check(
+        &one(300, |b| b.gpu("GPU-0").warning_xids = 11),
+        &config,
+        Expected {
+            name: "eleven warnings in 5 minutes",
+            len: 300,
             total: Some(0.0),
             scores: vec![(H, 0.0)],
-            gates: vec![("gpu_critical", Some(true))],
-            detail: vec![(H, "warnings_per_day", "24")],
+            detail: vec![(H, "warnings_per_day", "11")],
             ..Expected::default()
         },
     );
@@ -714,11 +727,11 @@ fn recovery_weighs_mttr_and_incidents_per_day() {
         &incidents(HOUR),
         &config,
         Expected {
-            name: "2 incidents in an hour: 48 a day",
+            name: "2 incidents in an hour: read as 2 that day, not 48",
             reach: wrapped,
-            total: Some(100.0 * (0.2582_f64).powf(0.05)),
-            scores: vec![(R, 25.82)],
-            detail: vec![(R, "incidents_per_day", "48"), (R, "rate_factor", "0.3")],
+            total: Some(99.25),
+            scores: vec![(R, 86.07)],
+            detail: vec![(R, "incidents_per_day", "2"), (R, "rate_factor", "1")],
             ..Expected::default()
         },
     );

@@ -201,6 +201,7 @@ fn fixed_snapshot() -> Snapshot {
     if let Some(scrapes) = probe.server.as_mut() {
         scrapes.apply(Ok(lifted), Duration::from_millis(3), at(1_700_000_031));
     }
+    let gpu_for_claims = gpu.clone();
     Snapshot {
         mode: ModeInfo::new(
             ModeSetting::Auto,
@@ -227,7 +228,97 @@ fn fixed_snapshot() -> Snapshot {
             "AKASH_CLUSTER_PUBLIC_HOSTNAME" => Some("provider.example.com".to_owned()),
             _ => None,
         })),
-        score: None,
+        score: Some(Arc::new(score_state(&gpu_for_claims))),
+    }
+}
+
+/// A score over a fixed ledger: an hour of minutes of one probe (with server counters and an
+/// outage) and two GPUs (one throttling while busy), a price, and two claims (one fails).
+fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
+    use gpulse::config::ScoreConfig;
+    use gpulse::model::{Bucket, Evidence, LedgerStatus, ServerTally, ThrottleReason};
+    use gpulse::score::{Reach, ScoreWindow};
+    let end = 1_700_000_040u64;
+    let buckets: Vec<Bucket> = (0..60u64)
+        .map(|m| {
+            let mut b = Bucket::new(end - 3600 + m * 60, 60);
+            b.observed_seconds = 60;
+            let p = b.probe("vllm");
+            p.checks = if m == 30 {
+                [3, 0, 0, 0, 1]
+            } else {
+                [4, 0, 0, 0, 0]
+            };
+            if m == 31 {
+                (
+                    p.outages_recovered,
+                    p.recovery_seconds_sum,
+                    p.recovery_seconds_max,
+                ) = (1, 20.0, 20.0);
+            }
+            p.outages_started = u64::from(m == 30);
+            (p.requests_ok, p.requests_within_slo, p.output_tokens) = (2, 2, 8);
+            p.ttft[4] = 2;
+            p.e2e[5] = 2;
+            let mut ttft = [0; gpulse::model::LEDGER_BINS];
+            (ttft[4], ttft[5], ttft[7]) = (50, 45, 5);
+            p.server = Some(ServerTally {
+                requests_ok: Some(100),
+                requests_failed: Some(u64::from(m % 20 == 0)),
+                output_tokens: Some(12_000),
+                ttft: Some(ttft),
+                e2e: None,
+                ttft_within_slo: Some(99.0),
+                e2e_within_slo: None,
+                counter_resets: 0,
+            });
+            for (i, d) in gpu.devices.iter().enumerate() {
+                let g = b.gpu(&d.identity.uuid);
+                (g.sampled_seconds, g.healthy_seconds, g.busy_seconds) = (60, 60, 50);
+                if i == 1 {
+                    g.throttled_busy_seconds = 5;
+                    g.throttle_reasons = vec![(ThrottleReason::HwThermalSlowdown, 5)];
+                }
+            }
+            b
+        })
+        .collect();
+    let mut config = ScoreConfig {
+        price_per_hour: 2.5,
+        ..ScoreConfig::default()
+    };
+    config.expect.gpu_count = 8;
+    config.expect.gpu_model = "H100".to_owned();
+    let reach = Reach {
+        mode: gpulse::mode::Mode::Embedded,
+        probes: 1,
+        inference_probes: 1,
+        metrics_probes: 1,
+        gpus: true,
+        job: false,
+    };
+    let windows = ScoreWindow::ALL
+        .iter()
+        .map(|w| {
+            let evidence = Evidence::over(&buckets, end, w.seconds());
+            gpulse::score::evaluate(*w, &evidence, &reach, &config)
+        })
+        .collect();
+    gpulse::store::ScoreState {
+        evaluated_at: end,
+        windows,
+        claims: gpulse::score::check_claims(&config, Some(gpu)),
+        reach,
+        ledger: LedgerStatus {
+            persistent: true,
+            minutes: 60,
+            hours: 0,
+            bytes: 9000,
+            oldest: Some(end - 3600),
+            write_failures: 0,
+            undecodable: 0,
+        },
+        config: Arc::new(config),
     }
 }
 
@@ -342,10 +433,12 @@ fn names_follow_prometheus_conventions() {
             name.ends_with("_total"),
             "{name} is a {kind}"
         );
-        for bad in [
-            "_milli", "_kilo", "_mega", "_percent", "_celcius", "_mhz", "_kb",
-        ] {
-            assert!(!name.contains(bad), "{name} is not in base units");
+        // Whole words: `million` (a count, as in cost per million tokens) is not `milli`.
+        for bad in ["milli", "kilo", "mega", "percent", "celcius", "mhz", "kb"] {
+            assert!(
+                !name.split('_').any(|word| word == bad),
+                "{name} is not in base units"
+            );
         }
     }
 }

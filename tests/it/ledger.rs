@@ -59,7 +59,12 @@ fn ledger_writer_child() {
     };
     let dir = Path::new(&dir);
     let (db, restored) = disk::open(dir).unwrap();
-    let next = restored.minutes.iter().map(|(s, _)| *s + 60).max().unwrap_or(0);
+    let next = restored
+        .minutes
+        .iter()
+        .map(|(s, _)| *s + 60)
+        .max()
+        .unwrap_or(0);
     let mut ledger = Ledger::restored(
         40 * 86_400,
         86_400,
@@ -69,7 +74,12 @@ fn ledger_writer_child() {
     );
     for i in 0.. {
         let changes = ledger.push_minute(&busy_minute(next + i * 60));
-        disk::apply(&db, &changes, &[("job_cursor".to_owned(), vec![i as u8; 64])]).unwrap();
+        disk::apply(
+            &db,
+            &changes,
+            &[("job_cursor".to_owned(), vec![i as u8; 64])],
+        )
+        .unwrap();
         if i == 0 {
             println!("committed");
         }
@@ -82,7 +92,12 @@ fn kill_9_during_writes_never_corrupts_the_ledger() {
     let mut seen = 0usize;
     for round in 0..20u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "ledger::ledger_writer_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "ledger::ledger_writer_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .env(CHILD_DIR, dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -106,7 +121,10 @@ fn kill_9_during_writes_never_corrupts_the_ledger() {
         seen = minutes.len();
     }
     eprintln!("ledger kill -9 loop: 20 kills, {seen} minutes committed, none lost or torn");
-    assert!(seen > 20, "the writer committed only {seen} minutes in 20 rounds");
+    assert!(
+        seen > 20,
+        "the writer committed only {seen} minutes in 20 rounds"
+    );
 }
 
 #[test]
