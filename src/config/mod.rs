@@ -23,11 +23,11 @@ pub use load::{
     environment, parse_listen, shown,
 };
 pub use otlp::{OtlpProtocol, OtlpSettings};
-pub use score::{ExpectConfig, ScoreConfig, ScoreWeights, parse_version};
 pub use probe::{
     Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,
     ProbeConfig, ProbeKind, Readiness, Synthetic,
 };
+pub use score::{ExpectConfig, ScoreConfig, ScoreWeights, parse_version};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -134,7 +134,8 @@ impl ScoreConfig {
     }
 
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, message: String| ConfigError::at_key(format!("score.{key}"), message);
+        let fail =
+            |key: &str, message: String| ConfigError::at_key(format!("score.{key}"), message);
         let ratios = [
             ("availability_gate", self.availability_gate, true),
             ("latency_objective", self.latency_objective, false),
@@ -144,7 +145,11 @@ impl ScoreConfig {
         for (key, value, zero_ok) in ratios {
             let low_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
             if !(low_ok && value <= 1.0) {
-                let range = if zero_ok { "0 to 1" } else { "above 0, at most 1" };
+                let range = if zero_ok {
+                    "0 to 1"
+                } else {
+                    "above 0, at most 1"
+                };
                 return Err(fail(key, format!("{value} is out of range; use {range}")));
             }
         }
@@ -157,7 +162,10 @@ impl ScoreConfig {
         if !(self.price_per_hour >= 0.0 && self.price_per_hour.is_finite()) {
             return Err(fail(
                 "price_per_hour",
-                format!("{} must be 0 (unset) or a positive price", self.price_per_hour),
+                format!(
+                    "{} must be 0 (unset) or a positive price",
+                    self.price_per_hour
+                ),
             ));
         }
         let currency_ok = (1..=16).contains(&self.currency.len())
@@ -165,15 +173,24 @@ impl ScoreConfig {
         if !currency_ok {
             return Err(fail(
                 "currency",
-                format!("{} must be 1-16 letters or digits (USD, AKT)", shown(&self.currency)),
+                format!(
+                    "{} must be 1-16 letters or digits (USD, AKT)",
+                    shown(&self.currency)
+                ),
             ));
         }
         let weights = self.weights.entries();
         if let Some((key, w)) = weights.iter().find(|(_, w)| !(*w >= 0.0 && w.is_finite())) {
-            return Err(fail(&format!("weights.{key}"), format!("{w} must be 0 or more")));
+            return Err(fail(
+                &format!("weights.{key}"),
+                format!("{w} must be 0 or more"),
+            ));
         }
         if weights.iter().map(|(_, w)| w).sum::<f64>() <= 0.0 {
-            return Err(fail("weights", "at least one weight must be above 0".to_owned()));
+            return Err(fail(
+                "weights",
+                "at least one weight must be above 0".to_owned(),
+            ));
         }
         if self.minute_retention.0 < std::time::Duration::from_secs(3600) {
             return Err(fail(
@@ -191,19 +208,28 @@ impl ScoreConfig {
             return Err(fail("hour_retention", "at most 400d".to_owned()));
         }
         if self.tick.0 > std::time::Duration::from_secs(60) {
-            return Err(fail("tick", "at most 60s (a minute bucket needs a tick)".to_owned()));
+            return Err(fail(
+                "tick",
+                "at most 60s (a minute bucket needs a tick)".to_owned(),
+            ));
         }
         let e = &self.expect;
         if !(e.memory_per_gpu_gib >= 0.0 && e.memory_per_gpu_gib.is_finite()) {
             return Err(fail(
                 "expect.memory_per_gpu_gib",
-                format!("{} must be 0 (unchecked) or a size in GiB", e.memory_per_gpu_gib),
+                format!(
+                    "{} must be 0 (unchecked) or a size in GiB",
+                    e.memory_per_gpu_gib
+                ),
             ));
         }
         if !e.driver_min.is_empty() && parse_version(&e.driver_min).is_none() {
             return Err(fail(
                 "expect.driver_min",
-                format!("{} is not a dotted version like 550.54.15", shown(&e.driver_min)),
+                format!(
+                    "{} is not a dotted version like 550.54.15",
+                    shown(&e.driver_min)
+                ),
             ));
         }
         Ok(())

@@ -182,7 +182,9 @@ impl ProbeTally {
         add_bins(&mut self.ttft, &o.ttft);
         add_bins(&mut self.e2e, &o.e2e);
         if let Some(server) = &o.server {
-            self.server.get_or_insert_with(Default::default).merge(server);
+            self.server
+                .get_or_insert_with(Default::default)
+                .merge(server);
         }
     }
 
@@ -193,7 +195,10 @@ impl ProbeTally {
 
     /// Checks in one state.
     pub fn checks_in(&self, state: ProbeState) -> u64 {
-        let i = ProbeState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        let i = ProbeState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
         self.checks[i]
     }
 }
@@ -223,7 +228,10 @@ impl GpuTally {
         self.busy_seconds += o.busy_seconds;
         self.throttled_busy_seconds += o.throttled_busy_seconds;
         for (reason, secs) in &o.throttle_reasons {
-            match self.throttle_reasons.binary_search_by(|(r, _)| r.cmp(reason)) {
+            match self
+                .throttle_reasons
+                .binary_search_by(|(r, _)| r.cmp(reason))
+            {
                 Ok(i) => self.throttle_reasons[i].1 += secs,
                 Err(i) => self.throttle_reasons.insert(i, (*reason, *secs)),
             }
@@ -275,7 +283,12 @@ impl Bucket {
 
     /// The GPU's tally, created when missing.
     pub fn gpu(&mut self, uuid: &str) -> &mut GpuTally {
-        entry(&mut self.gpus, uuid, |t| &t.uuid, |t| t.uuid = uuid.to_owned())
+        entry(
+            &mut self.gpus,
+            uuid,
+            |t| &t.uuid,
+            |t| t.uuid = uuid.to_owned(),
+        )
     }
 
     /// Adds `other`'s counts into this bucket (start and span stay).
@@ -415,9 +428,7 @@ pub fn bins_quantile(bins: &Bins, q: f64) -> Option<f64> {
         (*le, running as f64)
     });
     let total: u64 = bins.iter().sum();
-    let all: Vec<(f64, f64)> = cumulative
-        .chain([(f64::INFINITY, total as f64)])
-        .collect();
+    let all: Vec<(f64, f64)> = cumulative.chain([(f64::INFINITY, total as f64)]).collect();
     bucket_quantile(all, q)
 }
 
