@@ -8,14 +8,17 @@
 //! * `probes`: `gpulse.probes/v1` (`/v1/probes`).
 //! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
 //!   the job state file (`crate::evidence::journal`), so that type reads back as well.
+//! * `bench`: `gpulse.bench/v1` (`gpulse bench --json`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod bench;
 mod events;
 mod health;
 mod probes;
 mod snapshot;
 
+pub use bench::*;
 pub use events::*;
 pub use health::*;
 pub use probes::*;
