@@ -1,5 +1,5 @@
 //! The provider-quality score: pure functions of one window's ledger evidence and the
-//! `[score]` config (no I/O, no clock, no async — the same tidy rule as `health`).
+//! `[score]` config (no I/O, no clock, nothing asynchronous — the same tidy rule as `health`).
 //!
 //! `Q = gates × weighted geometric mean` of the measured sub-scores (`docs/scoring.md`).
 //! A sub-score without evidence is *unmeasured*: it is left out and the remaining weights are
