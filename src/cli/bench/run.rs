@@ -131,7 +131,7 @@ pub async fn run_until(plan: Plan, mut stop: watch::Receiver<bool>) -> Result<Be
         // prompt's length in the server's tokens. Not counted.
         let warm = tokio::select! {
             warm = shared.send() => warm,
-            _ = stop.wait_for(|s| *s) => {
+            () = stopped(&mut stop) => {
                 interrupted = true;
                 break 'bench None;
             }
@@ -198,6 +198,13 @@ pub async fn run_until(plan: Plan, mut stop: watch::Receiver<bool>) -> Result<Be
     })
 }
 
+/// Until a stop signal arrives; never when the sender is gone (no signal can come then).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One step's settings.
 struct Step<'a> {
     label: &'a str,
@@ -262,7 +269,7 @@ impl Step<'_> {
                         tally.output_tokens() as f64 / elapsed.max(1e-9),
                     ));
                 }
-                _ = stop.wait_for(|s| *s) => {
+                () = stopped(stop) => {
                     cut = true;
                     break;
                 }
