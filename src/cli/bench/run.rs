@@ -75,8 +75,8 @@ pub async fn run(plan: Plan) -> Result<BenchReport, String> {
     report
 }
 
-/// [`run`] with the stop signal given (tests send it themselves).
-pub async fn run_until(plan: Plan, mut stop: watch::Receiver<bool>) -> Result<BenchReport, String> {
+/// [`run`] until `stop` turns true.
+async fn run_until(plan: Plan, mut stop: watch::Receiver<bool>) -> Result<BenchReport, String> {
     let Plan {
         probe,
         mut settings,
