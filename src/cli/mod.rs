@@ -5,10 +5,12 @@
 //! [`crate::app::Parts::load`], so config is fully loaded and validated before any port is
 //! bound.
 //!
+//! * `bench`: `gpulse bench`, a short, bounded load test against an inference server.
 //! * `exit`: every exit code.
 //! * `scan`: `gpulse scan`, one sample and one health verdict.
 //! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
 
+pub mod bench;
 pub mod exit;
 pub mod scan;
 pub mod wrap;
@@ -55,6 +57,11 @@ enum Command {
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A short, bounded load test against an inference server (a configured probe, or
+    /// --url and --kind): concurrency steps, tokens/s, TTFT and inter-token percentiles, the
+    /// highest concurrency within the SLOs and the cost per 1M tokens there. Exits 0 when it
+    /// completed, 1 when every request failed, 2 on a usage or config error.
+    Bench(bench::BenchArgs),
     /// Sample the GPUs and the host once, evaluate health, print it and exit: 0 healthy,
     /// 1 degraded (or no GPU), 3 unhealthy, 2 usage or config error.
     Scan {
@@ -187,6 +194,7 @@ pub fn main() -> ExitCode {
             },
             command,
         ),
+        Some(Command::Bench(args)) => bench::main(&args),
         Some(Command::Config(ConfigCommand::Example)) => match out(config::EXAMPLE) {
             true => ExitCode::from(exit::OK),
             false => ExitCode::from(exit::FAILURE),

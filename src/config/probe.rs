@@ -75,8 +75,10 @@ pub enum Synthetic {
     /// None: `inference = true` is refused.
     None,
     /// Streaming `POST /v1/completions`; `usage` asks for the usage chunk
-    /// (`stream_options.include_usage`), which TGI and llama.cpp do not take.
-    Completions { usage: bool },
+    /// (`stream_options.include_usage`), which TGI and llama.cpp do not take; `ignore_eos`:
+    /// the server takes `"ignore_eos": true` (vLLM, SGLang, llama.cpp), which `gpulse bench`
+    /// sends so every answer is `max_tokens` long.
+    Completions { usage: bool, ignore_eos: bool },
     /// Streaming `POST /api/generate` (NDJSON).
     OllamaGenerate,
     /// `POST /v2/models/{model}/infer` with the configured `inference_input`; needs a model.
@@ -239,8 +241,23 @@ impl ProbeKind {
         use Readiness as R;
         use Synthetic as S;
         const HEALTH: Readiness = R::Health("/health");
-        const USAGE: Synthetic = S::Completions { usage: true };
-        const NO_USAGE: Synthetic = S::Completions { usage: false };
+        const USAGE: Synthetic = S::Completions {
+            usage: true,
+            ignore_eos: true,
+        };
+        const NO_USAGE: Synthetic = S::Completions {
+            usage: false,
+            ignore_eos: false,
+        };
+        // The OpenAI API itself refuses parameters it does not know.
+        const OPENAI_API: Synthetic = S::Completions {
+            usage: true,
+            ignore_eos: false,
+        };
+        const LLAMACPP_API: Synthetic = S::Completions {
+            usage: false,
+            ignore_eos: true,
+        };
         const VLLM: Capabilities = Capabilities {
             launchers: &[
                 Launcher {
@@ -348,12 +365,13 @@ impl ProbeKind {
                 "llamacpp",
                 HEALTH,
                 Some(L::OpenAi),
-                NO_USAGE,
+                LLAMACPP_API,
                 true,
                 Some(8080),
             )
         };
-        const OPENAI: Capabilities = row("openai", R::Models, Some(L::OpenAi), USAGE, true, None);
+        const OPENAI: Capabilities =
+            row("openai", R::Models, Some(L::OpenAi), OPENAI_API, true, None);
         const HTTP: Capabilities = Capabilities {
             launchers: &[Launcher {
                 address: LaunchAddress::Positional {

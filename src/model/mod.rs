@@ -55,6 +55,7 @@ macro_rules! label_enum {
     };
 }
 
+mod bench;
 mod gpu;
 mod host;
 mod job;
@@ -64,6 +65,7 @@ mod server;
 mod window;
 mod xid;
 
+pub use bench::*;
 pub use gpu::*;
 pub use host::*;
 pub use job::*;

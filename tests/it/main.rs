@@ -7,6 +7,8 @@
 mod akash;
 // The HTTP API in-process (demo GPUs): endpoints, codes, bounds, shutdown.
 mod api;
+// `gpulse bench`: the load test against the demo server, failing servers, the real llama-server.
+mod bench;
 // The binary's command line and config errors.
 mod cli;
 // Hostile start-ups: environment bytes, a dead stderr, edge values, a fuzzed config loader.

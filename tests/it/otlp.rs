@@ -112,6 +112,11 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     config.host.interval = HumanDuration(Duration::from_millis(100));
     config.host.per_cpu = true;
     config.health.kmsg_path = String::new();
+    // The score every second, with a price and a claim, so the cost and claim families have
+    // points.
+    config.score.tick = HumanDuration(Duration::from_secs(1));
+    config.score.price_per_hour = 1.5;
+    config.score.expect.gpu_count = 2;
     // A TCP probe whose target listens, goes away and listens again: an outage and its
     // recovery, so every probe family has a point. (A target refused before it was ever up
     // is `starting`, not an outage.)
@@ -260,6 +265,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
             && latest(r, "gpulse.exports").is_some()
             && latest(r, "gpulse.job.duration").is_some()
             && latest(r, "gpulse.gpu.xid.errors").is_some()
+            && latest(r, "gpulse.cost.per_request").is_some()
             && latest(r, "gpulse.probe.last_recovery").is_some()
             && latest(r, "gpulse.probe.inference.duration").is_some()
             && latest(r, "gpulse.server.time_to_first_token.sum").is_some()

@@ -7,19 +7,24 @@
 //! first response byte stands in for the first token. Every request is bounded like a check:
 //! one deadline (`inference_timeout`) over the whole exchange and `max_body_bytes` over the
 //! streamed body, so a server that trickles or never ends its stream costs one request slot.
+//!
+//! `gpulse bench` sends the same requests with its own prompt and length ([`Ask`],
+//! [`infer_ask`]) and reads the gaps between the stream chunks that carried tokens too.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::{ProbeKind, Synthetic};
+use crate::config::{ProbeConfig, ProbeKind, Synthetic};
 use crate::model::{InferenceSample, ProbeReason};
 
 use super::http::{Failure, Probe, classify, too_large};
 
 /// Longest server error text kept in `detail`.
 const MAX_DETAIL: usize = 200;
+/// Inter-token gaps kept per request (a stream is also bounded by `max_body_bytes`).
+pub const MAX_GAPS: usize = 4096;
 /// Ollama's `load_duration` above which a request is taken to have (re)loaded the model: a
 /// loaded model still reports a few milliseconds of runner set-up.
 const OLLAMA_LOAD_THRESHOLD: Duration = Duration::from_secs(1);
@@ -43,6 +48,13 @@ pub struct Tally {
     pub caused_load: bool,
     /// Lines that were not the expected JSON.
     pub bad_lines: u64,
+    /// The server's count of prompt tokens, when it sent one.
+    pub prompt_tokens: Option<u64>,
+    /// When the last chunk that carried text arrived.
+    pub last_token: Option<Duration>,
+    /// Gaps between successive chunks that carried text (events of one chunk share its
+    /// arrival time and make no gap), at most [`MAX_GAPS`].
+    pub gaps: Vec<Duration>,
 }
 
 impl Tally {
@@ -50,6 +62,18 @@ impl Tally {
     pub fn tokens(&self) -> Option<u64> {
         self.reported_tokens
             .or((self.text_events > 0).then_some(self.text_events))
+    }
+
+    /// An event that carried text arrived at `at`.
+    fn text_at(&mut self, at: Duration) {
+        self.text_events += 1;
+        if let Some(last) = self.last_token
+            && at > last
+            && self.gaps.len() < MAX_GAPS
+        {
+            self.gaps.push(at - last);
+        }
+        self.last_token = Some(at);
     }
 
     /// Parses one JSON event; `None` (counted as a bad line, or kept as the server's error)
@@ -82,6 +106,12 @@ impl Tally {
         {
             self.reported_tokens = Some(tokens);
         }
+        if let Some(tokens) = event
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64)
+        {
+            self.prompt_tokens = Some(tokens);
+        }
         let Some(choice) = event
             .get("choices")
             .and_then(Value::as_array)
@@ -98,7 +128,7 @@ impl Tally {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if !text.is_empty() {
-            self.text_events += 1;
+            self.text_at(at);
         }
     }
 
@@ -116,12 +146,15 @@ impl Tally {
             .and_then(Value::as_str)
             .is_some_and(|t| !t.is_empty())
         {
-            self.text_events += 1;
+            self.text_at(at);
         }
         if event.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
             if let Some(n) = event.get("eval_count").and_then(Value::as_u64) {
                 self.reported_tokens = Some(n);
+            }
+            if let Some(n) = event.get("prompt_eval_count").and_then(Value::as_u64) {
+                self.prompt_tokens = Some(n);
             }
             let load = event.get("load_duration").and_then(Value::as_u64);
             self.caused_load = load.is_some_and(|ns| ns >= OLLAMA_LOAD_THRESHOLD.as_nanos() as u64);
@@ -222,14 +255,41 @@ enum Format {
     V2,
 }
 
+/// One request: what the probe sends ([`Ask::probe`]) or what `gpulse bench` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask<'a> {
+    /// Named in the request; empty: the server picks.
+    pub model: &'a str,
+    pub prompt: &'a str,
+    pub max_tokens: u32,
+    /// Ask for all `max_tokens` even past an end-of-sequence token, where the kind takes it
+    /// (`Synthetic::Completions { ignore_eos: true }`), so every answer has the same length.
+    pub ignore_eos: bool,
+    /// Deadline of the whole exchange.
+    pub timeout: Duration,
+}
+
+impl<'a> Ask<'a> {
+    /// The probe's own synthetic request, naming `model`.
+    pub fn probe(config: &'a ProbeConfig, model: &'a str) -> Self {
+        Self {
+            model,
+            prompt: &config.inference_prompt,
+            max_tokens: config.inference_max_tokens,
+            ignore_eos: false,
+            timeout: config.inference_timeout.0,
+        }
+    }
+}
+
 /// The request for `kind`: path and JSON body.
-pub fn request_for(
-    kind: ProbeKind,
-    model: &str,
-    prompt: &str,
-    max_tokens: u32,
-    v2_input: &str,
-) -> Option<(String, String)> {
+pub fn request_for(kind: ProbeKind, ask: &Ask<'_>, v2_input: &str) -> Option<(String, String)> {
+    let Ask {
+        model,
+        prompt,
+        max_tokens,
+        ..
+    } = *ask;
     let body = match kind.caps().synthetic {
         Synthetic::None => return None,
         Synthetic::V2Infer => {
@@ -244,7 +304,7 @@ pub fn request_for(
             });
             return Some(("/api/generate".to_owned(), body.to_string()));
         }
-        Synthetic::Completions { usage } => {
+        Synthetic::Completions { usage, ignore_eos } => {
             let mut body = json!({
                 "prompt": prompt,
                 "max_tokens": max_tokens,
@@ -259,6 +319,9 @@ pub fn request_for(
             if usage {
                 body["stream_options"] = json!({"include_usage": true});
             }
+            if ignore_eos && ask.ignore_eos {
+                body["ignore_eos"] = json!(true);
+            }
             body
         }
     };
@@ -267,54 +330,76 @@ pub fn request_for(
 
 /// Sends one synthetic request for `probe`, naming `model` (empty: the server picks).
 pub async fn infer(probe: &Probe, model: &str) -> InferenceSample {
-    let config = probe.config();
+    infer_ask(probe, &Ask::probe(probe.config(), model))
+        .await
+        .sample
+}
+
+/// One timed request and what only a stream shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub sample: InferenceSample,
+    /// Gaps between the chunks that carried tokens (empty for a failure).
+    pub gaps: Vec<Duration>,
+    /// The server's count of prompt tokens, when it sent one.
+    pub prompt_tokens: Option<u64>,
+}
+
+/// Sends `ask` to `probe`'s server in the kind's format, bounded by `ask.timeout` and the
+/// probe's `max_body_bytes`.
+pub async fn infer_ask(probe: &Probe, ask: &Ask<'_>) -> Timed {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(config.inference_timeout.0, exchange(probe, model, started))
+    let outcome = tokio::time::timeout(ask.timeout, exchange(probe, ask, started))
         .await
         .unwrap_or_else(|_| {
             Err((
                 ProbeReason::Timeout,
-                format!("no complete answer within {}", config.inference_timeout),
+                format!(
+                    "no complete answer within {}",
+                    humantime::format_duration(ask.timeout)
+                ),
             ))
         });
     let duration = started.elapsed();
     let at = SystemTime::now();
     match outcome {
-        Ok(tally) => InferenceSample {
-            ok: true,
-            reason: None,
-            detail: String::new(),
-            model: model.to_owned(),
-            ttft: tally.first_token,
-            duration,
-            output_tokens: tally.tokens(),
-            caused_load: tally.caused_load,
-            at,
+        Ok(tally) => Timed {
+            sample: InferenceSample {
+                ok: true,
+                reason: None,
+                detail: String::new(),
+                model: ask.model.to_owned(),
+                ttft: tally.first_token,
+                duration,
+                output_tokens: tally.tokens(),
+                caused_load: tally.caused_load,
+                at,
+            },
+            gaps: tally.gaps,
+            prompt_tokens: tally.prompt_tokens,
         },
-        Err((reason, detail)) => InferenceSample {
-            ok: false,
-            reason: Some(reason),
-            detail,
-            model: model.to_owned(),
-            ttft: None,
-            duration,
-            output_tokens: None,
-            caused_load: false,
-            at,
+        Err((reason, detail)) => Timed {
+            sample: InferenceSample {
+                ok: false,
+                reason: Some(reason),
+                detail,
+                model: ask.model.to_owned(),
+                ttft: None,
+                duration,
+                output_tokens: None,
+                caused_load: false,
+                at,
+            },
+            gaps: Vec::new(),
+            prompt_tokens: None,
         },
     }
 }
 
 /// The whole exchange; the caller's deadline bounds it.
-async fn exchange(probe: &Probe, model: &str, started: Instant) -> Result<Tally, Failure> {
+async fn exchange(probe: &Probe, ask: &Ask<'_>, started: Instant) -> Result<Tally, Failure> {
     let config = probe.config();
-    let Some((path, body)) = request_for(
-        config.kind,
-        model,
-        &config.inference_prompt,
-        config.inference_max_tokens,
-        &config.inference_input,
-    ) else {
+    let Some((path, body)) = request_for(config.kind, ask, &config.inference_input) else {
         return Err((
             ProbeReason::BadBody,
             "this kind has no synthetic request".to_owned(),
@@ -491,27 +576,90 @@ mod tests {
         assert_eq!(sse_data(": keep-alive"), None);
     }
 
+    fn ask<'a>(model: &'a str, prompt: &'a str, max_tokens: u32) -> Ask<'a> {
+        Ask {
+            model,
+            prompt,
+            max_tokens,
+            ignore_eos: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
     #[test]
     fn requests_per_kind() {
-        let (path, body) = request_for(ProbeKind::Vllm, "m", "hi", 1, "").unwrap();
+        let (path, body) = request_for(ProbeKind::Vllm, &ask("m", "hi", 1), "").unwrap();
         assert_eq!(path, "/v1/completions");
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["model"], "m");
         assert_eq!(body["max_tokens"], 1);
         assert_eq!(body["stream"], true);
         assert_eq!(body["stream_options"]["include_usage"], true);
-        let (_, body) = request_for(ProbeKind::Llamacpp, "", "hi", 2, "").unwrap();
+        assert!(body.get("ignore_eos").is_none(), "{body}");
+        let (_, body) = request_for(ProbeKind::Llamacpp, &ask("", "hi", 2), "").unwrap();
         let body: Value = serde_json::from_str(&body).unwrap();
         assert!(body.get("model").is_none() && body.get("stream_options").is_none());
-        let (path, body) = request_for(ProbeKind::Ollama, "llama3", "hi", 1, "").unwrap();
+        let (path, body) = request_for(ProbeKind::Ollama, &ask("llama3", "hi", 1), "").unwrap();
         assert_eq!(path, "/api/generate");
         assert!(body.contains(r#""num_predict":1"#));
         let input = r#"{"inputs":[]}"#;
-        let (path, body) = request_for(ProbeKind::Kserve, "iris", "", 1, input).unwrap();
+        let (path, body) = request_for(ProbeKind::Kserve, &ask("iris", "", 1), input).unwrap();
         assert_eq!(
             (path.as_str(), body.as_str()),
             ("/v2/models/iris/infer", input)
         );
-        assert!(request_for(ProbeKind::Tcp, "", "", 1, "").is_none());
+        assert!(request_for(ProbeKind::Tcp, &ask("", "", 1), "").is_none());
+    }
+
+    #[test]
+    fn ignore_eos_only_where_the_kind_takes_it() {
+        let bench = Ask {
+            ignore_eos: true,
+            ..ask("m", "hi", 64)
+        };
+        for (kind, sent) in [
+            (ProbeKind::Vllm, true),
+            (ProbeKind::Sglang, true),
+            (ProbeKind::Llamacpp, true),
+            (ProbeKind::Tgi, false),
+            (ProbeKind::Openai, false),
+        ] {
+            let (_, body) = request_for(kind, &bench, "").unwrap();
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body.get("ignore_eos").is_some(), sent, "{kind:?}: {body}");
+        }
+        let (_, body) = request_for(ProbeKind::Ollama, &bench, "").unwrap();
+        assert!(!body.contains("ignore_eos"), "{body}");
+    }
+
+    #[test]
+    fn gaps_are_between_chunks_that_carried_text() {
+        let mut t = Tally::default();
+        t.feed_openai(r#"{"choices":[{"text":""}]}"#, ms(5));
+        t.feed_openai(r#"{"choices":[{"text":"a"}]}"#, ms(10));
+        // Two events of one chunk share its arrival time: no gap between them.
+        t.feed_openai(r#"{"choices":[{"text":"b"}]}"#, ms(10));
+        t.feed_openai(r#"{"choices":[{"text":"c"}]}"#, ms(25));
+        t.feed_openai(
+            r#"{"choices":[],"usage":{"completion_tokens":3,"prompt_tokens":9}}"#,
+            ms(40),
+        );
+        assert_eq!(t.first_token, Some(ms(5)));
+        assert_eq!(t.gaps, vec![ms(15)]);
+        assert_eq!((t.tokens(), t.prompt_tokens), (Some(3), Some(9)));
+        let mut o = Tally::default();
+        o.feed_ollama(r#"{"response":"a","done":false}"#, ms(3));
+        o.feed_ollama(r#"{"response":"b","done":false}"#, ms(7));
+        o.feed_ollama(
+            r#"{"response":"","done":true,"eval_count":2,"prompt_eval_count":4}"#,
+            ms(9),
+        );
+        assert_eq!(o.gaps, vec![ms(4)]);
+        assert_eq!(o.prompt_tokens, Some(4));
+        let mut long = Tally::default();
+        for i in 0..(MAX_GAPS as u64 + 10) {
+            long.feed_openai(r#"{"choices":[{"text":"x"}]}"#, ms(i));
+        }
+        assert_eq!(long.gaps.len(), MAX_GAPS);
     }
 }

@@ -451,15 +451,14 @@ impl Accountant {
         for (i, n) in totals.outcomes.iter().enumerate() {
             t.outcomes[i] += delta(*n, cursor.outcomes[i]);
         }
-        if let Some(ready) = &job.ready {
-            if ready.run > cursor.ready_run {
-                if let Some(recovery) = ready.recovery {
-                    let secs = recovery.as_secs_f64();
-                    t.recoveries += 1;
-                    t.recovery_seconds_sum += secs;
-                    t.recovery_seconds_max = t.recovery_seconds_max.max(secs);
-                }
-            }
+        if let Some(ready) = &job.ready
+            && ready.run > cursor.ready_run
+            && let Some(recovery) = ready.recovery
+        {
+            let secs = recovery.as_secs_f64();
+            t.recoveries += 1;
+            t.recovery_seconds_sum += secs;
+            t.recovery_seconds_max = t.recovery_seconds_max.max(secs);
         }
         self.job = Some(JobCursor {
             starts: totals.starts,

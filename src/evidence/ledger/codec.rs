@@ -168,7 +168,7 @@ pub fn encode(bucket: &Bucket, names: &mut impl Names) -> Vec<u8> {
         })
         .collect();
     let j = &bucket.job;
-    let job = (*j != JobTally::default()).then(|| JobV1 {
+    let job = (*j != JobTally::default()).then_some(JobV1 {
         starts: j.starts,
         outcomes: j.outcomes,
         recoveries: j.recoveries,

@@ -199,8 +199,11 @@ impl Writer {
 
     /// Queues a write; when the queue is full the write is dropped and counted.
     pub fn write(&self, write: Write) {
-        let sent = self.tx.as_ref().map(|tx| tx.try_send(write));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(write).is_ok());
+        if !sent {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
     }

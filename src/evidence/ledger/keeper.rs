@@ -218,10 +218,10 @@ impl Keeper {
             let changes = self.ledger.push_minute(&open);
             self.write(changes);
         }
-        if let Some(writer) = self.writer.take() {
-            if !writer.finish(timeout) {
-                tracing::warn!("The score ledger's last write did not finish in time.");
-            }
+        if let Some(writer) = self.writer.take()
+            && !writer.finish(timeout)
+        {
+            tracing::warn!("The score ledger's last write did not finish in time.");
         }
     }
 }

@@ -212,10 +212,10 @@ impl Ledger {
             let hour = start - start % HOUR_SECONDS;
             let at = find(&self.hours, hour);
             let mut rolled = Bucket::new(hour, HOUR_SECONDS);
-            if let Ok(i) = at {
-                if let Some(old) = self.decode(hour, HOUR_SECONDS, &self.hours[i].1) {
-                    rolled.merge(&old);
-                }
+            if let Ok(i) = at
+                && let Some(old) = self.decode(hour, HOUR_SECONDS, &self.hours[i].1)
+            {
+                rolled.merge(&old);
             }
             rolled.merge(&minute);
             let encoded = codec::encode(&rolled, &mut self.names);

@@ -183,10 +183,10 @@ pub const FAMILIES: &[Family] = &[
             "What the GPUs cost per hour, as configured (score.price_per_hour, the lease price).",
             Kind::Gauge,
             |c, s| {
-                if let Some(state) = &c.snap.score {
-                    if let Some(price) = state.config.price() {
-                        s.node([Val::Str(&state.config.currency)], Some(price));
-                    }
+                if let Some(state) = &c.snap.score
+                    && let Some(price) = state.config.price()
+                {
+                    s.node([Val::Str(&state.config.currency)], Some(price));
                 }
             },
         )

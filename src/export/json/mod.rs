@@ -9,15 +9,18 @@
 //! * `score`: `gpulse.score/v1` (`/v1/score`).
 //! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
 //!   the job state file (`crate::evidence::journal`), so that type reads back as well.
+//! * `bench`: `gpulse.bench/v1` (`gpulse bench --json`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod bench;
 mod events;
 mod health;
 mod probes;
 mod score;
 mod snapshot;
 
+pub use bench::*;
 pub use events::*;
 pub use health::*;
 pub use probes::*;
