@@ -36,6 +36,8 @@ pub struct Keeper {
     policy: Policy,
     reach: Reach,
     last_now: u64,
+    /// The claims' verdicts last logged, so a mismatch is logged once per change.
+    claims_logged: Vec<(&'static str, Option<bool>)>,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -122,6 +124,7 @@ impl Keeper {
             policy,
             reach,
             last_now: 0,
+            claims_logged: Vec::new(),
         }
     }
 
@@ -199,10 +202,25 @@ impl Keeper {
                 score::evaluate(*window, &evidence, &reach, &self.config)
             })
             .collect();
+        let claims = score::check_claims(&self.config, snap.gpu.as_deref());
+        let verdicts: Vec<(&'static str, Option<bool>)> =
+            claims.iter().map(|c| (c.claim, c.ok)).collect();
+        if verdicts != self.claims_logged {
+            for c in &claims {
+                match c.ok {
+                    Some(false) => tracing::warn!(claim = c.claim, expected = %c.expected,
+                        observed = c.observed.as_deref().unwrap_or(""),
+                        "A claim of [score.expect] does not hold: NVML sees otherwise."),
+                    Some(true) => tracing::debug!(claim = c.claim, "Claim holds."),
+                    None => {}
+                }
+            }
+            self.claims_logged = verdicts;
+        }
         ScoreState {
             evaluated_at: now,
             windows,
-            claims: score::check_claims(&self.config, snap.gpu.as_deref()),
+            claims,
             reach,
             ledger: self.ledger.status(
                 self.writer.is_some(),
