@@ -180,3 +180,311 @@ fn an_unwritable_directory_is_an_error_not_a_panic() {
     let error = disk::open(&file.join("sub")).unwrap_err();
     assert!(error.contains("cannot create"), "{error}");
 }
+
+mod accounting {
+    //! The accountant: deltas of running totals, baselines, resets, busy-only throttling.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crate::demo::gpu_sim::SimGpuCollector;
+    use crate::evidence::ledger::account::{Accountant, JobCursor, Slo};
+    use crate::health::Policy;
+    use crate::model::{
+        Bucket, JobEnd, JobEvent, JobExit, JobLog, JobOutcome, JobReady, JobStart, ProbeSample,
+        ProbeState, ProbeStatus, ServerHistogram, ServerMetrics, ThrottleReason, ThrottleReasons,
+        XidCount, XidLog,
+    };
+    use crate::store::Snapshot;
+
+    const TICK: Duration = Duration::from_secs(5);
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    fn accountant() -> Accountant {
+        let slo = Slo {
+            ttft: Duration::from_millis(500),
+            latency: Duration::from_secs(2),
+        };
+        Accountant::new(HashMap::from([("llm".to_owned(), slo)]), 0.1)
+    }
+
+    fn tick(a: &mut Accountant, snap: &Snapshot) -> Bucket {
+        let mut b = Bucket::new(0, 60);
+        a.account(snap, &mut b, TICK, &Policy::default(), true);
+        b
+    }
+
+    fn check(state: ProbeState, secs: u64) -> ProbeSample {
+        ProbeSample {
+            state,
+            reason: None,
+            detail: String::new(),
+            latency: Duration::ZERO,
+            models: Vec::new(),
+            checked_at: at(secs),
+        }
+    }
+
+    fn server(ok: f64, failed: f64, ttft: &[(f64, f64)]) -> ServerMetrics {
+        ServerMetrics {
+            dialect: "vllm",
+            requests_succeeded_total: Some(ok),
+            requests_failed_total: Some(failed),
+            generation_tokens_total: Some(ok * 10.0),
+            time_to_first_token: Some(ServerHistogram {
+                buckets: ttft.to_vec(),
+                count: ttft.last().map_or(0.0, |b| b.1),
+                sum: 0.0,
+            }),
+            ..ServerMetrics::default()
+        }
+    }
+
+    fn with_probe(probe: &ProbeStatus) -> Snapshot {
+        Snapshot {
+            probes: Arc::new(vec![probe.clone()]),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn probe_checks_count_from_zero_and_then_by_difference() {
+        let mut a = accountant();
+        let mut p = ProbeStatus::new("llm", "vllm", Duration::from_secs(1))
+            .with_startup_timeout(Duration::from_secs(60));
+        p.apply(check(ProbeState::Down, 0), 8); // start-up: starting, never an outage
+        p.apply(check(ProbeState::Up, 1), 8);
+        let b = tick(&mut a, &with_probe(&p));
+        assert_eq!(b.probes[0].checks, [1, 0, 1, 0, 0]);
+        p.apply(check(ProbeState::Down, 2), 8);
+        p.apply(check(ProbeState::Up, 12), 8);
+        let b = tick(&mut a, &with_probe(&p));
+        assert_eq!(b.probes[0].checks, [1, 0, 0, 0, 1]);
+        assert_eq!(
+            (b.probes[0].outages_started, b.probes[0].outages_recovered),
+            (1, 1)
+        );
+        assert_eq!(b.probes[0].recovery_seconds_sum, 10.0);
+        assert_eq!(b.probes[0].recovery_seconds_max, 10.0);
+        assert_eq!(b.observed_seconds, 5);
+        let b = tick(&mut a, &with_probe(&p));
+        assert_eq!(b.probes[0].checks, [0; 5]);
+    }
+
+    #[test]
+    fn server_counters_start_as_a_baseline_and_survive_a_reset() {
+        let mut a = accountant();
+        let mut p = ProbeStatus::new("llm", "vllm", Duration::from_secs(1)).with_server_metrics();
+        let scrape = |p: &mut ProbeStatus, m: ServerMetrics, secs: u64| {
+            if let Some(s) = p.server.as_mut() {
+                s.apply(Ok(m), Duration::ZERO, at(secs));
+            }
+        };
+        // Counters from before the agent started are a baseline, not this minute's traffic.
+        scrape(
+            &mut p,
+            server(
+                1000.0,
+                5.0,
+                &[(0.25, 900.0), (1.0, 990.0), (f64::INFINITY, 1000.0)],
+            ),
+            1,
+        );
+        let b = tick(&mut a, &with_probe(&p));
+        let s = b.probes[0].server.clone().unwrap();
+        assert_eq!(
+            (s.requests_ok, s.requests_failed, s.counter_resets),
+            (Some(0), Some(0), 0)
+        );
+        // 100 more, 2 more failures; of the 100, TTFT: 80 ≤ 0.25 s, 10 ≤ 1 s, 10 above.
+        scrape(
+            &mut p,
+            server(
+                1100.0,
+                7.0,
+                &[(0.25, 980.0), (1.0, 1080.0), (f64::INFINITY, 1100.0)],
+            ),
+            2,
+        );
+        let s = tick(&mut a, &with_probe(&p)).probes[0]
+            .server
+            .clone()
+            .unwrap();
+        assert_eq!((s.requests_ok, s.requests_failed), (Some(100), Some(2)));
+        assert_eq!(s.output_tokens, Some(1000));
+        assert_eq!(s.ttft.map(|b| b.iter().sum::<u64>()), Some(100));
+        // The SLO is 0.5 s: 80 + a third of the 10 between 0.25 s and 1 s.
+        let within = s.ttft_within_slo.unwrap();
+        assert!((within - (80.0 + 10.0 / 3.0)).abs() < 1e-6, "{within}");
+        // The same scrape again: nothing new.
+        let s = tick(&mut a, &with_probe(&p)).probes[0].server.clone();
+        assert_eq!(s, None);
+        // The server restarted: 30 requests since.
+        scrape(
+            &mut p,
+            server(
+                30.0,
+                0.0,
+                &[(0.25, 30.0), (1.0, 30.0), (f64::INFINITY, 30.0)],
+            ),
+            3,
+        );
+        let s = tick(&mut a, &with_probe(&p)).probes[0]
+            .server
+            .clone()
+            .unwrap();
+        assert_eq!((s.requests_ok, s.requests_failed), (Some(30), Some(0)));
+        assert!(s.counter_resets >= 1, "{s:?}");
+    }
+
+    #[test]
+    fn throttling_counts_only_while_busy_and_the_power_cap_is_not_penalised() {
+        let mut a = accountant();
+        let mut sim = SimGpuCollector::new(3, Duration::from_secs(1));
+        let mut gpu = sim.next_sample();
+        let hw = 0x8; // hw_slowdown
+        let cap = 0x4; // sw_power_cap
+        let set = |d: &mut crate::model::GpuDevice, util: f64, active: u64| {
+            d.utilization.gpu = Some(util);
+            d.throttle = Some(ThrottleReasons {
+                active,
+                supported: 0x1ff,
+            });
+        };
+        set(&mut gpu.devices[0], 0.9, hw);
+        set(&mut gpu.devices[1], 0.9, cap);
+        set(&mut gpu.devices[2], 0.02, hw);
+        let uuids: Vec<String> = gpu
+            .devices
+            .iter()
+            .map(|d| d.identity.uuid.clone())
+            .collect();
+        let snap = Snapshot {
+            gpu: Some(Arc::new(gpu)),
+            ..Snapshot::default()
+        };
+        let b = tick(&mut a, &snap);
+        let g = |i: usize| b.gpus.iter().find(|g| g.uuid == uuids[i]).unwrap();
+        assert_eq!((g(0).busy_seconds, g(0).throttled_busy_seconds), (5, 5));
+        assert_eq!(g(0).throttle_reasons, vec![(ThrottleReason::HwSlowdown, 5)]);
+        assert_eq!((g(1).busy_seconds, g(1).throttled_busy_seconds), (5, 0));
+        assert_eq!(g(1).throttle_reasons, vec![(ThrottleReason::SwPowerCap, 5)]);
+        // Idle: a slowdown costs nothing while there is no work.
+        assert_eq!((g(2).busy_seconds, g(2).throttled_busy_seconds), (0, 0));
+        assert!(b.gpus.iter().all(|g| g.sampled_seconds == 5));
+    }
+
+    #[test]
+    fn xids_are_classified_by_the_policy() {
+        let mut a = accountant();
+        let count = |xid: u64, count: u64| XidCount {
+            gpu_index: Some(0),
+            uuid: "GPU-a".to_owned(),
+            xid,
+            count,
+            first_seen: at(0),
+            last_seen: at(0),
+        };
+        let snap = |counts: Vec<XidCount>| Snapshot {
+            xid: Arc::new(XidLog {
+                counts,
+                recent: Vec::new(),
+            }),
+            ..Snapshot::default()
+        };
+        let b = tick(&mut a, &snap(vec![count(79, 1), count(94, 2)]));
+        assert_eq!((b.gpus[0].critical_xids, b.gpus[0].warning_xids), (1, 2));
+        let b = tick(&mut a, &snap(vec![count(79, 1), count(94, 3)]));
+        assert_eq!((b.gpus[0].critical_xids, b.gpus[0].warning_xids), (0, 1));
+    }
+
+    fn job_events(log: &mut JobLog, run: u64, outcome: JobOutcome, ready_after_end: Option<u64>) {
+        let start = run * 100;
+        log.apply(
+            JobEvent::Started(JobStart {
+                run,
+                at: at(start),
+                program: "vllm".to_owned(),
+                pid: 7,
+            }),
+            16,
+        );
+        if let Some(recovery) = ready_after_end {
+            log.apply(
+                JobEvent::Ready(JobReady {
+                    run,
+                    at: at(start + 10),
+                    after_start: Duration::from_secs(10),
+                    recovery: Some(Duration::from_secs(recovery)),
+                }),
+                16,
+            );
+        }
+        log.apply(
+            JobEvent::Finished(JobEnd {
+                run,
+                at: at(start + 50),
+                program: "vllm".to_owned(),
+                pid: 7,
+                started_at: at(start),
+                outcome,
+                exit: Some(JobExit::Code(1)),
+                duration: Some(Duration::from_secs(50)),
+                oom_kills: None,
+                stop_signal: None,
+                killed_after_grace: false,
+            }),
+            16,
+        );
+    }
+
+    #[test]
+    fn job_runs_are_counted_once_across_an_agent_restart() {
+        // A journal restored with one failed run: without a cursor, that is a baseline.
+        let mut log = JobLog::default();
+        job_events(&mut log, 1, JobOutcome::Failure, None);
+        let snap = |log: &JobLog| Snapshot {
+            job: Some(Arc::new(log.clone())),
+            ..Snapshot::default()
+        };
+        let mut a = accountant();
+        assert_eq!(tick(&mut a, &snap(&log)).job.ended(), 0);
+        let cursor = a.job.unwrap();
+        assert_eq!(cursor.to_bytes().len(), 64);
+        assert_eq!(JobCursor::from_bytes(&cursor.to_bytes()), Some(cursor));
+        // The agent restarts with that cursor (from the ledger's file); meanwhile run 2
+        // failed and run 3 came up 30 s after it.
+        job_events(&mut log, 2, JobOutcome::Failure, None);
+        log.apply(
+            JobEvent::Started(JobStart {
+                run: 3,
+                at: at(300),
+                program: "vllm".to_owned(),
+                pid: 8,
+            }),
+            16,
+        );
+        log.apply(
+            JobEvent::Ready(JobReady {
+                run: 3,
+                at: at(310),
+                after_start: Duration::from_secs(10),
+                recovery: Some(Duration::from_secs(30)),
+            }),
+            16,
+        );
+        let mut restarted = accountant();
+        restarted.job = Some(cursor);
+        let b = tick(&mut restarted, &snap(&log));
+        assert_eq!(b.job.starts, 2);
+        assert_eq!(b.job.ended(), 1);
+        assert_eq!((b.job.recoveries, b.job.recovery_seconds_sum), (1, 30.0));
+        // Nothing new: nothing counted twice.
+        let b = tick(&mut restarted, &snap(&log));
+        assert_eq!((b.job.starts, b.job.ended(), b.job.recoveries), (0, 0, 0));
+    }
+}
