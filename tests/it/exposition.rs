@@ -579,3 +579,27 @@ fn otlp_push_matches_its_golden_file() {
     let text = gpulse::export::otlp::render_for_tests(fixed_snapshot(), stats, "demo");
     check_golden("otlp.golden", &text);
 }
+
+/// `/v1/score` of the fixed snapshot (`gpulse.score/v1`), pretty-printed: the public shape of
+/// the score is a golden file too (the agent version is masked).
+#[test]
+fn score_json_matches_its_golden_file() {
+    let snap = fixed_snapshot();
+    let dto = gpulse::export::json::ScoreV1::from_snapshot(&snap, "node-1", None).unwrap();
+    let text = serde_json::to_string_pretty(&dto).unwrap() + "\n";
+    let text = text.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    check_golden("score.golden.json", &text);
+    // One window only with ?window=1h.
+    let one = gpulse::export::json::ScoreV1::from_snapshot(
+        &snap,
+        "node-1",
+        Some(gpulse::score::ScoreWindow::H1),
+    )
+    .unwrap();
+    assert_eq!(one.windows.len(), 1);
+    assert!(
+        dto.reasons.iter().any(|r| r.contains("gpu_count")),
+        "{:?}",
+        dto.reasons
+    );
+}
