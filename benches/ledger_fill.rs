@@ -1,6 +1,6 @@
 //! Fills the score's evidence ledger with 7 days of minute buckets for 8 GPUs and 4 probes
 //! (each probe with server metrics), then reports what it costs: bytes of records, the
-//! process's RSS before and after, the size of `ledger.redb` written as the agent writes it
+//! process's RSS before and after, the size of `state.redb` written as the agent writes it
 //! (one commit per minute), the time to reopen it, and the time of one pass that sums the four
 //! score windows (the keeper's once-a-minute work).
 //!
@@ -84,7 +84,7 @@ fn main() {
     let rss_after = rss_kib();
     let status = ledger.status(true, 0);
     drop(db);
-    let file = std::fs::metadata(disk::path(dir.path())).map_or(0, |m| m.len());
+    let file = std::fs::metadata(gpulse::evidence::state::path(dir.path())).map_or(0, |m| m.len());
     let started = Instant::now();
     let (db, restored) = disk::open(dir.path()).expect("reopen");
     let back = Ledger::restored(
@@ -114,7 +114,7 @@ fn main() {
         (rss_after as f64 - rss_before as f64) / 1024.0
     );
     println!(
-        "  ledger.redb: {file} bytes ({:.2} MiB), one commit per minute: {:.2?} for {minutes} commits ({:.2?} each)",
+        "  state.redb: {file} bytes ({:.2} MiB), one commit per minute: {:.2?} for {minutes} commits ({:.2?} each)",
         file as f64 / 1048576.0,
         fill,
         fill / minutes as u32

@@ -14,6 +14,7 @@ use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
+use crate::evidence::state::StateDb;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
 use crate::export::otlp::{AgentIdentity, OtlpPush};
@@ -170,6 +171,7 @@ pub async fn run_with(
             "Run mode."
         );
     }
+    let state = open_state(&config).await;
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {
@@ -238,6 +240,7 @@ pub async fn run_with(
                     config.clone(),
                     Arc::clone(&store),
                     policy.clone(),
+                    state.clone(),
                     stop_rx.clone(),
                 ));
             }
@@ -344,6 +347,28 @@ pub async fn run_with(
             tracing::warn!(grace = ?grace, "Shutdown grace period elapsed; exiting with work in flight.");
             Ok(())
         }
+    }
+}
+
+/// Opens the state store in `agent.state_dir` (off the async workers); `None`, with one
+/// warning, when the directory is unset or unusable: what would be kept there is then kept in
+/// memory and starts over at each restart.
+async fn open_state(config: &Config) -> Option<StateDb> {
+    if config.agent.state_dir.is_empty() {
+        tracing::warn!(
+            "agent.state_dir is not set: the score's evidence is kept in memory and starts over at each restart."
+        );
+        return None;
+    }
+    let dir = std::path::PathBuf::from(&config.agent.state_dir);
+    match tokio::task::spawn_blocking(move || StateDb::open(&dir)).await {
+        Ok(Ok(state)) => Some(state),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error,
+                "Cannot keep state in agent.state_dir; the score's evidence is kept in memory and starts over at each restart.");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -19,9 +19,9 @@ use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::ModeInfo;
 use crate::model::{
-    CollectorStatus, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint, InferenceSample,
-    JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample, ProbeStatus, Sample,
-    ServerMetrics, XidCount, XidEvent, XidLog,
+    CollectorStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
+    InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample,
+    ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
 };
 use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
 
@@ -66,6 +66,9 @@ pub struct ScoreState {
     pub windows: Vec<WindowScore>,
     pub claims: Vec<ClaimCheck>,
     pub reach: Reach,
+    /// The evidence each window was scored on, in [`ScoreWindow::ALL`] order (what a signed
+    /// report summarises).
+    pub evidence: Vec<Evidence>,
     pub ledger: LedgerStatus,
     /// The weights and constants the windows were computed with.
     pub config: Arc<ScoreConfig>,

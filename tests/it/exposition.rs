@@ -297,18 +297,21 @@ fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
         gpus: true,
         job: false,
     };
+    let evidence: Vec<Evidence> = ScoreWindow::ALL
+        .iter()
+        .map(|w| Evidence::over(&buckets, end, w.seconds()))
+        .collect();
     let windows = ScoreWindow::ALL
         .iter()
-        .map(|w| {
-            let evidence = Evidence::over(&buckets, end, w.seconds());
-            gpulse::score::evaluate(*w, &evidence, &reach, &config)
-        })
+        .zip(&evidence)
+        .map(|(w, e)| gpulse::score::evaluate(*w, e, &reach, &config))
         .collect();
     gpulse::store::ScoreState {
         evaluated_at: end,
         windows,
         claims: gpulse::score::check_claims(&config, Some(gpu)),
         reach,
+        evidence,
         ledger: LedgerStatus {
             persistent: true,
             minutes: 60,

@@ -1,5 +1,5 @@
 //! The score's evidence ledger on disk (issue 14): `kill -9` in the middle of writes never
-//! corrupts `ledger.redb` nor loses a committed minute; an agent restart keeps the evidence;
+//! corrupts `state.redb` nor loses a committed minute; an agent restart keeps the evidence;
 //! an unusable `agent.state_dir` degrades to memory with one warning and a self-metric.
 
 use std::path::Path;
@@ -138,7 +138,7 @@ fn an_agent_restart_keeps_the_evidence() {
     std::thread::sleep(Duration::from_secs(3));
     first.terminate(Duration::from_secs(10));
     assert!(
-        disk::path(dir.path()).exists(),
+        gpulse::evidence::state::path(dir.path()).exists(),
         "no ledger file after a clean stop"
     );
     let observed_before: u64 = committed_observed(dir.path());
@@ -207,7 +207,7 @@ fn an_unusable_state_dir_degrades_to_memory_with_one_warning() {
     let stderr = agent.stderr();
     let warnings = stderr
         .lines()
-        .filter(|l| l.contains("Cannot keep the score ledger"))
+        .filter(|l| l.contains("Cannot keep state in agent.state_dir"))
         .count();
     assert_eq!(warnings, 1, "{stderr}");
 }

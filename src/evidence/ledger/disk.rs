@@ -1,14 +1,11 @@
-//! The ledger on disk: `ledger.redb` in `agent.state_dir`, one redb database (names, minute
-//! and hour records, the cursors that must survive a restart), written by a thread of its own.
+//! The ledger's tables in the state store (`evidence::state`): names, minute and hour records,
+//! and the cursors that must survive a restart, written by a thread of its own.
 //!
-//! Why redb: a pure-Rust embedded store whose commits are atomic and crash-safe (copy-on-write
-//! pages with checksums, two commit slots), so `kill -9` or a power cut during a write leaves
-//! the last committed state, never a torn record — no repair code of ours. It is small (no C
-//! library), and its page cache is bounded ([`CACHE_BYTES`]). One transaction per closed
-//! minute; the writer thread does it, so a slow or hung disk never stalls accounting: past
-//! [`QUEUE`] pending writes, a minute is dropped from disk (kept in memory) and counted.
+//! One transaction per closed minute; the writer thread does it, so a slow or hung disk never
+//! stalls accounting: past [`QUEUE`] pending writes, a minute is dropped from disk (kept in
+//! memory) and counted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -17,12 +14,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::Changes;
-
-/// The file inside `agent.state_dir`.
-pub const FILE_NAME: &str = "ledger.redb";
-
-/// redb's page cache; the ledger itself is held in memory, so the cache only serves writes.
-pub const CACHE_BYTES: usize = 4 << 20;
+use crate::evidence::state::StateDb;
 
 /// Writes waiting for the writer thread.
 pub const QUEUE: usize = 16;
@@ -41,51 +33,21 @@ pub struct Restored {
     pub meta: Vec<(String, Vec<u8>)>,
 }
 
-/// The path of the ledger file in `dir`.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE_NAME)
-}
-
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Opens (creating `dir` and the file when missing) and reads everything back.
-///
-/// A new file is built as `ledger.redb.tmp`, its tables committed, synced and then renamed
-/// into place: redb's first write of a file is not atomic, so a `kill -9` during it would
-/// leave a file that is not a database. A leftover `.tmp` is such a torn first write and is
-/// removed.
-pub fn open(dir: &Path) -> Result<(Database, Restored), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let file = path(dir);
-    if !file.exists() {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let db = create(&tmp)?;
-        drop(db);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &file)
-            .map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    let db = create(&file)?;
-    let restored = read(&db).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok((db, restored))
+/// Opens the state store in `dir` (see [`StateDb::open`]) and reads the ledger back.
+pub fn open(dir: &Path) -> Result<(StateDb, Restored), String> {
+    let state = StateDb::open(dir)?;
+    let restored = restore(&state)?;
+    Ok((state, restored))
 }
 
-/// Opens or creates the database at `file` with every table present (the write also proves
-/// the directory is writable now, not at the first minute).
-fn create(file: &Path) -> Result<Database, String> {
-    let db = Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(file)
-        .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let txn = db.begin_write().map_err(err)?;
+/// Creates the ledger's tables when missing and reads them back.
+pub fn restore(state: &StateDb) -> Result<Restored, String> {
+    let file = state.path().display().to_string();
+    let txn = state.begin_write().map_err(err)?;
     {
         txn.open_table(NAMES).map_err(err)?;
         txn.open_table(MINUTES).map_err(err)?;
@@ -93,8 +55,8 @@ fn create(file: &Path) -> Result<Database, String> {
         txn.open_table(META).map_err(err)?;
     }
     txn.commit()
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok(db)
+        .map_err(|e| format!("cannot write {file}: {e}"))?;
+    read(state).map_err(|e| format!("cannot read {file}: {e}"))
 }
 
 fn read(db: &Database) -> Result<Restored, String> {
@@ -163,8 +125,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread on an open database.
-    pub fn start(db: Database, file: PathBuf) -> std::io::Result<Self> {
+    /// Starts the thread on the open state store.
+    pub fn start(db: StateDb) -> std::io::Result<Self> {
+        let file = db.path().to_path_buf();
         let (tx, rx) = mpsc::sync_channel::<Write>(QUEUE);
         let failures = Arc::new(AtomicU64::new(0));
         let counted = failures.clone();

@@ -6,7 +6,6 @@
 //! written, the ledger lives in memory, one warning says so, and `gpulse_ledger_persistent`
 //! is 0. A restart within a minute merges into that minute's record.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +15,7 @@ use super::account::{Accountant, JobCursor, Slo};
 use super::disk::{self, Write, Writer};
 use super::{Changes, Ledger};
 use crate::config::{Config, ScoreConfig};
+use crate::evidence::state::StateDb;
 use crate::health::Policy;
 use crate::model::{Bucket, Evidence, MINUTE_SECONDS};
 use crate::score::{self, Reach, ScoreWindow};
@@ -46,51 +46,44 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl Keeper {
-    /// Opens the ledger in `config.agent.state_dir` (blocking file I/O: call it off the
-    /// async workers) or in memory, logging once which and why.
-    pub fn open(config: &Config, policy: Policy) -> Self {
+    /// Reads the ledger back from the state store (blocking file I/O: call it off the async
+    /// workers), or keeps it in memory without one, logging once which and why.
+    pub fn open(config: &Config, policy: Policy, state: Option<StateDb>) -> Self {
         let score = &config.score;
         let minutes = score.minute_retention.0.as_secs();
         let hours = score.hour_retention.0.as_secs();
         let mut cursor = None;
-        let (ledger, writer) = if config.agent.state_dir.is_empty() {
-            tracing::warn!(
-                "agent.state_dir is not set: the score's evidence is kept in memory and starts over at each restart."
-            );
-            (Ledger::new(minutes, hours), None)
-        } else {
-            let dir = PathBuf::from(&config.agent.state_dir);
-            match disk::open(&dir) {
-                Ok((db, restored)) => {
-                    cursor = restored
-                        .meta
-                        .iter()
-                        .find(|(k, _)| k == JOB_CURSOR)
-                        .and_then(|(_, v)| JobCursor::from_bytes(v));
-                    let ledger = Ledger::restored(
-                        minutes,
-                        hours,
-                        restored.names,
-                        restored.minutes,
-                        restored.hours,
-                    );
-                    let file = disk::path(&dir);
-                    let status = ledger.status(true, 0);
-                    tracing::info!(file = %file.display(), minutes = status.minutes, hours = status.hours,
-                        bytes = status.bytes, "Score ledger opened.");
-                    match Writer::start(db, file) {
-                        Ok(writer) => (ledger, Some(writer)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Cannot start the ledger writer; the score's evidence is kept in memory only.");
-                            (ledger, None)
-                        }
+        let restored = state.map(|state| (disk::restore(&state), state));
+        let (ledger, writer) = match restored {
+            None => (Ledger::new(minutes, hours), None),
+            Some((Ok(restored), state)) => {
+                cursor = restored
+                    .meta
+                    .iter()
+                    .find(|(k, _)| k == JOB_CURSOR)
+                    .and_then(|(_, v)| JobCursor::from_bytes(v));
+                let ledger = Ledger::restored(
+                    minutes,
+                    hours,
+                    restored.names,
+                    restored.minutes,
+                    restored.hours,
+                );
+                let status = ledger.status(true, 0);
+                tracing::info!(file = %state.path().display(), minutes = status.minutes, hours = status.hours,
+                    bytes = status.bytes, "Score ledger opened.");
+                match Writer::start(state) {
+                    Ok(writer) => (ledger, Some(writer)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot start the ledger writer; the score's evidence is kept in memory only.");
+                        (ledger, None)
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e,
-                        "Cannot keep the score ledger in agent.state_dir; the score's evidence is kept in memory and starts over at each restart.");
-                    (Ledger::new(minutes, hours), None)
-                }
+            }
+            Some((Err(e), _)) => {
+                tracing::warn!(error = %e,
+                    "Cannot read the score ledger; the score's evidence is kept in memory and starts over at each restart.");
+                (Ledger::new(minutes, hours), None)
             }
         };
         let slos = config
@@ -193,14 +186,19 @@ impl Keeper {
             job: snap.job.is_some(),
             ..self.reach
         };
-        let windows = ScoreWindow::ALL
+        let evidence: Vec<Evidence> = self
+            .closed
             .iter()
-            .zip(&self.closed)
-            .map(|(window, closed)| {
+            .map(|closed| {
                 let mut evidence = closed.clone();
                 evidence.add(open);
-                score::evaluate(*window, &evidence, &reach, &self.config)
+                evidence
             })
+            .collect();
+        let windows = ScoreWindow::ALL
+            .iter()
+            .zip(&evidence)
+            .map(|(window, evidence)| score::evaluate(*window, evidence, &reach, &self.config))
             .collect();
         let claims = score::check_claims(&self.config, snap.gpu.as_deref());
         let verdicts: Vec<(&'static str, Option<bool>)> =
@@ -222,6 +220,7 @@ impl Keeper {
             windows,
             claims,
             reach,
+            evidence,
             ledger: self.ledger.status(
                 self.writer.is_some(),
                 self.writer.as_ref().map_or(0, Writer::failures),
@@ -249,11 +248,13 @@ pub async fn run(
     config: Config,
     store: Arc<Store>,
     policy: Policy,
+    state: Option<StateDb>,
     mut stop: watch::Receiver<bool>,
 ) {
     let grace = config.agent.shutdown_grace_period.0;
     let tick_every = config.score.tick.0;
-    let Ok(mut keeper) = tokio::task::spawn_blocking(move || Keeper::open(&config, policy)).await
+    let Ok(mut keeper) =
+        tokio::task::spawn_blocking(move || Keeper::open(&config, policy, state)).await
     else {
         return;
     };
