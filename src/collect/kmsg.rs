@@ -1,4 +1,12 @@
-//! Xid capture from the kernel log: `NVRM: Xid (PCI:0000:17:00): 79, pid=..., ...` lines.
+//! Xid capture from the kernel log: `NVRM: Xid (PCI:0000:17:00): 79, pid=..., ...` lines, and
+//! the driver's "fallen off the bus" messages that carry no `Xid (` (Xid 79).
+//!
+//! Newer drivers also log `NVRM: GPU 0000:29:00.0: GPU has fallen off the bus.` (one line), and
+//! the driver's probe path prints a three-line form (`NVRM: The NVIDIA GPU 0000:b3:00.0`,
+//! `NVRM: (PCI ID: 10de:26b5) installed in this system has`, `NVRM: fallen off the bus and is
+//! not responding to commands.`; NVIDIA's open kernel module, `nv.c`). `/dev/kmsg` shows a
+//! record with embedded newlines as one record with `\x0a` escapes; `dmesg` or a journal
+//! export shows it as separate lines: [`KmsgParser`] reads both.
 //!
 //! A reader thread follows `health.kmsg_path` (normally `/dev/kmsg`). It starts at the end
 //! of the buffer (`SEEK_END`): old boot messages are not replayed, so a restarted agent never
@@ -32,6 +40,86 @@ pub struct KmsgXid {
     pub xid: u64,
     /// The rest of the line after the code (pid, process name, message, NVLink sub-code).
     pub detail: String,
+    /// `Kmsg` for an `Xid (` line, `KmsgBusLoss` for a "fallen off the bus" message.
+    pub source: XidSource,
+}
+
+/// Lines after `NVRM: The NVIDIA GPU <bus id>` within which the multi-line form says
+/// "fallen off the bus" (it takes three lines in all).
+const MULTI_LINE_SPAN: usize = 2;
+
+/// The kernel log reader's parser: stateless for `Xid (` lines, with a little memory for the
+/// multi-line "fallen off the bus" form.
+#[derive(Debug, Default, Clone)]
+pub struct KmsgParser {
+    /// The bus id of a `NVRM: The NVIDIA GPU …` line, and the lines left to finish it.
+    pending: Option<(String, usize)>,
+}
+
+impl KmsgParser {
+    /// Parses one raw kernel log record (at most [`MAX_LINE`] bytes of it, decoded lossily; a
+    /// `\x0a` escape inside a `/dev/kmsg` record is a line break) into what it reports.
+    pub fn feed(&mut self, record: &[u8]) -> Vec<KmsgXid> {
+        let record = &record[..record.len().min(MAX_LINE)];
+        let text = String::from_utf8_lossy(record).replace("\\x0a", "\n");
+        text.split('\n')
+            .filter_map(|line| self.line(line))
+            .collect()
+    }
+
+    fn line(&mut self, line: &str) -> Option<KmsgXid> {
+        if let Some(parsed) = parse_xid_line(line).or_else(|| parse_bus_loss_line(line)) {
+            self.pending = None;
+            return Some(parsed);
+        }
+        if let Some(bus) = after_bus_id(line, "NVRM: The NVIDIA GPU ") {
+            if line.contains("fallen off the bus") {
+                self.pending = None;
+                return Some(bus_loss(bus));
+            }
+            self.pending = Some((bus, MULTI_LINE_SPAN));
+            return None;
+        }
+        let (bus, left) = self.pending.take()?;
+        if !line.contains("NVRM:") {
+            // Not the driver's continuation: the form was interrupted.
+            return None;
+        }
+        if line.contains("fallen off the bus") {
+            return Some(bus_loss(bus));
+        }
+        if left > 1 {
+            self.pending = Some((bus, left - 1));
+        }
+        None
+    }
+}
+
+/// The normalized bus id right after `marker` in `line` (hex digits, `:` and `.`).
+fn after_bus_id(line: &str, marker: &str) -> Option<String> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || c == ':' || c == '.'))
+        .unwrap_or(rest.len());
+    normalize_bus_id(rest[..end].trim_end_matches(':'))
+}
+
+fn bus_loss(pci_bus_id: String) -> KmsgXid {
+    KmsgXid {
+        pci_bus_id,
+        xid: 79,
+        detail: "GPU has fallen off the bus".to_owned(),
+        source: XidSource::KmsgBusLoss,
+    }
+}
+
+/// Parses the one-line "fallen off the bus" message of newer drivers,
+/// `NVRM: GPU 0000:29:00.0: GPU has fallen off the bus.`, as Xid 79.
+pub fn parse_bus_loss_line(line: &str) -> Option<KmsgXid> {
+    if !line.contains("fallen off the bus") {
+        return None;
+    }
+    after_bus_id(line, "NVRM: GPU ").map(bus_loss)
 }
 
 /// Parses one kernel log line (a `/dev/kmsg` record `6,1234,5678901,-;NVRM: ...` or a
@@ -57,6 +145,7 @@ pub fn parse_xid_line(line: &str) -> Option<KmsgXid> {
         pci_bus_id,
         xid,
         detail,
+        source: XidSource::Kmsg,
     })
 }
 
@@ -111,7 +200,7 @@ fn to_event(parsed: KmsgXid, store: &Store) -> XidEvent {
             .map(|d| d.identity.pci_bus_id.clone())
             .unwrap_or(parsed.pci_bus_id),
         xid: parsed.xid,
-        sources: vec![XidSource::Kmsg],
+        sources: vec![parsed.source],
         detail: parsed.detail,
     }
 }
@@ -163,13 +252,14 @@ fn open(path: &str) -> std::io::Result<File> {
 fn follow(mut file: File, path: &str, store: &Store, stop: &watch::Receiver<bool>) {
     let mut buf = vec![0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
+    let mut parser = KmsgParser::default();
     while !super::stopped(stop) {
         match file.read(&mut buf) {
             Ok(0) => std::thread::sleep(POLL),
             Ok(n) => {
                 for &b in &buf[..n] {
                     if b == b'\n' {
-                        handle_line(&line, store);
+                        handle_line(&mut parser, &line, store);
                         line.clear();
                     } else if line.len() < MAX_LINE {
                         line.push(b);
@@ -188,8 +278,8 @@ fn follow(mut file: File, path: &str, store: &Store, stop: &watch::Receiver<bool
     }
 }
 
-fn handle_line(line: &[u8], store: &Store) {
-    if let Some(parsed) = parse_xid_record(line) {
+fn handle_line(parser: &mut KmsgParser, line: &[u8], store: &Store) {
+    for parsed in parser.feed(line) {
         let event = to_event(parsed, store);
         tracing::warn!(xid = event.xid, pci_bus_id = %event.pci_bus_id, detail = %event.detail, "Xid in the kernel log.");
         store.record_xid(event);
@@ -247,6 +337,41 @@ mod tests {
 #[cfg(test)]
 mod fixture {
     use super::*;
+
+    /// The "fallen off the bus" forms without `Xid (`, in the shapes public sources show:
+    /// the one-line form of newer drivers (leptonai/gpud PR #1209: `NVRM: GPU 0000:29:00.0: GPU
+    /// has fallen off the bus.`), the three-line form NVIDIA's open kernel module prints
+    /// (`nv.c`: `NVRM: The NVIDIA GPU %04x:%02x:%02x.%x\nNVRM: (PCI ID: %04x:%04x) installed
+    /// in this system has\nNVRM: fallen off the bus and is not responding to commands.\n`) as
+    /// a `/dev/kmsg` record (`\x0a` escapes) and as dmesg continuation lines (the shape of
+    /// NVIDIA/nvsentinel's and gpud's test inputs, with and without the PCI ID), and the
+    /// one-line variant users quote from their logs. A "The NVIDIA GPU" line whose next line
+    /// is another driver's is not finished by a later stray line.
+    #[test]
+    fn the_bus_loss_fixture_gives_xid_79_per_gpu() {
+        let text = include_str!("../../tests/data/kmsg/bus_loss.txt");
+        let mut parser = KmsgParser::default();
+        let got: Vec<(String, u64, XidSource)> = text
+            .lines()
+            .flat_map(|l| parser.feed(l.as_bytes()))
+            .map(|p| (p.pci_bus_id, p.xid, p.source))
+            .collect();
+        let want: Vec<(String, u64, XidSource)> = ["29", "b3", "c4", "d5", "05"]
+            .iter()
+            .map(|bus| (format!("00000000:{bus}:00"), 79, XidSource::KmsgBusLoss))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_xid_line_still_parses_through_the_parser() {
+        let mut parser = KmsgParser::default();
+        let got = parser.feed(
+            b"3,1007,100000007,-;NVRM: Xid (PCI:0000:17:00): 79, pid=1234, name=python, GPU has fallen off the bus.",
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].xid, got[0].source), (79, XidSource::Kmsg));
+    }
 
     #[test]
     fn the_fixture_gives_exactly_these_xids() {

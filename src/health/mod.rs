@@ -148,6 +148,8 @@ pub enum ReasonCode {
     RecoveryAction,
     HwSlowdown,
     OverSlowdownTemperature,
+    /// An NVLink that was active went inactive.
+    NvLinkDown,
     Xid(u64),
     /// NVML has not answered within `gpu.timeout` for `health.nvml_stale_after`: on every
     /// GPU of the last sample, or on the node when none was ever read.
@@ -177,6 +179,7 @@ impl ReasonCode {
             Self::RecoveryAction => "recovery_action",
             Self::HwSlowdown => "hw_slowdown",
             Self::OverSlowdownTemperature => "over_slowdown_temperature",
+            Self::NvLinkDown => "nvlink_down",
             Self::Xid(_) => "xid",
             Self::NvmlHung => "nvml_hung",
             Self::NoGpu => "no_gpu",
@@ -221,6 +224,9 @@ pub struct GpuHealth {
     pub since: SystemTime,
     /// Most severe first.
     pub reasons: Vec<Reason>,
+    /// NVLinks (bit = link number) seen active since the agent started: a link that was
+    /// active and is inactive now is a reason (`nvlink_down`); one never active is unused.
+    pub nvlinks_seen_active: u64,
 }
 
 /// A change of state of a GPU (or of the node, `gpu: None`).
@@ -325,7 +331,10 @@ pub fn evaluate(
                 // the hang says nothing newer about this GPU can be known.
                 causes.extend(hung.clone());
                 let prev = previous.gpu(device.identity.index);
-                gpus.push(gpu_health(
+                let seen = prev.map_or(0, |p| p.nvlinks_seen_active);
+                let (down_cause, seen) = rules::nvlinks_down(device, seen, now);
+                causes.extend(down_cause);
+                let mut health = gpu_health(
                     device.identity.index,
                     &device.identity.uuid,
                     &device.identity.name,
@@ -333,7 +342,9 @@ pub fn evaluate(
                     causes,
                     policy,
                     now,
-                ));
+                );
+                health.nvlinks_seen_active = seen;
+                gpus.push(health);
             }
             // A GPU seen before and missing now has fallen off the bus (device count drop).
             for prev in &previous.gpus {
@@ -367,7 +378,7 @@ pub fn evaluate(
                 if known || c.last_seen <= hold_from {
                     continue;
                 }
-                let (severity, action, description) = policy.xid(c.xid);
+                let (severity, action, description) = policy.xid_count(c, input.xid, hold_from);
                 if let Some(state) = severity.state() {
                     node_causes.push((
                         ReasonCode::Xid(c.xid),

@@ -133,7 +133,7 @@ pub(super) fn device_causes(
         if !xid_is_for(c, d) || c.last_seen <= hold_from {
             continue;
         }
-        let (severity, action, description) = policy.xid(c.xid);
+        let (severity, action, description) = policy.xid_count(c, input.xid, hold_from);
         if let Some(state) = severity.state() {
             out.push((
                 ReasonCode::Xid(c.xid),
@@ -221,7 +221,39 @@ pub(super) fn gpu_health(
         action,
         since,
         reasons,
+        nvlinks_seen_active: prev.map_or(0, |p| p.nvlinks_seen_active),
     }
+}
+
+/// NVLinks that were active (bits of `seen`) and are inactive in this sample: unhealthy /
+/// reset_gpu, as NVIDIA Health Validation treats an inactive link (CRITICAL) — but only a link
+/// seen active before, so links a board never trains (unused ports) are not reasons
+/// (leptonai/gpud #1085). Returns the cause and the links seen active from now on. Without
+/// NVLink readings (none supported, or `gpu.nvlink` off) nothing changes.
+pub(super) fn nvlinks_down(d: &GpuDevice, seen: u64, now: SystemTime) -> (Option<Cause>, u64) {
+    let bit = |link: u32| 1u64.checked_shl(link).unwrap_or(0);
+    let active = d
+        .nvlinks
+        .iter()
+        .filter(|l| l.active)
+        .fold(0u64, |m, l| m | bit(l.link));
+    let down: Vec<u32> = d
+        .nvlinks
+        .iter()
+        .filter(|l| !l.active && seen & bit(l.link) != 0)
+        .map(|l| l.link)
+        .collect();
+    let cause = (!down.is_empty()).then(|| {
+        let links: Vec<String> = down.iter().map(u32::to_string).collect();
+        (
+            ReasonCode::NvLinkDown,
+            State::Unhealthy,
+            Action::ResetGpu,
+            format!("NVLink {} went inactive", links.join(", ")),
+            now,
+        )
+    });
+    (cause, seen | active)
 }
 
 /// Current causes, plus previous reasons whose cause was seen within `hold_time`.

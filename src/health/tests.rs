@@ -769,3 +769,149 @@ fn a_gpu_missing_from_the_device_list_says_so() {
     assert_eq!(h.reasons[0].code, ReasonCode::GpuLost);
     assert_eq!(h.reasons[0].detail, "missing from the device list");
 }
+
+/// One evaluation of GPU 0 with these recent Xid occurrences `(xid, detail)` at `t(0)`.
+fn eval_with_events(events: &[(u64, &str)], policy: &Policy) -> GpuHealth {
+    use crate::model::{XidEvent, XidSource};
+    let s = sample(t(0), vec![device(0)]);
+    let window = vec![GpuWindowPoint::from(&s)];
+    let mut counts: Vec<XidCount> = Vec::new();
+    for (code, _) in events {
+        match counts.iter_mut().find(|c| c.xid == *code) {
+            Some(c) => c.count += 1,
+            None => counts.push(xid(0, *code, t(0))),
+        }
+    }
+    let log = XidLog {
+        counts,
+        recent: events
+            .iter()
+            .map(|(code, detail)| XidEvent {
+                at: t(0),
+                gpu_index: Some(0),
+                uuid: "GPU-0".to_owned(),
+                pci_bus_id: String::new(),
+                xid: *code,
+                sources: vec![XidSource::Kmsg],
+                detail: (*detail).to_owned(),
+            })
+            .collect(),
+    };
+    let input = Input {
+        status: GpuStatus::Sampled,
+        sample: Some(&s),
+        window: &window,
+        xid: &log,
+        nvml_stuck: None,
+    };
+    evaluate(&NodeHealth::initial(), &input, policy, t(0)).gpus[0].clone()
+}
+
+/// NVLink5 Xids carry the driver's own severity (the kernel-log lines of NVIDIA's Xid catalog
+/// and leptonai/gpud PR #1174): `Nonfatal` must not drain a healthy GPU, `Fatal` resets it,
+/// and an occurrence without text (an NVML event) keeps the catalog's default.
+#[test]
+fn nvlink5_xids_follow_the_severity_the_driver_printed() {
+    let p = Policy::default();
+    let nonfatal = "RLW_REMAP Nonfatal XC0 i0 Link 05 (0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)";
+    let fatal = "NETIR_LINK_DOWN Fatal XC1 i0 Link 09 (0x00000000 0x00000000 0x00000000 0x00000000 0x00000000 0x00000000)";
+    type Case<'a> = (&'a str, Vec<(u64, &'a str)>, Expect<'a>);
+    let cases: [Case; 5] = [
+        (
+            "one nonfatal",
+            vec![(145, nonfatal)],
+            (State::Degraded, Action::None, Some("xid_145")),
+        ),
+        (
+            "SAW_MVB nonfatal",
+            vec![(
+                147,
+                "SAW_MVB Nonfatal XC0 i0 Link 07 (0x00000001 0x0 0x0 0x0 0x0 0x0)",
+            )],
+            (State::Degraded, Action::None, Some("xid_147")),
+        ),
+        (
+            "fatal",
+            vec![(149, fatal)],
+            (State::Unhealthy, Action::ResetGpu, Some("xid_149")),
+        ),
+        (
+            "nonfatal then fatal of the same Xid",
+            vec![(145, nonfatal), (145, "RLW_REMAP Fatal XC0 i0 Link 05")],
+            (State::Unhealthy, Action::ResetGpu, Some("xid_145")),
+        ),
+        (
+            "no text (NVML event)",
+            vec![(146, "")],
+            (State::Unhealthy, Action::ResetGpu, Some("xid_146")),
+        ),
+    ];
+    for (name, events, expect) in cases {
+        check(name, &eval_with_events(&events, &p), expect);
+    }
+    // An operator's override wins over the printed severity.
+    let mut overridden = Policy::default();
+    overridden
+        .xid_overrides
+        .insert(145, (Severity::Unhealthy, Action::ResetGpu));
+    check(
+        "overridden",
+        &eval_with_events(&[(145, nonfatal)], &overridden),
+        (State::Unhealthy, Action::ResetGpu, Some("xid_145")),
+    );
+    // A word that merely contains "fatal" is not a severity.
+    assert!(!crate::model::says_nonfatal("Fatal XC0"));
+    assert!(crate::model::says_nonfatal("RLW_RSP Nonfatal XC0"));
+}
+
+/// An NVLink that was active and went inactive is a reason (leptonai/gpud #1085); one that
+/// was never active (an unused port) is not.
+#[test]
+fn an_nvlink_that_went_inactive_is_a_reason() {
+    use crate::model::NvLinkReadings;
+    let p = Policy::default();
+    let with_links = |states: &[(u32, bool)]| {
+        let mut d = device(0);
+        d.nvlinks = states
+            .iter()
+            .map(|(link, active)| NvLinkReadings {
+                link: *link,
+                active: *active,
+                errors: [None; 4],
+            })
+            .collect();
+        d
+    };
+    let step = |prev: &NodeHealth, d: GpuDevice, at: SystemTime| {
+        let s = sample(at, vec![d]);
+        let window = vec![GpuWindowPoint::from(&s)];
+        let log = XidLog::default();
+        let input = Input {
+            status: GpuStatus::Sampled,
+            sample: Some(&s),
+            window: &window,
+            xid: &log,
+            nvml_stuck: None,
+        };
+        evaluate(prev, &input, &p, at)
+    };
+    // Links 0 and 1 active, 2 never trained.
+    let h = step(
+        &NodeHealth::initial(),
+        with_links(&[(0, true), (1, true), (2, false)]),
+        t(0),
+    );
+    check("all up", &h.gpus[0], (State::Healthy, Action::None, None));
+    assert_eq!(h.gpus[0].nvlinks_seen_active, 0b11);
+    let h = step(&h, with_links(&[(0, true), (1, false), (2, false)]), t(10));
+    check(
+        "link 1 down",
+        &h.gpus[0],
+        (State::Unhealthy, Action::ResetGpu, Some("nvlink_down")),
+    );
+    let detail = &h.gpus[0].reasons[0].detail;
+    assert!(detail.contains("NVLink 1 went inactive"), "{detail}");
+    // Readings off: nothing is judged, nothing is forgotten.
+    let h = step(&h, with_links(&[]), t(20));
+    assert_eq!(h.gpus[0].nvlinks_seen_active, 0b11);
+}

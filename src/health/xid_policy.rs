@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::time::SystemTime;
+
 use super::{Action, State};
 use crate::config::{ConfigError, HealthConfig};
+use crate::model::{NVLINK_SEVERITY_XIDS, XidCount, XidLog};
 
 /// What an Xid means for the GPU's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +216,26 @@ impl Policy {
     }
 
     /// What an Xid means: the override, else the catalog row, else [`UNKNOWN_XID`].
+    /// The policy for the counted Xid `c` whose recent occurrences are in `log`: an NVLink5
+    /// Xid (144–150) all of whose occurrences since `since` the driver printed as `Nonfatal`
+    /// is degraded with no action — it must not drain a healthy GPU (NVIDIA's Xid catalog;
+    /// leptonai/gpud PR #1174) — unless `health.xid_overrides` names it; a `Fatal` one, or one
+    /// without text (an NVML event), keeps [`Policy::xid`].
+    pub fn xid_count(
+        &self,
+        c: &XidCount,
+        log: &XidLog,
+        since: SystemTime,
+    ) -> (Severity, Action, &'static str) {
+        let nonfatal = NVLINK_SEVERITY_XIDS.contains(&c.xid)
+            && !self.xid_overrides.contains_key(&c.xid)
+            && log.all_nonfatal(c.gpu_index, &c.uuid, c.xid, since) == Some(true);
+        if nonfatal {
+            return (Severity::Degraded, Action::None, "NVLink5 error (Nonfatal)");
+        }
+        self.xid(c.xid)
+    }
+
     pub fn xid(&self, xid: u64) -> (Severity, Action, &'static str) {
         if let Some((severity, action)) = self.xid_overrides.get(&xid) {
             return (*severity, *action, "health.xid_overrides");

@@ -12,6 +12,11 @@ pub enum XidSource {
     /// Inferred from an NVML return code (GPU_IS_LOST, RESET_REQUIRED) or a drop in the
     /// device count.
     ReturnCode,
+    /// The kernel log's "fallen off the bus" message without an `Xid (` prefix (newer
+    /// drivers: `NVRM: GPU 0000:29:00.0: GPU has fallen off the bus.`, or the multi-line
+    /// `NVRM: The NVIDIA GPU … has fallen off the bus and is not responding to commands.`):
+    /// Xid 79. A source of its own, so the Xid 79 line beside it merges into one occurrence.
+    KmsgBusLoss,
 }
 
 impl XidSource {
@@ -20,6 +25,7 @@ impl XidSource {
             Self::NvmlEvent => "nvml_event",
             Self::Kmsg => "kmsg",
             Self::ReturnCode => "nvml_return_code",
+            Self::KmsgBusLoss => "kmsg_fallen_off_bus",
         }
     }
 }
@@ -58,4 +64,44 @@ pub struct XidCount {
 pub struct XidLog {
     pub counts: Vec<XidCount>,
     pub recent: Vec<XidEvent>,
+}
+
+/// NVLink5 Xids (144–150): the driver prints the error's own severity in the line
+/// (`RLW_REMAP Nonfatal XC0 i0 Link 05`, `NETIR_LINK_DOWN Fatal XC1 i0 Link 09`).
+pub const NVLINK_SEVERITY_XIDS: std::ops::RangeInclusive<u64> = 144..=150;
+
+/// Whether an Xid occurrence's text says the driver judged it non-fatal (a `Nonfatal` word,
+/// as NVLink5 Xids print it). Text without a severity (NVML events carry none) is not.
+pub fn says_nonfatal(detail: &str) -> bool {
+    detail
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+        .any(|w| w.eq_ignore_ascii_case("nonfatal") || w.eq_ignore_ascii_case("non-fatal"))
+}
+
+impl XidLog {
+    /// For an Xid whose severity the driver prints (see [`NVLINK_SEVERITY_XIDS`]): among the
+    /// recent occurrences of `xid` on the GPU (`gpu_index` or `uuid`) at or after `since`,
+    /// `Some(true)` when every one said `Nonfatal`, `Some(false)` when one did not, `None`
+    /// when none is in the recent log (then the Xid policy's default applies).
+    pub fn all_nonfatal(
+        &self,
+        gpu_index: Option<u32>,
+        uuid: &str,
+        xid: u64,
+        since: SystemTime,
+    ) -> Option<bool> {
+        let mut seen = false;
+        for e in self.recent.iter().filter(|e| {
+            e.xid == xid
+                && e.at >= since
+                && (e.gpu_index == gpu_index && gpu_index.is_some()
+                    || !uuid.is_empty() && e.uuid == uuid)
+        }) {
+            if !says_nonfatal(&e.detail) {
+                return Some(false);
+            }
+            seen = true;
+        }
+        seen.then_some(true)
+    }
 }

@@ -314,7 +314,8 @@ impl Accountant {
                 continue;
             }
             let tally = bucket.gpu(&key.0);
-            match policy.xid(c.xid).0 {
+            // NVLink5 Xids whose recent occurrences all said `Nonfatal` are warnings.
+            match policy.xid_count(c, &snap.xid, std::time::UNIX_EPOCH).0 {
                 Severity::Unhealthy => tally.critical_xids += new,
                 Severity::Degraded => tally.warning_xids += new,
                 Severity::Ignore => {}
