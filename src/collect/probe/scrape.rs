@@ -9,7 +9,9 @@
 //! kind, because servers nest: Triton's vLLM backend re-exports `vllm:*` beside Triton's own
 //! `nv_inference_*`. Prefixes: `vllm:` vLLM, `sglang:` SGLang, `trtllm_` TensorRT-LLM serve,
 //! `tgi_` TGI, `llamacpp:` llama.cpp, `nv_inference_`/`nv_trt_llm_` Triton,
-//! `model_infer_request_`/`rest_server_` MLServer. When several are present, the first in that
+//! `model_infer_request_`/`rest_server_` MLServer; unprefixed vLLM-style names are NVIDIA NIM
+//! (`nim`), or `trtllm-serve` 1.x (`trtllm`) when they carry an `engine_type` label. When
+//! several are present, the first in that
 //! order names the dialect and fills each field it has; the others only fill fields it lacks
 //! (so Triton's failure count completes its vLLM backend's series).
 //!
@@ -19,16 +21,16 @@
 //! | field | vLLM | SGLang | TRT-LLM | TGI | Triton | llama.cpp | MLServer |
 //! |---|---|---|---|---|---|---|---|
 //! | running | `num_requests_running` | `num_running_reqs` | `num_requests_running` | `batch_current_size` | `nv_trt_llm_request_metrics{request_type="active"}` | `requests_processing` | `rest_server_requests_in_progress` |
-//! | waiting | `num_requests_waiting` | `num_queue_reqs` | `num_requests_waiting` | `queue_size` | `pending_request_count` (else TRT-LLM `waiting`) | `requests_deferred` | — |
+//! | waiting | `num_requests_waiting` | `num_queue_reqs` | `num_requests_waiting` | `queue_size` | TRT-LLM `waiting` (else `pending_request_count`) | `requests_deferred` | — |
 //! | succeeded | `request_success_total` (1) | `num_requests_total` − aborted | `request_success_total` (1) | `request_success` | `request_success` | — | `success_total` |
-//! | failed | `request_success_total{finished_reason="error"}` | `num_aborted_requests_total` | `request_error_total` | Σ `request_failure{err}` (2) | Σ `request_failure{reason}` | — | `failure_total` |
+//! | failed | `request_success_total{finished_reason="error"}` | `num_aborted_requests_total` | `request_error_total` | Σ `request_failure{err}` but `validation` (2) | Σ `request_failure{reason}` | — | `failure_total` |
 //! | prompt tokens | `prompt_tokens_total` | `prompt_tokens_total` | `prompt_tokens_total` | `request_input_length` sum | — | `prompt_tokens_total` | — |
 //! | output tokens | `generation_tokens_total` | `generation_tokens_total` | `generation_tokens_total` | `request_generated_tokens` sum | — | `tokens_predicted_total` | — |
 //! | KV use | `kv_cache_usage_perc` (old `gpu_cache_usage_perc`) | `token_usage` | `kv_cache_utilization` | — | `kv_cache_block_metrics` `fraction` (else used/max) | — | — |
 //! | preemptions | `num_preemptions_total` | `num_retracted_requests_total` | — | — | — | — | — |
 //! | TTFT | `time_to_first_token_seconds` | same | same | — | `first_response_histogram_ms` (ms → s) | — | — |
 //! | e2e | `e2e_request_latency_seconds` | same | same | `request_duration` | `request_duration_us` / `request_success` (µs → s, no buckets) | — | `model_infer_request_duration` summary |
-//! | inter-token | `inter_token_latency_seconds` (old `time_per_output_token_seconds`) | `inter_token_latency_seconds` | `time_per_output_token_seconds` | `request_mean_time_per_token_duration` | — | `tokens_predicted_seconds_total` / `tokens_predicted_total` (no buckets) | — |
+//! | inter-token | `inter_token_latency_seconds` (old `time_per_output_token_seconds`) | `inter_token_latency_seconds` (old `time_per_output_token_seconds`) | `time_per_output_token_seconds` | `request_mean_time_per_token_duration` | — | `tokens_predicted_seconds_total` / `tokens_predicted_total` (no buckets) | — |
 //!
 //! (1) Summed over `finished_reason` except `abort`, `cancelled`, `error` and `timeout`, which
 //! are not successes (vLLM's `error` is its 500 path; `abort` is a client giving up).
@@ -107,6 +109,7 @@ pub const FAMILIES: &[&str] = &[
     "sglang:time_to_first_token_seconds",
     "sglang:e2e_request_latency_seconds",
     "sglang:inter_token_latency_seconds",
+    "sglang:time_per_output_token_seconds",
     "trtllm_num_requests_running",
     "trtllm_num_requests_waiting",
     "trtllm_request_success_total",
@@ -142,15 +145,44 @@ pub const FAMILIES: &[&str] = &[
     "model_infer_request_failure_total",
     "model_infer_request_duration",
     "rest_server_requests_in_progress",
+    // Unprefixed: NVIDIA NIM for LLMs (vLLM's names without `vllm:`) and `trtllm-serve` 1.x
+    // (with an `engine_type` label).
+    "num_requests_running",
+    "num_requests_waiting",
+    "gpu_cache_usage_perc",
+    "prompt_tokens_total",
+    "generation_tokens_total",
+    "request_success_total",
+    "request_finish_total",
+    "time_to_first_token_seconds",
+    "time_per_output_token_seconds",
+    "e2e_request_latency_seconds",
+];
+
+/// The unprefixed families (NIM, `trtllm-serve` 1.x).
+const UNPREFIXED: &[&str] = &[
+    "num_requests_running",
+    "num_requests_waiting",
+    "gpu_cache_usage_perc",
+    "prompt_tokens_total",
+    "generation_tokens_total",
+    "request_success_total",
+    "request_finish_total",
+    "time_to_first_token_seconds",
+    "time_per_output_token_seconds",
+    "e2e_request_latency_seconds",
 ];
 
 /// The parser's filter: a family in [`FAMILIES`], or one of its samples. `_total` is allowed
 /// after names that lack it (TGI, Triton) in case an OpenMetrics exporter adds it.
 fn keep(name: &str) -> bool {
-    FAMILIES.iter().any(|family| {
-        name.strip_prefix(family)
-            .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_count" | "_sum" | "_total"))
-    })
+    FAMILIES.iter().any(|family| keep_one(family, name))
+}
+
+/// Whether `name` is `family` or one of its samples.
+fn keep_one(family: &str, name: &str) -> bool {
+    name.strip_prefix(family)
+        .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_count" | "_sum" | "_total"))
 }
 
 /// `finished_reason` values that are not a success.
@@ -161,8 +193,9 @@ fn succeeded(s: &Sample) -> bool {
         .is_some_and(|r| NOT_SUCCESS.contains(&r))
 }
 
-/// Servers in precedence order: engines before the servers that wrap them.
-const DIALECTS: [Dialect; 7] = [
+/// Servers in precedence order: engines before the servers that wrap them; the unprefixed
+/// names last (they only name the dialect when nothing prefixed is there).
+const DIALECTS: [Dialect; 8] = [
     Dialect::Vllm,
     Dialect::Sglang,
     Dialect::Trtllm,
@@ -170,6 +203,7 @@ const DIALECTS: [Dialect; 7] = [
     Dialect::Llamacpp,
     Dialect::Triton,
     Dialect::Mlserver,
+    Dialect::Unprefixed,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +215,8 @@ enum Dialect {
     Llamacpp,
     Triton,
     Mlserver,
+    /// NVIDIA NIM (`nim`) or `trtllm-serve` 1.x (`trtllm`, told by its `engine_type` label).
+    Unprefixed,
 }
 
 impl Dialect {
@@ -193,6 +229,7 @@ impl Dialect {
             Dialect::Llamacpp => "llamacpp",
             Dialect::Triton => "triton",
             Dialect::Mlserver => "mlserver",
+            Dialect::Unprefixed => "nim",
         }
     }
 
@@ -205,6 +242,7 @@ impl Dialect {
             Dialect::Llamacpp => &["llamacpp:"],
             Dialect::Triton => &["nv_inference_", "nv_trt_llm_"],
             Dialect::Mlserver => &["model_infer_request_", "rest_server_"],
+            Dialect::Unprefixed => return UNPREFIXED.iter().any(|f| keep_one(f, name)),
         };
         prefixes.iter().any(|p| name.starts_with(p))
     }
@@ -247,7 +285,12 @@ impl Dialect {
                 m.preemptions_total = ix.sum("sglang:num_retracted_requests_total");
                 m.time_to_first_token = ix.histogram("sglang:time_to_first_token_seconds", 1.0);
                 m.e2e_latency = ix.histogram("sglang:e2e_request_latency_seconds", 1.0);
-                m.inter_token_latency = ix.histogram("sglang:inter_token_latency_seconds", 1.0);
+                // Older SGLang observes `time_per_output_token_seconds` once per generated token
+                // (its docs/references/production_metrics.md): inter-token latency when the
+                // newer family is absent, as vLLM's fallback.
+                m.inter_token_latency = ix
+                    .histogram("sglang:inter_token_latency_seconds", 1.0)
+                    .or_else(|| ix.histogram("sglang:time_per_output_token_seconds", 1.0));
             }
             Dialect::Trtllm => {
                 m.requests_running = ix.sum("trtllm_num_requests_running");
@@ -268,7 +311,18 @@ impl Dialect {
                 m.requests_running = ix.sum("tgi_batch_current_size");
                 m.requests_waiting = ix.sum("tgi_queue_size");
                 m.requests_succeeded_total = success;
-                m.requests_failed_total = ix.counter("tgi_request_failure").or(seen.then_some(0.0));
+                // A request the router refused as invalid (`err="validation"`: a 422 for the
+                // client's bad input) is the client's failure, not the server's.
+                m.requests_failed_total = ix
+                    .sum_where("tgi_request_failure", |s| {
+                        s.label("err") != Some("validation")
+                    })
+                    .or_else(|| {
+                        ix.sum_where("tgi_request_failure_total", |s| {
+                            s.label("err") != Some("validation")
+                        })
+                    })
+                    .or(seen.then_some(0.0));
                 // Per-request token histograms: their sums are the token counters.
                 m.prompt_tokens_total =
                     ix.histogram("tgi_request_input_length", 1.0).map(|h| h.sum);
@@ -283,11 +337,14 @@ impl Dialect {
                 m.requests_running = ix.sum_where("nv_trt_llm_request_metrics", |s| {
                     s.label("request_type") == Some("active")
                 });
-                m.requests_waiting = ix.sum("nv_inference_pending_request_count").or_else(|| {
-                    ix.sum_where("nv_trt_llm_request_metrics", |s| {
+                // The TensorRT-LLM backend queues in its own scheduler: Triton's pending count
+                // reads 0 while the engine's `waiting` holds the real queue (tensorrtllm_backend
+                // README, "Triton Metrics"). The engine's queue when it reports one.
+                m.requests_waiting = ix
+                    .sum_where("nv_trt_llm_request_metrics", |s| {
                         s.label("request_type") == Some("waiting")
                     })
-                });
+                    .or_else(|| ix.sum("nv_inference_pending_request_count"));
                 let success = ix.counter("nv_inference_request_success");
                 m.requests_succeeded_total = success;
                 m.requests_failed_total = ix.counter("nv_inference_request_failure");
@@ -318,6 +375,34 @@ impl Dialect {
                         count,
                         sum,
                     });
+            }
+            Dialect::Unprefixed => {
+                // `trtllm-serve` 1.x labels its series with `engine_type` (TensorRT-LLM PR
+                // #5785); NIM's are vLLM's names without the `vllm:` prefix (NIM for LLMs
+                // "Observability" docs).
+                let trtllm = UNPREFIXED
+                    .iter()
+                    .flat_map(|f| ix.family(f))
+                    .any(|s| s.label("engine_type").is_some());
+                m.dialect = if trtllm { "trtllm" } else { "nim" };
+                m.requests_running = ix.sum("num_requests_running");
+                m.requests_waiting = ix.sum("num_requests_waiting");
+                // As vLLM: successes are every finish reason but the failed and abandoned
+                // ones, failures the `error` reason (absent when no error series exists).
+                let name = if ix.get("request_success_total").is_empty() {
+                    "request_finish_total"
+                } else {
+                    "request_success_total"
+                };
+                m.requests_succeeded_total = ix.sum_where(name, succeeded);
+                m.requests_failed_total =
+                    ix.sum_where(name, |s| s.label("finished_reason") == Some("error"));
+                m.prompt_tokens_total = ix.sum("prompt_tokens_total");
+                m.generation_tokens_total = ix.sum("generation_tokens_total");
+                m.kv_cache_usage_ratio = ix.max("gpu_cache_usage_perc");
+                m.time_to_first_token = ix.histogram("time_to_first_token_seconds", 1.0);
+                m.e2e_latency = ix.histogram("e2e_request_latency_seconds", 1.0);
+                m.inter_token_latency = ix.histogram("time_per_output_token_seconds", 1.0);
             }
             Dialect::Mlserver => {
                 m.requests_running = ix.sum("rest_server_requests_in_progress");
@@ -396,6 +481,14 @@ impl<'a> Index<'a> {
 
     fn get(&self, name: &str) -> &[&'a Sample] {
         self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every sample of `family` (its `_bucket`, `_count`, `_sum` and `_total` too).
+    fn family(&self, family: &str) -> Vec<&'a Sample> {
+        ["", "_bucket", "_count", "_sum", "_total"]
+            .into_iter()
+            .flat_map(|suffix| self.get(&format!("{family}{suffix}")).iter().copied())
+            .collect()
     }
 
     /// Sum over the samples that pass `pred`; `None` if none does.

@@ -269,7 +269,8 @@ fn tgi() {
     assert_close(m.requests_running, 6.0);
     assert_close(m.requests_waiting, 4.0);
     assert_close(m.requests_succeeded_total, 9.0);
-    assert_close(m.requests_failed_total, 3.0);
+    // `validation` (2) is the client's bad input, not a server failure; `overloaded` is.
+    assert_close(m.requests_failed_total, 1.0);
     assert_close(m.prompt_tokens_total, 900.0);
     assert_close(m.generation_tokens_total, 450.0);
     assert_eq!(m.time_to_first_token, None);
@@ -347,7 +348,9 @@ fn triton() {
     let m = lifted(TRITON);
     assert_eq!(m.dialect, "triton");
     assert_close(m.requests_running, 4.0);
-    assert_close(m.requests_waiting, 5.0);
+    // The TensorRT-LLM engine's own queue, not Triton's pending count (5 here; 0 in practice,
+    // as the engine queues in its own scheduler).
+    assert_close(m.requests_waiting, 3.0);
     assert_close(m.requests_succeeded_total, 80.0);
     assert_close(m.requests_failed_total, 5.0);
     assert_close(m.kv_cache_usage_ratio, 0.15);
@@ -757,4 +760,152 @@ fn a_large_body_lifts_within_bounds() {
     assert_eq!(ttft.buckets.len(), 20);
     // Every round repeats each series; the sum is over label sets as exposed.
     assert_eq!(ttft.buckets.last().map(|b| b.1), Some(ttft.count));
+}
+
+/// Older SGLang: `sglang:time_per_output_token_seconds`, observed once per generated token
+/// (SGLang's docs/references/production_metrics.md), without the newer
+/// `sglang:inter_token_latency_seconds`: it is the inter-token latency.
+#[test]
+fn sglang_old_inter_token_name() {
+    let m = lifted(
+        "# HELP sglang:time_per_output_token_seconds Histogram of time per output token in seconds.
+# TYPE sglang:time_per_output_token_seconds histogram
+sglang:time_per_output_token_seconds_bucket{le=\"0.005\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 120.0
+sglang:time_per_output_token_seconds_bucket{le=\"0.01\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 3400.0
+sglang:time_per_output_token_seconds_bucket{le=\"+Inf\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 3500.0
+sglang:time_per_output_token_seconds_sum{model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 26.3
+sglang:time_per_output_token_seconds_count{model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 3500.0
+# HELP sglang:num_running_reqs The number of running requests.
+# TYPE sglang:num_running_reqs gauge
+sglang:num_running_reqs{model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 5.0
+",
+    );
+    assert_eq!(m.dialect, "sglang");
+    assert_eq!(m.inter_token_latency.map(|h| h.count), Some(3500.0));
+}
+
+/// NVIDIA NIM for LLMs: vLLM's names without the `vllm:` prefix, at `/v1/metrics` (NIM for
+/// LLMs "Observability" docs: `num_requests_running`, `num_requests_waiting`,
+/// `gpu_cache_usage_perc`, `prompt_tokens_total`, `generation_tokens_total`,
+/// `time_to_first_token_seconds`, `time_per_output_token_seconds`,
+/// `e2e_request_latency_seconds`, `request_success_total` by `finished_reason`), in
+/// prometheus_client's text format.
+const NIM: &str = r#"# HELP num_requests_running Number of requests currently running on GPU.
+# TYPE num_requests_running gauge
+num_requests_running{model_name="meta/llama-3.1-8b-instruct"} 3.0
+# HELP num_requests_waiting Number of requests waiting to be processed.
+# TYPE num_requests_waiting gauge
+num_requests_waiting{model_name="meta/llama-3.1-8b-instruct"} 2.0
+# HELP num_request_max Max number of concurrently running requests.
+# TYPE num_request_max gauge
+num_request_max{model_name="meta/llama-3.1-8b-instruct"} 256.0
+# HELP gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.
+# TYPE gpu_cache_usage_perc gauge
+gpu_cache_usage_perc{model_name="meta/llama-3.1-8b-instruct"} 0.27
+# HELP prompt_tokens_total Number of prefill tokens processed.
+# TYPE prompt_tokens_total counter
+prompt_tokens_total{model_name="meta/llama-3.1-8b-instruct"} 52110.0
+# HELP generation_tokens_total Number of generation tokens processed.
+# TYPE generation_tokens_total counter
+generation_tokens_total{model_name="meta/llama-3.1-8b-instruct"} 18900.0
+# HELP time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE time_to_first_token_seconds histogram
+time_to_first_token_seconds_bucket{le="0.04",model_name="meta/llama-3.1-8b-instruct"} 80.0
+time_to_first_token_seconds_bucket{le="0.1",model_name="meta/llama-3.1-8b-instruct"} 140.0
+time_to_first_token_seconds_bucket{le="+Inf",model_name="meta/llama-3.1-8b-instruct"} 150.0
+time_to_first_token_seconds_count{model_name="meta/llama-3.1-8b-instruct"} 150.0
+time_to_first_token_seconds_sum{model_name="meta/llama-3.1-8b-instruct"} 9.1
+# HELP time_per_output_token_seconds Histogram of time per output token in seconds.
+# TYPE time_per_output_token_seconds histogram
+time_per_output_token_seconds_bucket{le="0.01",model_name="meta/llama-3.1-8b-instruct"} 17000.0
+time_per_output_token_seconds_bucket{le="+Inf",model_name="meta/llama-3.1-8b-instruct"} 18750.0
+time_per_output_token_seconds_count{model_name="meta/llama-3.1-8b-instruct"} 18750.0
+time_per_output_token_seconds_sum{model_name="meta/llama-3.1-8b-instruct"} 150.2
+# HELP e2e_request_latency_seconds Histogram of end to end request latency in seconds.
+# TYPE e2e_request_latency_seconds histogram
+e2e_request_latency_seconds_bucket{le="1.0",model_name="meta/llama-3.1-8b-instruct"} 100.0
+e2e_request_latency_seconds_bucket{le="+Inf",model_name="meta/llama-3.1-8b-instruct"} 150.0
+e2e_request_latency_seconds_count{model_name="meta/llama-3.1-8b-instruct"} 150.0
+e2e_request_latency_seconds_sum{model_name="meta/llama-3.1-8b-instruct"} 180.0
+# HELP request_success_total Count of successfully processed requests.
+# TYPE request_success_total counter
+request_success_total{finished_reason="stop",model_name="meta/llama-3.1-8b-instruct"} 140.0
+request_success_total{finished_reason="length",model_name="meta/llama-3.1-8b-instruct"} 10.0
+request_success_total{finished_reason="error",model_name="meta/llama-3.1-8b-instruct"} 1.0
+"#;
+
+#[test]
+fn nim() {
+    let m = lifted(NIM);
+    assert_eq!(m.dialect, "nim");
+    assert_close(m.requests_running, 3.0);
+    assert_close(m.requests_waiting, 2.0);
+    assert_close(m.kv_cache_usage_ratio, 0.27);
+    assert_close(m.prompt_tokens_total, 52110.0);
+    assert_close(m.generation_tokens_total, 18900.0);
+    assert_close(m.requests_succeeded_total, 150.0);
+    assert_close(m.requests_failed_total, 1.0);
+    assert_eq!(m.time_to_first_token.map(|h| h.count), Some(150.0));
+    assert_eq!(m.inter_token_latency.map(|h| h.count), Some(18750.0));
+    assert_eq!(m.e2e_latency.map(|h| h.sum), Some(180.0));
+}
+
+/// `trtllm-serve` 1.x at `/prometheus/metrics`: unprefixed names labelled `model_name` and
+/// `engine_type`, successes by `finished_reason` (TensorRT-LLM PR #5785's MetricsCollector; the
+/// same series Dynamo re-exports with a `trtllm_` prefix, in its TensorRT-LLM Prometheus page).
+const TRTLLM_SERVE_1X: &str = r#"# HELP request_success_total Count of successfully processed requests.
+# TYPE request_success_total counter
+request_success_total{engine_type="trtllm",finished_reason="stop",model_name="Qwen/Qwen3-0.6B"} 150.0
+request_success_total{engine_type="trtllm",finished_reason="length",model_name="Qwen/Qwen3-0.6B"} 5.0
+# HELP e2e_request_latency_seconds Histogram of end to end request latency in seconds.
+# TYPE e2e_request_latency_seconds histogram
+e2e_request_latency_seconds_bucket{engine_type="trtllm",le="0.5",model_name="Qwen/Qwen3-0.6B"} 25.0
+e2e_request_latency_seconds_bucket{engine_type="trtllm",le="+Inf",model_name="Qwen/Qwen3-0.6B"} 155.0
+e2e_request_latency_seconds_count{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 155.0
+e2e_request_latency_seconds_sum{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 45.2
+# HELP time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE time_to_first_token_seconds histogram
+time_to_first_token_seconds_bucket{engine_type="trtllm",le="0.01",model_name="Qwen/Qwen3-0.6B"} 0.0
+time_to_first_token_seconds_bucket{engine_type="trtllm",le="0.05",model_name="Qwen/Qwen3-0.6B"} 12.0
+time_to_first_token_seconds_bucket{engine_type="trtllm",le="+Inf",model_name="Qwen/Qwen3-0.6B"} 155.0
+time_to_first_token_seconds_count{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 155.0
+time_to_first_token_seconds_sum{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 8.75
+# HELP time_per_output_token_seconds Histogram of time per output token in seconds.
+# TYPE time_per_output_token_seconds histogram
+time_per_output_token_seconds_bucket{engine_type="trtllm",le="0.1",model_name="Qwen/Qwen3-0.6B"} 120.0
+time_per_output_token_seconds_bucket{engine_type="trtllm",le="+Inf",model_name="Qwen/Qwen3-0.6B"} 155.0
+time_per_output_token_seconds_count{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 155.0
+time_per_output_token_seconds_sum{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 12.5
+# HELP request_queue_time_seconds Histogram of time spent in WAITING phase for request.
+# TYPE request_queue_time_seconds histogram
+request_queue_time_seconds_bucket{engine_type="trtllm",le="1.0",model_name="Qwen/Qwen3-0.6B"} 140.0
+request_queue_time_seconds_bucket{engine_type="trtllm",le="+Inf",model_name="Qwen/Qwen3-0.6B"} 155.0
+request_queue_time_seconds_count{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 155.0
+request_queue_time_seconds_sum{engine_type="trtllm",model_name="Qwen/Qwen3-0.6B"} 32.1
+"#;
+
+#[test]
+fn trtllm_serve_1x_unprefixed() {
+    let m = lifted(TRTLLM_SERVE_1X);
+    assert_eq!(m.dialect, "trtllm");
+    assert_close(m.requests_succeeded_total, 155.0);
+    // No error series: failures are not counted by this version (unknown, not 0).
+    assert_eq!(m.requests_failed_total, None);
+    assert_eq!(
+        m.time_to_first_token.map(|h| h.buckets),
+        Some(vec![(0.01, 0.0), (0.05, 12.0), (f64::INFINITY, 155.0)])
+    );
+    assert_eq!(m.e2e_latency.map(|h| h.count), Some(155.0));
+    assert_eq!(m.inter_token_latency.map(|h| h.sum), Some(12.5));
+    assert_eq!(m.requests_waiting, None);
+}
+
+/// A vLLM exposition is never read as NIM: prefixed names win.
+#[test]
+fn prefixed_names_win_over_unprefixed() {
+    let m = lifted(&format!(
+        "{NIM}# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 9\n"
+    ));
+    assert_eq!(m.dialect, "vllm");
+    assert_close(m.requests_running, 9.0);
 }
