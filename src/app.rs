@@ -305,6 +305,7 @@ pub async fn run_with(
         store: Arc::clone(&store),
         node: Arc::from(node_name),
         score_enabled: config.score.enabled,
+        ready_grace: config.gpu.ready_grace.0,
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::ScoreConfig;
 use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
-use crate::mode::ModeInfo;
+use crate::mode::{Mode, ModeInfo};
 use crate::model::{
     CollectorStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
     InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample,
@@ -95,6 +95,34 @@ impl Snapshot {
     /// How long the `gpu` collector has missed its deadline on every cycle (NVML hung).
     pub fn gpu_stuck_for(&self, now: SystemTime) -> Option<Duration> {
         self.collector("gpu").and_then(|c| c.stuck_for(now))
+    }
+
+    /// Whether the agent serves what the operator asked for, as of `now`: every collector has
+    /// finished a cycle, and — where GPUs are expected (mode embedded or host, the `gpu`
+    /// collector on) — the GPU collector has read a GPU at least once, or is still within
+    /// `grace` of its start. `Err` says why not, for `/readyz`'s body. (A GPU collector that
+    /// never succeeded serves no GPU data: "ready" would be a lie; dcgm-exporter PR #744.)
+    pub fn readiness(&self, now: SystemTime, grace: Duration) -> Result<(), String> {
+        if !self.first_cycle_done() {
+            return Err("waiting for the first collector cycle".to_owned());
+        }
+        let expects_gpus = matches!(self.mode.mode, Mode::Embedded | Mode::Host);
+        let Some(gpu) = self.collector("gpu").filter(|_| expects_gpus) else {
+            return Ok(());
+        };
+        if gpu.last_success_at.is_some() {
+            return Ok(());
+        }
+        let since = gpu.first_run_at.unwrap_or(now);
+        if now.duration_since(since).unwrap_or_default() < grace {
+            return Ok(());
+        }
+        Err(format!(
+            "no GPU data: the GPU collector has not read a GPU in {}s since it started (mode {}; last error: {})",
+            now.duration_since(since).unwrap_or_default().as_secs(),
+            self.mode.mode.as_str(),
+            gpu.last_error.as_deref().unwrap_or("none")
+        ))
     }
 
     /// Where the `gpu` collector stands, as health's input needs it.
@@ -389,6 +417,14 @@ impl Store {
         self.update(|snap| {
             if let Some(status) = snap.collectors.iter_mut().find(|c| c.name == name) {
                 status.runs += 1;
+                if status.first_run_at.is_none() {
+                    status.first_run_at = Some(
+                        report
+                            .finished_at
+                            .checked_sub(report.duration)
+                            .unwrap_or(report.finished_at),
+                    );
+                }
                 status.last_duration = report.duration;
                 status.last_run_at = Some(report.finished_at);
                 match &report.outcome {
@@ -713,6 +749,60 @@ mod tests {
         assert_eq!((gpu.runs, gpu.failures), (2, 1));
         assert!(gpu.is_stale());
         assert_eq!(gpu.last_error_kind, Some("deadline"));
+    }
+
+    /// `/readyz` where GPUs are expected: ready during the start-up grace, then not while the
+    /// GPU collector has never read a GPU; ready once it does; a sidecar is never held back.
+    #[test]
+    fn readiness_waits_for_gpu_data_where_gpus_are_expected() {
+        use crate::config::ModeSetting;
+        use crate::mode::Facts;
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + secs);
+        let grace = Duration::from_secs(60);
+        let fail = |secs| RunReport {
+            duration: Duration::from_secs(1),
+            finished_at: at(secs),
+            outcome: Err((
+                "unavailable",
+                "NVML: libnvidia-ml.so.1 not found".to_owned(),
+            )),
+        };
+        for (setting, held_back) in [
+            (ModeSetting::Host, true),
+            (ModeSetting::Embedded, true),
+            (ModeSetting::Sidecar, false),
+        ] {
+            let s = store(3).with_mode(ModeInfo::new(setting, Facts::default()));
+            assert!(
+                s.snapshot().readiness(at(0), grace).is_err(),
+                "no cycle yet"
+            );
+            s.record_run("gpu", fail(1));
+            s.record_run("host", fail(1));
+            assert_eq!(
+                s.snapshot().readiness(at(30), grace),
+                Ok(()),
+                "within the grace"
+            );
+            let late = s.snapshot().readiness(at(61), grace);
+            assert_eq!(late.is_err(), held_back, "{setting:?}: {late:?}");
+            if held_back {
+                let why = late.unwrap_err();
+                assert!(
+                    why.contains("no GPU data") && why.contains("not found"),
+                    "{why}"
+                );
+            }
+            s.record_run(
+                "gpu",
+                RunReport {
+                    duration: Duration::from_secs(1),
+                    finished_at: at(70),
+                    outcome: Ok(()),
+                },
+            );
+            assert_eq!(s.snapshot().readiness(at(80), grace), Ok(()));
+        }
     }
 
     #[test]

@@ -201,6 +201,9 @@ pub struct GpuConfig {
     pub nvlink: bool,
     /// Read PCIe TX/RX throughput (NVML waits about 20 ms per GPU and direction for it).
     pub pcie_throughput: bool,
+    /// Where GPUs are expected (mode embedded or host), `/readyz` answers 503 once the GPU
+    /// collector has gone this long since its start without reading a GPU.
+    pub ready_grace: HumanDuration,
 }
 
 impl Default for GpuConfig {
@@ -216,6 +219,7 @@ impl Default for GpuConfig {
             mig: true,
             nvlink: true,
             pcie_throughput: false,
+            ready_grace: HumanDuration::secs(60),
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct CollectorStatus {
     /// Whether the last cycle produced a fresh sample.
     pub last_success: bool,
     pub last_duration: Duration,
+    /// When the first cycle began (the collector's start, for readiness' start-up grace).
+    pub first_run_at: Option<SystemTime>,
     pub last_run_at: Option<SystemTime>,
     pub last_success_at: Option<SystemTime>,
     /// Why the last cycle failed, for the JSON API and logs (never a metric label).
@@ -115,6 +117,7 @@ impl CollectorStatus {
             failures: 0,
             last_success: false,
             last_duration: Duration::ZERO,
+            first_run_at: None,
             last_run_at: None,
             last_success_at: None,
             last_error: None,

@@ -319,3 +319,46 @@ fn the_gpu_check_script_runs_on_the_fake_nvml() {
         assert!(files.iter().any(|f| f == want), "{want} missing: {files:?}");
     }
 }
+
+/// No NVML where GPUs are expected (host mode): `/readyz` is 200 during `gpu.ready_grace`, then
+/// 503 with the reason while no GPU was ever read; `/healthz` stays 200 (the process is fine).
+#[test]
+fn readyz_is_503_when_no_gpu_was_ever_read_where_gpus_are_expected() {
+    let agent = Agent::start(
+        ["run"],
+        [
+            ("GPULSE_AGENT_MODE", "host"),
+            ("GPULSE_GPU_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1"),
+            ("GPULSE_GPU_READY_GRACE", "2s"),
+            ("GPULSE_HEALTH_KMSG_PATH", ""),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let not_ready = loop {
+        let r = agent.get("/readyz");
+        if r.status == 503 {
+            break r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never left 200: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(not_ready.contains("no GPU data"), "{not_ready}");
+    assert!(not_ready.contains("mode host"), "{not_ready}");
+    assert_eq!(agent.get("/healthz").status, 200);
+    // A sidecar is never held back by the GPU collector.
+    let sidecar = Agent::start(
+        ["run"],
+        [
+            ("GPULSE_AGENT_MODE", "sidecar"),
+            ("GPULSE_GPU_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1"),
+            ("GPULSE_GPU_READY_GRACE", "1s"),
+            ("GPULSE_HEALTH_KMSG_PATH", ""),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sidecar.get("/readyz").status, 200);
+}

@@ -61,6 +61,8 @@ pub struct ApiState {
     pub node: Arc<str>,
     /// `score.enabled`: tells "off" (404) from "not yet" (503) on /v1/score.
     pub score_enabled: bool,
+    /// `gpu.ready_grace`: how long `/readyz` waits for a first GPU sample where GPUs are expected.
+    pub ready_grace: std::time::Duration,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -324,14 +326,14 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.store.snapshot().first_cycle_done() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    let now = std::time::SystemTime::now();
+    match state.store.snapshot().readiness(now, state.ready_grace) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the first collector cycle\n",
+            format!("not ready: {why}\n"),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -497,6 +499,7 @@ mod tests {
             store: Arc::clone(&store),
             node: Arc::from("n"),
             score_enabled: true,
+            ready_grace: Duration::from_secs(60),
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
