@@ -92,11 +92,20 @@ fn otel_name(f: &Family) -> String {
         .iter()
         .map(|(k, v)| format!("`{k}={v}`"))
         .collect();
-    if consts.is_empty() {
+    let mut out = if consts.is_empty() {
         name
     } else {
         format!("{name} with {}", consts.join(", "))
+    };
+    for d in f.dims {
+        for split in d.otel_split {
+            let to = split
+                .otel
+                .map_or_else(|| "not sent".to_owned(), |n| format!("`{n}`"));
+            let _ = write!(out, "; `{}=\"{}\"`: {to}", d.prom, split.value);
+        }
     }
+    out
 }
 
 fn code_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
