@@ -121,7 +121,10 @@ fn the_dcgm_host_label_is_one_of_dcgm_exporters_two_spellings() {
             bad.to_owned(),
         )]);
         let err = Config::default().with_overrides(&env).unwrap_err();
-        assert_eq!(err.origin, "GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL (environment)");
+        assert_eq!(
+            err.origin,
+            "GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL (environment)"
+        );
     }
 }
 

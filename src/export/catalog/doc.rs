@@ -17,7 +17,7 @@ pub fn markdown() -> String {
          `hw.id`, `hw.name`, `hw.type`, `hw.model` and `gpulse.gpu.index` on OTLP; join \
          `gpulse_gpu_info` by `uuid` for the rest of a GPU's identity. A reading the device \
          does not support is absent, never 0. The dcgm-exporter names (`[prometheus] \
-         dcgm_compat`) are listed in `src/export/prometheus/dcgm.rs`.\n",
+         dcgm_compat`) are listed in `src/export/prometheus/dcgm/table.rs` and docs/dcgm.md.\n",
     );
     for (domain, families) in DOMAINS {
         let _ = write!(
