@@ -58,6 +58,7 @@ const fn labelled(
 }
 
 const PID: &[Dim] = &[dim("pid", "process.pid")];
+const MIG: &[Dim] = &[dim("mig_uuid", "gpulse.mig.id")];
 
 /// Aggregate (lifetime) ECC counts over OTLP: not `hw.errors`, whose points must add up.
 const ECC_AGGREGATE: &[OtelSplit] = &[OtelSplit {
@@ -71,7 +72,6 @@ fn used_ratio(d: &GpuDevice) -> Option<f64> {
     let used = d.memory.used_bytes?;
     Some(used as f64 / total as f64)
 }
-const MIG: &[Dim] = &[dim("mig_uuid", "gpulse.mig.id")];
 
 /// In `/metrics` order.
 pub const FAMILIES: &[Family] = &[

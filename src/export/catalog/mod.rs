@@ -206,7 +206,7 @@ pub const fn dim(prom: &'static str, otel: &'static str) -> Dim {
     }
 }
 
-/// A label whose values listed in `split` move their rows to another OTel instrument.
+/// A label whose values listed in `otel_split` move their rows to another OTel instrument.
 pub const fn dim_split(
     prom: &'static str,
     otel: &'static str,
