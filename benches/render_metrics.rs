@@ -67,6 +67,7 @@ fn bench(c: &mut Criterion) {
         RenderOptions {
             dcgm_compat: true,
             hostname: "bench-node".to_owned(),
+            ..RenderOptions::default()
         },
         Default::default(),
     );

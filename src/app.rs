@@ -266,6 +266,7 @@ pub async fn run_with(
     let options = RenderOptions {
         dcgm_compat: config.prometheus.dcgm_compat,
         hostname: node_name.clone(),
+        dcgm_hostname_label: config.prometheus.dcgm_hostname_label,
     };
     let stats = Arc::new(ExportStats::default());
     let push = otlp.and_then(|settings| {

@@ -368,6 +368,31 @@ pub struct PrometheusConfig {
     /// Also render dcgm-exporter's default metric names, units and labels, so dashboards
     /// built for it (Grafana 12239) work unchanged.
     pub dcgm_compat: bool,
+    /// The spelling of the DCGM families' host label: `Hostname` (released dcgm-exporter) or
+    /// `hostname` (dcgm-exporter's main branch since its PR #655).
+    pub dcgm_hostname_label: DcgmHostnameLabel,
+}
+
+/// `[prometheus] dcgm_hostname_label`: exactly `Hostname` or `hostname` (checked by serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum DcgmHostnameLabel {
+    /// `Hostname`, as every released dcgm-exporter (up to 4.8.2) spells it.
+    #[default]
+    #[serde(rename = "Hostname")]
+    Capitalized,
+    /// `hostname`, as dcgm-exporter's main branch spells it since PR #655.
+    #[serde(rename = "hostname")]
+    Lowercase,
+}
+
+impl DcgmHostnameLabel {
+    /// The label name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Capitalized => "Hostname",
+            Self::Lowercase => "hostname",
+        }
+    }
 }
 
 /// `[otlp]`: pushing metrics to an OpenTelemetry collector. Empty values fall back to the

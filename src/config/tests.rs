@@ -84,6 +84,51 @@ fn bad_listen_address_is_rejected() {
 }
 
 #[test]
+fn the_dcgm_host_label_is_one_of_dcgm_exporters_two_spellings() {
+    assert_eq!(
+        Config::default().prometheus.dcgm_hostname_label,
+        DcgmHostnameLabel::Capitalized
+    );
+    for (raw, want) in [
+        ("Hostname", DcgmHostnameLabel::Capitalized),
+        ("hostname", DcgmHostnameLabel::Lowercase),
+    ] {
+        let c = Config::from_toml(
+            &format!("[prometheus]\ndcgm_hostname_label = \"{raw}\"\n"),
+            "h.toml",
+        )
+        .unwrap();
+        assert_eq!(c.prometheus.dcgm_hostname_label, want);
+        assert_eq!(want.as_str(), raw);
+        let env = env_overrides(vec![(
+            "GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL".to_owned(),
+            raw.to_owned(),
+        )]);
+        let c = Config::default().with_overrides(&env).unwrap();
+        assert_eq!(c.prometheus.dcgm_hostname_label, want);
+    }
+    for bad in ["HOSTNAME", "host", "node", ""] {
+        let err = Config::from_toml(
+            &format!("[prometheus]\ndcgm_hostname_label = \"{bad}\"\n"),
+            "h.toml",
+        )
+        .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("prometheus.dcgm_hostname_label"));
+        assert_eq!(err.origin, "h.toml:2:23");
+        assert!(err.message.contains("`Hostname`"), "{err}");
+        let env = env_overrides(vec![(
+            "GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL".to_owned(),
+            bad.to_owned(),
+        )]);
+        let err = Config::default().with_overrides(&env).unwrap_err();
+        assert_eq!(
+            err.origin,
+            "GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL (environment)"
+        );
+    }
+}
+
+#[test]
 fn env_overrides_are_typed_and_attributed() {
     let vars = vec![
         ("GPULSE_GPU_INTERVAL".to_owned(), "500ms".to_owned()),

@@ -31,7 +31,7 @@ mod xid_policy;
 
 pub use rules::hw_slowdown_share;
 use rules::{device_causes, gpu_health, merge_reasons, xid_is_for};
-pub use xid_policy::{Policy, Severity, UNKNOWN_XID, XID_POLICY, XidRule};
+pub use xid_policy::{Policy, Severity, UNKNOWN_XID, XID_POLICY, XidRule, xid_description};
 
 pub const HW_SLOWDOWN_BITS: u64 = 0x8 | 0x40 | 0x80;
 

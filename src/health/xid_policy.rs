@@ -156,6 +156,15 @@ pub const XID_POLICY: &[XidRule] = &[
 /// alertable, but it does not drain a GPU on a code nobody has classified.
 pub const UNKNOWN_XID: (Severity, Action, &str) = (D, RestartApp, "Not in the Xid catalog");
 
+/// What `xid` is, in words: its [`XID_POLICY`] row's description (from NVIDIA's catalog),
+/// else [`UNKNOWN_XID`]'s. `health.xid_overrides` change the policy, not the description.
+pub fn xid_description(xid: u64) -> &'static str {
+    XID_POLICY
+        .iter()
+        .find(|r| (r.first..=r.last).contains(&xid))
+        .map_or(UNKNOWN_XID.2, |r| r.description)
+}
+
 /// The evaluation settings, from `[health]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {

@@ -1,6 +1,7 @@
 //! dcgm-exporter compatibility against the real binary on the fake NVML: Grafana dashboard
 //! 12239's queries find their series with dcgm's labels and units, every other DCGM family has
-//! the fake's value in dcgm's unit, what gpulse cannot read is absent, and with
+//! the fake's value in dcgm's unit, what gpulse cannot read is absent, the PCIe rates, MIG
+//! instance series, the Xid's text and the host label's other spelling, and with
 //! `dcgm_compat` off no `DCGM_` line is served.
 
 use std::time::{Duration, Instant};
@@ -99,11 +100,16 @@ fn uuid(i: usize) -> String {
 }
 
 fn start(fake: &FakeNvml, dcgm_compat: bool) -> Agent {
+    start_with(fake, dcgm_compat, &[])
+}
+
+fn start_with(fake: &FakeNvml, dcgm_compat: bool, extra: &[(&'static str, &'static str)]) -> Agent {
     let lib = fake.lib_path();
     let mut env = vec![("GPULSE_AGENT_NODE_NAME", "node-7")];
     if dcgm_compat {
         env.push(("GPULSE_PROMETHEUS_DCGM_COMPAT", "true"));
     }
+    env.extend_from_slice(extra);
     Agent::start(
         [
             "--nvml-lib".as_ref(),
@@ -248,6 +254,7 @@ fn every_dcgm_family_has_the_fakes_value_in_dcgm_units() {
             ("DCGM_FI_DEV_FB_FREE", 81920.0 - 512.0 - used),
             ("DCGM_FI_DEV_FB_USED", used),
             ("DCGM_FI_DEV_FB_RESERVED", 512.0),
+            ("DCGM_FI_DEV_FB_TOTAL", 81920.0),
             ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", 0.0),
             ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", 0.0),
             ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", 5.0),
@@ -277,9 +284,10 @@ fn every_dcgm_family_has_the_fakes_value_in_dcgm_units() {
             .any(|s| s.name == "DCGM_FI_DEV_POWER_USAGE" && s.label("gpu") == Some("1"))
     );
     assert!(!dcgm.iter().any(|s| s.label("gpu") == Some("2")));
-    // 33 families on 2 GPUs plus power on GPU 0: nothing else.
-    assert_eq!(dcgm.len(), 33 * 2 + 1, "{dcgm:#?}");
-    // What gpulse cannot read yet is never served as 0.
+    // 34 families on 2 GPUs plus power on GPU 0: nothing else.
+    assert_eq!(dcgm.len(), 34 * 2 + 1, "{dcgm:#?}");
+    // What gpulse cannot read (yet, or here: no Xid, PCIe throughput off, MIG off) is never
+    // served as 0.
     for absent in [
         "DCGM_FI_DEV_XID_ERRORS",
         "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
@@ -298,4 +306,109 @@ fn without_dcgm_compat_no_dcgm_line_is_served() {
     assert!(body.contains("gpulse_gpu_utilization_ratio{gpu=\"1\""));
     let dcgm: Vec<&str> = body.lines().filter(|l| l.contains("DCGM_")).collect();
     assert!(dcgm.is_empty(), "{dcgm:?}");
+}
+
+/// `/metrics` once `ready` holds for it.
+fn metrics_when(agent: &Agent, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = metrics_with_gpus(agent);
+        if ready(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in time\n--- /metrics ---\n{body}\n--- stderr ---\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn pcie_rates_mig_instances_xid_text_and_the_lowercase_host_label() {
+    // GPU 0 in MIG mode (two instances of 10 GiB, (i+1) GiB used), an Xid 79 on GPU 1, PCIe
+    // throughput on (the fake reports 1000 KB/s out, 2000 KB/s in).
+    let fake = FakeNvml::new("gpus=2\ngpu0.mig=1\nxid=1:79\n");
+    let agent = start_with(
+        &fake,
+        true,
+        &[
+            ("GPULSE_GPU_PCIE_THROUGHPUT", "true"),
+            ("GPULSE_PROMETHEUS_DCGM_HOSTNAME_LABEL", "hostname"),
+        ],
+    );
+    let body = metrics_when(&agent, "Xid series", |b| {
+        b.contains("DCGM_FI_DEV_XID_ERRORS{") && b.contains("GPU_I_ID=")
+    });
+    let all = parse(&body);
+    let dcgm: Vec<&Series> = all.iter().filter(|s| s.name.starts_with("DCGM_")).collect();
+    // Every DCGM series spells the host label as configured, with the node name.
+    assert!(dcgm.iter().all(|s| s.label("hostname") == Some("node-7")));
+    assert!(dcgm.iter().all(|s| s.label("Hostname").is_none()));
+
+    // PCIe rates in bytes per second, per GPU.
+    let one = |name: &str, gpu: &str| -> Vec<&Series> {
+        dcgm.iter()
+            .copied()
+            .filter(|s| s.name == name && s.label("gpu") == Some(gpu))
+            .collect()
+    };
+    for gpu in ["0", "1"] {
+        assert_eq!(one("DCGM_FI_PROF_PCIE_TX_BYTES", gpu)[0].value, 1_024_000.0);
+        assert_eq!(one("DCGM_FI_PROF_PCIE_RX_BYTES", gpu)[0].value, 2_048_000.0);
+    }
+
+    // MIG: GPU 0's framebuffer families have one series per instance after the GPU's own,
+    // with the parent's labels and GPU_I_ID before the host label.
+    for (name, per_instance) in [
+        ("DCGM_FI_DEV_FB_USED", [1024.0, 2048.0]),
+        ("DCGM_FI_DEV_FB_FREE", [9216.0, 8192.0]),
+        ("DCGM_FI_DEV_FB_TOTAL", [10240.0, 10240.0]),
+    ] {
+        let series = one(name, "0");
+        assert_eq!(series.len(), 3, "{name}: {series:#?}");
+        assert_eq!(series[0].label("GPU_I_ID"), None);
+        for (i, want) in per_instance.iter().enumerate() {
+            let s = series[i + 1];
+            assert_eq!(s.label("GPU_I_ID"), Some(i.to_string().as_str()), "{name}");
+            assert_eq!(s.value, *want, "{name} instance {i}");
+            let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "gpu",
+                    "UUID",
+                    "pci_bus_id",
+                    "device",
+                    "modelName",
+                    "GPU_I_ID",
+                    "hostname",
+                    "DCGM_FI_DRIVER_VERSION"
+                ]
+            );
+            assert_eq!(s.label("UUID"), Some(uuid(0).as_str()));
+        }
+        // GPU 1 is not in MIG mode.
+        assert_eq!(one(name, "1").len(), 1, "{name}");
+    }
+    // Only the framebuffer families have instance series.
+    assert!(
+        dcgm.iter()
+            .filter(|s| s.label("GPU_I_ID").is_some())
+            .all(|s| s.name.starts_with("DCGM_FI_DEV_FB_"))
+    );
+
+    // The last Xid with its code and NVIDIA's catalog text, after the driver version.
+    let xid = one("DCGM_FI_DEV_XID_ERRORS", "1");
+    assert_eq!(xid.len(), 1, "{xid:#?}");
+    assert_eq!(xid[0].value, 79.0);
+    assert_eq!(xid[0].label("err_code"), Some("79"));
+    assert_eq!(xid[0].label("err_msg"), Some("GPU has fallen off the bus"));
+    let tail: Vec<&str> = xid[0].labels[5..].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        tail,
+        ["hostname", "DCGM_FI_DRIVER_VERSION", "err_code", "err_msg"]
+    );
+    assert!(one("DCGM_FI_DEV_XID_ERRORS", "0").is_empty());
 }

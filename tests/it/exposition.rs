@@ -384,6 +384,7 @@ fn with_dcgm() -> String {
     let options = RenderOptions {
         dcgm_compat: true,
         hostname: "node-7".to_owned(),
+        ..RenderOptions::default()
     };
     render_snapshot(&fixed_snapshot(), &build(), &options).unwrap()
 }

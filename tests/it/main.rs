@@ -23,6 +23,8 @@ mod nvml;
 mod otlp;
 // OTLP push into a real third-party receiver (rotel from PyPI).
 mod otlp_e2e;
+// The OpenTelemetry semantic conventions the hw.* names follow: names, units, kinds, values.
+mod semconv;
 // The score's evidence ledger on disk: kill -9 during writes, restarts, an unusable state dir.
 mod ledger;
 // The /metrics golden file and naming rules.

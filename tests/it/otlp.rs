@@ -355,7 +355,42 @@ async fn check_round_trip(protocol: OtlpProtocol) {
         by_gpu(memory),
         vec![(10u64 << 30) as f64, (11u64 << 30) as f64]
     );
+    // The semantic conventions' up-down counters (`tests/it/semconv.rs` has the table).
+    match &memory.data {
+        Some(metric::Data::Sum(sum)) => assert!(!sum.is_monotonic, "an up-down counter"),
+        other => panic!("hw.gpu.memory.usage is not a sum: {other:?}"),
+    }
     assert_eq!(latest(&requests, "hw.power").unwrap().unit, "W");
+    // hw.errors holds the volatile ECC counts only: one point per GPU and error type.
+    let errors = points(latest(&requests, "hw.errors").unwrap());
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|(a, _)| !a.contains_key("gpulse.ecc.scope"))
+    );
+    let aggregate = points(latest(&requests, "gpulse.gpu.ecc.errors.aggregate").unwrap());
+    // The fake's aggregate single-bit count.
+    assert!(
+        aggregate
+            .iter()
+            .any(|(a, v)| a["error.type"] == "corrected" && *v == 5.0)
+    );
+    // GPU health as hw.status: one point per state of ok / degraded / failed; GPU 0 is
+    // healthy, GPU 1 is not (a pending remap, then the Xid).
+    let status: BTreeMap<(String, String), f64> = points(latest(&requests, "hw.status").unwrap())
+        .into_iter()
+        .map(|(a, v)| ((a["gpulse.gpu.index"].clone(), a["hw.state"].clone()), v))
+        .collect();
+    let key = |gpu: &str, state: &str| (gpu.to_owned(), state.to_owned());
+    assert_eq!(status.len(), 6, "{status:?}");
+    assert_eq!(status[&key("0", "ok")], 1.0, "{status:?}");
+    assert_eq!(status[&key("1", "ok")], 0.0, "{status:?}");
+    assert_eq!(
+        status[&key("1", "degraded")] + status[&key("1", "failed")],
+        1.0,
+        "{status:?}"
+    );
 
     let xid = latest(&requests, "gpulse.gpu.xid.errors").unwrap();
     let xid_points = points(xid);
@@ -376,7 +411,7 @@ async fn check_round_trip(protocol: OtlpProtocol) {
             Kind::Histogram(OtlpHistogram::SumCount { .. }) => {
                 vec![format!("{}.sum", f.otel), format!("{}.count", f.otel)]
             }
-            _ => vec![f.otel.to_owned()],
+            _ => f.otel_names().map(str::to_owned).collect(),
         })
         .filter(|otlp| !received.contains(otlp))
         .collect();

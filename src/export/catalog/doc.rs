@@ -17,7 +17,7 @@ pub fn markdown() -> String {
          `hw.id`, `hw.name`, `hw.type`, `hw.model` and `gpulse.gpu.index` on OTLP; join \
          `gpulse_gpu_info` by `uuid` for the rest of a GPU's identity. A reading the device \
          does not support is absent, never 0. The dcgm-exporter names (`[prometheus] \
-         dcgm_compat`) are listed in `src/export/prometheus/dcgm.rs`.\n",
+         dcgm_compat`) are listed in `src/export/prometheus/dcgm/table.rs` and docs/dcgm.md.\n",
     );
     for (domain, families) in DOMAINS {
         let _ = write!(
@@ -92,11 +92,20 @@ fn otel_name(f: &Family) -> String {
         .iter()
         .map(|(k, v)| format!("`{k}={v}`"))
         .collect();
-    if consts.is_empty() {
+    let mut out = if consts.is_empty() {
         name
     } else {
         format!("{name} with {}", consts.join(", "))
+    };
+    for d in f.dims {
+        for split in d.otel_split {
+            let to = split
+                .otel
+                .map_or_else(|| "not sent".to_owned(), |n| format!("`{n}`"));
+            let _ = write!(out, "; `{}=\"{}\"`: {to}", d.prom, split.value);
+        }
     }
+    out
 }
 
 fn code_list<'a>(names: impl Iterator<Item = &'a str>) -> String {

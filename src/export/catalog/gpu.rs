@@ -1,8 +1,8 @@
 //! GPU families (NVML or the simulator) and the Xid families.
 
 use super::{
-    AsVal as _, Ctx, Dim, Family, Kind, Scope, Series, SeriesFn, Val, bytes, dim, flag,
-    unix_seconds,
+    AsVal as _, Ctx, Dim, Family, Kind, OtelSplit, Scope, Series, SeriesFn, Val, bytes, dim,
+    dim_split, flag, unix_seconds,
 };
 use crate::model::GpuDevice;
 
@@ -59,6 +59,19 @@ const fn labelled(
 
 const PID: &[Dim] = &[dim("pid", "process.pid")];
 const MIG: &[Dim] = &[dim("mig_uuid", "gpulse.mig.id")];
+
+/// Aggregate (lifetime) ECC counts over OTLP: not `hw.errors`, whose points must add up.
+const ECC_AGGREGATE: &[OtelSplit] = &[OtelSplit {
+    value: "aggregate",
+    otel: Some("gpulse.gpu.ecc.errors.aggregate"),
+}];
+
+/// Used / total memory; `None` without both readings or with a zero total.
+fn used_ratio(d: &GpuDevice) -> Option<f64> {
+    let total = d.memory.total_bytes.filter(|t| *t > 0)?;
+    let used = d.memory.used_bytes?;
+    Some(used as f64 / total as f64)
+}
 
 /// In `/metrics` order.
 pub const FAMILIES: &[Family] = &[
@@ -134,20 +147,32 @@ pub const FAMILIES: &[Family] = &[
         "Fraction of the last sample period in which a kernel ran on the GPU (0-1).",
         per_gpu!(|d| d.utilization.gpu),
     ),
+    // NVML's memory-controller busy time. OTel's `hw.gpu.memory.utilization` is the fraction
+    // of memory *used* (semantic-conventions `model/hardware/gpu-metrics.yaml`), which is
+    // `gpulse_gpu_memory_used_ratio` below.
     scalar(
         "gpulse_gpu_memory_utilization_ratio",
-        "hw.gpu.memory.utilization",
+        "gpulse.gpu.memory.busy",
         "1",
         "Fraction of the last sample period in which device memory was read or written (0-1).",
         Kind::Gauge,
         per_gpu!(|d| d.utilization.memory),
     ),
     scalar(
+        "gpulse_gpu_memory_used_ratio",
+        "hw.gpu.memory.utilization",
+        "1",
+        "Fraction of framebuffer memory used: used / total (0-1).",
+        Kind::Gauge,
+        per_gpu!(used_ratio),
+    ),
+    // Up-down counters in the semantic conventions (a gauge on /metrics).
+    scalar(
         "gpulse_gpu_memory_total_bytes",
         "hw.gpu.memory.limit",
         "By",
         "Total framebuffer memory.",
-        Kind::Gauge,
+        Kind::UpDownCounter,
         per_gpu!(|d| bytes(d.memory.total_bytes)),
     ),
     scalar(
@@ -155,7 +180,7 @@ pub const FAMILIES: &[Family] = &[
         "hw.gpu.memory.usage",
         "By",
         "Framebuffer memory allocated by processes.",
-        Kind::Gauge,
+        Kind::UpDownCounter,
         per_gpu!(|d| bytes(d.memory.used_bytes)),
     ),
     scalar(
@@ -292,13 +317,16 @@ pub const FAMILIES: &[Family] = &[
         "Video decoder utilization (0-1).",
         per_gpu!(|d| d.utilization.decoder),
     ),
+    // `hw.temperature` describes a sensor; gpulse's points carry the GPU's identity (`hw.id`
+    // is the GPU UUID, `hw.type=gpu`) with the sensor as `hw.sensor_location`, not a separate
+    // `hw.type=temperature` component with `hw.parent`.
     labelled(
         "gpulse_gpu_temperature_celsius",
-        "gpulse.gpu.temperature",
+        "hw.temperature",
         "Cel",
         "Temperature by sensor: gpu (core) or memory (HBM).",
         Kind::Gauge,
-        &[dim("sensor", "gpulse.sensor")],
+        &[dim("sensor", "hw.sensor_location")],
         |c, s| {
             for d in devices(c) {
                 for (sensor, t) in d.temperatures() {
@@ -352,9 +380,10 @@ pub const FAMILIES: &[Family] = &[
             }
         },
     ),
+    // Like `hw.temperature`: the GPU's identity, the fan told apart by `gpulse.fan`.
     labelled(
         "gpulse_gpu_fan_speed_ratio",
-        "gpulse.gpu.fan.speed",
+        "hw.fan.speed_ratio",
         "1",
         "Fan speed as a fraction of its maximum, per fan.",
         Kind::Gauge,
@@ -397,13 +426,18 @@ pub const FAMILIES: &[Family] = &[
             }
         },
     ),
+    // One meaning per OTel instrument: `hw.errors` counts since driver load (volatile, what a
+    // backend rates); the lifetime (aggregate) counts travel as their own instrument.
     labelled(
         "gpulse_gpu_ecc_errors",
         "hw.errors",
         "{error}",
         "ECC errors by kind (corrected, uncorrected) and scope (volatile: since driver load; aggregate: lifetime).",
         Kind::Counter,
-        &[dim("kind", "error.type"), dim("scope", "gpulse.ecc.scope")],
+        &[
+            dim("kind", "error.type"),
+            dim_split("scope", "", ECC_AGGREGATE),
+        ],
         |c, s| {
             for d in devices(c) {
                 for (kind, scope, n) in &d.ecc_errors {

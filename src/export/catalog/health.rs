@@ -1,7 +1,26 @@
 //! Health families: the node's and each GPU's state, and the active reasons.
 
-use super::{AsVal as _, Family, Kind, Scope, Val, dim, flag};
+use super::{AsVal as _, Family, Kind, OtelSplit, Scope, Val, dim, dim_split, flag};
 use crate::health::State;
+
+/// A GPU's state as the semantic conventions' `hw.state` (`model/hardware/registry.yaml`):
+/// healthy → ok, degraded → degraded, unhealthy → failed. `unknown` has no `hw.state`: its row
+/// is not sent over OTLP ([`UNKNOWN_OFF_OTLP`]), so an initializing GPU has every `hw.status`
+/// point at 0.
+fn hw_state(state: State) -> Val<'static> {
+    let otel = match state {
+        State::Healthy => "ok",
+        State::Degraded => "degraded",
+        State::Unhealthy => "failed",
+        State::Unknown => "unknown",
+    };
+    Val::Pair(state.as_str(), otel)
+}
+
+const UNKNOWN_OFF_OTLP: &[OtelSplit] = &[OtelSplit {
+    value: "unknown",
+    otel: None,
+}];
 
 pub const FAMILIES: &[Family] = &[
     Family {
@@ -21,19 +40,20 @@ pub const FAMILIES: &[Family] = &[
             }
         },
     },
+    // OTel's `hw.status` (an up-down counter, one point per state; a gauge on /metrics).
     Family {
         prom: "gpulse_gpu_health",
-        otel: "gpulse.gpu.health",
+        otel: "hw.status",
         otel_const: &[],
         unit: "1",
         help: "1 for the GPU's current health state (healthy, degraded, unhealthy, unknown), 0 for the others.",
-        kind: Kind::Gauge,
+        kind: Kind::UpDownCounter,
         scope: Scope::Gpu,
-        dims: &[dim("state", "gpulse.health.state")],
+        dims: &[dim_split("state", "hw.state", UNKNOWN_OFF_OTLP)],
         series: |c, s| {
             for g in c.snap.health.iter().flat_map(|h| &h.gpus) {
                 for state in State::ALL {
-                    s.gpu_health(g, [state.val()], flag(state == g.state));
+                    s.gpu_health(g, [hw_state(state)], flag(state == g.state));
                 }
             }
         },

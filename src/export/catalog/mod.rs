@@ -182,11 +182,68 @@ impl Scope {
 pub struct Dim {
     pub prom: &'static str,
     pub otel: &'static str,
+    /// Rows whose value of this label (Prometheus spelling) is listed here travel over OTLP
+    /// under the instrument named beside it instead of the family's, or not at all (`None`):
+    /// one /metrics family, two OTel meanings kept apart (see [`otel_instrument`]).
+    pub otel_split: &'static [OtelSplit],
+}
+
+/// A label value whose rows travel over OTLP under another instrument (same kind and unit),
+/// or not at all (`otel: None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtelSplit {
+    /// The label's value, Prometheus spelling.
+    pub value: &'static str,
+    pub otel: Option<&'static str>,
 }
 
 /// Shorthand for the tables.
 pub const fn dim(prom: &'static str, otel: &'static str) -> Dim {
-    Dim { prom, otel }
+    Dim {
+        prom,
+        otel,
+        otel_split: &[],
+    }
+}
+
+/// A label whose values listed in `otel_split` move their rows to another OTel instrument.
+pub const fn dim_split(
+    prom: &'static str,
+    otel: &'static str,
+    otel_split: &'static [OtelSplit],
+) -> Dim {
+    Dim {
+        prom,
+        otel,
+        otel_split,
+    }
+}
+
+/// The OTel instrument a row of `family` travels under: the family's name, a [`Dim`]'s
+/// [`OtelSplit`] target, or `None` when the row is not sent over OTLP.
+pub fn otel_instrument(family: &Family, row: &Row<'_>) -> Option<&'static str> {
+    for (dim, value) in family.dims.iter().zip(row.labels.iter()) {
+        let prom = match *value {
+            Val::Str(s) | Val::Pair(s, _) => s,
+            _ => continue,
+        };
+        if let Some(split) = dim.otel_split.iter().find(|s| s.value == prom) {
+            return split.otel;
+        }
+    }
+    Some(family.otel)
+}
+
+impl Family {
+    /// Every OTel instrument the family's rows may travel under: its own name first, then
+    /// its [`OtelSplit`] targets.
+    pub fn otel_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        std::iter::once(self.otel).chain(
+            self.dims
+                .iter()
+                .flat_map(|d| d.otel_split.iter().filter_map(|s| s.otel)),
+        )
+    }
 }
 
 /// What a family's series function reads.

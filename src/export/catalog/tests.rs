@@ -72,22 +72,24 @@ fn otel_names_are_unique_and_follow_the_conventions() {
     // Families sharing an instrument must agree on what it is.
     let mut instruments: BTreeMap<&str, (&str, Kind)> = BTreeMap::new();
     for f in families() {
+        for name in f.otel_names() {
+            assert!(dotted(name), "{name}: dotted lowercase");
+            assert!(
+                ["hw.", "gpulse.", "system."]
+                    .iter()
+                    .any(|p| name.starts_with(p)),
+                "{name}: hw., gpulse. or system. prefix"
+            );
+            let dims: Vec<&str> = f.dims.iter().map(|d| d.otel).collect();
+            assert!(
+                seen.insert((name, f.otel_const, dims)),
+                "{name} {:?} twice with the same attributes",
+                f.otel_const
+            );
+            let (unit, kind) = *instruments.entry(name).or_insert((f.unit, f.kind));
+            assert_eq!((unit, kind), (f.unit, f.kind), "{name}: one unit and kind");
+        }
         let name = f.otel;
-        assert!(dotted(name), "{name}: dotted lowercase");
-        assert!(
-            ["hw.", "gpulse.", "system."]
-                .iter()
-                .any(|p| name.starts_with(p)),
-            "{name}: hw., gpulse. or system. prefix"
-        );
-        let dims: Vec<&str> = f.dims.iter().map(|d| d.otel).collect();
-        assert!(
-            seen.insert((name, f.otel_const, dims)),
-            "{name} {:?} twice with the same attributes",
-            f.otel_const
-        );
-        let (unit, kind) = *instruments.entry(name).or_insert((f.unit, f.kind));
-        assert_eq!((unit, kind), (f.unit, f.kind), "{name}: one unit and kind");
         for (k, v) in f.otel_const {
             assert!(
                 dotted(k) && !v.is_empty(),
@@ -133,4 +135,39 @@ fn label_spellings_are_valid() {
             );
         }
     }
+}
+
+#[test]
+fn otel_splits_are_on_number_families_and_route_their_rows() {
+    for f in families() {
+        for d in f.dims.iter().filter(|d| !d.otel_split.is_empty()) {
+            assert!(
+                !matches!(f.kind, Kind::Histogram(_)),
+                "{}: a histogram cannot split its rows",
+                f.prom
+            );
+            for split in d.otel_split {
+                assert!(!split.value.is_empty(), "{}: empty split value", f.prom);
+                assert_ne!(split.otel, Some(f.otel), "{}: a split to itself", f.prom);
+            }
+        }
+    }
+    // The ECC family: volatile rows are hw.errors, aggregate ones their own instrument.
+    let Some(ecc) = families().find(|f| f.prom == "gpulse_gpu_ecc_errors") else {
+        panic!("no ECC family")
+    };
+    let row = |scope| Row {
+        id: Id::None,
+        labels: labels([Val::Pair("corrected", "corrected"), Val::Pair(scope, scope)]),
+        value: Value::Number(1.0),
+    };
+    assert_eq!(otel_instrument(ecc, &row("volatile")), Some("hw.errors"));
+    assert_eq!(
+        otel_instrument(ecc, &row("aggregate")),
+        Some("gpulse.gpu.ecc.errors.aggregate")
+    );
+    assert_eq!(
+        ecc.otel_names().collect::<Vec<_>>(),
+        ["hw.errors", "gpulse.gpu.ecc.errors.aggregate"]
+    );
 }

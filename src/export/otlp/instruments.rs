@@ -2,7 +2,9 @@
 //!
 //! Families are grouped by their OTel name (several /metrics families may share one
 //! instrument, told apart by their constant attributes); each group's callback reads the latest
-//! snapshot at push time and emits every member's rows. The only instrument that is not
+//! snapshot at push time and emits every member's rows that travel under its name (a label
+//! value may send a family's rows to another instrument, or keep them off OTLP:
+//! [`catalog::OtelSplit`]). The only instrument that is not
 //! observable is the catalog's [`OtlpHistogram::Recorded`] exception: OpenTelemetry has no
 //! observable histogram, so the wrapped job's run durations are recorded by the callback of
 //! the instrument the catalog names (`gpulse.job.runs`).
@@ -75,27 +77,18 @@ fn groups() -> (Vec<Group>, Vec<&'static Family>) {
     for family in catalog::families() {
         let otel = Cow::Borrowed(family.otel);
         match family.kind {
-            Kind::Gauge => add(
-                otel,
-                family.unit,
-                InstrumentKind::Gauge,
-                family,
-                Part::Number,
-            ),
-            Kind::Counter => add(
-                otel,
-                family.unit,
-                InstrumentKind::Counter,
-                family,
-                Part::Number,
-            ),
-            Kind::UpDownCounter => add(
-                otel,
-                family.unit,
-                InstrumentKind::UpDownCounter,
-                family,
-                Part::Number,
-            ),
+            // A number family joins its own instrument and those its split rows go to; each
+            // callback keeps the rows that belong to it (`catalog::otel_instrument`).
+            Kind::Gauge | Kind::Counter | Kind::UpDownCounter => {
+                let kind = match family.kind {
+                    Kind::Counter => InstrumentKind::Counter,
+                    Kind::UpDownCounter => InstrumentKind::UpDownCounter,
+                    _ => InstrumentKind::Gauge,
+                };
+                for name in family.otel_names() {
+                    add(Cow::Borrowed(name), family.unit, kind, family, Part::Number);
+                }
+            }
             Kind::Histogram(OtlpHistogram::LastValue) => {
                 add(otel, family.unit, InstrumentKind::Gauge, family, Part::Last)
             }
@@ -190,6 +183,7 @@ fn observe(
     let source = Arc::clone(source);
     let stats = Arc::clone(stats);
     let build = build.clone();
+    let instrument = name.clone();
     let reads_exports = members.iter().any(|(f, _)| f.scope == Scope::Exporter);
     let callback = move |obs: &dyn AsyncInstrument<f64>| {
         let snap = source();
@@ -212,6 +206,11 @@ fn observe(
             series.clear();
             (family.series)(&ctx, &mut series);
             for row in series.rows() {
+                if *part == Part::Number
+                    && catalog::otel_instrument(family, row) != Some(instrument.as_ref())
+                {
+                    continue;
+                }
                 let Some(value) = value(*part, row) else {
                     continue;
                 };

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use super::ExportStats;
 pub use super::catalog::BuildInfo;
 use super::catalog::{self, Ctx, Family, Hist, Id, Kind, Row, Series, Val, Value};
+use crate::config::DcgmHostnameLabel;
 use crate::model::index_label;
 use crate::store::{Snapshot, Store};
 use encode::HistogramSeries;
@@ -37,8 +38,10 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 pub struct RenderOptions {
     /// Also render dcgm-exporter's default names, units and labels (`[prometheus] dcgm_compat`).
     pub dcgm_compat: bool,
-    /// Value of the dcgm `Hostname` label: `agent.node_name` or the OS hostname.
+    /// Value of the dcgm host label: `agent.node_name` or the OS hostname.
     pub hostname: String,
+    /// Name of the dcgm host label (`[prometheus] dcgm_hostname_label`).
+    pub dcgm_hostname_label: DcgmHostnameLabel,
 }
 
 /// The `/metrics` renderer. Cheap to clone; holds the store, build info and options.
@@ -143,7 +146,12 @@ fn encode_snapshot(
         encode_family(&mut enc, family, series.rows())?;
     }
     if options.dcgm_compat {
-        dcgm::encode_dcgm(&mut enc, snap, &options.hostname)?;
+        dcgm::encode_dcgm(
+            &mut enc,
+            snap,
+            &options.hostname,
+            options.dcgm_hostname_label,
+        )?;
     }
     Ok(())
 }
