@@ -23,6 +23,8 @@ mod nvml;
 mod otlp;
 // OTLP push into a real third-party receiver (rotel from PyPI).
 mod otlp_e2e;
+// Signed score reports: /v1/identity, /v1/report, /v1/reports and `gpulse verify` on them.
+mod report;
 // The score's evidence ledger on disk: kill -9 during writes, restarts, an unusable state dir.
 mod ledger;
 // The /metrics golden file and naming rules.
