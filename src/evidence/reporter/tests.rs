@@ -239,3 +239,32 @@ fn the_binary_hash_is_bounded() {
     );
     assert!(file_sha256(Path::new("/nonexistent/x"), 2).is_err());
 }
+
+#[test]
+fn a_stored_row_that_does_not_parse_is_skipped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store();
+    let r = open(Some(dir.path()), 10, Arc::clone(&store));
+    r.append(SystemTime::now()).unwrap();
+    r.append(SystemTime::now()).unwrap();
+    drop(r);
+    {
+        let db = StateDb::open(dir.path()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(REPORTS)
+            .unwrap()
+            .insert(1u64, b"garbage".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let r = open(Some(dir.path()), 10, store);
+    let list = r.list(0, 200);
+    assert_eq!(list.reports.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(list.head.unwrap().seq, 2);
+    assert_eq!(r.append(SystemTime::now()).unwrap(), 3);
+    // The index read back equals the one made when signing.
+    let fresh = r.list(0, 200).reports;
+    drop(r);
+    let again = open(Some(dir.path()), 10, self::store());
+    assert_eq!(again.list(0, 200).reports, fresh);
+}
