@@ -129,9 +129,12 @@ pub async fn report(State(state): State<ApiState>, uri: Uri) -> Response {
         )
             .into_response();
     }
-    match reports.on_demand(window, nonce.as_deref()) {
-        Ok(bytes) => json_bytes(bytes),
-        Err(message) => unavailable(&message),
+    // Signing and the self-check take a few milliseconds: off the async workers.
+    let reports = Arc::clone(reports);
+    match tokio::task::spawn_blocking(move || reports.on_demand(window, nonce.as_deref())).await {
+        Ok(Ok(bytes)) => json_bytes(bytes),
+        Ok(Err(message)) => unavailable(&message),
+        Err(_) => unavailable("cannot sign the report"),
     }
 }
 
