@@ -454,3 +454,39 @@ fn report_size_and_signing_time() {
     );
     assert!(first.bytes.len() < 64 * 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reports_off_their_endpoints_answer_404() {
+    let mut config = gpulse::config::Config::default();
+    config.report.enabled = false;
+    let agent = crate::api::start(config).await;
+    crate::api::wait_ready(&agent.base).await;
+    for path in ["/v1/identity", "/v1/report", "/v1/reports", "/v1/reports/1"] {
+        let r = crate::inproc::http_get(format!("{}{path}", agent.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.text().await.unwrap().contains("report.enabled = false"),
+            "{path}"
+        );
+    }
+    // Without a state dir the key is made for the process: identity says so.
+    let agent_on = crate::api::start(gpulse::config::Config::default()).await;
+    crate::api::wait_ready(&agent_on.base).await;
+    let mut identity = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = crate::inproc::http_get(format!("{}/v1/identity", agent_on.base))
+            .await
+            .unwrap();
+        identity = r.json().await.unwrap();
+        if !identity["binary_sha256"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(identity["public_key"]["persistent"], false);
+    assert_eq!(identity["chain"]["persistent"], false);
+    agent.shut_down().await;
+    agent_on.shut_down().await;
+}
