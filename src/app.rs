@@ -14,6 +14,7 @@ use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
+use crate::evidence::reporter::Reporter;
 use crate::evidence::state::StateDb;
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
@@ -172,6 +173,7 @@ pub async fn run_with(
         );
     }
     let state = open_state(&config).await;
+    let reporter = open_reporter(&config, &store, state.clone()).await;
     let mut tasks = JoinSet::new();
 
     if config.gpu.enabled {
@@ -301,12 +303,26 @@ pub async fn run_with(
             }
         }
     });
+    let reports = match reporter {
+        Some(reporter) => {
+            tasks.spawn(crate::evidence::reporter::run(
+                Arc::clone(&reporter),
+                config.report.interval.0,
+                config.score.tick.0,
+                stop_rx.clone(),
+            ));
+            let service: Arc<dyn api::report::ReportService> = reporter;
+            Some(service)
+        }
+        None => None,
+    };
     let state = ApiState {
         metrics: MetricsRenderer::new(Arc::clone(&store), build, options, Arc::clone(&stats)),
         store: Arc::clone(&store),
         node: Arc::from(node_name),
         score_enabled: config.score.enabled,
         ready_grace: config.gpu.ready_grace.0,
+        reports,
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is
@@ -372,6 +388,25 @@ async fn open_state(config: &Config) -> Option<StateDb> {
         }
         Err(_) => None,
     }
+}
+
+/// Loads the report signing key and reads the report chain back (off the async workers);
+/// `None` with `report.enabled = false`.
+async fn open_reporter(
+    config: &Config,
+    store: &Arc<Store>,
+    state: Option<StateDb>,
+) -> Option<Arc<Reporter>> {
+    if !config.report.enabled {
+        return None;
+    }
+    let config = config.clone();
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || {
+        Arc::new(Reporter::open(&config, store, state, SystemTime::now()))
+    })
+    .await
+    .ok()
 }
 
 /// Evaluates health every `interval` from the store and stores the result, logging each

@@ -55,6 +55,18 @@ pub struct Snapshot {
     /// The provider-quality score and the ledger behind it; `None` until the ledger keeper
     /// has run once (or when `score.enabled` is off).
     pub score: Option<Arc<ScoreState>>,
+    /// The newest chained signed report (`gpulse.report/v1`); `None` before the first.
+    pub latest_report: Option<Arc<LatestReport>>,
+}
+
+/// A signed report just appended to the chain, as the reporter published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestReport {
+    pub seq: u64,
+    /// Hex SHA-256 of `json`.
+    pub sha256: String,
+    /// The report's exact bytes (canonical JSON), as `/v1/reports/SEQ` serves them.
+    pub json: Arc<[u8]>,
 }
 
 /// The score as the ledger keeper last computed it.
@@ -533,6 +545,13 @@ impl Store {
         let _writer = self.lock_windows();
         let score = Arc::new(score);
         self.update(|snap| snap.score = Some(score));
+    }
+
+    /// Publishes the newest chained signed report.
+    pub fn set_latest_report(&self, report: LatestReport) {
+        let _writer = self.lock_windows();
+        let report = Arc::new(report);
+        self.update(|snap| snap.latest_report = Some(report));
     }
 
     /// The GPU points in the window, oldest first.

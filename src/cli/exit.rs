@@ -12,6 +12,9 @@ pub const FAILURE: u8 = 1;
 /// "not healthy, act on it").
 pub const DEGRADED: u8 = 1;
 
+/// `verify`: the report is not valid (altered, another signer, another nonce, a broken chain).
+pub const INVALID: u8 = 1;
+
 /// A usage or configuration error, found before any port is bound (clap uses the same code
 /// for a bad flag).
 pub const USAGE: u8 = 2;

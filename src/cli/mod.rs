@@ -8,11 +8,13 @@
 //! * `bench`: `gpulse bench`, a short, bounded load test against an inference server.
 //! * `exit`: every exit code.
 //! * `scan`: `gpulse scan`, one sample and one health verdict.
+//! * `verify`: `gpulse verify`, a signed score report checked offline.
 //! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
 
 pub mod bench;
 pub mod exit;
 pub mod scan;
+pub mod verify;
 pub mod wrap;
 
 use std::ffi::OsString;
@@ -74,6 +76,10 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Check a signed score report offline: its signature (against --pubkey, or the key it
+    /// embeds: integrity only), the nonce sent (--nonce) and the hash chain (--chain). Exits 0
+    /// valid, 1 invalid (the reason on one line), 2 on a usage error or an unreadable file.
+    Verify(verify::VerifyArgs),
     /// Run CMD as a child with the agent beside it, inside the workload's container:
     /// signals are forwarded, the exit code is passed through, every run is recorded, and a
     /// probe is configured from the command line. `gpulse wrap [FLAGS] -- CMD [ARGS...]`
@@ -195,6 +201,7 @@ pub fn main() -> ExitCode {
             command,
         ),
         Some(Command::Bench(args)) => bench::main(&args),
+        Some(Command::Verify(args)) => verify::main(&args),
         Some(Command::Config(ConfigCommand::Example)) => match out(config::EXAMPLE) {
             true => ExitCode::from(exit::OK),
             false => ExitCode::from(exit::FAILURE),

@@ -10,12 +10,14 @@
 //! * `probe`: `[[probe]]` and the one table of what each probe kind can do.
 //! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
 //! * `score`: `[score]`, the provider-quality score's constants, price and claims.
+//! * `report`: `[report]`, signed and hash-chained score reports.
 //! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
 pub mod files;
 mod load;
 mod otlp;
 mod probe;
+mod report;
 mod score;
 
 pub use load::{
@@ -27,6 +29,7 @@ pub use probe::{
     Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,
     ProbeConfig, ProbeKind, Readiness, Synthetic,
 };
+pub use report::ReportConfig;
 pub use score::{ExpectConfig, ScoreConfig, ScoreWeights, parse_version};
 
 use std::collections::BTreeMap;
@@ -59,6 +62,7 @@ pub struct Config {
     pub log: LogConfig,
     pub wrap: WrapConfig,
     pub score: ScoreConfig,
+    pub report: ReportConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,

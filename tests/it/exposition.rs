@@ -27,7 +27,7 @@ fn at(secs: u64) -> SystemTime {
 
 /// A fixed snapshot: two simulated GPUs at tick 100 (GPU 1 throttling), a lost GPU, a MIG
 /// GPU, a host, a stale collector, and a wrapped job (embedded mode) after one restart.
-fn fixed_snapshot() -> Snapshot {
+pub(crate) fn fixed_snapshot() -> Snapshot {
     let mut sim = SimGpuCollector::new(3, Duration::from_secs(1));
     let mut gpu = sim.next_sample();
     for _ in 0..110 {
@@ -229,6 +229,7 @@ fn fixed_snapshot() -> Snapshot {
             _ => None,
         })),
         score: Some(Arc::new(score_state(&gpu_for_claims))),
+        latest_report: None,
     }
 }
 

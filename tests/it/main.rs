@@ -25,6 +25,8 @@ mod otlp;
 mod otlp_e2e;
 // The OpenTelemetry semantic conventions the hw.* names follow: names, units, kinds, values.
 mod semconv;
+// Signed score reports: /v1/identity, /v1/report, /v1/reports and `gpulse verify` on them.
+mod report;
 // The score's evidence ledger on disk: kill -9 during writes, restarts, an unusable state dir.
 mod ledger;
 // The /metrics golden file and naming rules.

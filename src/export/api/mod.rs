@@ -11,6 +11,9 @@
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
 //! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
 //! * `GET /v1/events`: the wrapped job's runs and recent events (`gpulse.events/v1`).
+//! * `GET /v1/score`: the provider-quality score per window (`gpulse.score/v1`).
+//! * `GET /v1/identity`, `/v1/report`, `/v1/reports`, `/v1/reports/SEQ`: the signing key and
+//!   signed, hash-chained score reports ([`report`]).
 //!
 //! Every request is bounded: a timeout (503 past it), a cap on requests in flight (503 with
 //! `Retry-After` beyond it: shedding load beats queueing it), and a body-size limit (413).
@@ -27,6 +30,7 @@
 
 pub mod auth;
 pub mod reload;
+pub mod report;
 mod serve;
 pub mod tls;
 
@@ -63,6 +67,8 @@ pub struct ApiState {
     pub score_enabled: bool,
     /// `gpu.ready_grace`: how long `/readyz` waits for a first GPU sample where GPUs are expected.
     pub ready_grace: std::time::Duration,
+    /// The signed reports; `None` with `report.enabled = false` (their endpoints answer 404).
+    pub reports: Option<Arc<dyn report::ReportService>>,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -195,6 +201,10 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/v1/probes", get(probes))
         .route("/v1/events", get(events))
         .route("/v1/score", get(score))
+        .route("/v1/identity", get(report::identity))
+        .route("/v1/report", get(report::report))
+        .route("/v1/reports", get(report::list))
+        .route("/v1/reports/{seq}", get(report::one))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
     // (not `route_layer`), so unknown paths need the token as well.
@@ -291,6 +301,18 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     (
         "/v1/score",
         "provider-quality score, evidence and cost per window (JSON; ?window=5m|1h|24h|7d)",
+    ),
+    (
+        "/v1/identity",
+        "the report signing key, binary hash, GPUs and lease (JSON)",
+    ),
+    (
+        "/v1/report",
+        "a fresh signed score report (JSON; ?window=5m|1h|24h|7d&nonce=HEX)",
+    ),
+    (
+        "/v1/reports",
+        "the hash chain of hourly signed reports (JSON; ?since=SEQ; /v1/reports/SEQ for one)",
     ),
     ("/healthz", "liveness: 200 while the process runs"),
     ("/readyz", "readiness: 200 after the first collector cycle"),
@@ -500,6 +522,7 @@ mod tests {
             node: Arc::from("n"),
             score_enabled: true,
             ready_grace: Duration::from_secs(60),
+            reports: None,
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

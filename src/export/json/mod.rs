@@ -7,6 +7,8 @@
 //! * `health`: `gpulse.health/v1` (`/v1/health`, `gpulse scan --json`).
 //! * `probes`: `gpulse.probes/v1` (`/v1/probes`).
 //! * `score`: `gpulse.score/v1` (`/v1/score`).
+//! * `report`: `gpulse.report/v1` (a signed score report), `gpulse.reports/v1` (the chain's
+//!   index) and `gpulse.identity/v1` (the signing key and the hardware it reports on).
 //! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
 //!   the job state file (`crate::evidence::journal`), so that type reads back as well.
 //! * `bench`: `gpulse.bench/v1` (`gpulse bench --json`).
@@ -17,6 +19,7 @@ mod bench;
 mod events;
 mod health;
 mod probes;
+mod report;
 mod score;
 mod snapshot;
 
@@ -24,6 +27,7 @@ pub use bench::*;
 pub use events::*;
 pub use health::*;
 pub use probes::*;
+pub use report::*;
 pub use score::*;
 pub use snapshot::*;
 

@@ -8,7 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::rfc3339;
-use crate::score::{ComponentScore, Cost, Gate, Percentiles, ScoreWindow, WindowScore};
+use crate::config::ScoreConfig;
+use crate::score::{ClaimCheck, ComponentScore, Cost, Gate, Percentiles, ScoreWindow, WindowScore};
 use crate::store::{ScoreState, Snapshot};
 
 /// Schema id of [`ScoreV1`].
@@ -143,8 +144,55 @@ pub struct CostV1 {
     pub per_million_output_tokens_at_slo: Option<f64>,
 }
 
-fn time(unix: u64) -> String {
+/// Unix seconds as RFC 3339.
+pub(super) fn time(unix: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(unix))
+}
+
+/// The configured weights, normalised to sum to 1.
+pub fn normalised_weights(c: &ScoreConfig) -> BTreeMap<&'static str, f64> {
+    let total: f64 = c.weights.entries().iter().map(|(_, w)| w).sum();
+    c.weights
+        .entries()
+        .iter()
+        .map(|(k, w)| (*k, if total > 0.0 { w / total } else { 0.0 }))
+        .collect()
+}
+
+impl From<&ScoreConfig> for ConstantsV1 {
+    fn from(c: &ScoreConfig) -> Self {
+        Self {
+            availability_gate: c.availability_gate,
+            latency_objective: c.latency_objective,
+            throttle_tolerance: c.throttle_tolerance,
+            busy_utilization: c.busy_utilization,
+            health_hold_seconds: c.health_hold.0.as_secs(),
+            warnings_per_day_limit: c.warnings_per_day_limit,
+            recovery_time_scale_seconds: c.recovery_time_scale.0.as_secs(),
+            completion_min_requests: c.completion_min_requests,
+        }
+    }
+}
+
+impl From<&ClaimCheck> for ClaimV1 {
+    fn from(c: &ClaimCheck) -> Self {
+        Self {
+            claim: c.claim,
+            expected: c.expected.clone(),
+            observed: c.observed.clone(),
+            ok: c.ok,
+        }
+    }
+}
+
+impl From<&crate::score::LatencySummary> for LatencyV1 {
+    fn from(l: &crate::score::LatencySummary) -> Self {
+        Self {
+            source: l.source,
+            ttft_seconds: percentiles(&l.ttft),
+            e2e_seconds: percentiles(&l.e2e),
+        }
+    }
 }
 
 fn percentiles(p: &Percentiles) -> PercentilesV1 {
@@ -219,11 +267,7 @@ impl From<&WindowScore> for WindowV1 {
             reweighted: w.reweighted,
             components: w.components.iter().map(ComponentV1::from).collect(),
             gates: w.gates.iter().map(GateV1::from).collect(),
-            latency: LatencyV1 {
-                source: w.latency.source,
-                ttft_seconds: percentiles(&w.latency.ttft),
-                e2e_seconds: percentiles(&w.latency.e2e),
-            },
+            latency: LatencyV1::from(&w.latency),
             cost: w.cost.as_ref().map(CostV1::from),
         }
     }
@@ -259,13 +303,6 @@ impl ScoreV1 {
     pub fn from_snapshot(snap: &Snapshot, node: &str, window: Option<ScoreWindow>) -> Option<Self> {
         let state = snap.score.as_ref()?;
         let c = &state.config;
-        let total: f64 = c.weights.entries().iter().map(|(_, w)| w).sum();
-        let weights = c
-            .weights
-            .entries()
-            .iter()
-            .map(|(k, w)| (*k, if total > 0.0 { w / total } else { 0.0 }))
-            .collect();
         Some(Self {
             schema: SCORE_SCHEMA_V1,
             agent_version: env!("CARGO_PKG_VERSION"),
@@ -273,27 +310,9 @@ impl ScoreV1 {
             mode: state.reach.mode.as_str(),
             evaluated_at: time(state.evaluated_at),
             reasons: score_reasons(state),
-            claims: state
-                .claims
-                .iter()
-                .map(|c| ClaimV1 {
-                    claim: c.claim,
-                    expected: c.expected.clone(),
-                    observed: c.observed.clone(),
-                    ok: c.ok,
-                })
-                .collect(),
-            weights,
-            constants: ConstantsV1 {
-                availability_gate: c.availability_gate,
-                latency_objective: c.latency_objective,
-                throttle_tolerance: c.throttle_tolerance,
-                busy_utilization: c.busy_utilization,
-                health_hold_seconds: c.health_hold.0.as_secs(),
-                warnings_per_day_limit: c.warnings_per_day_limit,
-                recovery_time_scale_seconds: c.recovery_time_scale.0.as_secs(),
-                completion_min_requests: c.completion_min_requests,
-            },
+            claims: state.claims.iter().map(ClaimV1::from).collect(),
+            weights: normalised_weights(c),
+            constants: ConstantsV1::from(c.as_ref()),
             ledger: LedgerV1 {
                 persistent: state.ledger.persistent,
                 minute_records: state.ledger.minutes,
