@@ -119,8 +119,9 @@ impl<'n> GpmState<'n> {
                 .unwrap_or_default(),
             None => GpmReadings::default(),
         };
-        // The previous sample is freed here (GpmSample's Drop calls nvmlGpmSampleFree).
-        slot.last = Some(sample);
+        // The previous sample is freed (GpmSample's Drop calls nvmlGpmSampleFree).
+        let previous = slot.last.replace(sample);
+        t.time("gpm", || drop(previous));
         readings
     }
 
