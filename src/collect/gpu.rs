@@ -482,8 +482,7 @@ impl NvmlSampler {
             );
         }
         // Before the other readings: GPM's PCIe rates spare the slow PCIe throughput calls.
-        let gpm =
-            gpm.map(|gpm| gpm.read(index, &identity.uuid, &device, self.options.nvlink, timer));
+        let gpm = gpm.map(|gpm| gpm.read(index, &identity.uuid, &device, timer));
         let seen = self.process_util_seen.entry(index).or_insert(0);
         let readings = Readings {
             rates: rates.ok(),

@@ -318,9 +318,11 @@ fn gpm_readings_are_ratios_from_a_sessions_second_cycle_and_absent_without_gpm()
 
 #[test]
 fn one_failing_gpm_metric_leaves_only_that_one_absent() {
-    // Metric 5 is ANY_TENSOR_UTIL; GPU 1's whole metrics call fails.
-    let fake =
-        FakeNvml::new("gpus=2\ngpu0.gpm_not_supported=5\ngpu1.not_supported=nvmlGpmMetricsGet\n");
+    // Metric 5 is ANY_TENSOR_UTIL; GPU 1's whole metrics call fails; GPU 2 has no NVLink.
+    let fake = FakeNvml::new(
+        "gpus=3\ngpu0.gpm_not_supported=5\ngpu1.not_supported=nvmlGpmMetricsGet\n\
+         gpu2.nvlinks=0\n",
+    );
     let mut sampler = NvmlSampler::new(options(&fake.lib_path()));
     let s = sampler.session(|s| {
         s.cycle().unwrap();
@@ -333,6 +335,11 @@ fn one_failing_gpm_metric_leaves_only_that_one_absent() {
     assert_eq!(s.devices[1].profiling, Profiling::default());
     // Everything else on GPU 1 is still read.
     assert_eq!(s.devices[1].utilization.gpu, Some(0.55));
+    // Without NVLink links, GPM's NVLink rates are left out, not served as a made-up 0.
+    let p = &s.devices[2].profiling;
+    assert_eq!(p.sm_active, Some(0.57));
+    assert_eq!(p.nvlink_tx_bytes_per_second, None);
+    assert_eq!(p.nvlink_rx_bytes_per_second, None);
 }
 
 /// Samples are freed as they are replaced (the fake has a pool of 64: a leak runs it dry), a

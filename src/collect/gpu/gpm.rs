@@ -74,7 +74,6 @@ impl<'n> GpmState<'n> {
         index: u32,
         uuid: &str,
         device: &Device<'n>,
-        nvlink: bool,
         t: &mut Timer,
     ) -> GpmReadings {
         let slot = self.slots.entry(index).or_insert_with(|| Slot {
@@ -115,7 +114,7 @@ impl<'n> GpmState<'n> {
                 .time("gpm", || {
                     gpm_metrics_get(sample.nvml(), last, &sample, &METRICS)
                 })
-                .map(|results| readings(&results, nvlink))
+                .map(|results| readings(&results))
                 .unwrap_or_default(),
             None => GpmReadings::default(),
         };
@@ -138,7 +137,7 @@ impl<'n> GpmState<'n> {
 
 /// The metrics of one `nvmlGpmMetricsGet` call, in [`METRICS`] order; a failed metric stays
 /// `None`.
-fn readings<T>(results: &[Result<T, NvmlError>], nvlink: bool) -> GpmReadings
+fn readings<T>(results: &[Result<T, NvmlError>]) -> GpmReadings
 where
     T: Value,
 {
@@ -158,8 +157,8 @@ where
             sm_occupancy: ratio(2),
             dram_active: ratio(3),
             pipes: [ratio(4), ratio(5), ratio(6), ratio(7)],
-            nvlink_tx_bytes_per_second: rate(10).filter(|_| nvlink),
-            nvlink_rx_bytes_per_second: rate(11).filter(|_| nvlink),
+            nvlink_tx_bytes_per_second: rate(10),
+            nvlink_rx_bytes_per_second: rate(11),
         },
         pcie_tx: rate(8),
         pcie_rx: rate(9),
@@ -204,7 +203,7 @@ mod tests {
             Ok(100.0),
             Ok(200.0),
         ];
-        let r = readings(&results, true);
+        let r = readings(&results);
         let p = r.profiling;
         assert_eq!(p.graphics_engine_active, Some(0.6));
         assert_eq!(p.sm_active, Some(0.555));
@@ -223,15 +222,13 @@ mod tests {
         results[4] = Err(NvmlError::NotSupported);
         results[1] = Ok(f64::NAN);
         results[2] = Ok(-1.0);
-        let r = readings(&results, false);
+        let r = readings(&results);
         assert_eq!(r.profiling.pipe(Pipe::Tensor), None);
         assert_eq!(r.profiling.sm_active, None);
         assert_eq!(r.profiling.sm_occupancy, None);
         assert_eq!(r.profiling.pipe(Pipe::Fp32), Some(0.12));
-        // NVLink off: its throughput is left out.
-        assert_eq!(r.profiling.nvlink_tx_bytes_per_second, None);
         assert_eq!(r.pcie_tx, Some(2.0 * MIB));
         // Fewer results than asked for: the missing ones are absent.
-        assert_eq!(readings(&results[..3], true).profiling.dram_active, None);
+        assert_eq!(readings(&results[..3]).profiling.dram_active, None);
     }
 }

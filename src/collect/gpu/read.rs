@@ -165,6 +165,18 @@ pub(super) fn read_device(
     let tx_bytes_per_second = gpm.pcie_tx.or_else(|| pcie_rate(PcieUtilCounter::Send));
     let rx_bytes_per_second = gpm.pcie_rx.or_else(|| pcie_rate(PcieUtilCounter::Receive));
 
+    let nvlinks = if options.nvlink {
+        t.time("nvlink", || read_nvlinks(device))
+    } else {
+        Vec::new()
+    };
+    let mut profiling = gpm.profiling;
+    if nvlinks.is_empty() {
+        // NVLink off, or a board without links: GPM's NVLink rates would be a made-up 0.
+        profiling.nvlink_tx_bytes_per_second = None;
+        profiling.nvlink_rx_bytes_per_second = None;
+    }
+
     GpuDevice {
         identity,
         lost: false,
@@ -270,12 +282,8 @@ pub(super) fn read_device(
             tx_bytes_per_second,
             rx_bytes_per_second,
         },
-        profiling: gpm.profiling,
-        nvlinks: if options.nvlink {
-            t.time("nvlink", || read_nvlinks(device))
-        } else {
-            Vec::new()
-        },
+        profiling,
+        nvlinks,
         processes: if options.processes {
             t.time("processes", || {
                 read_processes(device, options.max_processes, process_util_seen)
