@@ -23,6 +23,10 @@
 #     every second: /metrics latency and size, RSS and CPU time per second; then 200 keep-alive
 #     /metrics GETs, captures of /metrics, /v1/snapshot, /v1/health, and the per-cycle NVML
 #     timing summarized (cycle vs. sum of calls, slowest call groups);
+#   - NVML GPM (profiling without DCGM): on an H100/H200 (the fake NVML is one) the GPM families
+#     (gpulse_gpu_sm_active_ratio, ..._pipe_active_ratio, DCGM_FI_PROF_PIPE_TENSOR_ACTIVE, ...)
+#     must be in /metrics, else the script exits 1; they are recorded in gpm.txt (in the
+#     archive), and under load;
 #   - optionally a GPU load (torch matmul, when python3 has torch) in the middle third;
 #   - whether the kernel log is readable and which Xids it holds.
 # The device tool brings back at most 8 files from $OUT, so $OUT gets summary.txt, timing.txt,
@@ -271,8 +275,35 @@ grep -E '^gpulse_collector_(success|duration_seconds|stale)\{' "$work/metrics.tx
 grep -E '^gpulse_gpu_(power_watts|temperature_celsius|memory_used_bytes|utilization_ratio|clock_hertz)\{' "$work/metrics.txt" | head -n 24 | tee -a "$summary"
 grep -E '^gpulse_(node|gpu)_health(_reason)?\{' "$work/metrics.txt" | grep -v ' 0$' | tee -a "$summary"
 [[ -f $work/metrics-under-load.txt && -n $load_pid ]] &&
-    grep -E '^gpulse_gpu_(utilization_ratio|power_watts|clock_hertz|throttle_active)\{' "$work/metrics-under-load.txt" | grep -v ' 0$' | head -n 40 | tee "$work/under-load-summary.txt"
+    grep -E '^gpulse_gpu_(utilization_ratio|power_watts|clock_hertz|throttle_active|sm_active_ratio|pipe_active_ratio|dram_active_ratio)\{' "$work/metrics-under-load.txt" | grep -v ' 0$' | head -n 60 | tee "$work/under-load-summary.txt"
 say "dcgm families: $(grep -c '^# TYPE DCGM_' "$work/metrics.txt")"
+
+# NVML GPM: profiling families without DCGM (Hopper and newer; from the second cycle on).
+# Required on an H100/H200; NVLink throughput is not (a GPU without NVLink has none).
+gpm_failed=0
+model=$(grep -m1 -o '^gpulse_gpu_info{[^}]*' "$work/metrics.txt" | grep -o 'name="[^"]*"' | head -n1 | sed 's/^name="//; s/"$//')
+grep -E '^(gpulse_gpu_(graphics_engine_active|sm_active|sm_occupancy|pipe_active|dram_active)_ratio|gpulse_gpu_(nvlink|pcie)_throughput_bytes_per_second|DCGM_FI_PROF_[A-Z0-9_]+)\{' "$work/metrics.txt" >"$work/gpm.txt"
+[[ -f $work/metrics-under-load.txt ]] &&
+    grep -E '^(gpulse_gpu_(sm_active|pipe_active)_ratio|DCGM_FI_PROF_PIPE_TENSOR_ACTIVE)\{' "$work/metrics-under-load.txt" >"$work/gpm-under-load.txt"
+gpm_missing=()
+for family in gpulse_gpu_graphics_engine_active_ratio gpulse_gpu_sm_active_ratio gpulse_gpu_sm_occupancy_ratio \
+    gpulse_gpu_pipe_active_ratio gpulse_gpu_dram_active_ratio DCGM_FI_PROF_PIPE_TENSOR_ACTIVE DCGM_FI_PROF_SM_ACTIVE; do
+    grep -q "^$family{" "$work/metrics.txt" || gpm_missing+=("$family")
+done
+case $model in
+*H100* | *H200*)
+    if [[ ${#gpm_missing[@]} -eq 0 ]]; then
+        say "gpm: present on $model ($(wc -l <"$work/gpm.txt") series)"
+    else
+        say "gpm: FAILED: missing on $model: ${gpm_missing[*]}"
+        gpm_failed=1
+    fi
+    ;;
+*) say "gpm: ${model:-no GPU}: $(wc -l <"$work/gpm.txt") series (required only on H100/H200)" ;;
+esac
+grep -E '^gpulse_gpu_(sm_active_ratio|pipe_active_ratio\{[^}]*pipe="tensor")' "$work/gpm.txt" | head -n 16 | tee -a "$summary"
+[[ -s $work/gpm-under-load.txt && -n $load_pid ]] &&
+    say "gpm under load: max tensor pipe $(grep -E 'pipe="tensor"' "$work/gpm-under-load.txt" | awk '{ if ($2 > m) m = $2 } END { print m + 0 }'), max sm active $(grep -E '^gpulse_gpu_sm_active_ratio' "$work/gpm-under-load.txt" | awk '{ if ($2 > m) m = $2 } END { print m + 0 }')"
 
 python3 - "$addr" <<'PY' | tee -a "$summary"
 import http.client, sys, time
@@ -341,3 +372,4 @@ rm -rf "$work"
 echo
 echo "== summary ($OUT)"
 cat "$OUT/summary.txt"
+exit "$gpm_failed"

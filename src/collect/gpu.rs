@@ -29,15 +29,17 @@ use nvml_wrapper::Device;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
-use super::worker::DeadlineWorker;
+use super::worker::{DeadlineWorker, Inbox};
 use super::{CollectError, Collector, ErrorKind, XidSink, run_on_worker};
 use crate::config::GpuConfig;
 use crate::model::{GpuDevice, GpuIdentity, GpuSample, Sample, XidEvent, XidSource};
 
+mod gpm;
 mod read;
 mod timing;
 
-use read::read_device;
+use gpm::GpmState;
+use read::{Readings, read_device};
 use timing::Timer;
 pub use timing::{CALL_GROUPS, CallTiming, TIMING_ENV};
 
@@ -62,6 +64,7 @@ pub struct GpuOptions {
     pub mig: bool,
     pub nvlink: bool,
     pub pcie_throughput: bool,
+    pub gpm: bool,
 }
 
 impl GpuOptions {
@@ -75,6 +78,7 @@ impl GpuOptions {
             mig: gpu.mig,
             nvlink: gpu.nvlink,
             pcie_throughput: gpu.pcie_throughput,
+            gpm: gpu.gpm,
         }
     }
 }
@@ -107,7 +111,8 @@ impl NvmlCollector {
         if sampler.timer.on {
             tracing::info!("NVML per-call timing is on ({TIMING_ENV}=1).");
         }
-        let worker = DeadlineWorker::spawn("gpulse-nvml", sampler, NvmlSampler::cycle)?;
+        let worker =
+            DeadlineWorker::spawn_serving("gpulse-nvml", move |inbox| sampler.serve(&inbox))?;
         Ok(Self {
             worker,
             timeout,
@@ -257,28 +262,94 @@ impl NvmlSampler {
         }
     }
 
-    /// One sampling cycle over every GPU; loads NVML first if needed (rate-limited).
+    /// Answers the worker's requests, one cycle each, until the collector is dropped: one NVML
+    /// session for as long as NVML answers, so GPM readings span whole intervals.
+    fn serve(mut self, inbox: &Inbox<Result<GpuSample, CollectError>>) {
+        let mut next = inbox.next();
+        while let Some(first) = next.take() {
+            next = self.session(|session| {
+                let mut request = first;
+                loop {
+                    request.answer(session.cycle());
+                    let following = inbox.next()?;
+                    if !session.is_open() {
+                        // NVML is reloaded for the next request, in a new session.
+                        return Some(following);
+                    }
+                    request = following;
+                }
+            });
+        }
+    }
+
+    /// One sampling cycle over every GPU; loads NVML first if needed (rate-limited). A
+    /// one-shot cycle has no GPM readings (they need the previous cycle's sample, which only a
+    /// [`NvmlSampler::session`] keeps) and takes no GPM samples.
     pub fn cycle(&mut self) -> Result<GpuSample, CollectError> {
-        self.ensure_loaded()?;
+        self.open_session(false, |session| session.cycle())
+    }
+
+    /// Runs `f` with an NVML session: NVML loaded (or the load error, rate-limited, which the
+    /// session's first cycle returns) and the GPM samples that cycles of the session carry
+    /// from one to the next. A cycle that finds the driver gone closes the session
+    /// ([`Session::is_open`]); the next session loads NVML again. NVML stays loaded across
+    /// sessions otherwise, so one-shot [`NvmlSampler::cycle`] calls reuse it.
+    pub fn session<T>(&mut self, f: impl FnOnce(&mut Session<'_, '_>) -> T) -> T {
+        self.open_session(self.options.gpm, f)
+    }
+
+    fn open_session<T>(&mut self, gpm: bool, f: impl FnOnce(&mut Session<'_, '_>) -> T) -> T {
+        let loaded = match self.nvml.take() {
+            Some(nvml) => Ok(nvml),
+            None => self.load(),
+        };
+        let mut session = Session {
+            nvml: loaded.as_ref().ok(),
+            pending_error: loaded.as_ref().err().cloned(),
+            gpm: gpm.then(GpmState::default),
+            sampler: self,
+        };
+        let result = f(&mut session);
+        let keep = session.nvml.is_some();
+        // The GPM samples go (freed through NVML) before NVML itself may.
+        drop(session);
+        if keep && let Ok(nvml) = loaded {
+            self.nvml = Some(nvml);
+        }
+        result
+    }
+
+    /// One cycle on a loaded NVML. The flag is false when the driver is gone (NVML must be
+    /// reloaded): the caches tied to this NVML are cleared then.
+    fn cycle_on<'n>(
+        &mut self,
+        nvml: &'n Nvml,
+        mut gpm: Option<&mut GpmState<'n>>,
+    ) -> (Result<GpuSample, CollectError>, bool) {
         let started = Instant::now();
         self.timer.timing = CallTiming::default();
-        let Some(nvml) = self.nvml.as_ref() else {
-            return Err(CollectError::new(ErrorKind::Unavailable, "NVML not loaded"));
-        };
         let count = match self.timer.time("device_count", || nvml.device_count()) {
             Ok(count) => count,
             Err(error) => {
                 // The driver may have been unloaded or reset: start over on the next cycle.
-                self.unload();
-                return Err(CollectError::new(
-                    ErrorKind::Failed,
-                    format!("nvmlDeviceGetCount failed: {error}; NVML will be reloaded"),
-                ));
+                self.identities.clear();
+                self.process_util_seen.clear();
+                self.last_init_failure = None;
+                return (
+                    Err(CollectError::new(
+                        ErrorKind::Failed,
+                        format!("nvmlDeviceGetCount failed: {error}; NVML will be reloaded"),
+                    )),
+                    false,
+                );
             }
         };
         let mut sampled = Vec::with_capacity(count as usize);
         for index in 0..count {
-            sampled.push(self.sample_device(index));
+            sampled.push(self.sample_device(nvml, gpm.as_deref_mut(), index));
+        }
+        if let Some(gpm) = gpm {
+            gpm.retain_below(count);
         }
         self.track_failures(count, &sampled);
         // Identities past the count moved to `vanished`; this keeps the cache bounded too.
@@ -303,18 +374,17 @@ impl NvmlSampler {
             );
             self.last_timing = Some(timing);
         }
-        Ok(GpuSample {
+        let sample = GpuSample {
             taken_at: SystemTime::now(),
             driver_version: self.driver_version.clone(),
             cuda_driver_version: self.cuda_driver_version.clone(),
             devices,
-        })
+        };
+        (Ok(sample), true)
     }
 
-    fn ensure_loaded(&mut self) -> Result<(), CollectError> {
-        if self.nvml.is_some() {
-            return Ok(());
-        }
+    /// Loads NVML, at most once per `retry_interval` after a failure.
+    fn load(&mut self) -> Result<Nvml, CollectError> {
         if let Some((at, error)) = &self.last_init_failure
             && at.elapsed() < self.options.retry_interval
         {
@@ -331,13 +401,12 @@ impl NvmlSampler {
                     // NVML encodes 12.4 as 12040.
                     format!("{}.{}", v / 1000, (v % 1000) / 10)
                 });
-                self.nvml = Some(nvml);
                 self.last_init_failure = None;
                 tracing::info!(
                     driver = self.driver_version.as_deref().unwrap_or("unknown"),
                     "NVML loaded."
                 );
-                Ok(())
+                Ok(nvml)
             }
             Err(error) => {
                 let error = init_error(&self.options.library, &error);
@@ -347,23 +416,21 @@ impl NvmlSampler {
         }
     }
 
-    fn unload(&mut self) {
-        self.nvml = None;
-        self.identities.clear();
-        self.process_util_seen.clear();
-        self.last_init_failure = None;
-    }
-
     /// One device's readings, and the failure return code (GPU_IS_LOST, RESET_REQUIRED)
     /// when it gave one.
-    fn sample_device(&mut self, index: u32) -> (GpuDevice, Option<&'static str>) {
-        let Some(nvml) = self.nvml.as_ref() else {
-            return (GpuDevice::default(), None);
-        };
+    fn sample_device<'n>(
+        &mut self,
+        nvml: &'n Nvml,
+        gpm: Option<&mut GpmState<'n>>,
+        index: u32,
+    ) -> (GpuDevice, Option<&'static str>) {
         let timer = &mut self.timer;
         let device = match timer.time("handle", || nvml.device_by_index(index)) {
             Ok(device) => device,
             Err(error) => {
+                if let Some(gpm) = gpm {
+                    gpm.forget(index);
+                }
                 let identity = self
                     .identities
                     .get(&index)
@@ -402,6 +469,9 @@ impl NvmlSampler {
             .flatten()
             .find_map(failure_code);
         if matches!(uuid, Err(NvmlError::GpuLost)) || matches!(rates, Err(NvmlError::GpuLost)) {
+            if let Some(gpm) = gpm {
+                gpm.forget(index);
+            }
             return (
                 GpuDevice {
                     identity,
@@ -411,11 +481,60 @@ impl NvmlSampler {
                 failure,
             );
         }
+        // Before the other readings: GPM's PCIe rates spare the slow PCIe throughput calls.
+        let gpm = gpm.map(|gpm| gpm.read(index, &identity.uuid, &device, timer));
         let seen = self.process_util_seen.entry(index).or_insert(0);
+        let readings = Readings {
+            rates: rates.ok(),
+            gpm: gpm.unwrap_or_default(),
+        };
         (
-            read_device(&device, identity, rates.ok(), &self.options, seen, timer),
+            read_device(&device, identity, readings, &self.options, seen, timer),
             failure,
         )
+    }
+}
+
+/// One NVML session of an [`NvmlSampler`] (see [`NvmlSampler::session`]): cycles on one
+/// loaded NVML, carrying the GPM samples from one cycle to the next.
+pub struct Session<'s, 'n> {
+    sampler: &'s mut NvmlSampler,
+    /// `None` once the driver is gone, or when loading failed.
+    nvml: Option<&'n Nvml>,
+    /// The load error, returned by the first cycle.
+    pending_error: Option<CollectError>,
+    /// `None` with `gpu.gpm` off, and for one-shot cycles.
+    gpm: Option<GpmState<'n>>,
+}
+
+impl Session<'_, '_> {
+    /// One sampling cycle over every GPU, with GPM readings from the second cycle on.
+    pub fn cycle(&mut self) -> Result<GpuSample, CollectError> {
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
+        let Some(nvml) = self.nvml else {
+            return Err(CollectError::new(
+                ErrorKind::Unavailable,
+                "NVML must be reloaded: this NVML session is closed",
+            ));
+        };
+        let (result, open) = self.sampler.cycle_on(nvml, self.gpm.as_mut());
+        if !open {
+            self.nvml = None;
+            self.gpm = None;
+        }
+        result
+    }
+
+    /// Whether NVML is loaded and answering; once false, a new session is needed.
+    pub fn is_open(&self) -> bool {
+        self.nvml.is_some() && self.pending_error.is_none()
+    }
+
+    /// The per-call timing of the last finished cycle, when timing is on.
+    pub fn last_timing(&self) -> Option<&CallTiming> {
+        self.sampler.last_timing()
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -37,20 +37,31 @@ impl<T: Send + 'static> DeadlineWorker<T> {
         S: Send + 'static,
         F: FnMut(&mut S) -> T + Send + 'static,
     {
+        Self::spawn_serving(thread_name, move |inbox| {
+            while let Some(request) = inbox.next() {
+                request.answer(cycle(&mut state));
+            }
+        })
+    }
+
+    /// Starts the thread running `serve`, which answers each [`DeadlineWorker::run`] call
+    /// through `inbox`, one at a time. For a cycle whose state borrows from a value on the
+    /// thread's own stack (NVML GPM samples borrow the loaded NVML), which `spawn`'s owned
+    /// state cannot hold.
+    pub fn spawn_serving<F>(thread_name: &str, serve: F) -> std::io::Result<Self>
+    where
+        F: FnOnce(Inbox<T>) + Send + 'static,
+    {
         // Capacity 1: `busy` guarantees at most one request is ever queued.
         let (requests, inbox) = mpsc::sync_channel::<oneshot::Sender<T>>(1);
         let busy = Arc::new(AtomicBool::new(false));
-        let worker_busy = Arc::clone(&busy);
+        let inbox = Inbox {
+            inbox,
+            busy: Arc::clone(&busy),
+        };
         std::thread::Builder::new()
             .name(thread_name.to_owned())
-            .spawn(move || {
-                while let Ok(reply) = inbox.recv() {
-                    let result = cycle(&mut state);
-                    worker_busy.store(false, Ordering::Release);
-                    // The requester may have given up at its deadline; that is fine.
-                    let _ = reply.send(result);
-                }
-            })?;
+            .spawn(move || serve(inbox))?;
         Ok(Self { requests, busy })
     }
 
@@ -82,6 +93,40 @@ impl<T: Send + 'static> DeadlineWorker<T> {
     /// Whether a cycle is currently running on the thread.
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// The worker thread's side: the requests [`DeadlineWorker::run`] makes, one at a time.
+#[derive(Debug)]
+pub struct Inbox<T> {
+    inbox: Receiver<oneshot::Sender<T>>,
+    busy: Arc<AtomicBool>,
+}
+
+impl<T> Inbox<T> {
+    /// Waits for the next request; `None` once the [`DeadlineWorker`] is dropped.
+    pub fn next(&self) -> Option<Request<T>> {
+        let reply = self.inbox.recv().ok()?;
+        Some(Request {
+            reply,
+            busy: Arc::clone(&self.busy),
+        })
+    }
+}
+
+/// One [`DeadlineWorker::run`] call waiting for its cycle's result.
+#[derive(Debug)]
+pub struct Request<T> {
+    reply: oneshot::Sender<T>,
+    busy: Arc<AtomicBool>,
+}
+
+impl<T> Request<T> {
+    /// Hands the result back and lets the worker take the next request.
+    pub fn answer(self, result: T) {
+        self.busy.store(false, Ordering::Release);
+        // The requester may have given up at its deadline; that is fine.
+        let _ = self.reply.send(result);
     }
 }
 

@@ -205,6 +205,10 @@ pub struct GpuConfig {
     pub nvlink: bool,
     /// Read PCIe TX/RX throughput (NVML waits about 20 ms per GPU and direction for it).
     pub pcie_throughput: bool,
+    /// Sample NVML GPM (Hopper and newer) for profiling metrics: SM activity and occupancy,
+    /// tensor and FP pipe activity, DRAM activity, PCIe and NVLink throughput, each averaged
+    /// over the time between two cycles.
+    pub gpm: bool,
     /// Where GPUs are expected (mode embedded or host), `/readyz` answers 503 once the GPU
     /// collector has gone this long since its start without reading a GPU.
     pub ready_grace: HumanDuration,
@@ -223,6 +227,7 @@ impl Default for GpuConfig {
             mig: true,
             nvlink: true,
             pcie_throughput: false,
+            gpm: true,
             ready_grace: HumanDuration::secs(60),
         }
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use crate::collect::{CollectError, Collector};
 use crate::model::{
     Clock, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, GpuSample, MemoryReadings,
-    MigReadings, NvLinkReadings, PcieReadings, RemappedRows, RetiredCause, Sample, TempThreshold,
-    ThrottlePolicy, ThrottleReasons, Utilization, XidEvent, XidSource,
+    MigReadings, NvLinkReadings, PcieReadings, Profiling, RemappedRows, RetiredCause, Sample,
+    TempThreshold, ThrottlePolicy, ThrottleReasons, Utilization, XidEvent, XidSource,
 };
 
 const GIB: u64 = 1 << 30;
@@ -216,6 +216,21 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
             replay_count: Some(0),
             tx_bytes_per_second: None,
             rx_bytes_per_second: None,
+        },
+        // As NVML GPM would report a training job: tensor-heavy, little FP64.
+        profiling: Profiling {
+            graphics_engine_active: Some(round3(util)),
+            sm_active: Some(round3(util * 0.85)),
+            sm_occupancy: Some(round3(util * 0.45)),
+            dram_active: Some(round3(util * 0.55)),
+            pipes: [
+                Some(round3(util * 0.7)),
+                Some(0.0),
+                Some(round3(util * 0.15)),
+                Some(round3(util * 0.05)),
+            ],
+            nvlink_tx_bytes_per_second: Some((util * 2.0e10).round()),
+            nvlink_rx_bytes_per_second: Some((util * 1.8e10).round()),
         },
         nvlinks: (0..4)
             .map(|link| NvLinkReadings {

@@ -73,6 +73,8 @@ pub struct GpuDevice {
     pub remapped_rows: Option<RemappedRows>,
     pub pcie: PcieReadings,
     pub nvlinks: Vec<NvLinkReadings>,
+    /// NVML GPM readings over the last cycle (Hopper and newer).
+    pub profiling: Profiling,
     /// `None` when process listing is off or unsupported; `Some(vec![])` means "none running".
     pub processes: Option<Vec<GpuProcess>>,
     pub mig: Option<MigReadings>,
@@ -188,8 +190,20 @@ label_enum! {
 }
 
 label_enum! {
-    /// A PCIe transfer direction: `tx`/`rx` on /metrics, OTel's `network.io.direction` values.
-    PcieDirection { Tx => "tx" / "transmit", Rx => "rx" / "receive" }
+    /// A PCIe or NVLink transfer direction: `tx`/`rx` on /metrics, OTel's
+    /// `network.io.direction` values.
+    Direction { Tx => "tx" / "transmit", Rx => "rx" / "receive" }
+}
+
+label_enum! {
+    /// An SM pipe whose activity NVML GPM measures, in [`Profiling::pipes`] order: `tensor`
+    /// (any tensor operation) and the non-tensor `fp64`, `fp32`, `fp16` math.
+    Pipe {
+        Tensor => "tensor" / "tensor",
+        Fp64 => "fp64" / "fp64",
+        Fp32 => "fp32" / "fp32",
+        Fp16 => "fp16" / "fp16",
+    }
 }
 
 label_enum! {
@@ -264,10 +278,51 @@ pub struct PcieReadings {
 
 impl PcieReadings {
     /// Throughput by direction, `None` where not measured.
-    pub fn throughput(&self) -> [(PcieDirection, Option<f64>); 2] {
+    pub fn throughput(&self) -> [(Direction, Option<f64>); 2] {
         [
-            (PcieDirection::Tx, self.tx_bytes_per_second),
-            (PcieDirection::Rx, self.rx_bytes_per_second),
+            (Direction::Tx, self.tx_bytes_per_second),
+            (Direction::Rx, self.rx_bytes_per_second),
+        ]
+    }
+}
+
+/// Profiling readings from NVML GPM (GPU Performance Monitoring, Hopper and newer): averages
+/// over the time between the previous cycle's GPM sample and this cycle's, so the first cycle
+/// after NVML loads has none. Each is `None` where the GPU has no GPM or the metric failed.
+/// (GPM's PCIe rates go into [`PcieReadings`].)
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Profiling {
+    /// Fraction of the time the graphics or compute engine was active (0–1).
+    pub graphics_engine_active: Option<f64>,
+    /// Fraction of the SMs that were busy (at least one warp assigned), averaged (0–1).
+    pub sm_active: Option<f64>,
+    /// Resident warps over the SMs' theoretical maximum, averaged (0–1).
+    pub sm_occupancy: Option<f64>,
+    /// DRAM bandwidth used over its theoretical maximum (0–1).
+    pub dram_active: Option<f64>,
+    /// Fraction of the time the SMs used each pipe (0–1), in [`Pipe::ALL`] order.
+    pub pipes: [Option<f64>; 4],
+    /// NVLink throughput over all links, bytes per second.
+    pub nvlink_tx_bytes_per_second: Option<f64>,
+    pub nvlink_rx_bytes_per_second: Option<f64>,
+}
+
+impl Profiling {
+    /// Pipe activity by pipe, `None` where not measured.
+    pub fn pipes(&self) -> impl Iterator<Item = (Pipe, Option<f64>)> + '_ {
+        Pipe::ALL.iter().copied().zip(self.pipes)
+    }
+
+    /// One pipe's activity.
+    pub fn pipe(&self, pipe: Pipe) -> Option<f64> {
+        self.pipes().find(|(p, _)| *p == pipe).and_then(|(_, v)| v)
+    }
+
+    /// NVLink throughput by direction, `None` where not measured.
+    pub fn nvlink_throughput(&self) -> [(Direction, Option<f64>); 2] {
+        [
+            (Direction::Tx, self.nvlink_tx_bytes_per_second),
+            (Direction::Rx, self.nvlink_rx_bytes_per_second),
         ]
     }
 }

@@ -148,6 +148,38 @@ typedef struct {
     unsigned int computeInstanceId;
 } nvmlEventData_t;
 
+struct fgpm;
+typedef struct fgpm *nvmlGpmSample_t;
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    struct {
+        char *shortName;
+        char *longName;
+        char *unit;
+    } metricInfo;
+} nvmlGpmMetric_t;
+
+#define NVML_GPM_METRIC_MAX 210u /* nvml-wrapper-sys 0.10 (NVML API 13); drivers before 13: 98 */
+
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[NVML_GPM_METRIC_MAX];
+} nvmlGpmMetricsGet_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+
+#define NVML_GPM_METRICS_GET_VERSION 1u
+#define NVML_GPM_SUPPORT_VERSION 1u
+
 _Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t layout");
 _Static_assert(sizeof(nvmlMemory_v2_t) == 40, "nvmlMemory_v2_t layout");
 _Static_assert(sizeof(nvmlTemperature_t) == 12, "nvmlTemperature_t layout");
@@ -156,6 +188,9 @@ _Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t layout");
 _Static_assert(sizeof(nvmlProcessUtilizationSample_t) == 32, "nvmlProcessUtilizationSample_t");
 _Static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t layout");
 _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t layout");
+_Static_assert(sizeof(nvmlGpmMetric_t) == 40, "nvmlGpmMetric_t layout");
+_Static_assert(sizeof(nvmlGpmMetricsGet_t) == 24 + 40 * NVML_GPM_METRIC_MAX, "nvmlGpmMetricsGet_t");
+_Static_assert(sizeof(nvmlGpmSupport_t) == 8, "nvmlGpmSupport_t layout");
 
 /* NVML_STRUCT_VERSION(name, ver) = sizeof(struct) | ver << 24 */
 #define NVML_MEMORY_V2_VERSION ((unsigned int)(sizeof(nvmlMemory_v2_t) | (2u << 24)))
@@ -167,6 +202,7 @@ _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t layout");
 #define MAX_MIG 7
 #define MAX_XID 64
 #define MAX_SETS 64
+#define MAX_GPM_SAMPLES 64
 #define LIST_LEN 1024
 #define MAX_CONFIG_BYTES (1 << 20)
 
@@ -260,7 +296,20 @@ _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t layout");
     X(CC_MAJOR, "cc_major", 9, 0)                                                  \
     X(CC_MINOR, "cc_minor", 0, 0)                                                  \
     X(PERSISTENCE, "persistence", 1, 0)                                            \
-    X(EVENT_TYPES, "event_types", 0xF, 0)
+    X(EVENT_TYPES, "event_types", 0xF, 0)                                         \
+    X(GPM, "gpm", 1, 0)                                                            \
+    X(GPM_GRAPHICS_UTIL, "gpm_graphics_util", 60, 1)                               \
+    X(GPM_SM_UTIL, "gpm_sm_util", 55, 1)                                           \
+    X(GPM_SM_OCCUPANCY, "gpm_sm_occupancy", 30, 1)                                 \
+    X(GPM_TENSOR_UTIL, "gpm_tensor_util", 40, 1)                                   \
+    X(GPM_DRAM_UTIL, "gpm_dram_util", 25, 1)                                       \
+    X(GPM_FP64_UTIL, "gpm_fp64_util", 1, 0)                                        \
+    X(GPM_FP32_UTIL, "gpm_fp32_util", 12, 0)                                       \
+    X(GPM_FP16_UTIL, "gpm_fp16_util", 5, 0)                                        \
+    X(GPM_PCIE_TX, "gpm_pcie_tx_mibps", 2, 0)                                      \
+    X(GPM_PCIE_RX, "gpm_pcie_rx_mibps", 4, 0)                                      \
+    X(GPM_NVLINK_TX, "gpm_nvlink_tx_mibps", 100, 0)                                \
+    X(GPM_NVLINK_RX, "gpm_nvlink_rx_mibps", 200, 0)
 
 enum field {
 #define X(e, k, b, s) F_##e,
@@ -288,6 +337,7 @@ struct gpu_cfg {
     char not_supported[LIST_LEN]; /* ",sym,sym," */
     char no_permission[LIST_LEN];
     unsigned long long nvlink_down; /* bit l = link l reported disabled */
+    char gpm_not_supported[LIST_LEN]; /* ",id,id,": GPM metric ids that fail */
 };
 
 struct xid_event {
@@ -346,6 +396,14 @@ struct fset {
     unsigned int next;
 };
 static struct fset g_sets[MAX_SETS];
+
+struct fgpm {
+    int used;
+    int taken;        /* filled by nvmlGpmSampleGet */
+    unsigned int gpu; /* whose sample */
+    unsigned long long at_ms; /* monotonic */
+};
+static struct fgpm g_gpm[MAX_GPM_SAMPLES];
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -494,6 +552,8 @@ static int apply_gpu_key(struct gpu_cfg *g, const char *key, const char *val)
         set_list(g->no_permission, val);
     else if (strcmp(key, "nvlink_down") == 0)
         g->nvlink_down = parse_mask(val);
+    else if (strcmp(key, "gpm_not_supported") == 0)
+        set_list(g->gpm_not_supported, val);
     else
         return 0;
     return 1;
@@ -2020,4 +2080,142 @@ EXPORT nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data,
                                      unsigned int timeoutms)
 {
     return event_wait(__func__, set, data, timeoutms);
+}
+
+/* ------------------------------------------------------------------ GPM */
+
+static struct fgpm *lookup_gpm(nvmlGpmSample_t sample)
+{
+    uintptr_t a = (uintptr_t)sample, s0 = (uintptr_t)g_gpm;
+    if (a < s0 || a >= s0 + sizeof g_gpm || (a - s0) % sizeof(struct fgpm) != 0)
+        return NULL;
+    struct fgpm *s = &g_gpm[(a - s0) / sizeof(struct fgpm)];
+    return s->used ? s : NULL;
+}
+
+EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport)
+{
+    DEV(device);
+    if (!gpmSupport)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (gpmSupport->version != NVML_GPM_SUPPORT_VERSION)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    gpmSupport->isSupportedDevice = V(GPM) ? 1u : 0u;
+    return NVML_SUCCESS;
+}
+
+/* A fixed pool, like the event sets: a caller that leaks samples runs out (NVML_ERROR_MEMORY). */
+EXPORT nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample)
+{
+    SYS();
+    if (!gpmSample)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (int k = 0; k < MAX_GPM_SAMPLES; k++) {
+        if (!g_gpm[k].used) {
+            memset(&g_gpm[k], 0, sizeof g_gpm[k]);
+            g_gpm[k].used = 1;
+            *gpmSample = &g_gpm[k];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_MEMORY;
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t gpmSample)
+{
+    SYS();
+    struct fgpm *s = lookup_gpm(gpmSample);
+    if (!s)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    s->used = 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSample)
+{
+    DEV(device);
+    struct fgpm *s = lookup_gpm(gpmSample);
+    if (!s)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!V(GPM))
+        return NVML_ERROR_NOT_SUPPORTED;
+    s->taken = 1;
+    s->gpu = C.gpu;
+    s->at_ms = mono_ms();
+    return NVML_SUCCESS;
+}
+
+/* GPM on a MIG GPU instance is not faked. */
+EXPORT nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t device, unsigned int gpuInstanceId,
+                                        nvmlGpmSample_t gpmSample)
+{
+    DEV(device);
+    (void)gpuInstanceId;
+    (void)gpmSample;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+
+static const struct {
+    unsigned int id;
+    enum field field;
+    char *short_name;
+    char *unit;
+} k_gpm_metrics[] = {
+    {1, F_GPM_GRAPHICS_UTIL, "gr_util", "%"},   {2, F_GPM_SM_UTIL, "sm_util", "%"},
+    {3, F_GPM_SM_OCCUPANCY, "sm_occupancy", "%"}, {5, F_GPM_TENSOR_UTIL, "any_tensor_util", "%"},
+    {10, F_GPM_DRAM_UTIL, "dram_bw_util", "%"}, {11, F_GPM_FP64_UTIL, "fp64_util", "%"},
+    {12, F_GPM_FP32_UTIL, "fp32_util", "%"},    {13, F_GPM_FP16_UTIL, "fp16_util", "%"},
+    {20, F_GPM_PCIE_TX, "pcie_tx", "MiB/sec"},  {21, F_GPM_PCIE_RX, "pcie_rx", "MiB/sec"},
+    {60, F_GPM_NVLINK_RX, "nvlink_total_rx", "MiB/sec"},
+    {61, F_GPM_NVLINK_TX, "nvlink_total_tx", "MiB/sec"},
+};
+
+/* Both samples must be of one GPU, taken in order. The per-GPU checks (not_supported and
+ * no_permission by symbol name, lost) apply to that GPU; `gpm_not_supported` fails single
+ * metrics. Values are the configured ones whatever the time between the samples. */
+EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet)
+{
+    SYS();
+    if (!metricsGet)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (metricsGet->version != NVML_GPM_METRICS_GET_VERSION)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    struct fgpm *a = lookup_gpm(metricsGet->sample1), *b = lookup_gpm(metricsGet->sample2);
+    if (!a || !b || !a->taken || !b->taken || a->gpu != b->gpu || a->at_ms > b->at_ms ||
+        metricsGet->numMetrics > NVML_GPM_METRIC_MAX)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (a->gpu >= g_cfg.gpus)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    const struct gpu_cfg *g = &g_cfg.gpu[a->gpu];
+    if (in_list(g->not_supported, __func__))
+        return NVML_ERROR_NOT_SUPPORTED;
+    if (in_list(g->no_permission, __func__))
+        return NVML_ERROR_NO_PERMISSION;
+    if (g_cfg.lost_mask & (1u << a->gpu))
+        return NVML_ERROR_GPU_IS_LOST;
+    if (!g->v[F_GPM])
+        return NVML_ERROR_NOT_SUPPORTED;
+    for (unsigned int i = 0; i < metricsGet->numMetrics; i++) {
+        nvmlGpmMetric_t *m = &metricsGet->metrics[i];
+        char id[16];
+        m->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        m->value = 0.0;
+        m->metricInfo.shortName = NULL;
+        m->metricInfo.longName = NULL;
+        m->metricInfo.unit = NULL;
+        snprintf(id, sizeof id, "%u", m->metricId);
+        if (in_list(g->gpm_not_supported, id))
+            continue;
+        for (size_t k = 0; k < sizeof k_gpm_metrics / sizeof k_gpm_metrics[0]; k++) {
+            if (k_gpm_metrics[k].id == m->metricId) {
+                m->nvmlReturn = NVML_SUCCESS;
+                m->value = (double)g->v[k_gpm_metrics[k].field];
+                m->metricInfo.shortName = k_gpm_metrics[k].short_name;
+                m->metricInfo.longName = k_gpm_metrics[k].short_name;
+                m->metricInfo.unit = k_gpm_metrics[k].unit;
+                break;
+            }
+        }
+    }
+    return NVML_SUCCESS;
 }

@@ -1,6 +1,7 @@
 //! dcgm-exporter compatibility against the real binary on the fake NVML: Grafana dashboard
-//! 12239's queries find their series with dcgm's labels and units, every other DCGM family has
-//! the fake's value in dcgm's unit, what gpulse cannot read is absent, the PCIe rates, MIG
+//! 12239's queries find their series with dcgm's labels and units (its Tensor Core panel from
+//! NVML GPM), every other DCGM family has the fake's value in dcgm's unit, what gpulse cannot
+//! read is absent (the profiling fields on a GPU without GPM), the PCIe rates, MIG
 //! instance series, the Xid's text and the host label's other spelling, and with
 //! `dcgm_compat` off no `DCGM_` line is served.
 
@@ -185,7 +186,10 @@ fn grafana_dashboard_12239_finds_every_panel_metric() {
 
     let fake = FakeNvml::new("gpus=2\n");
     let agent = start(&fake, true);
-    let body = metrics_with_gpus(&agent);
+    // GPM needs two cycles: wait for the tensor pipe series.
+    let body = metrics_when(&agent, "the tensor pipe", |b| {
+        b.matches("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{").count() == 2
+    });
     let all = parse(&body);
     // The dashboard filters on `instance` (Prometheus adds it) and `gpu`; an exporter-side
     // `instance` or `job` label would clash with the scrape's.
@@ -195,13 +199,6 @@ fn grafana_dashboard_12239_finds_every_panel_metric() {
     );
 
     for name in used {
-        if name == "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE" {
-            // Tensor-pipe activity needs DCGM profiling or NVML GPM (Hopper and newer), which
-            // gpulse does not sample yet: the series is absent, never a made-up 0, and the
-            // dashboard's "Tensor Core Utilization" panel stays empty.
-            assert!(!body.contains(name), "{name} must be absent");
-            continue;
-        }
         for gpu in 0..2 {
             let f = gpu as f64;
             let want = match name {
@@ -213,6 +210,9 @@ fn grafana_dashboard_12239_finds_every_panel_metric() {
                 "DCGM_FI_DEV_GPU_UTIL" => 50.0 + 5.0 * f,
                 // MiB, not bytes.
                 "DCGM_FI_DEV_FB_USED" => (10.0 + f) * MIB_PER_GIB,
+                // NVML GPM's ANY_TENSOR_UTIL (40 + i %) as DCGM's 0-1 ratio, without DCGM:
+                // the "Tensor Core Utilization" panel fills.
+                "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE" => (40.0 + f) / 100.0,
                 other => panic!("no expected value for {other}"),
             };
             let s = dcgm_series(&all, name, gpu);
@@ -223,13 +223,16 @@ fn grafana_dashboard_12239_finds_every_panel_metric() {
 
 #[test]
 fn every_dcgm_family_has_the_fakes_value_in_dcgm_units() {
-    // GPU 1 cannot read power; GPU 2 fell off the bus.
+    // GPU 1 cannot read power and has no GPM; GPU 2 fell off the bus.
     let fake = FakeNvml::new(
-        "gpus=3\nlost=2\ngpu1.not_supported=nvmlDeviceGetPowerUsage\n\
+        "gpus=3\nlost=2\ngpu1.not_supported=nvmlDeviceGetPowerUsage\ngpu1.gpm=0\n\
          violation_thermal_ns=1500\nnvlink_replay=2\nremap_cor=4\nremap_failure=1\n",
     );
     let agent = start(&fake, true);
-    let all = parse(&metrics_with_gpus(&agent));
+    // GPM needs two cycles.
+    let all = parse(&metrics_when(&agent, "GPM series", |b| {
+        b.contains("DCGM_FI_PROF_SM_ACTIVE{")
+    }));
     for gpu in 0..2 {
         let f = gpu as f64;
         // MiB: total 81920, reserved 512, used (10+i) GiB, free the rest.
@@ -275,6 +278,26 @@ fn every_dcgm_family_has_the_fakes_value_in_dcgm_units() {
             assert_eq!(dcgm_series(&all, name, gpu).value, want, "{name} gpu {gpu}");
         }
     }
+    // NVML GPM on GPU 0 only: the profiling fields as DCGM's ratios, throughput in bytes/s
+    // (NVML's GPM reports MiB/s).
+    let mib = 1024.0 * 1024.0;
+    let gpm = [
+        ("DCGM_FI_PROF_NVLINK_TX_BYTES", 100.0 * mib),
+        ("DCGM_FI_PROF_NVLINK_RX_BYTES", 200.0 * mib),
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.6),
+        ("DCGM_FI_PROF_SM_ACTIVE", 0.55),
+        ("DCGM_FI_PROF_SM_OCCUPANCY", 0.3),
+        ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.4),
+        ("DCGM_FI_PROF_DRAM_ACTIVE", 0.25),
+        ("DCGM_FI_PROF_PIPE_FP64_ACTIVE", 0.01),
+        ("DCGM_FI_PROF_PIPE_FP32_ACTIVE", 0.12),
+        ("DCGM_FI_PROF_PIPE_FP16_ACTIVE", 0.05),
+        ("DCGM_FI_PROF_PCIE_TX_BYTES", 2.0 * mib),
+        ("DCGM_FI_PROF_PCIE_RX_BYTES", 4.0 * mib),
+    ];
+    for (name, want) in gpm {
+        assert_eq!(dcgm_series(&all, name, 0).value, want, "{name} gpu 0");
+    }
     assert_eq!(dcgm_series(&all, "DCGM_FI_DEV_POWER_USAGE", 0).value, 300.0);
     let dcgm: Vec<&Series> = all.iter().filter(|s| s.name.starts_with("DCGM_")).collect();
     // The unsupported reading and the lost GPU are absent, not 0.
@@ -284,15 +307,19 @@ fn every_dcgm_family_has_the_fakes_value_in_dcgm_units() {
             .any(|s| s.name == "DCGM_FI_DEV_POWER_USAGE" && s.label("gpu") == Some("1"))
     );
     assert!(!dcgm.iter().any(|s| s.label("gpu") == Some("2")));
-    // 34 families on 2 GPUs plus power on GPU 0: nothing else.
-    assert_eq!(dcgm.len(), 34 * 2 + 1, "{dcgm:#?}");
-    // What gpulse cannot read (yet, or here: no Xid, PCIe throughput off, MIG off) is never
-    // served as 0.
+    // 34 families on 2 GPUs, power and the 12 GPM ones on GPU 0: nothing else.
+    assert_eq!(dcgm.len(), 34 * 2 + 1 + 12, "{dcgm:#?}");
+    // GPU 1 has no GPM (and PCIe throughput is off): no profiling series, never a 0.
+    assert!(
+        !dcgm
+            .iter()
+            .any(|s| s.name.starts_with("DCGM_FI_PROF_") && s.label("gpu") == Some("1"))
+    );
+    // What gpulse cannot read (here: no Xid, MIG off) is never served as 0.
     for absent in [
         "DCGM_FI_DEV_XID_ERRORS",
         "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
         "DCGM_FI_DEV_VGPU_LICENSE_STATUS",
-        "DCGM_FI_PROF_",
     ] {
         assert!(!dcgm.iter().any(|s| s.name.starts_with(absent)), "{absent}");
     }
@@ -328,8 +355,9 @@ fn metrics_when(agent: &Agent, what: &str, ready: impl Fn(&str) -> bool) -> Stri
 #[test]
 fn pcie_rates_mig_instances_xid_text_and_the_lowercase_host_label() {
     // GPU 0 in MIG mode (two instances of 10 GiB, (i+1) GiB used), an Xid 79 on GPU 1, PCIe
-    // throughput on (the fake reports 1000 KB/s out, 2000 KB/s in).
-    let fake = FakeNvml::new("gpus=2\ngpu0.mig=1\nxid=1:79\n");
+    // throughput on (the fake reports 1000 KB/s out, 2000 KB/s in). No GPM here, whose PCIe
+    // rates would replace NVML's.
+    let fake = FakeNvml::new("gpus=2\ngpm=0\ngpu0.mig=1\nxid=1:79\n");
     let agent = start_with(
         &fake,
         true,

@@ -300,6 +300,9 @@ fn the_gpu_check_script_runs_on_the_fake_nvml() {
         "nvml timing: ",
         "cycle / calls median",
         "gpulse_collector_success{collector=\"gpu\"} 1",
+        // The fake is an H100 with GPM: the profiling families are required and there.
+        "gpm: present on NVIDIA H100 80GB HBM3",
+        "gpulse_gpu_sm_active_ratio{",
     ] {
         assert!(summary.contains(want), "{want:?} missing:\n{summary}");
     }

@@ -16,6 +16,7 @@ use nvml_wrapper::struct_wrappers::device::{FieldValueSample, Utilization as Nvm
 use nvml_wrapper::structs::device::FieldId;
 
 use super::GpuOptions;
+use super::gpm::GpmReadings;
 use super::timing::Timer;
 use crate::model::{
     self, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, MemoryReadings, MigInstance,
@@ -77,15 +78,23 @@ const NVLINK_COUNTERS: [ErrorCounter; 4] = [
     ErrorCounter::DlCrcData,
 ];
 
+/// What the sampler read before [`read_device`]: the utilization rates (they also tell
+/// whether the GPU is lost) and this cycle's GPM readings.
+pub(super) struct Readings {
+    pub(super) rates: Option<NvmlUtilization>,
+    pub(super) gpm: GpmReadings,
+}
+
 /// Reads every metric of one device; each failure only omits that reading.
 pub(super) fn read_device(
     device: &Device<'_>,
     identity: Arc<GpuIdentity>,
-    rates: Option<NvmlUtilization>,
+    readings: Readings,
     options: &GpuOptions,
     process_util_seen: &mut u64,
     t: &mut Timer,
 ) -> GpuDevice {
+    let Readings { rates, gpm } = readings;
     let memory = t.time("memory", || device.memory_info()).ok();
     let fields = t.time("field_values", || read_fields(device));
     let field = |id: u32| fields.get(&id).copied();
@@ -151,8 +160,22 @@ pub(super) fn read_device(
             None
         }
     };
-    let tx_bytes_per_second = pcie_rate(PcieUtilCounter::Send);
-    let rx_bytes_per_second = pcie_rate(PcieUtilCounter::Receive);
+    // GPM's rates average the whole interval and cost nothing more; NVML's own call is the
+    // fallback on GPUs without GPM (and on GPM's first cycle).
+    let tx_bytes_per_second = gpm.pcie_tx.or_else(|| pcie_rate(PcieUtilCounter::Send));
+    let rx_bytes_per_second = gpm.pcie_rx.or_else(|| pcie_rate(PcieUtilCounter::Receive));
+
+    let nvlinks = if options.nvlink {
+        t.time("nvlink", || read_nvlinks(device))
+    } else {
+        Vec::new()
+    };
+    let mut profiling = gpm.profiling;
+    if nvlinks.is_empty() {
+        // NVLink off, or a board without links: GPM's NVLink rates would be a made-up 0.
+        profiling.nvlink_tx_bytes_per_second = None;
+        profiling.nvlink_rx_bytes_per_second = None;
+    }
 
     GpuDevice {
         identity,
@@ -259,11 +282,8 @@ pub(super) fn read_device(
             tx_bytes_per_second,
             rx_bytes_per_second,
         },
-        nvlinks: if options.nvlink {
-            t.time("nvlink", || read_nvlinks(device))
-        } else {
-            Vec::new()
-        },
+        profiling,
+        nvlinks,
         processes: if options.processes {
             t.time("processes", || {
                 read_processes(device, options.max_processes, process_util_seen)

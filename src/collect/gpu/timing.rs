@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 pub const TIMING_ENV: &str = "GPULSE_NVML_TIMING";
 
 /// The NVML call groups timed by [`CallTiming`], in cycle order.
-pub const CALL_GROUPS: [&str; 26] = [
+pub const CALL_GROUPS: [&str; 27] = [
     "device_count",
     "handle",
     "uuid",
     "identity",
     "utilization",
+    "gpm",
     "memory",
     "field_values",
     "ecc",
@@ -85,7 +86,7 @@ impl Timer {
         let started = Instant::now();
         let result = call();
         let spent = started.elapsed();
-        // A linear scan of 25 static names is cheaper than hashing and needs no allocation.
+        // A linear scan of 27 static names is cheaper than hashing and needs no allocation.
         if let Some(slot) = CALL_GROUPS
             .iter()
             .position(|g| *g == group)

@@ -317,6 +317,54 @@ pub const FAMILIES: &[Family] = &[
         "Video decoder utilization (0-1).",
         per_gpu!(|d| d.utilization.decoder),
     ),
+    // NVML GPM (Hopper and newer): averages between two cycles, absent without GPM.
+    scalar(
+        "gpulse_gpu_graphics_engine_active_ratio",
+        "gpulse.gpu.graphics_engine.active",
+        "1",
+        "Fraction of the last interval in which the graphics or compute engine was active (NVML GPM, 0-1).",
+        Kind::Gauge,
+        per_gpu!(|d| d.profiling.graphics_engine_active),
+    ),
+    scalar(
+        "gpulse_gpu_sm_active_ratio",
+        "gpulse.gpu.sm.active",
+        "1",
+        "Fraction of the SMs busy (at least one warp assigned), averaged over the last interval (NVML GPM, 0-1).",
+        Kind::Gauge,
+        per_gpu!(|d| d.profiling.sm_active),
+    ),
+    scalar(
+        "gpulse_gpu_sm_occupancy_ratio",
+        "gpulse.gpu.sm.occupancy",
+        "1",
+        "Resident warps over the SMs' maximum, averaged over the last interval (NVML GPM, 0-1).",
+        Kind::Gauge,
+        per_gpu!(|d| d.profiling.sm_occupancy),
+    ),
+    labelled(
+        "gpulse_gpu_pipe_active_ratio",
+        "gpulse.gpu.pipe.active",
+        "1",
+        "Fraction of the last interval in which the SMs used each pipe: tensor (any tensor op), fp64, fp32, fp16 (non-tensor math) (NVML GPM, 0-1).",
+        Kind::Gauge,
+        &[dim("pipe", "gpulse.gpu.pipe")],
+        |c, s| {
+            for d in devices(c) {
+                for (pipe, v) in d.profiling.pipes() {
+                    s.gpu(d, [pipe.val()], v);
+                }
+            }
+        },
+    ),
+    scalar(
+        "gpulse_gpu_dram_active_ratio",
+        "gpulse.gpu.dram.active",
+        "1",
+        "DRAM bandwidth used over its peak, averaged over the last interval (NVML GPM, 0-1).",
+        Kind::Gauge,
+        per_gpu!(|d| d.profiling.dram_active),
+    ),
     // `hw.temperature` describes a sensor; gpulse's points carry the GPU's identity (`hw.id`
     // is the GPU UUID, `hw.type=gpu`) with the sensor as `hw.sensor_location`, not a separate
     // `hw.type=temperature` component with `hw.parent`.
@@ -480,12 +528,27 @@ pub const FAMILIES: &[Family] = &[
         "gpulse_gpu_pcie_throughput_bytes_per_second",
         "gpulse.gpu.pcie.throughput",
         "By/s",
-        "PCIe throughput by direction (tx, rx), when enabled.",
+        "PCIe throughput by direction (tx, rx): NVML GPM's average over the last interval, else (with gpu.pcie_throughput) NVML's 20 ms sample.",
         Kind::Gauge,
         &[dim("direction", "network.io.direction")],
         |c, s| {
             for d in devices(c) {
                 for (direction, v) in d.pcie.throughput() {
+                    s.gpu(d, [direction.val()], v);
+                }
+            }
+        },
+    ),
+    labelled(
+        "gpulse_gpu_nvlink_throughput_bytes_per_second",
+        "gpulse.gpu.nvlink.throughput",
+        "By/s",
+        "NVLink throughput over all links by direction (tx, rx), averaged over the last interval (NVML GPM).",
+        Kind::Gauge,
+        &[dim("direction", "network.io.direction")],
+        |c, s| {
+            for d in devices(c) {
+                for (direction, v) in d.profiling.nvlink_throughput() {
                     s.gpu(d, [direction.val()], v);
                 }
             }

@@ -180,6 +180,8 @@ pub struct GpuV1 {
     pub retired_pages_pending: Option<bool>,
     pub remapped_rows: Option<RemappedRowsV1>,
     pub pcie: PcieV1,
+    /// NVML GPM readings over the last interval (Hopper and newer; all absent without GPM).
+    pub profiling: ProfilingV1,
     pub nvlinks: Vec<NvLinkV1>,
     pub processes: Option<Vec<ProcessV1>>,
     pub mig: Option<MigV1>,
@@ -245,6 +247,18 @@ pub struct PcieV1 {
     pub replay_count: Option<u64>,
     pub tx_bytes_per_second: Option<f64>,
     pub rx_bytes_per_second: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfilingV1 {
+    pub graphics_engine_active_ratio: Option<f64>,
+    pub sm_active_ratio: Option<f64>,
+    pub sm_occupancy_ratio: Option<f64>,
+    pub dram_active_ratio: Option<f64>,
+    /// The measured pipes (`tensor`, `fp64`, `fp32`, `fp16`) with their activity ratio.
+    pub pipe_active_ratio: Vec<NamedValueV1>,
+    pub nvlink_tx_bytes_per_second: Option<f64>,
+    pub nvlink_rx_bytes_per_second: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -438,6 +452,24 @@ impl From<&GpuDevice> for GpuV1 {
                 replay_count: d.pcie.replay_count,
                 tx_bytes_per_second: d.pcie.tx_bytes_per_second,
                 rx_bytes_per_second: d.pcie.rx_bytes_per_second,
+            },
+            profiling: ProfilingV1 {
+                graphics_engine_active_ratio: d.profiling.graphics_engine_active,
+                sm_active_ratio: d.profiling.sm_active,
+                sm_occupancy_ratio: d.profiling.sm_occupancy,
+                dram_active_ratio: d.profiling.dram_active,
+                pipe_active_ratio: d
+                    .profiling
+                    .pipes()
+                    .filter_map(|(pipe, v)| {
+                        v.map(|value| NamedValueV1 {
+                            name: pipe.as_str().to_owned(),
+                            value,
+                        })
+                    })
+                    .collect(),
+                nvlink_tx_bytes_per_second: d.profiling.nvlink_tx_bytes_per_second,
+                nvlink_rx_bytes_per_second: d.profiling.nvlink_rx_bytes_per_second,
             },
             nvlinks: d
                 .nvlinks

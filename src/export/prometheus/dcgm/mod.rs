@@ -9,10 +9,10 @@
 //! `DCGM_FI_DRIVER_VERSION`, then the Xid's `err_code` and `err_msg`. Every family is declared
 //! a `gauge`: prometheus-client appends `_total` to counters, which would change dcgm's exact
 //! names. Readings gpulse does not have are omitted, never 0: `DCGM_FI_DEV_XID_ERRORS` until a
-//! GPU had an Xid (then the last code), `DCGM_FI_PROF_PCIE_*_BYTES` unless
-//! `[gpu] pcie_throughput` is on, `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`,
-//! `DCGM_FI_DEV_VGPU_LICENSE_STATUS` and the other `DCGM_FI_PROF_*` (no NVML GPM sampling
-//! yet). Lost GPUs have no series.
+//! GPU had an Xid (then the last code), the `DCGM_FI_PROF_*` profiling fields on GPUs without
+//! NVML GPM (before Hopper; `DCGM_FI_PROF_PCIE_*_BYTES` there only with
+//! `[gpu] pcie_throughput`), `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL` and
+//! `DCGM_FI_DEV_VGPU_LICENSE_STATUS`. Lost GPUs have no series.
 
 mod mig;
 mod table;

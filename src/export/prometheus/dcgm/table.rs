@@ -2,7 +2,8 @@
 //! `GpuDevice` (and, for the per-instance fields, a `MigInstance`) reading into dcgm's unit.
 
 use crate::model::{
-    Clock, EccKind, EccScope, GpuDevice, MigInstance, NvLinkCounter, RetiredCause, ThrottlePolicy,
+    Clock, EccKind, EccScope, GpuDevice, MigInstance, NvLinkCounter, Pipe, RetiredCause,
+    ThrottlePolicy,
 };
 
 /// One dcgm-exporter metric family.
@@ -35,7 +36,7 @@ const fn gpu(
 
 /// Every family rendered, in dcgm-exporter's CSV order (`DCGM_FI_DEV_FB_TOTAL`, which the
 /// default CSV lacks, after the other framebuffer fields; the profiling fields last).
-pub const FAMILIES: [Family; 37] = [
+pub const FAMILIES: [Family; 47] = [
     gpu(
         "DCGM_FI_DEV_SM_CLOCK",
         "SM clock frequency (in MHz).",
@@ -206,8 +207,61 @@ pub const FAMILIES: [Family; 37] = [
         "Whether remapping of rows has failed",
         |d| d.remapped_rows.map(|r| flag(r.failure)),
     ),
-    // NVML's PCIe throughput (`[gpu] pcie_throughput`), bytes per second as DCGM's profiling
-    // fields. NVML samples a 20 ms window; DCGM averages over its own sample period.
+    // NVML GPM's NVLink throughput over all links, bytes per second.
+    gpu(
+        "DCGM_FI_PROF_NVLINK_TX_BYTES",
+        "The rate of data transmitted over NVLink, not including protocol headers, in bytes per second.",
+        |d| d.profiling.nvlink_tx_bytes_per_second,
+    ),
+    gpu(
+        "DCGM_FI_PROF_NVLINK_RX_BYTES",
+        "The rate of data received over NVLink, not including protocol headers, in bytes per second.",
+        |d| d.profiling.nvlink_rx_bytes_per_second,
+    ),
+    // The profiling (DCP) fields from NVML GPM, ratios (0-1) as DCGM reports them, averaged
+    // over one GPU interval (DCGM averages over its own update period).
+    gpu(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "Ratio of time the graphics engine is active.",
+        |d| d.profiling.graphics_engine_active.map(tidy),
+    ),
+    gpu(
+        "DCGM_FI_PROF_SM_ACTIVE",
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+        |d| d.profiling.sm_active.map(tidy),
+    ),
+    gpu(
+        "DCGM_FI_PROF_SM_OCCUPANCY",
+        "The ratio of number of warps resident on an SM.",
+        |d| d.profiling.sm_occupancy.map(tidy),
+    ),
+    gpu(
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+        |d| pipe(d, Pipe::Tensor),
+    ),
+    gpu(
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+        |d| d.profiling.dram_active.map(tidy),
+    ),
+    gpu(
+        "DCGM_FI_PROF_PIPE_FP64_ACTIVE",
+        "Ratio of cycles the fp64 pipes are active.",
+        |d| pipe(d, Pipe::Fp64),
+    ),
+    gpu(
+        "DCGM_FI_PROF_PIPE_FP32_ACTIVE",
+        "Ratio of cycles the fp32 pipes are active.",
+        |d| pipe(d, Pipe::Fp32),
+    ),
+    gpu(
+        "DCGM_FI_PROF_PIPE_FP16_ACTIVE",
+        "Ratio of cycles the fp16 pipes are active.",
+        |d| pipe(d, Pipe::Fp16),
+    ),
+    // PCIe throughput in bytes per second: NVML GPM's average over the interval, else (with
+    // `[gpu] pcie_throughput`) NVML's 20 ms sample.
     gpu(
         "DCGM_FI_PROF_PCIE_TX_BYTES",
         "The rate of data transmitted over the PCIe bus - including both protocol headers and data payloads - in bytes per second.",
@@ -257,6 +311,10 @@ fn count(n: u64) -> f64 {
 
 fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
+}
+
+fn pipe(d: &GpuDevice, pipe: Pipe) -> Option<f64> {
+    d.profiling.pipe(pipe).map(tidy)
 }
 
 fn clock_mhz(d: &GpuDevice, clock: Clock) -> Option<f64> {
