@@ -19,7 +19,7 @@ use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::ModeInfo;
 use crate::model::{
-    CollectorStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
+    CollectorStatus, EventLogStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
     InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample,
     ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
 };
@@ -55,6 +55,8 @@ pub struct Snapshot {
     /// The provider-quality score and the ledger behind it; `None` until the ledger keeper
     /// has run once (or when `score.enabled` is off).
     pub score: Option<Arc<ScoreState>>,
+    /// Where the event log and its OTLP outbox stand; `None` until the event log is open.
+    pub events: Option<EventLogStatus>,
 }
 
 /// The score as the ledger keeper last computed it.
@@ -497,6 +499,12 @@ impl Store {
         let _writer = self.lock_windows();
         let score = Arc::new(score);
         self.update(|snap| snap.score = Some(score));
+    }
+
+    /// Publishes where the event log stands.
+    pub fn set_events(&self, status: EventLogStatus) {
+        let _writer = self.lock_windows();
+        self.update(|snap| snap.events = Some(status));
     }
 
     /// The GPU points in the window, oldest first.

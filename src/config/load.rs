@@ -119,7 +119,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "agent",
     "gpu",
     "host",
@@ -131,6 +131,7 @@ const SECTIONS: [&str; 11] = [
     "log",
     "wrap",
     "score",
+    "events",
 ];
 
 /// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
@@ -378,6 +379,7 @@ impl Config {
         check_log_level(&self.log.level).map_err(|m| ConfigError::at_key("log.level", m))?;
         self.wrap.check()?;
         self.score.check()?;
+        self.events.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (index, probe) in self.probe.iter().enumerate() {
             probe.check(index)?;

@@ -10,8 +10,10 @@
 //! * `probe`: `[[probe]]` and the one table of what each probe kind can do.
 //! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
 //! * `score`: `[score]`, the provider-quality score's constants, price and claims.
+//! * `events`: `[events]`, the event log's bounds and its OTLP log export.
 //! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
+mod events;
 pub mod files;
 mod load;
 mod otlp;
@@ -22,6 +24,7 @@ pub use load::{
     ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
     environment, parse_listen, shown,
 };
+pub use events::EventsConfig;
 pub use otlp::{OtlpProtocol, OtlpSettings};
 pub use probe::{
     Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,
@@ -59,6 +62,7 @@ pub struct Config {
     pub log: LogConfig,
     pub wrap: WrapConfig,
     pub score: ScoreConfig,
+    pub events: EventsConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,
@@ -576,6 +580,12 @@ impl Config {
                 GIB,
             ),
         ];
+        limits.extend(
+            self.events
+                .bounds()
+                .into_iter()
+                .map(|(key, value, _, max)| (key.to_owned(), value, max)),
+        );
         for (index, probe) in self.probe.iter().enumerate() {
             let key = |name: &str| format!("probe[{index}].{name}");
             limits.extend([

@@ -163,6 +163,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
 
 fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
     OtlpSettings {
+        logs_endpoint: endpoint.replace("/v1/metrics", "/v1/logs"),
         endpoint,
         protocol,
         interval: Duration::from_millis(300),

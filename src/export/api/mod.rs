@@ -10,7 +10,8 @@
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
 //! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
-//! * `GET /v1/events`: the wrapped job's runs and recent events (`gpulse.events/v1`).
+//! * `GET /v1/events[?since=SEQ][&limit=N]`: a page of the event log and the wrapped job's
+//!   summary (`gpulse.events/v2`; see [`events`]).
 //!
 //! Every request is bounded: a timeout (503 past it), a cap on requests in flight (503 with
 //! `Retry-After` beyond it: shedding load beats queueing it), and a body-size limit (413).
@@ -26,10 +27,12 @@
 //! ([`tls`]), HTTPS only.
 
 pub mod auth;
+pub mod events;
 pub mod reload;
 mod serve;
 pub mod tls;
 
+pub use events::EventFeed;
 pub use serve::{ServeOptions, bind, serve};
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,7 +51,7 @@ use tower_http::timeout::TimeoutLayer;
 use self::auth::TokenSource;
 use self::reload::LoadError;
 use self::tls::TlsConfig;
-use super::json::{EventsV1, HealthV1, ProbesV1, ScoreV1, SnapshotV1};
+use super::json::{HealthV1, ProbesV1, ScoreV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use crate::config::{ConfigError, HttpConfig};
 use crate::store::Store;
@@ -61,6 +64,8 @@ pub struct ApiState {
     pub node: Arc<str>,
     /// `score.enabled`: tells "off" (404) from "not yet" (503) on /v1/score.
     pub score_enabled: bool,
+    /// The event log /v1/events pages through; `None` serves an empty log.
+    pub events: Option<Arc<dyn EventFeed>>,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -191,7 +196,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/health", get(health))
         .route("/v1/probes", get(probes))
-        .route("/v1/events", get(events))
+        .route("/v1/events", get(events::events))
         .route("/v1/score", get(score))
         .with_state(state);
     // Inside the bounds, so unauthenticated requests are bounded too; applied with `layer`
@@ -285,7 +290,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
         "GPU and node health with reasons and Xids (JSON)",
     ),
     ("/v1/probes", "inference-server probes (JSON)"),
-    ("/v1/events", "the wrapped job's runs and events (JSON)"),
+    (
+        "/v1/events",
+        "the event log: health, Xids, outages, job runs (JSON; ?since=SEQ&limit=N)",
+    ),
     (
         "/v1/score",
         "provider-quality score, evidence and cost per window (JSON; ?window=5m|1h|24h|7d)",
@@ -395,11 +403,6 @@ async fn score(State(state): State<ApiState>, uri: axum::http::Uri) -> Response 
     }
 }
 
-async fn events(State(state): State<ApiState>) -> Response {
-    let snap = state.store.snapshot();
-    axum::Json(EventsV1::from_snapshot(&snap, &state.node)).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +500,7 @@ mod tests {
             store: Arc::clone(&store),
             node: Arc::from("n"),
             score_enabled: true,
+            events: None,
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

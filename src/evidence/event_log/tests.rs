@@ -1,0 +1,1 @@
+//! Unit tests of the event log: sequence numbers across reopen, bounds, drops, acks, paging.
