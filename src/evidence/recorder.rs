@@ -249,3 +249,6 @@ pub async fn run(
     }
     tick(&mut deriver, &log, store.snapshot(), true).await;
 }
+
+#[cfg(test)]
+mod tests;
