@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry_otlp::LogExporter;
+use opentelemetry_otlp::{LogExporter, RetryPolicy, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
@@ -67,8 +67,12 @@ impl OtlpLogs {
         let verdict = Verdict::default();
         let endpoint = settings.logs_endpoint.as_str();
         let built = match settings.protocol {
+            // The outbox retries, with its own bounded backoff, and counts every attempt: the
+            // SDK's own retries (3, up to 1.6 s apart) would hide failures inside one export.
             OtlpProtocol::Grpc => {
-                with_grpc(LogExporter::builder().with_tonic(), settings, endpoint)?.build()
+                with_grpc(LogExporter::builder().with_tonic(), settings, endpoint)?
+                    .with_retry_policy(RetryPolicy::disabled())
+                    .build()
             }
             OtlpProtocol::HttpProtobuf => with_http(
                 LogExporter::builder().with_http(),
@@ -76,6 +80,7 @@ impl OtlpLogs {
                 endpoint,
                 &verdict,
             )?
+            .with_retry_policy(RetryPolicy::disabled())
             .build(),
         };
         let mut exporter = built.map_err(|e| OtlpStartError(e.to_string()))?;
