@@ -55,9 +55,12 @@ async fn grpc_receiver() -> (SocketAddr, Sink) {
     let addr = listener.local_addr().unwrap();
     let sink = Sink::default();
     let service = MetricsServiceServer::new(sink.clone());
+    // Events go to the same collector as log records: taken, so they are acknowledged.
+    let logs = LogsServiceServer::new(LogsSink::new());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(logs)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -82,9 +85,14 @@ async fn http_receiver() -> (SocketAddr, Sink) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sink = Sink::default();
+    // Events go to the same collector as log records: taken, so they are acknowledged.
+    let logs = axum::Router::new()
+        .route("/v1/logs", axum::routing::post(handle_logs))
+        .with_state(LogsSink::new());
     let app = axum::Router::new()
         .route("/v1/metrics", axum::routing::post(handle))
-        .with_state(sink.clone());
+        .with_state(sink.clone())
+        .merge(logs);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, sink)
 }
@@ -1003,6 +1011,28 @@ impl LogsService for LogsSink {
     }
 }
 
+/// `POST /v1/logs` of an HTTP log receiver.
+async fn handle_logs(State(sink): State<LogsSink>, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let request = ExportLogsServiceRequest::decode(body).unwrap();
+    if sink.handle(request) {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportLogsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "receiver stopped",
+        )
+            .into_response()
+    }
+}
+
 /// An OTLP log receiver on a fixed port (gRPC, or HTTP/protobuf at `/v1/logs`) that can be
 /// stopped (new connections refused, open ones answered with errors) and started again.
 pub(crate) struct LogsReceiver {
@@ -1048,31 +1078,8 @@ impl LogsReceiver {
                     .await;
             }),
             OtlpProtocol::HttpProtobuf => {
-                async fn handle(
-                    State(sink): State<LogsSink>,
-                    body: Bytes,
-                ) -> axum::response::Response {
-                    use axum::response::IntoResponse;
-                    let request = ExportLogsServiceRequest::decode(body).unwrap();
-                    if sink.handle(request) {
-                        (
-                            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                            ExportLogsServiceResponse {
-                                partial_success: None,
-                            }
-                            .encode_to_vec(),
-                        )
-                            .into_response()
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "receiver stopped",
-                        )
-                            .into_response()
-                    }
-                }
                 let app = axum::Router::new()
-                    .route("/v1/logs", axum::routing::post(handle))
+                    .route("/v1/logs", axum::routing::post(handle_logs))
                     .with_state(sink);
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, app).await;
