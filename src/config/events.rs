@@ -39,7 +39,7 @@ impl Default for EventsConfig {
         Self {
             interval: HumanDuration::secs(1),
             max_disk_bytes: 64 << 20,
-            max_events: 100_000,
+            max_events: 250_000,
             max_memory_events: 4096,
             max_event_bytes: 64 << 10,
             export: true,

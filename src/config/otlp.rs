@@ -289,8 +289,9 @@ impl OtlpSettings {
 }
 
 /// The logs endpoint: `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` as is when `[otlp] endpoint` is
-/// empty, else the metrics endpoint with `/v1/logs` for `/v1/metrics` (HTTP) or unchanged
-/// (gRPC, where the signal is in the method, not the path).
+/// empty; `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/logs` for HTTP) when the metrics have a
+/// signal-specific endpoint; else the metrics endpoint with `/v1/logs` for `/v1/metrics`
+/// (HTTP) or unchanged (gRPC, where the signal is in the method, not the path).
 fn logs_endpoint(
     config: &OtlpConfig,
     env: &impl Fn(&str) -> Option<String>,
@@ -310,6 +311,19 @@ fn logs_endpoint(
             });
         }
         return Ok(e);
+    }
+    // The base endpoint, when the metrics have their own: the logs take the base.
+    if non_empty(&config.endpoint).is_none()
+        && env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
+        && let Some(base) = env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    {
+        let base = base.trim();
+        if base.starts_with("http://") || base.starts_with("https://") {
+            return Ok(match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/logs", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base.to_owned(),
+            });
+        }
     }
     Ok(match protocol {
         OtlpProtocol::HttpProtobuf => match metrics.strip_suffix("/v1/metrics") {
@@ -413,6 +427,16 @@ mod tests {
             ..OtlpConfig::default()
         };
         assert_eq!(logs(&configured, &own), "http://k:4318/v1/logs", "[otlp] wins");
+        let split = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9090/otlp/v1/metrics"),
+        ];
+        assert_eq!(logs(&OtlpConfig::default(), &split), "http://c:4318/v1/logs");
+        let metrics_only = [("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4318/v1/metrics")];
+        assert_eq!(
+            logs(&OtlpConfig::default(), &metrics_only),
+            "http://m:4318/v1/logs"
+        );
         let bad = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "l:4318"),
