@@ -50,14 +50,12 @@ fn rss() -> String {
 struct Down;
 
 impl LogSink for Down {
-    fn export(&self, _: &[EventV1]) -> impl Future<Output = Result<(), ExportFailure>> + Send {
-        async {
-            Err(ExportFailure {
-                reason: FailureReason::Refused,
-                endpoint: "http://collector:4318/v1/logs".to_owned(),
-                cause: "connection refused".to_owned(),
-            })
-        }
+    async fn export(&self, _: &[EventV1]) -> Result<(), ExportFailure> {
+        Err(ExportFailure {
+            reason: FailureReason::Refused,
+            endpoint: "http://collector:4318/v1/logs".to_owned(),
+            cause: "connection refused".to_owned(),
+        })
     }
 }
 
@@ -76,7 +74,7 @@ impl LogSink for Up {
 fn event(n: u64, policy: &Policy, probes: &[ProbeStatus]) -> Event {
     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_000 + n * 100);
     let gpu = (n % 8) as u32;
-    if n % 25 == 0 {
+    if n.is_multiple_of(25) {
         return Event::health(&Transition {
             at,
             gpu: Some(gpu),
@@ -86,7 +84,7 @@ fn event(n: u64, policy: &Policy, probes: &[ProbeStatus]) -> Event {
             reasons: vec!["xid_13".to_owned(), "hw_slowdown".to_owned()],
         });
     }
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         let p = &probes[(n / 10 % 4) as usize];
         let outage = ProbeOutage {
             start: at,
@@ -94,7 +92,7 @@ fn event(n: u64, policy: &Policy, probes: &[ProbeStatus]) -> Event {
             cause: ProbeReason::Timeout,
         };
         return match Event::outage_ended(p, &outage) {
-            Some(ended) if n % 20 == 0 => ended,
+            Some(ended) if n.is_multiple_of(20) => ended,
             _ => Event::outage_started(p, &outage),
         };
     }
@@ -106,7 +104,10 @@ fn event(n: u64, policy: &Policy, probes: &[ProbeStatus]) -> Event {
             pci_bus_id: format!("00000000:{:02x}:00.0", 0x18 + gpu),
             xid: [13, 31, 43, 79][(n % 4) as usize],
             sources: vec![XidSource::NvmlEvent, XidSource::Kmsg],
-            detail: format!("pid={}, name=python3, Ch 00000008, intr 00000000", 4000 + n % 97),
+            detail: format!(
+                "pid={}, name=python3, Ch 00000008, intr 00000000",
+                4000 + n % 97
+            ),
         },
         policy,
     )

@@ -273,7 +273,9 @@ pub async fn run_with(
     let stats = Arc::new(ExportStats::default());
     let identity = AgentIdentity {
         node_name: node_name.clone(),
-        host_id: otlp.as_ref().and_then(|_| crate::export::otlp::machine_id()),
+        host_id: otlp
+            .as_ref()
+            .and_then(|_| crate::export::otlp::machine_id()),
         // The lease's attributes first: a label the user set under `[agent] labels`
         // wins over the environment.
         labels: config

@@ -19,9 +19,9 @@ use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::ModeInfo;
 use crate::model::{
-    CollectorStatus, EventLogStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
-    InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample,
-    ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
+    CollectorStatus, EventLogStatus, Evidence, GpuSample, GpuWindowPoint, HostSample,
+    HostWindowPoint, InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason,
+    ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
 };
 use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
 

@@ -66,7 +66,12 @@ impl EventsConfig {
                 16 * GIB,
             ),
             ("events.max_events", self.max_events, 1, 100_000_000),
-            ("events.max_memory_events", self.max_memory_events, 1, 1_000_000),
+            (
+                "events.max_memory_events",
+                self.max_memory_events,
+                1,
+                1_000_000,
+            ),
             (
                 "events.max_event_bytes",
                 self.max_event_bytes,

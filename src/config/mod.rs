@@ -20,11 +20,11 @@ mod otlp;
 mod probe;
 mod score;
 
+pub use events::EventsConfig;
 pub use load::{
     ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
     environment, parse_listen, shown,
 };
-pub use events::EventsConfig;
 pub use otlp::{OtlpProtocol, OtlpSettings};
 pub use probe::{
     Capabilities, LaunchAddress, LaunchCommand, LaunchMetrics, Launcher, ModelFrom, ModelList,

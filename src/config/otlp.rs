@@ -426,13 +426,26 @@ mod tests {
             endpoint: "http://k:4318".to_owned(),
             ..OtlpConfig::default()
         };
-        assert_eq!(logs(&configured, &own), "http://k:4318/v1/logs", "[otlp] wins");
+        assert_eq!(
+            logs(&configured, &own),
+            "http://k:4318/v1/logs",
+            "[otlp] wins"
+        );
         let split = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9090/otlp/v1/metrics"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:9090/otlp/v1/metrics",
+            ),
         ];
-        assert_eq!(logs(&OtlpConfig::default(), &split), "http://c:4318/v1/logs");
-        let metrics_only = [("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4318/v1/metrics")];
+        assert_eq!(
+            logs(&OtlpConfig::default(), &split),
+            "http://c:4318/v1/logs"
+        );
+        let metrics_only = [(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://m:4318/v1/metrics",
+        )];
         assert_eq!(
             logs(&OtlpConfig::default(), &metrics_only),
             "http://m:4318/v1/logs"
@@ -442,7 +455,10 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "l:4318"),
         ];
         let e = resolve(&OtlpConfig::default(), &bad).unwrap_err();
-        assert!(e.origin.contains("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"), "{e:?}");
+        assert!(
+            e.origin.contains("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+            "{e:?}"
+        );
     }
 
     #[test]

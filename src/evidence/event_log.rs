@@ -95,6 +95,9 @@ struct Inner {
     node: String,
     /// Held across each write, so the figures below always match what was committed.
     state: Mutex<Mirror>,
+    /// A copy of the figures, taken after each write: what readers see without waiting for a
+    /// write in progress (a slow disk must not stall an async task asking for the status).
+    shown: Mutex<(EventLogStatus, JobCursor)>,
     store: Option<Arc<Store>>,
     appended: tokio::sync::Notify,
 }
@@ -158,12 +161,14 @@ impl EventLog {
         node: &str,
         store: Option<Arc<Store>>,
     ) -> Self {
+        let shown = Mutex::new((mirror.status, mirror.job));
         let log = Self {
             inner: Arc::new(Inner {
                 disk,
                 limits,
                 node: node.to_owned(),
                 state: Mutex::new(mirror),
+                shown,
                 store,
                 appended: tokio::sync::Notify::new(),
             }),
@@ -176,14 +181,26 @@ impl EventLog {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where the log stands.
+    fn shown(&self) -> (EventLogStatus, JobCursor) {
+        *self.inner.shown.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the log stands (as of the last write; never waits for one in progress).
     pub fn status(&self) -> EventLogStatus {
-        self.lock().status
+        self.shown().0
     }
 
     /// The job cursor read back at open (or last appended).
     pub fn job_cursor(&self) -> JobCursor {
-        self.lock().job
+        self.shown().1
+    }
+
+    /// Ends a write: shows its figures, then publishes them in the store.
+    fn release(&self, mirror: MutexGuard<'_, Mirror>) {
+        let figures = (mirror.status, mirror.job);
+        drop(mirror);
+        *self.inner.shown.lock().unwrap_or_else(|p| p.into_inner()) = figures;
+        self.publish();
     }
 
     /// The node name events carry.
@@ -253,8 +270,7 @@ impl EventLog {
                     mirror.job = job;
                 }
                 self.write_ok(&mut mirror);
-                drop(mirror);
-                self.publish();
+                self.release(mirror);
                 if !out.seqs.is_empty() {
                     self.inner.appended.notify_one();
                 }
@@ -262,8 +278,7 @@ impl EventLog {
             }
             Err(e) => {
                 self.write_failed(&mut mirror, "append", &e);
-                drop(mirror);
-                self.publish();
+                self.release(mirror);
                 Err(e)
             }
         }
@@ -300,8 +315,7 @@ impl EventLog {
                 }
             }
         }
-        drop(mirror);
-        self.publish();
+        self.release(mirror);
     }
 
     /// At most `max_events` events after `seq`, oldest first, stopping once `max_bytes` are
@@ -432,9 +446,7 @@ fn restore(db: &StateDb, mirror: &mut Mirror) -> Result<(), String> {
     s.events = events;
     s.bytes = if events == 0 { 0 } else { bytes };
     s.acked_seq = get(ACKED)?.unwrap_or(0);
-    mirror.next_seq = get(NEXT_SEQ)?
-        .unwrap_or(1)
-        .max(last.map_or(1, |l| l + 1));
+    mirror.next_seq = get(NEXT_SEQ)?.unwrap_or(1).max(last.map_or(1, |l| l + 1));
     mirror.job = match (get(JOB_RUN)?, get(JOB_RANK)?) {
         (Some(run), Some(rank)) if run > 0 => Some((run, u8::try_from(rank).unwrap_or(2))),
         _ => None,

@@ -160,7 +160,10 @@ impl Event {
     /// A probe's target is back; `None` while the outage goes on.
     pub fn outage_ended(p: &ProbeStatus, o: &ProbeOutage) -> Option<Self> {
         let end = o.end?;
-        let seconds = end.duration_since(o.start).unwrap_or_default().as_secs_f64();
+        let seconds = end
+            .duration_since(o.start)
+            .unwrap_or_default()
+            .as_secs_f64();
         let mut attributes = Self::probe_attributes(p, o);
         attributes.push(("gpulse.probe.outage_start", str(rfc3339(o.start))));
         attributes.push(("gpulse.probe.recovery_seconds", AttrV1::Double(seconds)));

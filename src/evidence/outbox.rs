@@ -106,8 +106,7 @@ pub async fn step<S: LogSink>(log: &EventLog, sink: &S, settings: &Settings) -> 
     let acked = log.status().acked_seq;
     let reader = log.clone();
     let (events, bytes) = (settings.batch_events, settings.batch_bytes);
-    let rows = match tokio::task::spawn_blocking(move || reader.after(acked, events, bytes)).await
-    {
+    let rows = match tokio::task::spawn_blocking(move || reader.after(acked, events, bytes)).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(error)) => {
             tracing::debug!(error = %error, "Cannot read the event log's outbox.");

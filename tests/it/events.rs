@@ -183,7 +183,12 @@ async fn check_export_through_a_receiver_restart(protocol: OtlpProtocol) {
                 .flat_map(|s| &s.log_records)
                 .map(move |l| (l, &r.resource))
         })
-        .find(|(l, _)| log_attrs(&l.attributes).get("gpulse.gpu.xid").map(String::as_str) == Some("79"))
+        .find(|(l, _)| {
+            log_attrs(&l.attributes)
+                .get("gpulse.gpu.xid")
+                .map(String::as_str)
+                == Some("79")
+        })
         .unwrap();
     let a = log_attrs(&record.attributes);
     assert_eq!(a["gpulse.event.kind"], "xid");
@@ -191,7 +196,10 @@ async fn check_export_through_a_receiver_restart(protocol: OtlpProtocol) {
     assert_eq!(record.severity_number, 17, "ERROR");
     assert_eq!(record.severity_text, "ERROR");
     assert_eq!(record.event_name, "gpulse.xid");
-    assert!(any_text(&record.body).starts_with("Xid 79 on GPU"), "{record:?}");
+    assert!(
+        any_text(&record.body).starts_with("Xid 79 on GPU"),
+        "{record:?}"
+    );
     assert!(record.time_unix_nano > 0 && record.observed_time_unix_nano >= record.time_unix_nano);
     let resource = log_attrs(&resource.as_ref().unwrap().attributes);
     assert_eq!(resource["host.name"], "node-e");
@@ -256,13 +264,19 @@ fn events_queued_when_gpulse_is_killed_arrive_after_its_restart() {
     let env = [
         ("GPULSE_AGENT_STATE_DIR", state.to_str().unwrap().to_owned()),
         ("GPULSE_HEALTH_KMSG_PATH", kmsg.to_str().unwrap().to_owned()),
-        ("GPULSE_GPU_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1".to_owned()),
+        (
+            "GPULSE_GPU_NVML_LIBRARY",
+            "/nonexistent/libnvidia-ml.so.1".to_owned(),
+        ),
         ("GPULSE_HEALTH_XID_DEDUP_WINDOW", "100ms".to_owned()),
         ("GPULSE_EVENTS_INTERVAL", "100ms".to_owned()),
         ("GPULSE_EVENTS_RETRY_INITIAL", "100ms".to_owned()),
         ("GPULSE_EVENTS_RETRY_MAX", "300ms".to_owned()),
         ("GPULSE_SCORE_ENABLED", "false".to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
         ("OTEL_METRIC_EXPORT_INTERVAL", "3600000".to_owned()),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
     ];
@@ -284,11 +298,17 @@ fn events_queued_when_gpulse_is_killed_arrive_after_its_restart() {
         if xids == 30 && log["outbox"]["pending"] == log["events"] {
             break log["last_seq"].as_u64().unwrap();
         }
-        assert!(Instant::now() < deadline, "{xids} Xids: {log}\n{}", agent.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "{xids} Xids: {log}\n{}",
+            agent.stderr()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
-        agent.get_ok("/metrics").contains("gpulse_events_persistent 1"),
+        agent
+            .get_ok("/metrics")
+            .contains("gpulse_events_persistent 1"),
         "{}",
         agent.stderr()
     );
@@ -379,7 +399,11 @@ async fn at_the_bound_the_oldest_events_are_dropped_and_counted() {
         log["events"].as_u64().unwrap(),
     );
     assert!(log["bytes"].as_u64().unwrap() <= 4096, "{log}");
-    assert_eq!(last - first + 1, held, "the newest are kept, contiguous: {log}");
+    assert_eq!(
+        last - first + 1,
+        held,
+        "the newest are kept, contiguous: {log}"
+    );
     assert_eq!(
         log["dropped_total"].as_u64().unwrap(),
         first - 1,
@@ -402,7 +426,10 @@ async fn at_the_bound_the_oldest_events_are_dropped_and_counted() {
         .collect();
     assert_eq!(seqs.first(), Some(&first));
     assert_eq!(seqs.len() as u64, held);
-    eprintln!("bound 4096 bytes: {held} events kept ({first}..={last}), {} dropped", first - 1);
+    eprintln!(
+        "bound 4096 bytes: {held} events kept ({first}..={last}), {} dropped",
+        first - 1
+    );
     agent.shut_down().await;
 }
 
@@ -457,7 +484,10 @@ async fn events_page_forward_from_since_and_bad_queries_are_400() {
         .find(|e| e["kind"] == "xid")
         .unwrap()
         .clone();
-    assert_eq!(xid["attributes"]["gpulse.xid.sources"], serde_json::json!(["nvml_event"]));
+    assert_eq!(
+        xid["attributes"]["gpulse.xid.sources"],
+        serde_json::json!(["nvml_event"])
+    );
     assert!(xid["body"].as_str().unwrap().starts_with("Xid "), "{xid}");
     // Past the end: nothing, and the cursor stays.
     let end = agent.get_json(&format!("/v1/events?since={last}")).await;
@@ -476,7 +506,10 @@ async fn events_page_forward_from_since_and_bad_queries_are_400() {
             .unwrap();
         assert_eq!(r.status(), 400, "{bad}");
         let text = r.text().await.unwrap();
-        assert!(text.contains("since") || text.contains("limit"), "{bad}: {text}");
+        assert!(
+            text.contains("since") || text.contains("limit"),
+            "{bad}: {text}"
+        );
     }
     agent.shut_down().await;
 }
@@ -554,7 +587,11 @@ fn kill_9_during_appends_leaves_a_readable_log() {
         assert!(s.acked_seq <= s.last_seq, "{s:?}");
         let rows = log.after(0, usize::MAX, u64::MAX).unwrap();
         let seqs: Vec<u64> = rows.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, (s.first_seq..=s.last_seq).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(
+            seqs,
+            (s.first_seq..=s.last_seq).collect::<Vec<_>>(),
+            "round {round}"
+        );
         for (_, bytes) in &rows {
             gpulse::export::json::EventV1::decode(bytes).unwrap();
         }

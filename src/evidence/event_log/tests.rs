@@ -51,7 +51,10 @@ fn sequence_numbers_and_the_job_cursor_survive_a_reopen() {
     assert_eq!(log.append(&events(3..4), None).unwrap().seqs, [4]);
     let stored = log.after(3, 10, u64::MAX).unwrap();
     let back = EventV1::decode(&stored[0].1).unwrap();
-    assert_eq!((back.seq, back.node.as_str(), back.kind.as_str()), (4, "n1", "xid"));
+    assert_eq!(
+        (back.seq, back.node.as_str(), back.kind.as_str()),
+        (4, "n1", "xid")
+    );
     // A reset cursor (the job's runs started over) is kept as such.
     log.append(&[], Some(None)).unwrap();
     drop(log);
@@ -78,7 +81,10 @@ fn the_oldest_are_dropped_at_the_bounds_and_unexported_drops_are_counted() {
     drop(log);
 
     let dir = tempfile::tempdir().unwrap();
-    let one = event(0).encode(1, SystemTime::UNIX_EPOCH, "n1").unwrap().len() as u64;
+    let one = event(0)
+        .encode(1, SystemTime::UNIX_EPOCH, "n1")
+        .unwrap()
+        .len() as u64;
     let by_bytes = Limits {
         max_bytes: one * 3 + one / 2,
         ..ROOMY
@@ -90,7 +96,10 @@ fn the_oldest_are_dropped_at_the_bounds_and_unexported_drops_are_counted() {
     }
     let s = log.status();
     assert_eq!((s.first_seq, s.last_seq, s.events), (8, 10, 3));
-    assert_eq!(s.dropped_total, 0, "without the outbox nothing is lost to it");
+    assert_eq!(
+        s.dropped_total, 0,
+        "without the outbox nothing is lost to it"
+    );
     drop(log);
     let s = open(dir.path(), by_bytes, false).status();
     assert_eq!((s.first_seq, s.last_seq, s.events), (8, 10, 3));
@@ -112,7 +121,11 @@ fn an_event_larger_than_its_limit_is_refused_and_the_rest_appended() {
     let out = log.append(&[event(0), big, event(2)], None).unwrap();
     assert_eq!(out.seqs, [1, 2]);
     assert_eq!(out.refused.len(), 1);
-    assert!(out.refused[0].contains("max_event_bytes"), "{:?}", out.refused);
+    assert!(
+        out.refused[0].contains("max_event_bytes"),
+        "{:?}",
+        out.refused
+    );
 }
 
 #[test]
@@ -140,7 +153,11 @@ fn batches_are_bounded_by_count_and_bytes_and_hold_at_least_one_event() {
         log.append(&events(0..10), None).unwrap();
         assert_eq!(seqs(&log.after(0, 4, u64::MAX).unwrap()), [1, 2, 3, 4]);
         assert_eq!(seqs(&log.after(8, 4, u64::MAX).unwrap()), [9, 10]);
-        assert_eq!(seqs(&log.after(0, 100, 1).unwrap()), [1], "one event at least");
+        assert_eq!(
+            seqs(&log.after(0, 100, 1).unwrap()),
+            [1],
+            "one event at least"
+        );
         let one = log.after(0, 1, u64::MAX).unwrap()[0].1.len() as u64;
         assert_eq!(log.after(0, 100, one * 3).unwrap().len(), 3);
         assert!(log.after(10, 4, u64::MAX).unwrap().is_empty());
@@ -184,5 +201,8 @@ fn a_memory_log_keeps_the_same_bounds() {
     log.append(&events(0..5), None).unwrap();
     let s = log.status();
     assert!(!s.persistent);
-    assert_eq!((s.first_seq, s.last_seq, s.events, s.dropped_total), (3, 5, 3, 2));
+    assert_eq!(
+        (s.first_seq, s.last_seq, s.events, s.dropped_total),
+        (3, 5, 3, 2)
+    );
 }

@@ -83,7 +83,10 @@ fn an_xid_carries_its_sources_and_what_the_policy_makes_of_it() {
     assert_eq!(attr(&ev, "gpulse.gpu.xid"), Some(&AttrV1::Int(79)));
     assert_eq!(
         attr(&ev, "gpulse.xid.sources"),
-        Some(&AttrV1::List(vec!["nvml_event".to_owned(), "kmsg".to_owned()]))
+        Some(&AttrV1::List(vec![
+            "nvml_event".to_owned(),
+            "kmsg".to_owned()
+        ]))
     );
     assert_eq!(
         attr(&ev, "gpulse.xid.action"),
@@ -118,12 +121,18 @@ fn an_outage_starts_and_ends_with_its_recovery_time() {
     assert!(Event::outage_ended(&p, &o).is_none());
     o.end = Some(at(142));
     let ended = Event::outage_ended(&p, &o).unwrap();
-    assert_eq!((ended.kind, ended.time), (EventKind::ProbeOutageEnded, at(142)));
+    assert_eq!(
+        (ended.kind, ended.time),
+        (EventKind::ProbeOutageEnded, at(142))
+    );
     assert_eq!(
         attr(&ended, "gpulse.probe.recovery_seconds"),
         Some(&AttrV1::Double(42.0))
     );
-    assert_eq!(wire(&ended).body_text(), "Probe llm is back after 42.0 s (connect_refused).");
+    assert_eq!(
+        wire(&ended).body_text(),
+        "Probe llm is back after 42.0 s (connect_refused)."
+    );
 }
 
 #[test]
@@ -165,19 +174,30 @@ fn job_events_keep_the_fields_of_the_job_state_file() {
     );
     assert_eq!(attr(&oom, "gpulse.job.exit_code"), Some(&AttrV1::Int(137)));
     assert_eq!(attr(&oom, "gpulse.job.signal"), Some(&AttrV1::Int(9)));
-    assert_eq!(attr(&oom, "gpulse.job.stop_signal"), None, "absent, not null");
+    assert_eq!(
+        attr(&oom, "gpulse.job.stop_signal"),
+        None,
+        "absent, not null"
+    );
     assert_eq!(
         attr(&oom, "gpulse.job.outcome"),
         Some(&AttrV1::Str("oom".to_owned()))
     );
-    assert_eq!(wire(&oom).body_text(), "Run 3 of vllm ended: oom, exit code 137.");
+    assert_eq!(
+        wire(&oom).body_text(),
+        "Run 3 of vllm ended: oom, exit code 137."
+    );
 }
 
 #[test]
 fn a_score_report_keeps_its_json_byte_for_byte() {
     let report = r#"{"schema":"x","sig":"ab==", "n":1.50}"#.to_owned();
-    let e = Event::score_report(at(5), report.clone(), vec![("gpulse.score.window", str("1h"))])
-        .unwrap();
+    let e = Event::score_report(
+        at(5),
+        report.clone(),
+        vec![("gpulse.score.window", str("1h"))],
+    )
+    .unwrap();
     let w = wire(&e);
     assert_eq!(w.kind, "score_report");
     assert_eq!(w.body.get(), report);

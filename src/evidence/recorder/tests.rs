@@ -110,7 +110,10 @@ fn an_xid_waits_for_its_window_so_every_source_is_listed() {
     d.commit(c);
     assert!(d.derive(&snap, start + WAIT * 2, false).0.is_empty());
     // At shutdown a waiting Xid is recorded at once.
-    let snap = xid_snapshot(vec![xid(100, XidSource::NvmlEvent), xid(200, XidSource::Kmsg)]);
+    let snap = xid_snapshot(vec![
+        xid(100, XidSource::NvmlEvent),
+        xid(200, XidSource::Kmsg),
+    ]);
     let (events, _) = d.derive(&snap, start + WAIT * 2, true);
     assert_eq!(kinds(&events), [(EventKind::Xid, at(200))]);
 }

@@ -178,9 +178,9 @@ fn with_grpc<B: WithTonicConfig + WithExportConfig>(
     let mut builder = builder
         .with_endpoint(endpoint.to_owned())
         .with_timeout(settings.timeout)
-        .with_metadata(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(
-            headers,
-        ));
+        .with_metadata(
+            opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+        );
     if settings.gzip {
         builder = builder.with_compression(Compression::Gzip);
     }
@@ -224,9 +224,11 @@ fn build_exporter(
 ) -> Result<MetricExporter, OtlpStartError> {
     let endpoint = settings.endpoint.as_str();
     let built = match settings.protocol {
-        OtlpProtocol::Grpc => with_grpc(MetricExporter::builder().with_tonic(), settings, endpoint)?
-            .with_temporality(settings.temporality)
-            .build(),
+        OtlpProtocol::Grpc => {
+            with_grpc(MetricExporter::builder().with_tonic(), settings, endpoint)?
+                .with_temporality(settings.temporality)
+                .build()
+        }
         OtlpProtocol::HttpProtobuf => with_http(
             MetricExporter::builder().with_http(),
             settings,
