@@ -22,6 +22,7 @@ use super::events::Event;
 use super::state::StateDb;
 use crate::config::EventsConfig;
 use crate::export::api::EventFeed;
+use crate::export::api::events::MAX_PAGE_BYTES;
 use crate::export::json::{EventPage, raw_event};
 use crate::model::EventLogStatus;
 use crate::store::Store;
@@ -365,40 +366,50 @@ impl EventLog {
         }
     }
 
-    /// The newest `limit` events, oldest first.
-    fn newest(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, String> {
-        let mut out = match &self.inner.disk {
+    /// The newest `limit` events, oldest first, stopping once `max_bytes` are read (at least
+    /// one event).
+    fn newest(&self, limit: usize, max_bytes: u64) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        let take = |rows: &mut dyn Iterator<Item = Result<(u64, Vec<u8>), String>>| {
+            let mut out = Vec::new();
+            let mut bytes = 0u64;
+            for row in rows.take(limit) {
+                let (k, v) = row?;
+                bytes += v.len() as u64;
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                out.push((k, v));
+            }
+            out.reverse();
+            Ok(out)
+        };
+        match &self.inner.disk {
             Some(db) => {
                 let txn = db.begin_read().map_err(err)?;
                 let table = txn.open_table(EVENTS).map_err(err)?;
-                let mut out = Vec::with_capacity(limit.min(1024));
-                for row in table.iter().map_err(err)?.rev().take(limit) {
-                    let (k, v) = row.map_err(err)?;
-                    out.push((k.value(), v.value().to_vec()));
-                }
-                out
+                let mut rows = table.iter().map_err(err)?.rev().map(|row| {
+                    row.map(|(k, v)| (k.value(), v.value().to_vec()))
+                        .map_err(err)
+                });
+                take(&mut rows)
             }
             None => {
                 let mirror = self.lock();
-                mirror.memory.iter().rev().take(limit).cloned().collect()
+                let mut rows = mirror.memory.iter().rev().map(|(k, v)| Ok((*k, v.clone())));
+                take(&mut rows)
             }
-        };
-        out.reverse();
-        Ok(out)
+        }
     }
 }
 
 impl EventFeed for EventLog {
     fn page(&self, since: Option<u64>, limit: usize) -> Result<EventPage, String> {
-        let (rows, more) = match since {
-            None => (self.newest(limit)?, false),
-            Some(since) => {
-                let mut rows = self.after(since, limit.saturating_add(1), u64::MAX)?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
-                (rows, more)
-            }
+        let last = self.status().last_seq;
+        let rows = match since {
+            None => self.newest(limit, MAX_PAGE_BYTES)?,
+            Some(since) => self.after(since, limit, MAX_PAGE_BYTES)?,
         };
+        let more = since.is_some() && rows.last().is_some_and(|(seq, _)| *seq < last);
         let mut page = EventPage {
             events: Vec::with_capacity(rows.len()),
             more,

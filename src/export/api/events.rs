@@ -17,10 +17,15 @@ pub const DEFAULT_LIMIT: usize = 100;
 /// The largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
 
+/// The most bytes of events one page holds (score reports are large); at least one event is
+/// served, and `more` says the rest follows.
+pub const MAX_PAGE_BYTES: u64 = 4 << 20;
+
 /// Where pages of events come from (the event log).
 pub trait EventFeed: Send + Sync + std::fmt::Debug {
-    /// Events after `since` (oldest first, at most `limit`, `more` when others follow), or
-    /// the newest `limit` with `None`. Blocking: may read the state store.
+    /// Events after `since` (oldest first, at most `limit` and about [`MAX_PAGE_BYTES`],
+    /// `more` when others follow), or the newest ones with `None`. Blocking: may read the
+    /// state store.
     fn page(&self, since: Option<u64>, limit: usize) -> Result<EventPage, String>;
 }
 
