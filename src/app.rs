@@ -14,10 +14,13 @@ use crate::collect::host::HostCollector;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
+use crate::evidence::event_log::{self, EventLog};
 use crate::evidence::reporter::Reporter;
 use crate::evidence::state::StateDb;
+use crate::evidence::{outbox, recorder};
 use crate::export::ExportStats;
 use crate::export::api::{self, ApiState, Credentials, ServeOptions};
+use crate::export::otlp::logs::OtlpLogs;
 use crate::export::otlp::{AgentIdentity, OtlpPush};
 use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
@@ -271,22 +274,60 @@ pub async fn run_with(
         dcgm_hostname_label: config.prometheus.dcgm_hostname_label,
     };
     let stats = Arc::new(ExportStats::default());
+    let identity = AgentIdentity {
+        node_name: node_name.clone(),
+        host_id: otlp
+            .as_ref()
+            .and_then(|_| crate::export::otlp::machine_id()),
+        // The lease's attributes first: a label the user set under `[agent] labels`
+        // wins over the environment.
+        labels: config
+            .agent
+            .identity
+            .attributes()
+            .into_iter()
+            .map(|a| (a.otel.to_owned(), a.value.to_owned()))
+            .chain(config.agent.labels.clone())
+            .collect(),
+        gpu_source: build.gpu_source,
+    };
+    let logs = match &otlp {
+        Some(settings) if config.events.export => {
+            let mode = store.snapshot().mode.mode.as_str();
+            match OtlpLogs::start(settings, &identity, mode, Arc::clone(&stats)) {
+                Ok(logs) => {
+                    tracing::info!(endpoint = %settings.logs_endpoint, "OTLP log export of events on.");
+                    Some(logs)
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "OTLP log export of events off.");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let event_log = open_event_log(&config, state, logs.is_some(), &store, &node_name).await;
+    tasks.spawn(recorder::run(
+        event_log.clone(),
+        Arc::clone(&store),
+        recorder::Settings {
+            interval: config.events.interval.0,
+            policy: health::Policy::from_config(&config.health).unwrap_or_default(),
+            xid_wait: config.health.xid_dedup_window.0,
+        },
+        stop_rx.clone(),
+    ));
+    if let Some(logs) = logs {
+        let drain = config.agent.shutdown_grace_period.0 / 2;
+        tasks.spawn(outbox::run(
+            event_log.clone(),
+            logs,
+            outbox::Settings::from_config(&config.events, drain),
+            stop_rx.clone(),
+        ));
+    }
     let push = otlp.and_then(|settings| {
-        let identity = AgentIdentity {
-            node_name: node_name.clone(),
-            host_id: crate::export::otlp::machine_id(),
-            // The lease's attributes first: a label the user set under `[agent] labels`
-            // wins over the environment.
-            labels: config
-                .agent
-                .identity
-                .attributes()
-                .into_iter()
-                .map(|a| (a.otel.to_owned(), a.value.to_owned()))
-                .chain(config.agent.labels.clone())
-                .collect(),
-            gpu_source: build.gpu_source,
-        };
         match OtlpPush::start(&settings, &identity, Arc::clone(&store), Arc::clone(&stats)) {
             Ok(push) => {
                 tracing::info!(
@@ -323,6 +364,7 @@ pub async fn run_with(
         score_enabled: config.score.enabled,
         ready_grace: config.gpu.ready_grace.0,
         reports,
+        events: Some(Arc::new(event_log)),
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is
@@ -374,7 +416,7 @@ pub async fn run_with(
 async fn open_state(config: &Config) -> Option<StateDb> {
     if config.agent.state_dir.is_empty() {
         tracing::warn!(
-            "agent.state_dir is not set: the score's evidence is kept in memory and starts over at each restart."
+            "agent.state_dir is not set: the score's evidence and the event log are kept in memory and start over at each restart."
         );
         return None;
     }
@@ -383,7 +425,7 @@ async fn open_state(config: &Config) -> Option<StateDb> {
         Ok(Ok(state)) => Some(state),
         Ok(Err(error)) => {
             tracing::warn!(error = %error,
-                "Cannot keep state in agent.state_dir; the score's evidence is kept in memory and starts over at each restart.");
+                "Cannot keep state in agent.state_dir; the score's evidence and the event log are kept in memory and start over at each restart.");
             None
         }
         Err(_) => None,
@@ -407,6 +449,36 @@ async fn open_reporter(
     })
     .await
     .ok()
+}
+
+/// Opens the event log in the state store (off the async workers), else in memory (when the
+/// store is missing, or its tables cannot be read: one warning).
+async fn open_event_log(
+    config: &Config,
+    state: Option<StateDb>,
+    outbox: bool,
+    store: &Arc<Store>,
+    node: &str,
+) -> EventLog {
+    let memory = || {
+        let limits = event_log::Limits::from_config(&config.events, false);
+        EventLog::memory(limits, node, outbox, Some(Arc::clone(store)))
+    };
+    let Some(disk) = state else {
+        return memory();
+    };
+    let limits = event_log::Limits::from_config(&config.events, true);
+    let (node_owned, store_owned) = (node.to_owned(), Arc::clone(store));
+    let opened = tokio::task::spawn_blocking(move || {
+        EventLog::open(Some(disk), limits, &node_owned, outbox, Some(store_owned))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    opened.unwrap_or_else(|error| {
+        tracing::warn!(error = %error,
+            "Cannot read the event log in agent.state_dir; events are kept in memory and start over at each restart.");
+        memory()
+    })
 }
 
 /// Evaluates health every `interval` from the store and stores the result, logging each

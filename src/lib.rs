@@ -12,7 +12,7 @@
 //! * `collect`: the sources: NVML, Xid events, the kernel log, the host, inference-server probes.
 //! * `config`: `Config`, defaults, loading with origins, probe kinds, OTLP settings.
 //! * `demo`: `gpulse demo`'s simulated GPUs and inference server.
-//! * `evidence`: what survives a restart: the wrapped job's `jobs.jsonl`.
+//! * `evidence`: what survives a restart: `jobs.jsonl`, the score's ledger, the event log and its outbox.
 //! * `export`: the metric catalog, `/metrics`, the OTLP push, the JSON DTOs and the HTTP API.
 //! * `health`: GPU and node health states and the Xid policy, pure functions of the store's data.
 //! * `identity`: who runs this node, from the environment (the Akash lease), read once at load.

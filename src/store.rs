@@ -19,9 +19,9 @@ use crate::health::{GpuStatus, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::{Mode, ModeInfo};
 use crate::model::{
-    CollectorStatus, Evidence, GpuSample, GpuWindowPoint, HostSample, HostWindowPoint,
-    InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason, ProbeSample,
-    ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
+    CollectorStatus, EventLogStatus, Evidence, GpuSample, GpuWindowPoint, HostSample,
+    HostWindowPoint, InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason,
+    ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
 };
 use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
 
@@ -55,6 +55,8 @@ pub struct Snapshot {
     /// The provider-quality score and the ledger behind it; `None` until the ledger keeper
     /// has run once (or when `score.enabled` is off).
     pub score: Option<Arc<ScoreState>>,
+    /// Where the event log and its OTLP outbox stand; `None` until the event log is open.
+    pub events: Option<EventLogStatus>,
     /// The newest chained signed report (`gpulse.report/v1`); `None` before the first.
     pub latest_report: Option<Arc<LatestReport>>,
 }
@@ -552,6 +554,12 @@ impl Store {
         let _writer = self.lock_windows();
         let report = Arc::new(report);
         self.update(|snap| snap.latest_report = Some(report));
+    }
+
+    /// Publishes where the event log stands.
+    pub fn set_events(&self, status: EventLogStatus) {
+        let _writer = self.lock_windows();
+        self.update(|snap| snap.events = Some(status));
     }
 
     /// The GPU points in the window, oldest first.

@@ -119,7 +119,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "agent",
     "gpu",
     "host",
@@ -132,6 +132,7 @@ const SECTIONS: [&str; 12] = [
     "wrap",
     "score",
     "report",
+    "events",
 ];
 
 /// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
@@ -380,6 +381,7 @@ impl Config {
         self.wrap.check()?;
         self.score.check()?;
         self.report.check()?;
+        self.events.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (index, probe) in self.probe.iter().enumerate() {
             probe.check(index)?;

@@ -11,8 +11,10 @@
 //! * `otlp`: the OTLP push settings, `[otlp]` over the `OTEL_*` variables.
 //! * `score`: `[score]`, the provider-quality score's constants, price and claims.
 //! * `report`: `[report]`, signed and hash-chained score reports.
+//! * `events`: `[events]`, the event log's bounds and its OTLP log export.
 //! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
+mod events;
 pub mod files;
 mod load;
 mod otlp;
@@ -20,6 +22,7 @@ mod probe;
 mod report;
 mod score;
 
+pub use events::EventsConfig;
 pub use load::{
     ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
     environment, parse_listen, shown,
@@ -63,6 +66,7 @@ pub struct Config {
     pub wrap: WrapConfig,
     pub score: ScoreConfig,
     pub report: ReportConfig,
+    pub events: EventsConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,
@@ -614,6 +618,12 @@ impl Config {
                 GIB,
             ),
         ];
+        limits.extend(
+            self.events
+                .bounds()
+                .into_iter()
+                .map(|(key, value, _, max)| (key.to_owned(), value, max)),
+        );
         for (index, probe) in self.probe.iter().enumerate() {
             let key = |name: &str| format!("probe[{index}].{name}");
             limits.extend([

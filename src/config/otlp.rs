@@ -21,6 +21,9 @@ pub enum OtlpProtocol {
 pub struct OtlpSettings {
     /// Exactly what the exporter is given (for HTTP, including `/v1/metrics`).
     pub endpoint: String,
+    /// Where the event log's OTLP log records go (for HTTP, including `/v1/logs`): the same
+    /// collector, unless `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` names another.
+    pub logs_endpoint: String,
     pub protocol: OtlpProtocol,
     pub interval: Duration,
     pub timeout: Duration,
@@ -38,6 +41,7 @@ impl std::fmt::Debug for OtlpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpSettings")
             .field("endpoint", &self.endpoint)
+            .field("logs_endpoint", &self.logs_endpoint)
             .field("protocol", &self.protocol)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
@@ -132,6 +136,7 @@ impl OtlpSettings {
             }
             _ => endpoint,
         };
+        let logs_endpoint = logs_endpoint(config, &env, protocol, &endpoint)?;
 
         let duration = |key: &str, configured: &str, vars: [&str; 1], default: Duration| {
             if let Some(text) = non_empty(configured) {
@@ -270,6 +275,7 @@ impl OtlpSettings {
 
         Ok(Some(Self {
             endpoint,
+            logs_endpoint,
             protocol,
             interval,
             timeout,
@@ -280,6 +286,52 @@ impl OtlpSettings {
             ca_file_origin,
         }))
     }
+}
+
+/// The logs endpoint: `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` as is when `[otlp] endpoint` is
+/// empty; `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/logs` for HTTP) when the metrics have a
+/// signal-specific endpoint; else the metrics endpoint with `/v1/logs` for `/v1/metrics`
+/// (HTTP) or unchanged (gRPC, where the signal is in the method, not the path).
+fn logs_endpoint(
+    config: &OtlpConfig,
+    env: &impl Fn(&str) -> Option<String>,
+    protocol: OtlpProtocol,
+    metrics: &str,
+) -> Result<String, ConfigError> {
+    const VAR: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
+    if non_empty(&config.endpoint).is_none()
+        && let Some(e) = env(VAR)
+    {
+        let e = e.trim().to_owned();
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(ConfigError {
+                key: Some("otlp.endpoint".to_owned()),
+                origin: format!("{VAR} (environment)"),
+                message: format!("endpoint {} must start with http:// or https://", shown(&e)),
+            });
+        }
+        return Ok(e);
+    }
+    // The base endpoint, when the metrics have their own: the logs take the base.
+    if non_empty(&config.endpoint).is_none()
+        && env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
+        && let Some(base) = env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    {
+        let base = base.trim();
+        if base.starts_with("http://") || base.starts_with("https://") {
+            return Ok(match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/logs", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base.to_owned(),
+            });
+        }
+    }
+    Ok(match protocol {
+        OtlpProtocol::HttpProtobuf => match metrics.strip_suffix("/v1/metrics") {
+            Some(base) => format!("{base}/v1/logs"),
+            None => metrics.to_owned(),
+        },
+        OtlpProtocol::Grpc => metrics.to_owned(),
+    })
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -351,6 +403,62 @@ mod tests {
         assert_eq!((s.interval, s.timeout), (DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
         assert_eq!(s.temporality, Temporality::Cumulative);
         assert!(!s.gzip && s.headers.is_empty());
+    }
+
+    #[test]
+    fn logs_go_to_the_same_collector_unless_their_own_variable_says_otherwise() {
+        let logs = |config: &OtlpConfig, vars: &[(&str, &str)]| {
+            resolve(config, vars).unwrap().unwrap().logs_endpoint
+        };
+        let base = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")];
+        assert_eq!(logs(&OtlpConfig::default(), &base), "http://c:4318/v1/logs");
+        let grpc = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ];
+        assert_eq!(logs(&OtlpConfig::default(), &grpc), "http://c:4317");
+        let own = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:4318/logs"),
+        ];
+        assert_eq!(logs(&OtlpConfig::default(), &own), "http://l:4318/logs");
+        let configured = OtlpConfig {
+            endpoint: "http://k:4318".to_owned(),
+            ..OtlpConfig::default()
+        };
+        assert_eq!(
+            logs(&configured, &own),
+            "http://k:4318/v1/logs",
+            "[otlp] wins"
+        );
+        let split = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://m:9090/otlp/v1/metrics",
+            ),
+        ];
+        assert_eq!(
+            logs(&OtlpConfig::default(), &split),
+            "http://c:4318/v1/logs"
+        );
+        let metrics_only = [(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "http://m:4318/v1/metrics",
+        )];
+        assert_eq!(
+            logs(&OtlpConfig::default(), &metrics_only),
+            "http://m:4318/v1/logs"
+        );
+        let bad = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "l:4318"),
+        ];
+        let e = resolve(&OtlpConfig::default(), &bad).unwrap_err();
+        assert!(
+            e.origin.contains("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+            "{e:?}"
+        );
     }
 
     #[test]

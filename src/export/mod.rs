@@ -113,6 +113,21 @@ impl ExporterTotals {
 impl ExportStats {
     /// Records one push of `exporter`.
     pub fn record(&self, exporter: &'static str, result: Result<(), ExportFailure>) {
+        self.record_with(
+            exporter,
+            result,
+            "Export failing; data of failed pushes is dropped.",
+        );
+    }
+
+    /// Records one push of `exporter`; `failing` is the log line of a new failure state (what
+    /// happens to the data).
+    pub fn record_with(
+        &self,
+        exporter: &'static str,
+        result: Result<(), ExportFailure>,
+        failing: &'static str,
+    ) {
         let mut all = self.exporters.lock().unwrap_or_else(|p| p.into_inner());
         let index = match all.iter().position(|e| e.name == exporter) {
             Some(i) => i,
@@ -149,7 +164,7 @@ impl ExportStats {
                         endpoint = %failure.endpoint,
                         reason = failure.reason.as_str(),
                         cause = %failure.cause,
-                        "Export failing; data of failed pushes is dropped."
+                        "{failing}"
                     );
                 }
                 counts.failing = Some(failure.reason);

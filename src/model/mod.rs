@@ -56,6 +56,7 @@ macro_rules! label_enum {
 }
 
 mod bench;
+mod event;
 mod gpu;
 mod host;
 mod job;
@@ -66,6 +67,7 @@ mod window;
 mod xid;
 
 pub use bench::*;
+pub use event::*;
 pub use gpu::*;
 pub use host::*;
 pub use job::*;

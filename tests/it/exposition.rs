@@ -230,6 +230,20 @@ pub(crate) fn fixed_snapshot() -> Snapshot {
         })),
         score: Some(Arc::new(score_state(&gpu_for_claims))),
         latest_report: None,
+        // An event log on disk whose OTLP export is 10 events behind, 2 dropped at its bound.
+        events: Some(gpulse::model::EventLogStatus {
+            persistent: true,
+            first_seq: 101,
+            last_seq: 340,
+            events: 240,
+            bytes: 98_304,
+            recorded_total: 240,
+            dropped_total: 2,
+            write_failures: 0,
+            outbox: true,
+            acked_seq: 330,
+            last_export_success: Some(at(1_700_000_030)),
+        }),
     }
 }
 

@@ -21,6 +21,8 @@ mod faults_http;
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.
 mod otlp;
+// The event log: OTLP log records through a receiver restart, kill -9, the bound, /v1/events paging.
+mod events;
 // OTLP push into a real third-party receiver (rotel from PyPI).
 mod otlp_e2e;
 // The OpenTelemetry semantic conventions the hw.* names follow: names, units, kinds, values.

@@ -55,9 +55,12 @@ async fn grpc_receiver() -> (SocketAddr, Sink) {
     let addr = listener.local_addr().unwrap();
     let sink = Sink::default();
     let service = MetricsServiceServer::new(sink.clone());
+    // Events go to the same collector as log records: taken, so they are acknowledged.
+    let logs = LogsServiceServer::new(LogsSink::new());
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(logs)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -82,9 +85,14 @@ async fn http_receiver() -> (SocketAddr, Sink) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sink = Sink::default();
+    // Events go to the same collector as log records: taken, so they are acknowledged.
+    let logs = axum::Router::new()
+        .route("/v1/logs", axum::routing::post(handle_logs))
+        .with_state(LogsSink::new());
     let app = axum::Router::new()
         .route("/v1/metrics", axum::routing::post(handle))
-        .with_state(sink.clone());
+        .with_state(sink.clone())
+        .merge(logs);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, sink)
 }
@@ -163,6 +171,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
 
 fn settings(endpoint: String, protocol: OtlpProtocol) -> OtlpSettings {
     OtlpSettings {
+        logs_endpoint: endpoint.replace("/v1/metrics", "/v1/logs"),
         endpoint,
         protocol,
         interval: Duration::from_millis(300),
@@ -937,4 +946,219 @@ async fn grpc_failures_are_classified_from_their_text() {
     ))
     .await;
     assert_eq!(reason, "tls", "{cause}");
+}
+
+// ------------------------------------------------------- log receivers (issue 15: events)
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+
+/// What a log receiver does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogsMode {
+    /// Keeps the request and acknowledges it.
+    Up,
+    /// Keeps the request but answers with an error (the acknowledgement is lost), then goes
+    /// `Down`: the one case where the exporter sends a batch the receiver already has.
+    LoseAck,
+    /// Keeps nothing and answers with an error (a stopped receiver's open connections).
+    Down,
+}
+
+/// One request a log receiver kept, and whether it acknowledged it.
+#[derive(Debug, Clone)]
+pub(crate) struct LogsBatch {
+    pub request: ExportLogsServiceRequest,
+    pub acked: bool,
+}
+
+#[derive(Debug)]
+struct LogsState {
+    mode: LogsMode,
+    batches: Vec<LogsBatch>,
+}
+
+/// Everything a log receiver got.
+#[derive(Clone)]
+pub(crate) struct LogsSink(Arc<Mutex<LogsState>>);
+
+impl LogsSink {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(LogsState {
+            mode: LogsMode::Up,
+            batches: Vec::new(),
+        })))
+    }
+
+    /// Keeps (or not) one request; whether to acknowledge it.
+    fn handle(&self, request: ExportLogsServiceRequest) -> bool {
+        let mut state = self.0.lock().unwrap();
+        match state.mode {
+            LogsMode::Up => {
+                state.batches.push(LogsBatch {
+                    request,
+                    acked: true,
+                });
+                true
+            }
+            LogsMode::LoseAck => {
+                state.batches.push(LogsBatch {
+                    request,
+                    acked: false,
+                });
+                state.mode = LogsMode::Down;
+                false
+            }
+            LogsMode::Down => false,
+        }
+    }
+
+    pub(crate) fn set_mode(&self, mode: LogsMode) {
+        self.0.lock().unwrap().mode = mode;
+    }
+
+    pub(crate) fn mode(&self) -> LogsMode {
+        self.0.lock().unwrap().mode
+    }
+
+    pub(crate) fn batches(&self) -> Vec<LogsBatch> {
+        self.0.lock().unwrap().batches.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for LogsSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if self.handle(request.into_inner()) {
+            Ok(tonic::Response::new(ExportLogsServiceResponse {
+                partial_success: None,
+            }))
+        } else {
+            Err(tonic::Status::unavailable("receiver stopped"))
+        }
+    }
+}
+
+/// `POST /v1/logs` of an HTTP log receiver.
+async fn handle_logs(State(sink): State<LogsSink>, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let request = ExportLogsServiceRequest::decode(body).unwrap();
+    if sink.handle(request) {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+            ExportLogsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        )
+            .into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "receiver stopped",
+        )
+            .into_response()
+    }
+}
+
+/// An OTLP log receiver on a fixed port (gRPC, or HTTP/protobuf at `/v1/logs`) that can be
+/// stopped (new connections refused, open ones answered with errors) and started again.
+pub(crate) struct LogsReceiver {
+    pub addr: SocketAddr,
+    pub sink: LogsSink,
+    protocol: OtlpProtocol,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LogsReceiver {
+    /// Starts on `addr` (a free port when `None`).
+    pub(crate) async fn start(protocol: OtlpProtocol, addr: Option<SocketAddr>) -> Self {
+        let mut receiver = Self {
+            addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            sink: LogsSink::new(),
+            protocol,
+            server: None,
+        };
+        receiver.serve().await;
+        receiver
+    }
+
+    async fn serve(&mut self) {
+        let mut listener = None;
+        // The port of a receiver just stopped may take a moment to be free again.
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.expect("cannot bind the log receiver's port again");
+        self.addr = listener.local_addr().unwrap();
+        let sink = self.sink.clone();
+        self.server = Some(match self.protocol {
+            OtlpProtocol::Grpc => tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(LogsServiceServer::new(sink))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                    .await;
+            }),
+            OtlpProtocol::HttpProtobuf => {
+                let app = axum::Router::new()
+                    .route("/v1/logs", axum::routing::post(handle_logs))
+                    .with_state(sink);
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                })
+            }
+        });
+        self.sink.set_mode(LogsMode::Up);
+    }
+
+    /// Stops accepting connections; open ones get errors and nothing is kept.
+    pub(crate) fn stop(&mut self) {
+        if self.sink.mode() != LogsMode::LoseAck {
+            self.sink.set_mode(LogsMode::Down);
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Starts again on the same port.
+    pub(crate) async fn restart(&mut self) {
+        self.serve().await;
+    }
+
+    /// The settings of an agent that exports to this receiver (metrics rarely: the receiver
+    /// takes logs only).
+    pub(crate) fn settings(&self) -> OtlpSettings {
+        let base = format!("http://{}", self.addr);
+        let mut s = settings(format!("{base}/v1/metrics"), self.protocol);
+        if self.protocol == OtlpProtocol::Grpc {
+            s.endpoint = base.clone();
+            s.logs_endpoint = base;
+        }
+        s.interval = Duration::from_secs(3600);
+        s
+    }
+}
+
+/// A log record's attributes as text.
+pub(crate) fn log_attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    attrs(kvs)
+}
+
+/// The text of an `AnyValue` (strings, numbers, booleans).
+pub(crate) fn any_text(v: &Option<AnyValue>) -> String {
+    text(v)
 }

@@ -420,6 +420,34 @@ fn a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period() {
     assert_eq!(end["stop_signal"], 15);
 }
 
+/// Every event of the log, oldest first (`/v1/events` pages the unified log).
+const ALL_EVENTS: &str = "/v1/events?since=0&limit=1000";
+
+/// The job events of a `/v1/events` answer as `(kind, run)`, oldest first.
+fn job_events(v: &serde_json::Value) -> Vec<(String, u64)> {
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("job_"))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["attributes"]["gpulse.job.run"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The attributes of the job event `kind` of `run`, once recorded.
+fn job_event(v: &serde_json::Value, kind: &str, run: u64) -> Option<serde_json::Value> {
+    v["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["kind"] == kind && e["attributes"]["gpulse.job.run"] == run)
+        .map(|e| e["attributes"].clone())
+}
+
 #[test]
 fn events_and_metrics_while_running_and_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,8 +458,10 @@ fn events_and_metrics_while_running_and_across_restarts() {
 
     // Run 2 (a restart) runs until it is killed together with its wrapper.
     let w = Wrapped::start(&[], &state, &sh("while :; do sleep 0.05; done"));
-    let events = w.wait_json("/v1/events", "run 2", |v| v["job"]["run"] == 2);
-    assert_eq!(events["schema"], "gpulse.events/v1");
+    let events = w.wait_json(ALL_EVENTS, "run 2", |v| {
+        v["job"]["run"] == 2 && job_event(v, "job_started", 2).is_some()
+    });
+    assert_eq!(events["schema"], "gpulse.events/v2");
     assert_eq!(events["mode"], "embedded");
     let job = &events["job"];
     assert_eq!(job["running"], true);
@@ -440,12 +470,8 @@ fn events_and_metrics_while_running_and_across_restarts() {
     assert_eq!(job["runs_total"]["failure"], 1);
     assert_eq!(job["last_exit_code"], 3);
     assert_eq!(job["last_outcome"], "failure");
-    let kinds: Vec<(&str, u64)> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap(), e["run"].as_u64().unwrap()))
-        .collect();
+    let kinds = job_events(&events);
+    let kinds: Vec<(&str, u64)> = kinds.iter().map(|(k, r)| (k.as_str(), *r)).collect();
     assert_eq!(
         kinds,
         [("job_started", 1), ("job_finished", 1), ("job_started", 2)]
@@ -494,20 +520,29 @@ fn events_and_metrics_while_running_and_across_restarts() {
 
     // Run 3 finds run 2 unfinished and counts it as unknown.
     let mut w = Wrapped::start(&[], &state, &sh("while :; do sleep 0.05; done"));
-    let events = w.wait_json("/v1/events", "run 3", |v| v["job"]["run"] == 3);
+    let events = w.wait_json(ALL_EVENTS, "run 3", |v| {
+        v["job"]["run"] == 3 && job_event(v, "job_started", 3).is_some()
+    });
     let job = &events["job"];
     assert_eq!(job["restarts_total"], 2);
     assert_eq!(job["runs_total"]["unknown"], 1);
     assert_eq!(job["runs_total"]["failure"], 1);
-    let unknown = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "job_finished" && e["run"] == 2)
-        .unwrap()
-        .clone();
-    assert_eq!(unknown["outcome"], "unknown");
-    assert!(unknown["exit_code"].is_null());
+    let unknown = job_event(&events, "job_finished", 2).unwrap();
+    assert_eq!(unknown["gpulse.job.outcome"], "unknown");
+    assert!(unknown["gpulse.job.exit_code"].is_null());
+    // Each job event once in the log, though every wrapper read jobs.jsonl back.
+    let kinds = job_events(&events);
+    let kinds: Vec<(&str, u64)> = kinds.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("job_started", 1),
+            ("job_finished", 1),
+            ("job_started", 2),
+            ("job_finished", 2),
+            ("job_started", 3)
+        ]
+    );
     w.signal(Signal::TERM);
     assert_eq!(w.wait().code(), Some(143), "{}", w.stderr());
     let kinds: Vec<String> = state_events(dir.path())
@@ -542,17 +577,10 @@ fn wait_up_and_ready(w: &Wrapped, name: &str) {
         .unwrap()
         .clone();
     assert_eq!(probe["kind"], "http");
-    let events = w.wait_json("/v1/events", "job_ready", |v| {
-        !v["job"]["ready_at"].is_null()
+    let events = w.wait_json(ALL_EVENTS, "job_ready", |v| {
+        !v["job"]["ready_at"].is_null() && job_events(v).iter().any(|(k, _)| k == "job_ready")
     });
     assert!(events["job"]["ready_seconds"].as_f64().unwrap() >= 0.0);
-    assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "job_ready")
-    );
     assert!(w.get("/metrics").contains("gpulse_job_ready_seconds "));
 }
 
@@ -665,11 +693,11 @@ async fn without_wrap_there_is_no_job() {
     let mut config = gpulse::config::Config::default();
     config.agent.mode = gpulse::config::ModeSetting::Sidecar;
     let agent = crate::inproc::start(config, gpulse::app::GpuSource::Demo { gpus: 1 }, None).await;
-    let events = agent.get_json("/v1/events").await;
-    assert_eq!(events["schema"], "gpulse.events/v1");
+    let events = agent.get_json(ALL_EVENTS).await;
+    assert_eq!(events["schema"], "gpulse.events/v2");
     assert_eq!(events["mode"], "sidecar");
     assert!(events["job"].is_null(), "{events}");
-    assert_eq!(events["events"], serde_json::json!([]));
+    assert_eq!(job_events(&events), []);
     let snapshot = agent.get_json("/v1/snapshot").await;
     assert_eq!(snapshot["mode"], "sidecar");
     assert_eq!(snapshot["mode_setting"], "sidecar");
@@ -791,8 +819,10 @@ fn wrap_slow_server(dir: &Path, delay_s: u32) -> (serde_json::Value, Wrapped) {
         );
     }
     let truth = seconds_until_listening(port, spawned);
-    let events = w.wait_json("/v1/events", "job_ready", |v| {
-        !v["job"]["ready_at"].is_null()
+    let events = w.wait_json(ALL_EVENTS, "job_ready", |v| {
+        v["job"]["run"]
+            .as_u64()
+            .is_some_and(|run| job_event(v, "job_ready", run).is_some())
     });
     let probe = w.json("/v1/probes")["probes"][0].clone();
     assert_eq!(probe["state"], "up", "{probe}");
@@ -825,16 +855,10 @@ fn a_slow_starting_server_is_starting_not_down_and_its_restart_records_recovery(
     // The restart (a new wrapper on the same state directory, as a container restart):
     // starting again, and its time from the previous end to ready is its recovery time.
     let (events, mut w) = wrap_slow_server(dir.path(), 2);
-    let ready = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "job_ready" && e["run"] == 2)
-        .unwrap_or_else(|| panic!("{events}"))
-        .clone();
-    let recovery = ready["recovery_seconds"].as_f64().unwrap();
+    let ready = job_event(&events, "job_ready", 2).unwrap_or_else(|| panic!("{events}"));
+    let recovery = ready["gpulse.job.recovery_seconds"].as_f64().unwrap();
     assert!(
-        recovery >= ready["ready_seconds"].as_f64().unwrap() && recovery < 10.0,
+        recovery >= ready["gpulse.job.ready_seconds"].as_f64().unwrap() && recovery < 10.0,
         "{ready}"
     );
     w.signal(Signal::TERM);

@@ -10,7 +10,8 @@
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
 //! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
-//! * `GET /v1/events`: the wrapped job's runs and recent events (`gpulse.events/v1`).
+//! * `GET /v1/events[?since=SEQ][&limit=N]`: a page of the event log and the wrapped job's
+//!   summary (`gpulse.events/v2`; see [`events`]).
 //! * `GET /v1/score`: the provider-quality score per window (`gpulse.score/v1`).
 //! * `GET /v1/identity`, `/v1/report`, `/v1/reports`, `/v1/reports/SEQ`: the signing key and
 //!   signed, hash-chained score reports ([`report`]).
@@ -29,11 +30,13 @@
 //! ([`tls`]), HTTPS only.
 
 pub mod auth;
+pub mod events;
 pub mod reload;
 pub mod report;
 mod serve;
 pub mod tls;
 
+pub use events::EventFeed;
 pub use serve::{ServeOptions, bind, serve};
 
 use std::net::{IpAddr, SocketAddr};
@@ -52,7 +55,7 @@ use tower_http::timeout::TimeoutLayer;
 use self::auth::TokenSource;
 use self::reload::LoadError;
 use self::tls::TlsConfig;
-use super::json::{EventsV1, HealthV1, ProbesV1, ScoreV1, SnapshotV1};
+use super::json::{HealthV1, ProbesV1, ScoreV1, SnapshotV1};
 use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use crate::config::{ConfigError, HttpConfig};
 use crate::store::Store;
@@ -69,6 +72,8 @@ pub struct ApiState {
     pub ready_grace: std::time::Duration,
     /// The signed reports; `None` with `report.enabled = false` (their endpoints answer 404).
     pub reports: Option<Arc<dyn report::ReportService>>,
+    /// The event log /v1/events pages through; `None` serves an empty log.
+    pub events: Option<Arc<dyn EventFeed>>,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -199,7 +204,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/health", get(health))
         .route("/v1/probes", get(probes))
-        .route("/v1/events", get(events))
+        .route("/v1/events", get(events::events))
         .route("/v1/score", get(score))
         .route("/v1/identity", get(report::identity))
         .route("/v1/report", get(report::report))
@@ -297,7 +302,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
         "GPU and node health with reasons and Xids (JSON)",
     ),
     ("/v1/probes", "inference-server probes (JSON)"),
-    ("/v1/events", "the wrapped job's runs and events (JSON)"),
+    (
+        "/v1/events",
+        "the event log: health, Xids, outages, job runs (JSON; ?since=SEQ&limit=N)",
+    ),
     (
         "/v1/score",
         "provider-quality score, evidence and cost per window (JSON; ?window=5m|1h|24h|7d)",
@@ -419,11 +427,6 @@ async fn score(State(state): State<ApiState>, uri: axum::http::Uri) -> Response 
     }
 }
 
-async fn events(State(state): State<ApiState>) -> Response {
-    let snap = state.store.snapshot();
-    axum::Json(EventsV1::from_snapshot(&snap, &state.node)).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +526,7 @@ mod tests {
             score_enabled: true,
             ready_grace: Duration::from_secs(60),
             reports: None,
+            events: None,
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

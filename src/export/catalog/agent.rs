@@ -41,7 +41,7 @@ pub const FAMILIES: &[Family] = &[
         otel: "gpulse.export.failures",
         otel_const: &[],
         unit: "{push}",
-        help: "Pushes that failed per exporter and reason (refused, dns, tls, timeout, status, connection, other); their data is dropped, not queued.",
+        help: "Pushes that failed per exporter and reason (refused, dns, tls, timeout, status, connection, other); otlp's data is dropped, not queued; otlp_logs' events wait in the event log and are sent again.",
         kind: Kind::Counter,
         scope: Scope::Exporter,
         // `error.type` is OpenTelemetry's attribute for a failure's class.

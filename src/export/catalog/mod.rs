@@ -43,6 +43,7 @@ macro_rules! plain_family {
 
 pub mod agent;
 pub mod doc;
+pub mod events;
 pub mod gpu;
 pub mod health;
 pub mod host;
@@ -486,6 +487,7 @@ pub const DOMAINS: &[(&str, &[Family])] = &[
     ("Probes", probe::FAMILIES),
     ("Wrapped job", job::FAMILIES),
     ("Score", score::FAMILIES),
+    ("Events", events::FAMILIES),
 ];
 
 /// Every family, in `/metrics` order.

@@ -1,29 +1,139 @@
-//! `gpulse.events/v1` (`GET /v1/events`): the wrapped job's runs and recent events. A
-//! [`JobEventV1`] is also one line of the job state file, so it deserializes too.
+//! `gpulse.events/v2` (`GET /v1/events`): the wrapped job's summary and a page of the event
+//! log (`gpulse.event/v1` events, numbered by `seq`). A [`JobEventV1`] is one line of the job
+//! state file, so it deserializes too.
+//!
+//! v1 listed the job's own events in their own shape; v2 pages the unified log, where a job
+//! event is one kind among others (its fields are attributes). The `job` summary is unchanged.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::*;
-use crate::model::{JobEnd, JobEvent, JobExit, JobLog, JobOutcome, JobReady, JobStart, JobTotals};
+use crate::model::{
+    EventLogStatus, JobEnd, JobEvent, JobExit, JobLog, JobOutcome, JobReady, JobStart, JobTotals,
+};
 use crate::store::Snapshot;
 
-/// Schema id of [`EventsV1`].
-pub const EVENTS_SCHEMA_V1: &str = "gpulse.events/v1";
+/// Schema id of [`EventsV2`].
+pub const EVENTS_SCHEMA_V2: &str = "gpulse.events/v2";
 
-/// `/v1/events`: the wrapped job's summary and its recent events.
+/// `/v1/events`: the wrapped job's summary and a page of the event log.
 #[derive(Debug, Serialize)]
-pub struct EventsV1 {
+pub struct EventsV2 {
     pub schema: &'static str,
     pub agent_version: &'static str,
     pub node: String,
     pub mode: &'static str,
     /// Absent when gpulse supervises no job (not `gpulse wrap`).
     pub job: Option<JobSummaryV1>,
-    /// Oldest first, at most `wrap.max_events`; each has a `kind` (`job_started`, `job_ready`,
-    /// `job_finished`; other kinds may be added).
-    pub events: Vec<JobEventV1>,
+    /// Where the log stands.
+    pub log: EventLogV2,
+    /// The `since` asked for; absent for the newest page.
+    pub since: Option<u64>,
+    pub limit: usize,
+    /// Pass as `since` for the next page: the last `seq` served (else `since`, else the
+    /// newest `seq`).
+    pub next_since: u64,
+    /// More events follow this page.
+    pub more: bool,
+    /// Events after `since` left the log at its bound before this page.
+    pub gap: bool,
+    /// Oldest first, each a `gpulse.event/v1`.
+    pub events: Vec<Box<RawValue>>,
+}
+
+/// The log's bounds and counters.
+#[derive(Debug, Serialize)]
+pub struct EventLogV2 {
+    /// In the state store (survives restarts), else in memory.
+    pub persistent: bool,
+    /// Oldest and newest `seq` held (0 while empty).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub events: u64,
+    pub bytes: u64,
+    /// Since the agent started.
+    pub recorded_total: u64,
+    pub dropped_total: u64,
+    pub write_failures: u64,
+    /// The OTLP log export; absent when it is off.
+    pub outbox: Option<OutboxV2>,
+}
+
+/// The OTLP log export's progress through the log.
+#[derive(Debug, Serialize)]
+pub struct OutboxV2 {
+    /// Every event up to this `seq` was acknowledged by the collector.
+    pub acknowledged_seq: u64,
+    /// Events held that are not acknowledged yet.
+    pub pending: u64,
+    pub last_success: Option<String>,
+}
+
+/// A page read from the log: `(seq, the stored event)`, oldest first.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    pub events: Vec<(u64, Box<RawValue>)>,
+    /// More events follow.
+    pub more: bool,
+}
+
+impl From<&EventLogStatus> for EventLogV2 {
+    fn from(s: &EventLogStatus) -> Self {
+        Self {
+            persistent: s.persistent,
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+            events: s.events,
+            bytes: s.bytes,
+            recorded_total: s.recorded_total,
+            dropped_total: s.dropped_total,
+            write_failures: s.write_failures,
+            outbox: s.outbox.then(|| OutboxV2 {
+                acknowledged_seq: s.acked_seq,
+                pending: s.pending(),
+                last_success: s.last_export_success.map(rfc3339),
+            }),
+        }
+    }
+}
+
+impl EventsV2 {
+    /// The answer for a page read with `since` (`None`: the newest events) and `limit`.
+    pub fn new(
+        snap: &Snapshot,
+        node: &str,
+        since: Option<u64>,
+        limit: usize,
+        page: EventPage,
+    ) -> Self {
+        let status = snap.events.unwrap_or_default();
+        let last_served = page.events.last().map(|(seq, _)| *seq);
+        let first_served = page.events.first().map(|(seq, _)| *seq);
+        let gap = match since {
+            Some(since) => {
+                let first = first_served.unwrap_or(status.first_seq);
+                status.events > 0 && first > since.saturating_add(1)
+            }
+            None => false,
+        };
+        Self {
+            schema: EVENTS_SCHEMA_V2,
+            agent_version: env!("CARGO_PKG_VERSION"),
+            node: node.to_owned(),
+            mode: snap.mode.mode.as_str(),
+            job: snap.job.as_deref().map(JobSummaryV1::from),
+            log: EventLogV2::from(&status),
+            since,
+            limit,
+            next_since: last_served.or(since).unwrap_or(status.last_seq),
+            more: page.more,
+            gap,
+            events: page.events.into_iter().map(|(_, e)| e).collect(),
+        }
+    }
 }
 
 /// The wrapped job now: the run in progress (or the last one) and totals across restarts.
@@ -216,24 +326,6 @@ impl JobEventV1 {
                 killed_after_grace: *killed_after_grace,
             }),
         })
-    }
-}
-
-impl EventsV1 {
-    pub fn from_snapshot(snap: &Snapshot, node: &str) -> Self {
-        Self {
-            schema: EVENTS_SCHEMA_V1,
-            agent_version: env!("CARGO_PKG_VERSION"),
-            node: node.to_owned(),
-            mode: snap.mode.mode.as_str(),
-            job: snap.job.as_deref().map(JobSummaryV1::from),
-            events: snap
-                .job
-                .iter()
-                .flat_map(|j| j.recent.iter())
-                .map(JobEventV1::from)
-                .collect(),
-        }
     }
 }
 

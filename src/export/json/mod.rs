@@ -9,13 +9,16 @@
 //! * `score`: `gpulse.score/v1` (`/v1/score`).
 //! * `report`: `gpulse.report/v1` (a signed score report), `gpulse.reports/v1` (the chain's
 //!   index) and `gpulse.identity/v1` (the signing key and the hardware it reports on).
-//! * `events`: `gpulse.events/v1` (`/v1/events`); its [`JobEventV1`]s are also the lines of
-//!   the job state file (`crate::evidence::journal`), so that type reads back as well.
+//! * `event`: `gpulse.event/v1`, one event of the event log (stored, served, exported).
+//! * `events`: `gpulse.events/v2` (`/v1/events`): the job summary and a page of the event
+//!   log; its [`JobEventV1`]s are the lines of the job state file
+//!   (`crate::evidence::journal`), so that type reads back as well.
 //! * `bench`: `gpulse.bench/v1` (`gpulse bench --json`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod bench;
+mod event;
 mod events;
 mod health;
 mod probes;
@@ -24,6 +27,7 @@ mod score;
 mod snapshot;
 
 pub use bench::*;
+pub use event::*;
 pub use events::*;
 pub use health::*;
 pub use probes::*;

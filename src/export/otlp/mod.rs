@@ -49,6 +49,7 @@ use instruments::Source;
 mod failure;
 mod http;
 mod instruments;
+pub mod logs;
 
 // The push settings moved to `config::otlp`; re-exported so callers keep their paths.
 pub use crate::config::{OtlpProtocol, OtlpSettings};
@@ -77,7 +78,7 @@ impl std::fmt::Debug for OtlpPush {
 /// Why the push could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the OTLP exporter: {0}")]
-pub struct OtlpStartError(String);
+pub struct OtlpStartError(pub(crate) String);
 
 impl OtlpPush {
     /// Builds the exporter and registers the instruments. Must run inside a tokio runtime
@@ -159,59 +160,83 @@ fn grpc_tls(
     Ok(config.ca_certificate(Certificate::from_pem(pem)))
 }
 
+/// The gRPC settings (endpoint, deadline, headers as metadata, gzip, TLS) on any signal's
+/// exporter builder, so metrics and logs travel alike.
+fn with_grpc<B: WithTonicConfig + WithExportConfig>(
+    builder: B,
+    settings: &OtlpSettings,
+    endpoint: &str,
+) -> Result<B, OtlpStartError> {
+    let mut headers = axum::http::HeaderMap::new();
+    for (k, v) in &settings.headers {
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| OtlpStartError(format!("header name {k:?}: {e}")))?;
+        let value = axum::http::HeaderValue::from_str(v)
+            .map_err(|e| OtlpStartError(format!("header {k:?}: {e}")))?;
+        headers.insert(name, value);
+    }
+    let mut builder = builder
+        .with_endpoint(endpoint.to_owned())
+        .with_timeout(settings.timeout)
+        .with_metadata(
+            opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
+        );
+    if settings.gzip {
+        builder = builder.with_compression(Compression::Gzip);
+    }
+    if endpoint.starts_with("https://") {
+        builder = builder.with_tls_config(grpc_tls(&settings.ca_file)?);
+    }
+    Ok(builder)
+}
+
+/// The HTTP/protobuf settings (the bounded client, endpoint, deadline, headers, gzip) on any
+/// signal's exporter builder.
+fn with_http<B: WithHttpConfig + WithExportConfig>(
+    builder: B,
+    settings: &OtlpSettings,
+    endpoint: &str,
+    verdict: &Verdict,
+) -> Result<B, OtlpStartError> {
+    let client = http::BoundedHttpClient::new(settings.timeout, &settings.ca_file, verdict.clone())
+        .map_err(OtlpStartError)?;
+    let mut builder = builder
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(endpoint.to_owned())
+        .with_timeout(settings.timeout)
+        .with_headers(
+            settings
+                .headers
+                .clone()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+        );
+    if settings.gzip {
+        builder = builder.with_compression(Compression::Gzip);
+    }
+    Ok(builder)
+}
+
 fn build_exporter(
     settings: &OtlpSettings,
     verdict: &Verdict,
 ) -> Result<MetricExporter, OtlpStartError> {
+    let endpoint = settings.endpoint.as_str();
     let built = match settings.protocol {
         OtlpProtocol::Grpc => {
-            let mut headers = axum::http::HeaderMap::new();
-            for (k, v) in &settings.headers {
-                let name = axum::http::HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| OtlpStartError(format!("header name {k:?}: {e}")))?;
-                let value = axum::http::HeaderValue::from_str(v)
-                    .map_err(|e| OtlpStartError(format!("header {k:?}: {e}")))?;
-                headers.insert(name, value);
-            }
-            let mut builder = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(settings.timeout)
-                .with_metadata(
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
-                )
-                .with_temporality(settings.temporality);
-            if settings.gzip {
-                builder = builder.with_compression(Compression::Gzip);
-            }
-            if settings.endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(grpc_tls(&settings.ca_file)?);
-            }
-            builder.build()
+            with_grpc(MetricExporter::builder().with_tonic(), settings, endpoint)?
+                .with_temporality(settings.temporality)
+                .build()
         }
-        OtlpProtocol::HttpProtobuf => {
-            let client =
-                http::BoundedHttpClient::new(settings.timeout, &settings.ca_file, verdict.clone())
-                    .map_err(OtlpStartError)?;
-            let mut builder = MetricExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_protocol(Protocol::HttpBinary)
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(settings.timeout)
-                .with_headers(
-                    settings
-                        .headers
-                        .clone()
-                        .into_iter()
-                        .collect::<HashMap<_, _>>(),
-                )
-                .with_temporality(settings.temporality);
-            if settings.gzip {
-                builder = builder.with_compression(Compression::Gzip);
-            }
-            builder.build()
-        }
+        OtlpProtocol::HttpProtobuf => with_http(
+            MetricExporter::builder().with_http(),
+            settings,
+            endpoint,
+            verdict,
+        )?
+        .with_temporality(settings.temporality)
+        .build(),
     };
     built.map_err(|e| OtlpStartError(e.to_string()))
 }
@@ -296,25 +321,29 @@ impl PushMetricExporter for CountingExporter {
 }
 
 impl CountingExporter {
-    /// Why `error` happened: the HTTP client's verdict when it left one (typed, with the
-    /// answer's status and body), else the SDK's text (gRPC, the deadline).
     fn failure(&self, error: &OTelSdkError) -> ExportFailure {
-        let (reason, cause) = match (error, self.verdict.take()) {
-            (OTelSdkError::Timeout(limit), _) => (
-                FailureReason::Timeout,
-                format!("no complete answer within {limit:?}"),
-            ),
-            (_, Some(verdict)) => verdict,
-            (error, None) => {
-                let text = error.to_string();
-                (failure::classify_text(&text), text)
-            }
-        };
-        ExportFailure {
-            reason,
-            endpoint: self.endpoint.clone(),
-            cause,
+        failure_of(error, &self.verdict, &self.endpoint)
+    }
+}
+
+/// Why `error` happened: the HTTP client's verdict when it left one (typed, with the answer's
+/// status and body), else the SDK's text (gRPC, the deadline).
+fn failure_of(error: &OTelSdkError, verdict: &Verdict, endpoint: &str) -> ExportFailure {
+    let (reason, cause) = match (error, verdict.take()) {
+        (OTelSdkError::Timeout(limit), _) => (
+            FailureReason::Timeout,
+            format!("no complete answer within {limit:?}"),
+        ),
+        (_, Some(verdict)) => verdict,
+        (error, None) => {
+            let text = error.to_string();
+            (failure::classify_text(&text), text)
         }
+    };
+    ExportFailure {
+        reason,
+        endpoint: endpoint.to_owned(),
+        cause,
     }
 }
 
