@@ -84,7 +84,7 @@ pub fn histogram_quantile(h: &ServerHistogram, q: f64) -> Option<f64> {
     h.quantile(q)
 }
 
-/// Every family [`lift`] reads; the parser stores nothing else.
+/// Every prefixed family [`lift`] reads (and [`UNPREFIXED`]); the parser stores nothing else.
 pub const FAMILIES: &[&str] = &[
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
@@ -145,21 +145,10 @@ pub const FAMILIES: &[&str] = &[
     "model_infer_request_failure_total",
     "model_infer_request_duration",
     "rest_server_requests_in_progress",
-    // Unprefixed: NVIDIA NIM for LLMs (vLLM's names without `vllm:`) and `trtllm-serve` 1.x
-    // (with an `engine_type` label).
-    "num_requests_running",
-    "num_requests_waiting",
-    "gpu_cache_usage_perc",
-    "prompt_tokens_total",
-    "generation_tokens_total",
-    "request_success_total",
-    "request_finish_total",
-    "time_to_first_token_seconds",
-    "time_per_output_token_seconds",
-    "e2e_request_latency_seconds",
 ];
 
-/// The unprefixed families (NIM, `trtllm-serve` 1.x).
+/// The unprefixed families [`lift`] reads too: NVIDIA NIM for LLMs (vLLM's names without
+/// `vllm:`) and `trtllm-serve` 1.x (with an `engine_type` label).
 const UNPREFIXED: &[&str] = &[
     "num_requests_running",
     "num_requests_waiting",
@@ -176,7 +165,10 @@ const UNPREFIXED: &[&str] = &[
 /// The parser's filter: a family in [`FAMILIES`], or one of its samples. `_total` is allowed
 /// after names that lack it (TGI, Triton) in case an OpenMetrics exporter adds it.
 fn keep(name: &str) -> bool {
-    FAMILIES.iter().any(|family| keep_one(family, name))
+    FAMILIES
+        .iter()
+        .chain(UNPREFIXED)
+        .any(|family| keep_one(family, name))
 }
 
 /// Whether `name` is `family` or one of its samples.
