@@ -67,9 +67,14 @@ enum Command {
     /// Sample the GPUs and the host once, evaluate health, print it and exit: 0 healthy,
     /// 1 degraded (or no GPU), 3 unhealthy, 2 usage or config error.
     Scan {
-        /// Print `gpulse.health/v1` JSON instead of a table.
-        #[arg(long)]
+        /// Print `gpulse.health/v1` JSON instead of a table (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Output and exit codes: `table` (default), `json`, `npd` (node-problem-detector's
+        /// custom plugin: exit 0 OK, 1 problem, 2 unknown; one line of at most 80 bytes) or
+        /// `nagios` (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; with perfdata).
+        #[arg(long, value_enum, default_value_t = ScanFormat::Table)]
+        format: ScanFormat,
         /// Exit 0 when no GPU can be read (no NVML, no driver) instead of 1.
         #[arg(long)]
         allow_no_gpu: bool,
@@ -178,9 +183,14 @@ pub fn main() -> ExitCode {
         Some(Command::Demo { gpus, run: args }) => run(args, GpuSource::Demo { gpus }),
         Some(Command::Scan {
             json,
+            format,
             allow_no_gpu,
             run: args,
-        }) => scan(&args, json, allow_no_gpu),
+        }) => scan(
+            &args,
+            if json { ScanFormat::Json } else { format },
+            allow_no_gpu,
+        ),
         Some(Command::Wrap {
             run: args,
             no_auto_probe,
@@ -225,13 +235,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn scan(args: &RunArgs, json: bool, allow_no_gpu: bool) -> ExitCode {
+/// `gpulse scan --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScanFormat {
+    Table,
+    Json,
+    Npd,
+    Nagios,
+}
+
+fn scan(args: &RunArgs, format: ScanFormat, allow_no_gpu: bool) -> ExitCode {
     let parts = match args.load() {
         Ok(parts) => parts,
         Err(error) => return usage_error(&error),
     };
     let config = &parts.config;
     let report = scan::scan(config, &parts.policy);
+    // Other schedulers' protocols bring their own exit codes.
+    let protocol = match format {
+        ScanFormat::Npd => Some(scan::render_npd(&report, allow_no_gpu)),
+        ScanFormat::Nagios => Some(scan::render_nagios(&report, allow_no_gpu)),
+        ScanFormat::Table | ScanFormat::Json => None,
+    };
+    if let Some((text, code)) = protocol {
+        return if out(&text) {
+            ExitCode::from(code)
+        } else {
+            ExitCode::from(exit::FAILURE)
+        };
+    }
+    let json = format == ScanFormat::Json;
     let printed = if json {
         let dto = crate::export::json::HealthV1::from_parts(
             &report.health,

@@ -137,3 +137,46 @@ fn a_bad_override_exits_2_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("health.xid_overrides"), "{err}");
 }
+
+/// `--format npd` (node-problem-detector's custom plugin: 0 OK, 1 problem, 2 unknown, one line
+/// of at most 80 bytes) and `--format nagios` (0 OK, 2 CRITICAL, 3 UNKNOWN, perfdata) on the
+/// fake NVML.
+#[test]
+fn npd_and_nagios_formats_follow_their_protocols() {
+    let healthy = FakeNvml::new("gpus=2\n");
+    let out = scan(Some(&healthy), &["--format", "npd"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "2 GPUs healthy\n")
+    );
+    let broken = FakeNvml::new("gpus=2\ngpu1.ecc_uncorrected_volatile=2\n");
+    let out = scan(Some(&broken), &["--format", "npd"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.trim_end().len() <= 80, "{text}");
+    assert!(
+        text.starts_with("GPU 1 unhealthy: uncorrectable_ecc"),
+        "{text}"
+    );
+    assert_eq!(scan(None, &["--format", "npd"]).status.code(), Some(2));
+
+    let out = scan(Some(&broken), &["--format", "nagios"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.starts_with("GPULSE CRITICAL - GPU 1 unhealthy"),
+        "{text}"
+    );
+    assert!(text.contains("| gpus=2;;;0 healthy=1;;;0"), "{text}");
+    let out = scan(None, &["--format", "nagios"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("GPULSE UNKNOWN - no GPU"));
+    // `--json` and `--format` cannot both be given: a usage error.
+    assert_eq!(
+        scan(Some(&healthy), &["--json", "--format", "npd"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
