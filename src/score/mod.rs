@@ -255,6 +255,18 @@ pub struct WindowScore {
     pub latency: LatencySummary,
     /// `None` without a price.
     pub cost: Option<Cost>,
+    /// Incidents and recoveries in the window, as numbers (R's inputs).
+    pub recovery: RecoveryFigures,
+}
+
+/// A window's incidents (outages begun, job runs that failed) and recoveries (outages ended,
+/// restarts ready again), with their summed and longest time to recover in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RecoveryFigures {
+    pub incidents: f64,
+    pub recoveries: f64,
+    pub recovery_seconds_sum: f64,
+    pub recovery_seconds_max: f64,
 }
 
 /// One claim of `[score.expect]` against what NVML sees.
@@ -351,6 +363,7 @@ pub fn evaluate(
         reweighted,
         latency: latency.summary,
         cost: cost::cost(evidence, config, latency.attainment),
+        recovery: recovery::figures(evidence),
     }
 }
 

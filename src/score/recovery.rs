@@ -12,7 +12,7 @@
 //! window's end counts as an incident, but has no recovery time yet, so MTTR covers only the
 //! recoveries that completed (the open one already costs availability).
 
-use super::{Part, Reach, Tally, Unmeasured, amount, num, per_day, unit};
+use super::{Part, Reach, RecoveryFigures, Tally, Unmeasured, amount, num, per_day, unit};
 use crate::config::ScoreConfig;
 use crate::model::{Evidence, JobOutcome};
 
@@ -20,7 +20,9 @@ use crate::model::{Evidence, JobOutcome};
 const FLAPPING_PER_DAY: f64 = 3.0;
 const OFFLINE_PER_DAY: f64 = 10.0;
 
-pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) -> Part {
+/// The window's incidents and recoveries as numbers (what R is computed from, and what the
+/// catalog exports).
+pub(super) fn figures(evidence: &Evidence) -> RecoveryFigures {
     let probes = &evidence.sum.probes;
     let job = &evidence.sum.job;
     let failed_runs: f64 = JobOutcome::ALL
@@ -45,6 +47,21 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
         .iter()
         .map(|p| amount(p.recovery_seconds_max))
         .fold(amount(job.recovery_seconds_max), f64::max);
+    RecoveryFigures {
+        incidents,
+        recoveries,
+        recovery_seconds_sum: recovery_seconds,
+        recovery_seconds_max: longest,
+    }
+}
+
+pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) -> Part {
+    let RecoveryFigures {
+        incidents,
+        recoveries,
+        recovery_seconds_sum: recovery_seconds,
+        recovery_seconds_max: longest,
+    } = figures(evidence);
     let mttr = (recoveries > 0.0).then(|| recovery_seconds / recoveries);
     let observed = evidence.sum.observed_seconds as f64;
     let incidents_per_day = per_day(incidents, observed);

@@ -20,19 +20,6 @@ fn windows<'a>(c: &Ctx<'a>, mut f: impl FnMut(&'a ScoreState, &'a WindowScore)) 
     }
 }
 
-/// The recovery figures of a window from its recovery component's details.
-fn recovery_detail(w: &WindowScore, key: &str) -> Option<f64> {
-    w.components
-        .iter()
-        .find(|c| c.component == Component::Recovery)?
-        .detail
-        .iter()
-        .find(|(k, _)| *k == key)?
-        .1
-        .parse()
-        .ok()
-}
-
 fn window_value<'a>(c: &Ctx<'a>, s: &mut Series<'a>, value: fn(&WindowScore) -> Option<f64>) {
     windows(c, |_, w| s.node([Val::Str(w.window.as_str())], value(w)));
 }
@@ -141,7 +128,7 @@ pub const FAMILIES: &[Family] = &[
             "{incident}",
             "Outages and failed runs of the wrapped job in the window.",
             Kind::Gauge,
-            |c, s| window_value(c, s, |w| recovery_detail(w, "incidents")),
+            |c, s| window_value(c, s, |w| Some(w.recovery.incidents)),
         )
     },
     Family {
@@ -152,7 +139,7 @@ pub const FAMILIES: &[Family] = &[
             "{recovery}",
             "Outages that ended and restarts that became ready again in the window.",
             Kind::Gauge,
-            |c, s| window_value(c, s, |w| recovery_detail(w, "recoveries")),
+            |c, s| window_value(c, s, |w| Some(w.recovery.recoveries)),
         )
     },
     Family {
@@ -166,8 +153,8 @@ pub const FAMILIES: &[Family] = &[
             |c, s| {
                 windows(c, |_, w| {
                     let window = Val::Str(w.window.as_str());
-                    let sum = recovery_detail(w, "recovery_seconds_sum");
-                    let max = recovery_detail(w, "max_recovery_seconds");
+                    let sum = Some(w.recovery.recovery_seconds_sum);
+                    let max = Some(w.recovery.recovery_seconds_max);
                     s.node([window, Val::Str("sum")], sum);
                     s.node([window, Val::Str("max")], max);
                 });
