@@ -288,3 +288,18 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+/// Runs the `#[ignore]`d test `name` of this test binary as a child process with `var` set to
+/// `dir`, kills it with SIGKILL after `after`, and reaps it: the kill -9 loops' writer.
+pub fn kill_test_child_after(name: &str, var: &str, dir: &std::path::Path, after: Duration) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture"])
+        .env(var, dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}

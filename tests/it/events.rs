@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -564,21 +563,12 @@ fn kill_9_during_appends_leaves_a_readable_log() {
     };
     let mut last_seen = 0;
     for round in 0..15u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "events::event_log_writer_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200 + (round * 37) % 60));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        crate::agent::kill_test_child_after(
+            "events::event_log_writer_child",
+            CHILD_DIR,
+            dir.path(),
+            Duration::from_millis(200 + (round * 37) % 60),
+        );
         let db = gpulse::evidence::state::StateDb::open(dir.path()).unwrap();
         let log = EventLog::open(Some(db), limits, "parent", true, None).unwrap();
         let s = log.status();

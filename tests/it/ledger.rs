@@ -3,7 +3,6 @@
 //! an unusable `agent.state_dir` degrades to memory with one warning and a self-metric.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gpulse::evidence::ledger::{Ledger, disk};
@@ -91,23 +90,14 @@ fn kill_9_during_writes_never_corrupts_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = 0usize;
     for round in 0..20u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "ledger::ledger_writer_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         // Kill at a different point of the write loop each round (5..60 ms in), after the
         // child had time to open the file.
-        std::thread::sleep(Duration::from_millis(150 + (round * 37) % 55));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        crate::agent::kill_test_child_after(
+            "ledger::ledger_writer_child",
+            CHILD_DIR,
+            dir.path(),
+            Duration::from_millis(150 + (round * 37) % 55),
+        );
         let minutes = committed_minutes(dir.path());
         assert!(
             minutes.len() >= seen,
