@@ -23,7 +23,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, DEMO_GPUS, GpuSource, Parts};
@@ -171,6 +171,12 @@ impl RunArgs {
             std::env::var(name).ok()
         })
     }
+}
+
+/// The whole command line as clap describes it: what the man pages and shell completions in
+/// `packaging/` are generated from (tests/it/manpages.rs keeps them in step).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Entry point of the binary.

@@ -11,6 +11,10 @@ mod api;
 mod bench;
 // The binary's command line and config errors.
 mod cli;
+// The man pages and shell completions the .deb ships, generated from the CLI.
+mod manpages;
+// What is built to install gpulse: the image's Dockerfile and build context, the .deb's assets.
+mod packaging;
 // Hostile start-ups: environment bytes, a dead stderr, edge values, a fuzzed config loader.
 mod faults_config;
 // HTTPS and bearer tokens: serving, refusing, reloading on file change and SIGHUP.
