@@ -26,6 +26,7 @@ use crate::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
 use crate::health;
 use crate::mode::{self, ModeInfo};
 use crate::model::CollectorStatus;
+use crate::notify;
 use crate::store::Store;
 
 /// Where GPU samples come from.
@@ -67,10 +68,23 @@ impl Parts {
     ) -> Result<Self, ConfigError> {
         let Loaded {
             mut config,
-            origins,
+            mut origins,
         } = Config::load(file, overrides)?;
         // Read once here, so the resource, /metrics and /v1/snapshot agree for the whole run.
         config.agent.identity = crate::identity::Identity::from_env(&env);
+        // systemd's StateDirectory= (the shipped unit) is where state goes unless
+        // agent.state_dir (file, GPULSE_AGENT_STATE_DIR) names a directory itself.
+        if config.agent.state_dir.is_empty()
+            && let Some(dir) = env(STATE_DIRECTORY)
+                .as_deref()
+                .and_then(first_state_directory)
+        {
+            config.agent.state_dir = dir;
+            origins.set(
+                "agent.state_dir",
+                format!("{STATE_DIRECTORY} (environment)"),
+            );
+        }
         let place = |error| origins.place(error);
         // `Config::load` refused unknown level words; this is tracing's own syntax check.
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
@@ -92,6 +106,17 @@ impl Parts {
             policy,
         })
     }
+}
+
+/// The variable systemd sets to the unit's `StateDirectory=` paths, `:`-separated.
+pub const STATE_DIRECTORY: &str = "STATE_DIRECTORY";
+
+/// The first path of a `$STATE_DIRECTORY` value; `None` when it names none.
+fn first_state_directory(value: &str) -> Option<String> {
+    value
+        .split(':')
+        .find(|path| !path.is_empty())
+        .map(str::to_owned)
 }
 
 /// An error that stops the agent (not a collector failure, which is only data).
@@ -380,12 +405,21 @@ pub async fn run_with(
     let app = api::router(state, &config.http, &credentials);
     let options = ServeOptions::new(&config.http, &credentials);
     let mut server_stop = stop_rx.clone();
+    let local = listener.local_addr().ok();
     let server = tokio::spawn(api::serve(listener, app, options, async move {
         let _ = server_stop.wait_for(|stop| *stop).await;
     }));
+    // Under systemd (Type=notify): the listener is bound, so a client is served from now on.
+    notify::ready(local);
+    tasks.spawn(notify::watchdog(
+        Arc::clone(&store),
+        notify::loops(&config),
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("Shutting down.");
+    notify::stopping();
     let _ = stop_tx.send(true);
     let grace = config.agent.shutdown_grace_period.0;
     let drained = tokio::time::timeout(grace, async {

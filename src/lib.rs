@@ -18,6 +18,7 @@
 //! * `identity`: who runs this node, from the environment (the Akash lease), read once at load.
 //! * `mode`: where gpulse runs (embedded, sidecar, host) and what it then cannot measure.
 //! * `model`: plain sample types with typed label values (no I/O, no serde, no clock).
+//! * `notify`: systemd's `Type=notify` protocol: ready, stopping, the watchdog fed by the collector loops.
 //! * `score`: the provider-quality score and cost per inference, pure functions of the ledger.
 //! * `store`: the latest immutable snapshot, bounded windows, the Xid, probe and job logs.
 //!
@@ -34,5 +35,6 @@ pub mod health;
 pub mod identity;
 pub mod mode;
 pub mod model;
+pub mod notify;
 pub mod score;
 pub mod store;

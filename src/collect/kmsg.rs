@@ -13,7 +13,8 @@
 //! counts an Xid twice. A regular file is followed like `tail -f` from its end, which is how
 //! tests feed it. The file is opened non-blocking, so the thread notices shutdown within
 //! [`POLL`]. A path that cannot be opened (a sidecar usually cannot read `/dev/kmsg`) is one
-//! info log line and no thread.
+//! info log line and no thread; in host mode, where the kernel log is expected, it is one
+//! warning naming the cause and the fix ([`unreadable`]).
 //!
 //! The PCI bus id of a line is mapped to a GPU through the latest GPU sample's identities.
 
@@ -24,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::mode::Mode;
 use crate::model::{XidEvent, XidSource};
 use crate::store::Store;
 
@@ -213,6 +215,14 @@ pub fn start(path: &str, store: Arc<Store>, stop: watch::Receiver<bool>) -> bool
     }
     let file = match open(path) {
         Ok(file) => file,
+        // On the host the kernel log is expected: losing it loses Xids, so it is a warning
+        // with the fix. A container usually cannot read it, which /v1/snapshot already shows.
+        Err(error) if store.snapshot().mode.mode == Mode::Host => {
+            let (cause, fix) = unreadable(&error);
+            tracing::warn!(path, error = %error, cause, fix,
+                "Kernel log not readable in host mode: Xids come from NVML events only, which miss some (79, 119, 120); /v1/snapshot lists xid_kernel_log under cannot_measure.");
+            return false;
+        }
         Err(error) => {
             tracing::info!(path, error = %error, "Kernel log not readable; Xids come from NVML only.");
             return false;
@@ -231,6 +241,31 @@ pub fn start(path: &str, store: Arc<Store>, stop: watch::Receiver<bool>) -> bool
             tracing::info!(path, error = %error, "Cannot start the kernel log reader.");
             false
         }
+    }
+}
+
+/// Why the kernel log could not be opened (`error`), and what fixes it: for the host-mode
+/// warning, which must say more than "permission denied".
+pub fn unreadable(error: &std::io::Error) -> (&'static str, &'static str) {
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    match (error.raw_os_error(), error.kind()) {
+        (Some(EPERM), _) => (
+            "not permitted: with kernel.dmesg_restrict=1 (the Debian and Ubuntu default) reading the kernel log needs CAP_SYSLOG; a device cgroup (DevicePolicy=) can also deny it",
+            "run gpulse as root or give it CAP_SYSLOG: the shipped systemd unit has AmbientCapabilities=CAP_SYSLOG with CapabilityBoundingSet=CAP_SYSLOG and DeviceAllow=/dev/kmsg r; by hand, setcap cap_syslog+ep on the binary; in Kubernetes add CAP_SYSLOG to securityContext.capabilities and mount /dev/kmsg",
+        ),
+        (Some(EACCES), _) => (
+            "access denied: the file's permissions, or ProtectKernelLogs=yes in a systemd unit, hide it",
+            "drop ProtectKernelLogs= from the unit (it also removes CAP_SYSLOG), or make health.kmsg_path readable by gpulse's user",
+        ),
+        (_, std::io::ErrorKind::NotFound) => (
+            "no such file: a container sees the host's /dev/kmsg only when it is mounted in",
+            "mount /dev/kmsg into the container (a hostPath volume) with CAP_SYSLOG, or point health.kmsg_path at the kernel log",
+        ),
+        _ => (
+            "the kernel log cannot be opened",
+            "check health.kmsg_path, or set it to \"\" to turn kernel log capture off",
+        ),
     }
 }
 
@@ -319,6 +354,20 @@ mod tests {
         ] {
             assert_eq!(parse_xid_line(line), None, "{line}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_kernel_log_names_its_cause_and_fix() {
+        let eperm = std::io::Error::from_raw_os_error(1);
+        let (cause, fix) = unreadable(&eperm);
+        assert!(cause.contains("dmesg_restrict") && cause.contains("CAP_SYSLOG"));
+        assert!(fix.contains("AmbientCapabilities=CAP_SYSLOG") && fix.contains("setcap"));
+        let (cause, fix) = unreadable(&std::io::Error::from_raw_os_error(13));
+        assert!(cause.contains("ProtectKernelLogs") && fix.contains("ProtectKernelLogs"));
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(unreadable(&missing).1.contains("mount /dev/kmsg"));
+        let other = std::io::Error::other("odd");
+        assert!(unreadable(&other).1.contains("health.kmsg_path"));
     }
 
     #[test]

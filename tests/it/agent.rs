@@ -126,7 +126,7 @@ pub struct Agent {
 
 impl Agent {
     /// Spawns `gpulse <args> --listen 127.0.0.1:PORT` with `env` added (inherited `GPULSE_*`
-    /// config variables are removed so the caller's environment cannot change the test) and
+    /// config variables and systemd's are removed so the caller's environment cannot change the test) and
     /// waits up to [`READY_TIMEOUT`] for `/readyz` to answer 200.
     pub fn start<A, E, K, V>(args: A, env: E) -> Agent
     where
@@ -181,6 +181,16 @@ impl Agent {
             if name.to_string_lossy().starts_with("GPULSE_") {
                 command.env_remove(name);
             }
+        }
+        // Nor a systemd service manager's (a test run inside a unit): notify socket, watchdog,
+        // state directory.
+        for name in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "STATE_DIRECTORY",
+        ] {
+            command.env_remove(name);
         }
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command

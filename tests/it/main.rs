@@ -57,6 +57,10 @@ mod skip;
 mod probe;
 // Synthetic inference requests: streaming per kind, hostile generations, https, tokens.
 mod inference;
+// The systemd unit: systemd-analyze verify and security, its privileges, the sysusers snippet.
+mod systemd_unit;
+// Under systemd: READY/WATCHDOG/STOPPING on a fake notify socket, $STATE_DIRECTORY, the kmsg warning.
+mod systemd_run;
 // Xid capture: NVML events, the kernel log, return codes; de-duplication.
 mod xid;
 // `gpulse wrap -- CMD`: exit codes, signal forwarding, job events across restarts, auto probe.
