@@ -143,10 +143,16 @@ impl Walk<'_> {
                     self.labels(param);
                 }
                 let input = self.labels(&agg.expr);
+                // topk and bottomk select series: they keep every label, `by` or not.
+                let selects = matches!(agg.op.to_string().as_str(), "topk" | "bottomk");
                 match &agg.modifier {
                     Some(LabelModifier::Include(by)) => {
                         self.need(&format!("{} by", agg.op), &by.labels, &input);
-                        by.labels.iter().cloned().collect()
+                        if selects {
+                            input
+                        } else {
+                            by.labels.iter().cloned().collect()
+                        }
                     }
                     Some(LabelModifier::Exclude(without)) => {
                         self.need(&format!("{} without", agg.op), &without.labels, &input);
@@ -155,7 +161,7 @@ impl Walk<'_> {
                             .filter(|l| !without.labels.contains(l))
                             .collect()
                     }
-                    None if matches!(agg.op.to_string().as_str(), "topk" | "bottomk") => input,
+                    None if selects => input,
                     None => BTreeSet::new(),
                 }
             }
@@ -340,6 +346,11 @@ fn the_checker_infers_labels_and_catches_unknown_names() {
         set(&["probe"])
     );
     assert_eq!(ok("absent(up{job=\"gpulse\"})"), set(&["job"]));
+    assert_eq!(
+        ok("topk by (job) (1, up)"),
+        set(&["instance", "job"]),
+        "topk keeps the labels of the series it picks"
+    );
     assert_eq!(
         ok("provider:gpulse_score_evidence_good:ratio{window=\"7d\"}"),
         set(&["provider", "component", "window"])
