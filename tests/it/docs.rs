@@ -110,7 +110,7 @@ fn without_code_blocks(text: &str) -> Vec<&str> {
 
 /// Every anchor a Markdown file defines: its headings' slugs (a repeated heading gets `-1`,
 /// `-2`, ... as on GitHub).
-fn anchors(text: &str) -> Vec<String> {
+pub(crate) fn anchors(text: &str) -> Vec<String> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     without_code_blocks(text)
         .into_iter()

@@ -83,3 +83,9 @@ mod real_servers;
 mod prometheus_e2e;
 // The fleet recording rules: promtool check and unit tests, the families they read, docs/fleet.md.
 mod score_rules;
+// The alerting rules: promtool check and unit tests (a firing and a quiet case per alert), runbooks.
+mod alert_rules;
+// PromQL of the dashboards and rules: parsed, and checked against the catalog's series and labels.
+mod promql;
+// The Grafana dashboards: generated from a panel table, valid, and every query answered by Prometheus.
+mod dashboards;

@@ -26,7 +26,7 @@ const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The path of `name` on PATH. `None` (after a `SKIPPED` line on stderr) when it is missing, so
 /// the caller skips; with `GPULSE_CI=1` a missing tool is a failure instead.
-fn tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))
@@ -72,7 +72,7 @@ fn start_agent(fake: &FakeNvml) -> Agent {
 }
 
 /// A Prometheus server in its own temp dir (config, TSDB, log); killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
@@ -81,10 +81,19 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `target` every second and waits for `/-/ready`.
     fn start(binary: &Path, target: SocketAddr) -> Prometheus {
+        Prometheus::start_with_rules(binary, target, &[])
+    }
+
+    /// [`Prometheus::start`], also loading the rule files `rules` (evaluated every second).
+    pub(crate) fn start_with_rules(
+        binary: &Path,
+        target: SocketAddr,
+        rules: &[PathBuf],
+    ) -> Prometheus {
         let mut last_log = String::new();
         // free_port() can race with another process; retry on a bind failure.
         for _ in 0..5 {
-            let mut prometheus = Prometheus::spawn(binary, target);
+            let mut prometheus = Prometheus::spawn(binary, target, rules);
             match prometheus.wait_ready() {
                 Ok(()) => return prometheus,
                 Err(log) if log.contains("address already in use") => last_log = log,
@@ -98,17 +107,26 @@ impl Prometheus {
         panic!("prometheus could not bind a free port.\n--- last log ---\n{last_log}");
     }
 
-    fn spawn(binary: &Path, target: SocketAddr) -> Prometheus {
+    fn spawn(binary: &Path, target: SocketAddr, rules: &[PathBuf]) -> Prometheus {
         let dir = tempfile::Builder::new()
             .prefix("gpulse-prometheus-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir for prometheus: {e}"));
         let config = dir.path().join("prometheus.yml");
+        let rule_files: String = rules
+            .iter()
+            .map(|r| format!("  - '{}'\n", r.display()))
+            .collect();
+        let rule_files = if rule_files.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rule_files}")
+        };
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: gpulse\n    static_configs:\n      \
+                 {rule_files}scrape_configs:\n  - job_name: gpulse\n    static_configs:\n      \
                  - targets: ['{target}']\n"
             ),
         )
@@ -156,14 +174,14 @@ impl Prometheus {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read(self.dir.path().join("prometheus.log"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("(cannot read the prometheus log: {e})"))
     }
 
     /// `GET path` on the Prometheus HTTP API, parsed as JSON; checks `status == "success"`.
-    fn api(&self, path: &str) -> Value {
+    pub(crate) fn api(&self, path: &str) -> Value {
         let response = http_get(self.addr, path, Duration::from_secs(10)).unwrap_or_else(|e| {
             panic!(
                 "GET {path} from prometheus failed: {e}\n--- log ---\n{}",
@@ -190,7 +208,7 @@ impl Drop for Prometheus {
 }
 
 /// One series of an instant-query result: its labels and its value.
-fn series(result: &Value) -> Vec<(BTreeMap<String, String>, f64)> {
+pub(crate) fn series(result: &Value) -> Vec<(BTreeMap<String, String>, f64)> {
     let Some(items) = result["data"]["result"].as_array() else {
         panic!("query result has no data.result array: {result}");
     };
