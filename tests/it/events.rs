@@ -383,14 +383,26 @@ async fn at_the_bound_the_oldest_events_are_dropped_and_counted() {
         store.record_xid(xid(n));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let body = agent
+    agent
         .wait_for("/v1/events?limit=1", "60 Xids recorded", |b| {
             let v: serde_json::Value = serde_json::from_str(b).unwrap();
             v["log"]["recorded_total"].as_u64().unwrap() >= 60
                 && v["log"]["dropped_total"].as_u64().unwrap() > 0
         })
         .await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The Xids also change GPU health, and those events are recorded a moment later (each one
+    // dropping another old event): wait until the log holds still before comparing its
+    // figures with /metrics, read after it.
+    let mut v = agent.get_json("/v1/events?limit=1").await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = agent.get_json("/v1/events?limit=1").await;
+        let settled = again["log"]["recorded_total"] == v["log"]["recorded_total"];
+        v = again;
+        if settled {
+            break;
+        }
+    }
     let log = &v["log"];
     let (first, last, held) = (
         log["first_seq"].as_u64().unwrap(),
