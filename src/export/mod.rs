@@ -10,10 +10,13 @@
 //!   concurrency, body size, connections); `api::tls` (rustls from PEM files), `api::auth`
 //!   (bearer token) and `api::reload` (both reloaded on SIGHUP and file change).
 //! * `otlp`: the OTLP push (gRPC or HTTP/protobuf), one observable per catalog OTel name.
+//! * `node_condition`: the node's GPU health as a Kubernetes Node condition (PATCH
+//!   `nodes/NODE/status`), off by default.
 
 pub mod api;
 pub mod catalog;
 pub mod json;
+pub mod node_condition;
 pub mod otlp;
 pub mod prometheus;
 

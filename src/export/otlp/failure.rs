@@ -34,7 +34,7 @@ impl Verdict {
 }
 
 /// A failed request's class from its error and the errors it wraps.
-pub(super) fn classify_error(error: &(dyn std::error::Error + 'static)) -> (FailureReason, String) {
+pub(crate) fn classify_error(error: &(dyn std::error::Error + 'static)) -> (FailureReason, String) {
     let mut texts = Vec::new();
     let mut typed = None;
     let mut current = Some(error);
@@ -139,7 +139,7 @@ pub(super) fn classify_text(text: &str) -> FailureReason {
 
 /// The cause for an error answer: the status and the first bytes of the body as text
 /// (control characters replaced: the body is the collector's, the log line is ours).
-pub(super) fn status_cause(status: u16, body: &[u8]) -> String {
+pub(crate) fn status_cause(status: u16, body: &[u8]) -> String {
     let preview = &body[..body.len().min(BODY_PREVIEW_BYTES)];
     let text: String = String::from_utf8_lossy(preview)
         .chars()

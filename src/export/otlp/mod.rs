@@ -47,6 +47,8 @@ use failure::Verdict;
 use instruments::Source;
 
 mod failure;
+// The node condition's PATCH classifies its failures the same way.
+pub(crate) use failure::{classify_error, status_cause};
 mod http;
 mod instruments;
 pub mod logs;
