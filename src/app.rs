@@ -162,6 +162,12 @@ pub fn new_store(config: &Config, wrapped: bool) -> Store {
     if config.host.enabled {
         statuses.push(CollectorStatus::new("host", config.host.interval.0));
     }
+    if config.kubernetes.enabled() {
+        statuses.push(CollectorStatus::new(
+            crate::model::K8S_COLLECTOR,
+            config.kubernetes.interval.0,
+        ));
+    }
     let facts = mode::detect(&config.health.kmsg_path, wrapped);
     Store::new(config.store.window_samples, statuses)
         .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
@@ -248,6 +254,19 @@ pub async fn run_with(
         tasks.spawn(run_collector(
             collector,
             config.host.interval.0,
+            Arc::clone(&store),
+            stop_rx.clone(),
+        ));
+    }
+
+    if config.kubernetes.enabled() {
+        let collector = crate::collect::k8s::KubernetesCollector::new(
+            config.kubernetes.clone(),
+            Arc::clone(&store),
+        );
+        tasks.spawn(run_collector(
+            collector,
+            config.kubernetes.interval.0,
             Arc::clone(&store),
             stop_rx.clone(),
         ));

@@ -25,6 +25,8 @@ mod faults_http;
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.
 mod otlp;
+// Per-pod attribution: an in-process kubelet pod-resources server, a fake /proc, the fake NVML.
+mod k8s;
 // The event log: OTLP log records through a receiver restart, kill -9, the bound, /v1/events paging.
 mod events;
 // OTLP push into a real third-party receiver (rotel from PyPI).
