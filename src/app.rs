@@ -409,6 +409,7 @@ pub async fn run_with(
         ready_grace: config.gpu.ready_grace.0,
         reports,
         events: Some(Arc::new(event_log)),
+        token_required: credentials.has_token(),
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is
@@ -559,6 +560,7 @@ async fn evaluate_health(
             window: &window,
             xid: &snap.xid,
             nvml_stuck: snap.gpu_stuck_for(now),
+            clears: &snap.health_clears,
         };
         let next = health::evaluate(&current, &input, &policy, now);
         log_health_changes(&current, &next);

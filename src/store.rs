@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ScoreConfig;
-use crate::health::{GpuStatus, NodeHealth};
+use crate::health::{Clear, GpuStatus, MAX_CLEARS, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::{Mode, ModeInfo};
 use crate::model::{
@@ -63,6 +63,8 @@ pub struct Snapshot {
     /// Which pod and container holds each GPU and runs each GPU process (`[kubernetes]`);
     /// `None` when off, before the first cycle, and after a failed one (never stale).
     pub k8s: Option<Arc<K8sAttribution>>,
+    /// Operator clears of sticky health reasons, oldest first, at most `MAX_CLEARS`.
+    pub health_clears: Arc<Vec<Clear>>,
 }
 
 /// A signed report just appended to the chain, as the reporter published it.
@@ -403,6 +405,19 @@ impl Store {
             }
         });
         totals
+    }
+
+    /// Records an operator's clear of sticky health reasons; the next evaluation applies it.
+    pub fn clear_health(&self, clear: Clear) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            let mut clears = Vec::clone(&snap.health_clears);
+            if clears.len() >= MAX_CLEARS {
+                clears.remove(0);
+            }
+            clears.push(clear);
+            snap.health_clears = Arc::new(clears);
+        });
     }
 
     /// The latest snapshot. Cheap: one lock held for an `Arc` clone.

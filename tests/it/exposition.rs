@@ -151,6 +151,7 @@ pub(crate) fn fixed_snapshot() -> Snapshot {
             window: &window,
             xid: &xids,
             nvml_stuck: None,
+            clears: &[],
         },
         &health::Policy::default(),
         at(1_700_000_000),
@@ -245,6 +246,7 @@ pub(crate) fn fixed_snapshot() -> Snapshot {
             last_export_success: Some(at(1_700_000_030)),
         }),
         k8s: Some(Arc::new(k8s_attribution(&gpu_for_claims))),
+        health_clears: Arc::default(),
     }
 }
 

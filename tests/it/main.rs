@@ -25,6 +25,8 @@ mod faults_http;
 mod nvml;
 // OTLP push into in-process gRPC and HTTP receivers.
 mod otlp;
+// `gpulse health clear` and POST /v1/health/clear: sticky reasons, tokens, the event.
+mod health_clear;
 // Per-pod attribution: an in-process kubelet pod-resources server, a fake /proc, the fake NVML.
 mod k8s;
 // The event log: OTLP log records through a receiver restart, kill -9, the bound, /v1/events paging.
