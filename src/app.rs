@@ -162,6 +162,12 @@ pub fn new_store(config: &Config, wrapped: bool) -> Store {
     if config.host.enabled {
         statuses.push(CollectorStatus::new("host", config.host.interval.0));
     }
+    if config.kubernetes.enabled() {
+        statuses.push(CollectorStatus::new(
+            crate::model::K8S_COLLECTOR,
+            config.kubernetes.interval.0,
+        ));
+    }
     let facts = mode::detect(&config.health.kmsg_path, wrapped);
     Store::new(config.store.window_samples, statuses)
         .with_xid_limits(config.health.xid_dedup_window.0, config.health.max_events)
@@ -248,6 +254,19 @@ pub async fn run_with(
         tasks.spawn(run_collector(
             collector,
             config.host.interval.0,
+            Arc::clone(&store),
+            stop_rx.clone(),
+        ));
+    }
+
+    if config.kubernetes.enabled() {
+        let collector = crate::collect::k8s::KubernetesCollector::new(
+            config.kubernetes.clone(),
+            Arc::clone(&store),
+        );
+        tasks.spawn(run_collector(
+            collector,
+            config.kubernetes.interval.0,
             Arc::clone(&store),
             stop_rx.clone(),
         ));
@@ -390,6 +409,7 @@ pub async fn run_with(
         ready_grace: config.gpu.ready_grace.0,
         reports,
         events: Some(Arc::new(event_log)),
+        token_required: credentials.has_token(),
     };
     if credentials.is_reloadable() {
         // Installed here, before the server starts, so a SIGHUP sent to a serving agent is
@@ -540,6 +560,7 @@ async fn evaluate_health(
             window: &window,
             xid: &snap.xid,
             nvml_stuck: snap.gpu_stuck_for(now),
+            clears: &snap.health_clears,
         };
         let next = health::evaluate(&current, &input, &policy, now);
         log_health_changes(&current, &next);

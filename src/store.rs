@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::config::ScoreConfig;
-use crate::health::{GpuStatus, NodeHealth};
+use crate::health::{Clear, GpuStatus, MAX_CLEARS, NodeHealth};
 use crate::identity::Identity;
 use crate::mode::{Mode, ModeInfo};
 use crate::model::{
     CollectorStatus, EventLogStatus, Evidence, GpuSample, GpuWindowPoint, HostSample,
-    HostWindowPoint, InferenceSample, JobEvent, JobLog, JobTotals, LedgerStatus, ProbeReason,
-    ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent, XidLog,
+    HostWindowPoint, InferenceSample, JobEvent, JobLog, JobTotals, K8S_COLLECTOR, K8sAttribution,
+    LedgerStatus, ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent,
+    XidLog,
 };
 use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
 
@@ -59,6 +60,11 @@ pub struct Snapshot {
     pub events: Option<EventLogStatus>,
     /// The newest chained signed report (`gpulse.report/v1`); `None` before the first.
     pub latest_report: Option<Arc<LatestReport>>,
+    /// Which pod and container holds each GPU and runs each GPU process (`[kubernetes]`);
+    /// `None` when off, before the first cycle, and after a failed one (never stale).
+    pub k8s: Option<Arc<K8sAttribution>>,
+    /// Operator clears of sticky health reasons, oldest first, at most `MAX_CLEARS`.
+    pub health_clears: Arc<Vec<Clear>>,
 }
 
 /// A signed report just appended to the chain, as the reporter published it.
@@ -401,6 +407,19 @@ impl Store {
         totals
     }
 
+    /// Records an operator's clear of sticky health reasons; the next evaluation applies it.
+    pub fn clear_health(&self, clear: Clear) {
+        let _writer = self.lock_windows();
+        self.update(|snap| {
+            let mut clears = Vec::clone(&snap.health_clears);
+            if clears.len() >= MAX_CLEARS {
+                clears.remove(0);
+            }
+            clears.push(clear);
+            snap.health_clears = Arc::new(clears);
+        });
+    }
+
     /// The latest snapshot. Cheap: one lock held for an `Arc` clone.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         match self.latest.read() {
@@ -422,6 +441,7 @@ impl Store {
                 windows.host.push(HostWindowPoint::from(&host));
                 snap.host = Some(Arc::new(host));
             }
+            Sample::K8s(k8s) => snap.k8s = Some(Arc::new(k8s)),
         });
     }
 
@@ -461,6 +481,11 @@ impl Store {
                             );
                         }
                         status.failures += 1;
+                        // A pod may have gone since the last good cycle: attribution is
+                        // absent, never wrong, so it is not served stale.
+                        if name == K8S_COLLECTOR {
+                            snap.k8s = None;
+                        }
                         status.last_success = false;
                         status.last_error = Some(message.clone());
                         status.last_error_kind = Some(kind);

@@ -25,6 +25,9 @@ _gpulse() {
             gpulse,demo)
                 cmd="gpulse__subcmd__demo"
                 ;;
+            gpulse,health)
+                cmd="gpulse__subcmd__health"
+                ;;
             gpulse,help)
                 cmd="gpulse__subcmd__help"
                 ;;
@@ -58,6 +61,18 @@ _gpulse() {
             gpulse__subcmd__config__subcmd__help,help)
                 cmd="gpulse__subcmd__config__subcmd__help__subcmd__help"
                 ;;
+            gpulse__subcmd__health,clear)
+                cmd="gpulse__subcmd__health__subcmd__clear"
+                ;;
+            gpulse__subcmd__health,help)
+                cmd="gpulse__subcmd__health__subcmd__help"
+                ;;
+            gpulse__subcmd__health__subcmd__help,clear)
+                cmd="gpulse__subcmd__health__subcmd__help__subcmd__clear"
+                ;;
+            gpulse__subcmd__health__subcmd__help,help)
+                cmd="gpulse__subcmd__health__subcmd__help__subcmd__help"
+                ;;
             gpulse__subcmd__help,bench)
                 cmd="gpulse__subcmd__help__subcmd__bench"
                 ;;
@@ -66,6 +81,9 @@ _gpulse() {
                 ;;
             gpulse__subcmd__help,demo)
                 cmd="gpulse__subcmd__help__subcmd__demo"
+                ;;
+            gpulse__subcmd__help,health)
+                cmd="gpulse__subcmd__help__subcmd__health"
                 ;;
             gpulse__subcmd__help,help)
                 cmd="gpulse__subcmd__help__subcmd__help"
@@ -88,6 +106,9 @@ _gpulse() {
             gpulse__subcmd__help__subcmd__config,example)
                 cmd="gpulse__subcmd__help__subcmd__config__subcmd__example"
                 ;;
+            gpulse__subcmd__help__subcmd__health,clear)
+                cmd="gpulse__subcmd__help__subcmd__health__subcmd__clear"
+                ;;
             *)
                 ;;
         esac
@@ -95,7 +116,7 @@ _gpulse() {
 
     case "${cmd}" in
         gpulse)
-            opts="-c -h -V --config --listen --nvml-lib --interval --log-level --help --version run demo config bench scan verify wrap help"
+            opts="-c -h -V --config --listen --nvml-lib --interval --log-level --help --version run demo config bench scan health verify wrap help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -346,8 +367,90 @@ _gpulse() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        gpulse__subcmd__health)
+            opts="-h --help clear help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__health__subcmd__clear)
+            opts="-h --url --token-file --ca-file --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__health__subcmd__help)
+            opts="clear help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__health__subcmd__help__subcmd__clear)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__health__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         gpulse__subcmd__help)
-            opts="run demo config bench scan verify wrap help"
+            opts="run demo config bench scan health verify wrap help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -419,6 +522,34 @@ _gpulse() {
         gpulse__subcmd__help__subcmd__demo)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__help__subcmd__health)
+            opts="clear"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        gpulse__subcmd__help__subcmd__health__subcmd__clear)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -7,12 +7,14 @@
 //!
 //! * `bench`: `gpulse bench`, a short, bounded load test against an inference server.
 //! * `exit`: every exit code.
+//! * `health`: `gpulse health clear`, an operator's clear of sticky health reasons.
 //! * `scan`: `gpulse scan`, one sample and one health verdict.
 //! * `verify`: `gpulse verify`, a signed score report checked offline.
 //! * `wrap`: `gpulse wrap -- CMD`, the agent beside a child it supervises.
 
 pub mod bench;
 pub mod exit;
+pub mod health;
 pub mod scan;
 pub mod verify;
 pub mod wrap;
@@ -81,6 +83,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Act on a running agent's GPU health (`gpulse health clear GPU|all`).
+    #[command(subcommand)]
+    Health(health::HealthCommand),
     /// Check a signed score report offline: its signature (against --pubkey, or the key it
     /// embeds: integrity only), the nonce sent (--nonce) and the hash chain (--chain). Exits 0
     /// valid, 1 invalid (the reason on one line), 2 on a usage error or an unreadable file.
@@ -218,6 +223,7 @@ pub fn main() -> ExitCode {
         ),
         Some(Command::Bench(args)) => bench::main(&args),
         Some(Command::Verify(args)) => verify::main(&args),
+        Some(Command::Health(command)) => health::main(&command),
         Some(Command::Config(ConfigCommand::Example)) => match out(config::EXAMPLE) {
             true => ExitCode::from(exit::OK),
             false => ExitCode::from(exit::FAILURE),

@@ -80,6 +80,7 @@ pub fn scan(config: &Config, policy: &health::Policy) -> ScanReport {
         window: &window,
         xid: &xid,
         nvml_stuck: nvml_hung.is_some().then_some(timeout),
+        clears: &[],
     };
     let health = health::evaluate(&NodeHealth::initial(), &input, &policy, now);
     ScanReport {

@@ -4,6 +4,7 @@
 //! * `gpu_xid`: NVML critical-Xid events on their own thread.
 //! * `kmsg`: `NVRM: Xid` lines from the kernel log on their own thread.
 //! * `host`: CPU, memory, load, disks, network and uptime through sysinfo.
+//! * `k8s`: per-pod attribution from the kubelet's pod-resources socket and `/proc/<pid>/cgroup`.
 //! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect), their
 //!   synthetic requests, `/metrics` scrapes and TLS settings.
 //! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
@@ -15,6 +16,7 @@
 pub mod gpu;
 pub mod gpu_xid;
 pub mod host;
+pub mod k8s;
 pub mod kmsg;
 pub mod probe;
 pub mod worker;

@@ -119,7 +119,7 @@ impl Override {
 }
 
 /// The config sections, used to split `GPULSE_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "agent",
     "gpu",
     "host",
@@ -133,6 +133,7 @@ const SECTIONS: [&str; 13] = [
     "score",
     "report",
     "events",
+    "kubernetes",
 ];
 
 /// Prefixes of the variables gpulse reads: its own, and OpenTelemetry's (read by
@@ -382,6 +383,7 @@ impl Config {
         self.score.check()?;
         self.report.check()?;
         self.events.check()?;
+        self.kubernetes.check()?;
         let mut names = std::collections::BTreeSet::new();
         for (index, probe) in self.probe.iter().enumerate() {
             probe.check(index)?;

@@ -12,10 +12,12 @@
 //! * `score`: `[score]`, the provider-quality score's constants, price and claims.
 //! * `report`: `[report]`, signed and hash-chained score reports.
 //! * `events`: `[events]`, the event log's bounds and its OTLP log export.
+//! * `kubernetes`: `[kubernetes]`, per-pod attribution from the kubelet's pod-resources socket.
 //! * `files`: reading a file a setting names without waiting on it (regular files, ≤ 1 MiB).
 
 mod events;
 pub mod files;
+mod kubernetes;
 mod load;
 mod otlp;
 mod probe;
@@ -23,6 +25,7 @@ mod report;
 mod score;
 
 pub use events::EventsConfig;
+pub use kubernetes::KubernetesConfig;
 pub use load::{
     ConfigError, Loaded, MAX_SHOWN, Origins, Override, check_log_level, clip, env_overrides,
     environment, parse_listen, shown,
@@ -67,6 +70,7 @@ pub struct Config {
     pub score: ScoreConfig,
     pub report: ReportConfig,
     pub events: EventsConfig,
+    pub kubernetes: KubernetesConfig,
     /// `[[probe]]`: inference servers and other endpoints to check; empty by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<ProbeConfig>,

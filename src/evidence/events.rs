@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use crate::export::json::{
     AttrV1, EVENT_SCHEMA_V1, EventV1, JobEventV1, json_body, rfc3339, text_body,
 };
-use crate::health::{Policy, Severity, State, Transition};
+use crate::health::{Clear, Policy, Severity, State, Transition};
 use crate::model::{
     EventKind, EventSeverity, JobEvent, JobOutcome, ProbeOutage, ProbeStatus, XidEvent,
 };
@@ -90,6 +90,33 @@ impl Event {
             severity: state_severity(t.to),
             attributes,
             body: Body::Text(format!("{who} changed from {} to {}{why}.", t.from, t.to)),
+        }
+    }
+
+    /// An operator's clear of sticky health reasons.
+    pub fn health_cleared(c: &Clear) -> Self {
+        let mut attributes = vec![(
+            "gpulse.health.scope",
+            str(if c.gpu.is_some() { "gpu" } else { "node" }),
+        )];
+        let what = match &c.gpu {
+            Some((index, uuid)) => {
+                attributes.push(("gpulse.gpu.index", int(*index)));
+                attributes.push(("hw.id", str(uuid)));
+                format!("GPU {index}")
+            }
+            None => "every GPU and the node".to_owned(),
+        };
+        attributes.push(("gpulse.health.cleared_by", str(&c.by)));
+        Self {
+            time: c.at,
+            kind: EventKind::HealthCleared,
+            severity: EventSeverity::Warn,
+            attributes,
+            body: Body::Text(format!(
+                "An operator ({}) cleared the health reasons of {what}.",
+                c.by
+            )),
         }
     }
 

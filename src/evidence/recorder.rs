@@ -11,6 +11,7 @@
 //!   every source that reports it is merged in), or at shutdown; keyed by (time, GPU, Xid,
 //!   first source), which a merge does not change;
 //! * probe outages: per probe and outage start, whether its start and its end were recorded;
+//! * operator clears of health reasons: like health transitions (the store keeps the last 64);
 //! * job events: `(run, rank)` of the last one recorded, kept in the event log's own
 //!   transaction, because `jobs.jsonl` brings the job's events back after a restart.
 //!
@@ -55,6 +56,9 @@ pub struct Cursors {
     /// snapshot, so a report restored from the chain at start is not recorded again.
     report: Option<u64>,
     report_primed: bool,
+    /// The last operator clear recorded (its time and target), found again in the store's
+    /// list like the health transitions.
+    clear: Option<crate::health::Clear>,
 }
 
 fn job_rank(e: &JobEvent) -> u8 {
@@ -107,6 +111,16 @@ impl Deriver {
             if let Some(last) = list.last() {
                 next.health = Some(last.clone());
             }
+        }
+        let clears = &snap.health_clears;
+        let start = next
+            .clear
+            .as_ref()
+            .and_then(|last| clears.iter().rposition(|c| c == last))
+            .map_or(0, |i| i + 1);
+        events.extend(clears[start..].iter().map(Event::health_cleared));
+        if let Some(last) = clears.last() {
+            next.clear = Some(last.clone());
         }
         self.derive_xids(snap, now, flush, &mut next, &mut events);
         derive_outages(snap, &mut next, &mut events);

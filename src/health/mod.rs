@@ -305,6 +305,47 @@ pub struct Input<'a> {
     /// How long every GPU cycle has missed its deadline (NVML hung), if it does now
     /// (`Snapshot::gpu_stuck_for`); `None` when the last cycle ended in time.
     pub nvml_stuck: Option<Duration>,
+    /// Operator clears (`gpulse health clear`), oldest first: reasons whose cause was last
+    /// seen at or before a clear are dropped; causes seen after it count again.
+    pub clears: &'a [Clear],
+}
+
+/// Clears kept (in the store, for the evaluation and the event log).
+pub const MAX_CLEARS: usize = 64;
+
+/// An operator's clear of the sticky reasons of one GPU (or of every GPU and the node) after a
+/// repair, recorded as the `health_cleared` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clear {
+    pub at: SystemTime,
+    /// The GPU's index and UUID; `None` clears every GPU and the node.
+    pub gpu: Option<(u32, String)>,
+    /// Who asked, for the record (the API client's address).
+    pub by: String,
+}
+
+impl Input<'_> {
+    /// The latest clear that applies to GPU `index` (`None`: the node's, i.e. an `all` clear).
+    pub fn cleared_at(&self, index: Option<u32>) -> Option<SystemTime> {
+        self.clears
+            .iter()
+            .filter(|c| match (&c.gpu, index) {
+                (None, _) => true,
+                (Some((gpu, _)), Some(index)) => *gpu == index,
+                (Some(_), None) => false,
+            })
+            .map(|c| c.at)
+            .max()
+    }
+}
+
+/// `reasons` without those whose cause was last seen at or before `cleared`.
+fn after_clear(reasons: &[Reason], cleared: Option<SystemTime>) -> Vec<Reason> {
+    reasons
+        .iter()
+        .filter(|r| cleared.is_none_or(|c| r.last_seen > c))
+        .cloned()
+        .collect()
 }
 
 /// A cause observed now: (code, state, action, detail, last seen).
@@ -323,14 +364,31 @@ pub fn evaluate(
     let mut gpus: Vec<GpuHealth> = Vec::new();
     let mut node_causes: Vec<Cause> = Vec::new();
     let hung = nvml_hung(input.nvml_stuck, policy, now);
+    let node_cleared = input.cleared_at(None);
+    let node_hold_from = hold_from.max(node_cleared.unwrap_or(SystemTime::UNIX_EPOCH));
     match (input.status, input.sample) {
         (GpuStatus::Sampled, Some(sample)) => {
             for device in &sample.devices {
-                let mut causes = device_causes(device, input, policy, now, hold_from);
+                // After a clear, only what was seen after it counts: Xids from the log after
+                // the clear, held reasons last seen after it, and every cause observed now.
+                let cleared = input.cleared_at(Some(device.identity.index));
+                let gpu_hold_from = hold_from.max(cleared.unwrap_or(SystemTime::UNIX_EPOCH));
+                let mut causes = device_causes(device, input, policy, now, gpu_hold_from);
                 // The sample is the last one NVML gave: its own causes still stand (held), and
                 // the hang says nothing newer about this GPU can be known.
                 causes.extend(hung.clone());
-                let prev = previous.gpu(device.identity.index);
+                let cleaned;
+                let prev = match (previous.gpu(device.identity.index), cleared) {
+                    (Some(p), Some(_)) => {
+                        cleaned = GpuHealth {
+                            reasons: after_clear(&p.reasons, cleared),
+                            ..p.clone()
+                        };
+                        Some(&cleaned)
+                    }
+                    (p, None) => p,
+                    (None, Some(_)) => None,
+                };
                 let seen = prev.map_or(0, |p| p.nvlinks_seen_active);
                 let (down_cause, seen) = rules::nvlinks_down(device, seen, now);
                 causes.extend(down_cause);
@@ -375,10 +433,11 @@ pub fn evaluate(
             // Xids that name no GPU of this sample count for the node.
             for c in &input.xid.counts {
                 let known = sample.devices.iter().any(|d| xid_is_for(c, d));
-                if known || c.last_seen <= hold_from {
+                if known || c.last_seen <= node_hold_from {
                     continue;
                 }
-                let (severity, action, description) = policy.xid_count(c, input.xid, hold_from);
+                let (severity, action, description) =
+                    policy.xid_count(c, input.xid, node_hold_from);
                 if let Some(state) = severity.state() {
                     node_causes.push((
                         ReasonCode::Xid(c.xid),
@@ -407,7 +466,8 @@ pub fn evaluate(
             now,
         )),
     }
-    let node_reasons = merge_reasons(&previous.reasons, node_causes, policy.hold_time, now, true);
+    let node_previous = after_clear(&previous.reasons, node_cleared);
+    let node_reasons = merge_reasons(&node_previous, node_causes, policy.hold_time, now, true);
     let mut state = node_reasons.iter().map(|r| r.state).max();
     for g in &gpus {
         state = state.max(Some(g.state));

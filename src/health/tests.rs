@@ -74,6 +74,7 @@ fn eval_one(
         window: &window,
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input, policy, t(0));
     h.gpus[0].clone()
@@ -378,6 +379,7 @@ fn hw_slowdown_needs_the_ratio_over_the_window() {
         window: &window,
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(90));
     check(
@@ -420,6 +422,7 @@ fn run_sequence(steps: Vec<Step>, policy: &Policy) -> Vec<NodeHealth> {
             window: &window,
             xid: &log,
             nvml_stuck: None,
+            clears: &[],
         };
         health = evaluate(&health, &input, policy, t(at));
         out.push(health.clone());
@@ -544,6 +547,7 @@ fn a_gpu_missing_from_the_sample_is_lost() {
         window: &[],
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     let s = sample(t(1), vec![device(0)]);
@@ -574,6 +578,7 @@ fn node_is_the_worst_gpu_and_unknown_until_sampled() {
         window: &[],
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     let states: Vec<State> = h.gpus.iter().map(|g| g.state).collect();
@@ -589,6 +594,7 @@ fn node_is_the_worst_gpu_and_unknown_until_sampled() {
         window: &[],
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &init, &p, t(0));
     assert_eq!(h.state, State::Unknown);
@@ -620,6 +626,7 @@ fn an_xid_without_a_gpu_counts_for_the_node() {
         window: &[],
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input, &p, t(0));
     assert_eq!(h.gpus[0].state, State::Healthy);
@@ -654,6 +661,7 @@ fn transitions_are_bounded() {
             window: &[],
             xid: &log,
             nvml_stuck: None,
+            clears: &[],
         };
         h = evaluate(&h, &input, &p, t(i * 10));
     }
@@ -710,6 +718,7 @@ fn a_hung_nvml_makes_every_gpu_unhealthy_after_the_bound_and_is_held() {
         window: &[],
         xid: &log,
         nvml_stuck: stuck.map(Duration::from_secs),
+        clears: &[],
     };
     // A slow stretch shorter than the bound: the last sample still judges the GPUs.
     let h = evaluate(&NodeHealth::initial(), &input(Some(29)), &p, t(29));
@@ -744,6 +753,7 @@ fn a_hang_before_any_sample_is_a_node_reason_not_no_gpu() {
         window: &[],
         xid: &log,
         nvml_stuck: Some(Duration::from_secs(stuck)),
+        clears: &[],
     };
     let h = evaluate(&NodeHealth::initial(), &input(1), &p, t(1));
     assert_eq!(h.state, State::Unknown);
@@ -803,6 +813,7 @@ fn eval_with_events(events: &[(u64, &str)], policy: &Policy) -> GpuHealth {
         window: &window,
         xid: &log,
         nvml_stuck: None,
+        clears: &[],
     };
     evaluate(&NodeHealth::initial(), &input, policy, t(0)).gpus[0].clone()
 }
@@ -892,6 +903,7 @@ fn an_nvlink_that_went_inactive_is_a_reason() {
             window: &window,
             xid: &log,
             nvml_stuck: None,
+            clears: &[],
         };
         evaluate(prev, &input, &p, at)
     };
@@ -914,4 +926,93 @@ fn an_nvlink_that_went_inactive_is_a_reason() {
     // Readings off: nothing is judged, nothing is forgotten.
     let h = step(&h, with_links(&[]), t(20));
     assert_eq!(h.gpus[0].nvlinks_seen_active, 0b11);
+}
+
+/// Evaluates GPUs 0 and 1 at `t(at)` from `previous` with these Xids and clears.
+fn eval_clears(
+    previous: &NodeHealth,
+    at: u64,
+    xids: Vec<XidCount>,
+    clears: &[Clear],
+    ecc_on_gpu1: bool,
+) -> NodeHealth {
+    let mut d1 = device(1);
+    if ecc_on_gpu1 {
+        d1.ecc_errors = vec![(EccKind::Uncorrected, EccScope::Volatile, 1)];
+    }
+    let s = sample(t(at), vec![device(0), d1]);
+    let window = vec![GpuWindowPoint::from(&s)];
+    let log = XidLog {
+        counts: xids,
+        recent: Vec::new(),
+    };
+    let input = Input {
+        status: GpuStatus::Sampled,
+        sample: Some(&s),
+        window: &window,
+        xid: &log,
+        nvml_stuck: None,
+        clears,
+    };
+    evaluate(previous, &input, &Policy::default(), t(at))
+}
+
+#[test]
+fn a_clear_drops_reasons_seen_before_it_and_later_ones_count_again() {
+    // Xid 79 on GPU 0 at t(10), an Xid that names no GPU (the node) at t(10), ECC on GPU 1.
+    let node_xid = XidCount {
+        gpu_index: None,
+        uuid: String::new(),
+        ..xid(0, 79, t(10))
+    };
+    let xids = vec![xid(0, 79, t(10)), node_xid];
+    let h = eval_clears(&NodeHealth::initial(), 10, xids.clone(), &[], true);
+    assert_eq!(h.gpus[0].state, State::Unhealthy);
+    // Held long after (hold_time is 24 h by default): sticky.
+    let h = eval_clears(&h, 100, xids.clone(), &[], true);
+    assert_eq!(h.gpus[0].state, State::Unhealthy);
+
+    // Clearing GPU 0 at t(150): GPU 0 healthy, GPU 1 (not cleared) and the node keep theirs.
+    let gpu0 = Clear {
+        at: t(150),
+        gpu: Some((0, "GPU-0".to_owned())),
+        by: "test".to_owned(),
+    };
+    let h = eval_clears(&h, 200, xids.clone(), std::slice::from_ref(&gpu0), true);
+    assert_eq!(h.gpus[0].state, State::Healthy, "{:?}", h.gpus[0].reasons);
+    assert_eq!(h.gpus[1].state, State::Unhealthy);
+    assert!(!h.reasons.is_empty());
+
+    // `all` at t(250): a cause that is still there (ECC on GPU 1, observed now) stays; the
+    // node's old Xid goes.
+    let all = Clear {
+        at: t(250),
+        gpu: None,
+        by: "test".to_owned(),
+    };
+    let clears = [gpu0, all];
+    let h = eval_clears(&h, 300, xids.clone(), &clears, true);
+    assert!(h.reasons.is_empty(), "{:?}", h.reasons);
+    assert_eq!(h.gpus[1].state, State::Unhealthy);
+    // The ECC was seen after that clear, so it is held even once it is gone; a clear after
+    // the repair ends it.
+    let h = eval_clears(&h, 310, xids.clone(), &clears, false);
+    assert_eq!(h.gpus[1].state, State::Unhealthy);
+    let clears = [
+        clears[0].clone(),
+        clears[1].clone(),
+        Clear {
+            at: t(320),
+            gpu: Some((1, "GPU-1".to_owned())),
+            by: "test".to_owned(),
+        },
+    ];
+    let h = eval_clears(&h, 330, xids.clone(), &clears, false);
+    assert_eq!(h.state, State::Healthy, "{h:?}");
+
+    // A new Xid after the clear counts again.
+    let mut later = xids;
+    later[0] = xid(0, 79, t(400));
+    let h = eval_clears(&h, 410, later, &clears, false);
+    assert_eq!(h.gpus[0].state, State::Unhealthy);
 }

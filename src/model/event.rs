@@ -23,11 +23,13 @@ pub enum EventKind {
     JobFinished,
     /// A signed score report (its body is the report's JSON, verbatim).
     ScoreReport,
+    /// An operator cleared sticky health reasons (`gpulse health clear`).
+    HealthCleared,
 }
 
 impl EventKind {
     /// Every kind, in documentation order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::HealthTransition,
         Self::Xid,
         Self::ProbeOutageStarted,
@@ -36,6 +38,7 @@ impl EventKind {
         Self::JobReady,
         Self::JobFinished,
         Self::ScoreReport,
+        Self::HealthCleared,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl EventKind {
             Self::JobReady => "job_ready",
             Self::JobFinished => "job_finished",
             Self::ScoreReport => "score_report",
+            Self::HealthCleared => "health_cleared",
         }
     }
 
@@ -62,6 +66,7 @@ impl EventKind {
             Self::JobReady => "gpulse.job_ready",
             Self::JobFinished => "gpulse.job_finished",
             Self::ScoreReport => "gpulse.score_report",
+            Self::HealthCleared => "gpulse.health_cleared",
         }
     }
 

@@ -60,6 +60,7 @@ mod event;
 mod gpu;
 mod host;
 mod job;
+mod k8s;
 mod ledger;
 mod probe;
 mod server;
@@ -71,6 +72,7 @@ pub use event::*;
 pub use gpu::*;
 pub use host::*;
 pub use job::*;
+pub use k8s::*;
 pub use ledger::*;
 pub use probe::*;
 pub use server::*;
@@ -82,6 +84,8 @@ pub use xid::*;
 pub enum Sample {
     Gpu(GpuSample),
     Host(HostSample),
+    /// The Kubernetes attribution (`collect::k8s`).
+    K8s(K8sAttribution),
 }
 
 /// The health of one collector as of its last cycle.

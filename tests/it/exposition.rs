@@ -151,6 +151,7 @@ pub(crate) fn fixed_snapshot() -> Snapshot {
             window: &window,
             xid: &xids,
             nvml_stuck: None,
+            clears: &[],
         },
         &health::Policy::default(),
         at(1_700_000_000),
@@ -244,6 +245,53 @@ pub(crate) fn fixed_snapshot() -> Snapshot {
             acked_seq: 330,
             last_export_success: Some(at(1_700_000_030)),
         }),
+        k8s: Some(Arc::new(k8s_attribution(&gpu_for_claims))),
+        health_clears: Arc::default(),
+    }
+}
+
+/// Kubernetes attribution: GPU 0 and its MIG device held by one container each, GPU 1 shared
+/// by two pods (time-slicing), GPU 0's process attributed, one assignment dropped.
+fn k8s_attribution(gpu: &gpulse::model::GpuSample) -> gpulse::model::K8sAttribution {
+    use gpulse::model::{DeviceOwner, K8sAttribution, PodRef, ProcessOwner};
+    let owner = |ns: &str, pod: &str, container: &str| PodRef {
+        namespace: ns.to_owned(),
+        pod: pod.to_owned(),
+        container: container.to_owned(),
+    };
+    let gpu0 = &gpu.devices[0];
+    let gpu1 = &gpu.devices[1];
+    K8sAttribution {
+        taken_at: Some(at(1_700_000_000)),
+        devices: vec![
+            DeviceOwner {
+                device: gpu0.identity.uuid.clone(),
+                owner: owner("ml", "train-0", "trainer"),
+            },
+            DeviceOwner {
+                device: gpu1.identity.uuid.clone(),
+                owner: owner("serving", "llm-a", "vllm"),
+            },
+            DeviceOwner {
+                device: gpu1.identity.uuid.clone(),
+                owner: owner("serving", "llm-b", "vllm"),
+            },
+            DeviceOwner {
+                device: "MIG-demo-0".to_owned(),
+                owner: owner("ml", "notebook", "jupyter"),
+            },
+        ],
+        processes: gpu0
+            .processes
+            .iter()
+            .flatten()
+            .map(|p| ProcessOwner {
+                gpu_uuid: gpu0.identity.uuid.clone(),
+                pid: p.pid,
+                owner: owner("ml", "train-0", "trainer"),
+            })
+            .collect(),
+        dropped: 1,
     }
 }
 

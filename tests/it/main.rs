@@ -27,6 +27,10 @@ mod nvml;
 mod otlp;
 // The Kubernetes node condition against a fake API server.
 mod node_condition;
+// `gpulse health clear` and POST /v1/health/clear: sticky reasons, tokens, the event.
+mod health_clear;
+// Per-pod attribution: an in-process kubelet pod-resources server, a fake /proc, the fake NVML.
+mod k8s;
 // The event log: OTLP log records through a receiver restart, kill -9, the bound, /v1/events paging.
 mod events;
 // OTLP push into a real third-party receiver (rotel from PyPI).

@@ -155,6 +155,24 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
             let _ = listener.accept().await;
         }
     });
+    // A kubelet that gave GPU 0 to one container whose process runs pid 1000: the
+    // attribution families (k8s.* attributes). The directory is kept for the test process.
+    let dir = tempfile::tempdir().unwrap().keep();
+    let kubelet = crate::k8s::FakeKubelet {
+        answer: Arc::new(Mutex::new(crate::k8s::Answer::List(
+            crate::k8s::ListPodResourcesResponse {
+                pod_resources: vec![crate::k8s::pod(
+                    "ml",
+                    "train-0",
+                    "trainer",
+                    &[crate::k8s::fake_uuid(0)],
+                )],
+            },
+        ))),
+    };
+    let socket = crate::k8s::serve(&dir, kubelet).await;
+    let proc_root = crate::k8s::fake_proc(&dir, &[1000]);
+    config.kubernetes = crate::k8s::config(fake, &socket, &proc_root).kubernetes;
     // A wrapped job (as `gpulse wrap` records it): run 1 ended, run 2 is ready, so every
     // job family has a point, the recorded duration histogram included.
     let store = Arc::new(gpulse::app::new_store(&config, true).with_job(JobLog::default(), 16));

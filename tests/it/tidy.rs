@@ -79,7 +79,14 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
             // An https probe is a TLS client: its trust settings are built with rustls.
             let probe_tls =
                 matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe/tls.rs";
-            if text.contains(&format!("{http}::")) && !parses_probe_json && !probe_tls {
+            // The kubelet's pod-resources client is a gRPC client over a unix socket: tonic
+            // wants the stream wrapped in hyper-util's TokioIo.
+            let kubelet_client = http == "hyper_util" && path == "src/collect/k8s/pod_resources.rs";
+            if text.contains(&format!("{http}::"))
+                && !parses_probe_json
+                && !probe_tls
+                && !kubelet_client
+            {
                 // The demo's simulated inference server is an HTTP server of its own.
                 let demo_server = path == "src/demo/server.rs"
                     && matches!(http, "axum" | "serde_json" | "hyper" | "hyper_util");

@@ -9,6 +9,8 @@
 //! * `GET /healthz`: 200 while the process is alive.
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
+//! * `POST /v1/health/clear?gpu=INDEX|UUID|all`: clears sticky health reasons after a repair
+//!   ([`clear`]; needs the bearer token, or a loopback client when none is configured).
 //! * `GET /v1/probes`: every probe's state, reason and outages (`gpulse.probes/v1`).
 //! * `GET /v1/events[?since=SEQ][&limit=N]`: a page of the event log and the wrapped job's
 //!   summary (`gpulse.events/v2`; see [`events`]).
@@ -30,6 +32,7 @@
 //! ([`tls`]), HTTPS only.
 
 pub mod auth;
+pub mod clear;
 pub mod events;
 pub mod reload;
 pub mod report;
@@ -74,6 +77,9 @@ pub struct ApiState {
     pub reports: Option<Arc<dyn report::ReportService>>,
     /// The event log /v1/events pages through; `None` serves an empty log.
     pub events: Option<Arc<dyn EventFeed>>,
+    /// A bearer token is configured: `POST /v1/health/clear` is then open to whoever presents
+    /// it, otherwise to loopback clients only.
+    pub token_required: bool,
 }
 
 /// The TLS configuration and bearer token of the server, each optional and reloadable.
@@ -203,6 +209,7 @@ pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> 
         .route("/readyz", get(readyz))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/health", get(health))
+        .route("/v1/health/clear", axum::routing::post(clear::clear))
         .route("/v1/probes", get(probes))
         .route("/v1/events", get(events::events))
         .route("/v1/score", get(score))
@@ -527,6 +534,7 @@ mod tests {
             ready_grace: Duration::from_secs(60),
             reports: None,
             events: None,
+            token_required: false,
         };
         let r = readyz(State(state.clone())).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -540,5 +548,45 @@ mod tests {
         );
         // A failed first cycle still counts: the agent is serving what it can.
         assert_eq!(readyz(State(state)).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn clearing_health_without_a_token_is_for_loopback_only() {
+        use axum::extract::ConnectInfo;
+        let store = Arc::new(Store::new(std::num::NonZeroUsize::MIN, Vec::new()));
+        let mut state = ApiState {
+            metrics: MetricsRenderer::new(
+                Arc::clone(&store),
+                super::super::prometheus::BuildInfo {
+                    version: "t",
+                    gpu_source: "demo",
+                },
+                super::super::prometheus::RenderOptions::default(),
+                Default::default(),
+            ),
+            store: Arc::clone(&store),
+            node: Arc::from("n"),
+            score_enabled: true,
+            ready_grace: Duration::from_secs(60),
+            reports: None,
+            events: None,
+            token_required: false,
+        };
+        let uri: axum::http::Uri = "/v1/health/clear?gpu=all".parse().unwrap();
+        let remote: SocketAddr = "10.0.0.7:40000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let r = clear::clear(State(state.clone()), ConnectInfo(remote), uri.clone()).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(store.snapshot().health_clears.is_empty());
+        let r = clear::clear(State(state.clone()), ConnectInfo(local), uri.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // With a token (checked by the auth layer before the handler), any address may clear.
+        state.token_required = true;
+        let r = clear::clear(State(state), ConnectInfo(remote), uri).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let clears = store.snapshot().health_clears.clone();
+        assert_eq!(clears.len(), 2);
+        assert_eq!(clears[1].by, "10.0.0.7 (bearer token)");
+        assert_eq!(clears[1].gpu, None);
     }
 }

@@ -339,7 +339,18 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = first.mark(TowerToHyperService::new(connections.app.clone()));
+    // The peer's address travels with each request (`ConnectInfo`): `POST /v1/health/clear`
+    // without a token is accepted from loopback only, and records who asked.
+    let app = tower::ServiceExt::map_request(
+        connections.app.clone(),
+        move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    );
+    let service = first.mark(TowerToHyperService::new(app));
     let conn = connections
         .http1
         .serve_connection(TokioIo::new(io), service);

@@ -48,6 +48,7 @@ pub mod gpu;
 pub mod health;
 pub mod host;
 pub mod job;
+pub mod k8s;
 pub mod probe;
 pub mod score;
 
@@ -488,6 +489,7 @@ pub const DOMAINS: &[(&str, &[Family])] = &[
     ("Wrapped job", job::FAMILIES),
     ("Score", score::FAMILIES),
     ("Events", events::FAMILIES),
+    ("Kubernetes", k8s::FAMILIES),
 ];
 
 /// Every family, in `/metrics` order.

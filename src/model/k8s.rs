@@ -1,0 +1,62 @@
+//! Kubernetes attribution: which pod and container holds each GPU, and runs each GPU process.
+
+use std::time::SystemTime;
+
+/// The collector's name (`collector` label); the store drops the attribution when a cycle of
+/// this collector fails, so an attribution is never served stale.
+pub const K8S_COLLECTOR: &str = "kubernetes";
+
+/// A container of a pod, as the kubelet names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
+/// One device the kubelet assigned to a container: a GPU UUID (`GPU-…`) or a MIG device UUID
+/// (`MIG-…`), with any time-slicing replica suffix (`::N`) stripped.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceOwner {
+    pub device: String,
+    pub owner: PodRef,
+}
+
+/// A GPU process attributed to a container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcessOwner {
+    /// The GPU (its UUID) NVML listed the process on.
+    pub gpu_uuid: String,
+    pub pid: u32,
+    pub owner: PodRef,
+}
+
+/// What the `kubernetes` collector last learnt; `Snapshot.k8s` is `None` while it is unknown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct K8sAttribution {
+    pub taken_at: Option<SystemTime>,
+    /// Sorted by device, then owner; at most `kubernetes.max_owners`.
+    pub devices: Vec<DeviceOwner>,
+    /// Sorted by GPU, then pid.
+    pub processes: Vec<ProcessOwner>,
+    /// Device assignments left out past `kubernetes.max_owners`.
+    pub dropped: u64,
+}
+
+impl K8sAttribution {
+    /// The owners of `device` (a GPU or MIG UUID).
+    pub fn owners_of<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a PodRef> + 'a {
+        self.devices
+            .iter()
+            .filter(move |d| d.device == device)
+            .map(|d| &d.owner)
+    }
+
+    /// The container that runs `pid` on the GPU `gpu_uuid`, when known.
+    pub fn process(&self, gpu_uuid: &str, pid: u32) -> Option<&PodRef> {
+        self.processes
+            .binary_search_by(|p| (p.gpu_uuid.as_str(), p.pid).cmp(&(gpu_uuid, pid)))
+            .ok()
+            .map(|i| &self.processes[i].owner)
+    }
+}
