@@ -97,6 +97,7 @@ impl Parts {
             crate::export::otlp::check_ca_file(settings).map_err(place)?;
         }
         probe::check_files(&config.probe).map_err(place)?;
+        crate::export::node_condition::Settings::from_config(&config, &env).map_err(place)?;
         let credentials = Arc::new(Credentials::load_with_env(&config.http, &env).map_err(place)?);
         Ok(Self {
             config,
@@ -429,6 +430,20 @@ pub async fn run_with(
     let server = tokio::spawn(api::serve(listener, app, options, async move {
         let _ = server_stop.wait_for(|stop| *stop).await;
     }));
+    // Checked by `Parts::load`; read again here (the environment has not changed).
+    if let Ok(Some(settings)) =
+        crate::export::node_condition::Settings::from_config(&config, |name| {
+            std::env::var(name).ok()
+        })
+    {
+        let (store, stats) = (Arc::clone(&store), Arc::clone(&stats));
+        tasks.spawn(crate::export::node_condition::run(
+            settings,
+            store,
+            stats,
+            stop_rx.clone(),
+        ));
+    }
     // Under systemd (Type=notify): the listener is bound, so a client is served from now on.
     notify::ready(local);
     tasks.spawn(notify::watchdog(

@@ -1,4 +1,7 @@
-//! `[kubernetes]`: per-pod attribution from the kubelet's pod-resources socket.
+//! `[kubernetes]`: per-pod attribution from the kubelet's pod-resources socket, and the node
+//! condition gpulse writes through the Kubernetes API (`export::node_condition`).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,24 @@ pub struct KubernetesConfig {
     /// Where `/proc` is (a host's, in a container with `hostPID`); GPU processes are matched
     /// to their pod through `<proc_root>/<pid>/cgroup`.
     pub proc_root: String,
+    /// Write the node's GPU health as a condition on its Node object (needs `agent.node_name`
+    /// and RBAC: `patch` on `nodes/status`).
+    pub node_condition: bool,
+    /// The condition's `type`.
+    pub node_condition_type: String,
+    /// How often health is compared with the condition written.
+    pub node_condition_interval: HumanDuration,
+    /// The condition is written again after this long even when unchanged.
+    pub node_condition_resync: HumanDuration,
+    /// The API server's URL; empty: in-cluster, from `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT`.
+    pub api_server: String,
+    /// The bearer token (re-read before every request: projected tokens rotate).
+    pub api_token_file: String,
+    /// The cluster's CA certificate (PEM); empty: the built-in web roots only.
+    pub api_ca_file: String,
+    /// Deadline of one API request, answer included.
+    pub api_timeout: HumanDuration,
 }
 
 impl Default for KubernetesConfig {
@@ -34,6 +55,14 @@ impl Default for KubernetesConfig {
             max_owners: 256,
             max_message_bytes: 4 << 20,
             proc_root: "/proc".to_owned(),
+            node_condition: false,
+            node_condition_type: "GpulseGPUHealthy".to_owned(),
+            node_condition_interval: HumanDuration::secs(30),
+            node_condition_resync: HumanDuration::secs(300),
+            api_server: String::new(),
+            api_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned(),
+            api_ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".to_owned(),
+            api_timeout: HumanDuration::secs(5),
         }
     }
 }
@@ -61,6 +90,55 @@ impl KubernetesConfig {
                     format!("{value} is out of range; use {min} to {max}"),
                 ));
             }
+        }
+        let ty = &self.node_condition_type;
+        // A condition type is a CamelCase word (NodeReady, GpulseGPUHealthy) or a qualified
+        // name; anything else the API server refuses on every PATCH.
+        let type_ok = !ty.is_empty()
+            && ty.len() <= 316
+            && ty
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-' | '_'));
+        if !type_ok {
+            return Err(ConfigError::at_key(
+                "kubernetes.node_condition_type",
+                format!(
+                    "{ty:?} is not a condition type; use letters and digits, e.g. GpulseGPUHealthy"
+                ),
+            ));
+        }
+        let (interval, resync) = (self.node_condition_interval.0, self.node_condition_resync.0);
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&interval) {
+            return Err(ConfigError::at_key(
+                "kubernetes.node_condition_interval",
+                format!(
+                    "{} is out of range; use 1s to 1h",
+                    self.node_condition_interval
+                ),
+            ));
+        }
+        if resync < interval || resync > Duration::from_secs(86_400) {
+            return Err(ConfigError::at_key(
+                "kubernetes.node_condition_resync",
+                format!(
+                    "{} is out of range; use node_condition_interval ({}) to 24h",
+                    self.node_condition_resync, self.node_condition_interval
+                ),
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.api_timeout.0) {
+            return Err(ConfigError::at_key(
+                "kubernetes.api_timeout",
+                format!("{} is out of range; use 100ms to 60s", self.api_timeout),
+            ));
+        }
+        let server = self.api_server.trim();
+        if !server.is_empty() && !(server.starts_with("https://") || server.starts_with("http://"))
+        {
+            return Err(ConfigError::at_key(
+                "kubernetes.api_server",
+                format!("{server:?} is not a URL; use https://HOST:PORT (or empty: in-cluster)"),
+            ));
         }
         if self.enabled() && self.proc_root.trim().is_empty() {
             return Err(ConfigError::at_key(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::config::{Config, ConfigError};
 use crate::export::otlp::{classify_error, status_cause};
 use crate::export::{ExportFailure, ExportStats, FailureReason};
 use crate::health::{NodeHealth, State};
@@ -53,6 +54,74 @@ pub struct Settings {
     pub resync: Duration,
     /// Deadline of one request, answer included.
     pub timeout: Duration,
+}
+
+impl Settings {
+    /// The settings `[kubernetes]` asks for, or `None` when `node_condition` is off. `env`
+    /// reads the in-cluster `KUBERNETES_SERVICE_HOST`/`_PORT` when `api_server` is empty.
+    /// Errors name the key: no node name, no API server, an unreadable token or CA file.
+    pub fn from_config(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let k = &config.kubernetes;
+        if !k.node_condition {
+            return Ok(None);
+        }
+        let node = config.agent.node_name.trim();
+        if node.is_empty() {
+            return Err(ConfigError::at_key(
+                "kubernetes.node_condition",
+                "needs agent.node_name, the Node to write to (the Helm chart sets \
+                 GPULSE_AGENT_NODE_NAME from spec.nodeName); the host name is not used, \
+                 since in a pod it is the pod's",
+            ));
+        }
+        let api_server = match k.api_server.trim() {
+            "" => in_cluster_server(&env).ok_or_else(|| {
+                ConfigError::at_key(
+                    "kubernetes.api_server",
+                    "is empty and KUBERNETES_SERVICE_HOST is not set (not in a pod): \
+                     set the API server's URL",
+                )
+            })?,
+            url => url.to_owned(),
+        };
+        if let Err(e) = std::fs::metadata(&k.api_token_file) {
+            return Err(ConfigError::at_key(
+                "kubernetes.api_token_file",
+                format!("cannot read {}: {e}", k.api_token_file),
+            ));
+        }
+        if !k.api_ca_file.is_empty() {
+            crate::collect::probe::tls::install_crypto_provider();
+            crate::collect::probe::tls::client_config(&k.api_ca_file, false)
+                .map_err(|e| ConfigError::at_key("kubernetes.api_ca_file", e))?;
+        }
+        Ok(Some(Self {
+            api_server,
+            token_file: k.api_token_file.clone(),
+            ca_file: k.api_ca_file.clone(),
+            node: node.to_owned(),
+            condition_type: k.node_condition_type.clone(),
+            interval: k.node_condition_interval.0,
+            resync: k.node_condition_resync.0,
+            timeout: k.api_timeout.0,
+        }))
+    }
+}
+
+/// `https://HOST:PORT` from the variables the kubelet sets in every pod.
+fn in_cluster_server(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.trim().is_empty())?;
+    let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".to_owned());
+    let host = host.trim();
+    // An IPv6 service address needs brackets in a URL.
+    Some(if host.contains(':') {
+        format!("https://[{host}]:{}", port.trim())
+    } else {
+        format!("https://{host}:{}", port.trim())
+    })
 }
 
 /// One condition as written: `status` is `True` (GPUs usable: healthy, or degraded with the

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::config::Config;
 use crate::health::{Action, GpuHealth, Reason, ReasonCode};
 
 fn at(secs: u64) -> SystemTime {
@@ -129,4 +130,38 @@ fn the_patch_sets_one_condition_with_rfc3339_times() {
             "lastTransitionTime": "2027-01-15T07:43:20Z",
         }]}})
     );
+}
+
+fn config_with(node: &str, api_server: &str, token_file: &str) -> Config {
+    let mut config = Config::default();
+    config.agent.node_name = node.to_owned();
+    config.kubernetes.node_condition = true;
+    config.kubernetes.api_server = api_server.to_owned();
+    config.kubernetes.api_token_file = token_file.to_owned();
+    config.kubernetes.api_ca_file = String::new();
+    config
+}
+
+#[test]
+fn settings_come_from_kubernetes_and_name_the_key_they_miss() {
+    let no_env = |_: &str| None;
+    assert_eq!(Settings::from_config(&Config::default(), no_env), Ok(None));
+    let token = std::env::current_exe().unwrap().display().to_string();
+    let e = Settings::from_config(&config_with("", "https://k:6443", &token), no_env).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("kubernetes.node_condition"));
+    let e = Settings::from_config(&config_with("n1", "", &token), no_env).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("kubernetes.api_server"));
+    let e = Settings::from_config(&config_with("n1", "https://k", "/nonexistent/token"), no_env)
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("kubernetes.api_token_file"));
+    // In a pod: the service's address, IPv6 in brackets.
+    for (host, url) in [("10.96.0.1", "https://10.96.0.1:443"), ("fd00::1", "https://[fd00::1]:443")] {
+        let env = |name: &str| (name == "KUBERNETES_SERVICE_HOST").then(|| host.to_owned());
+        let settings = Settings::from_config(&config_with("n1", "", &token), env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.api_server, url);
+        assert_eq!(settings.node, "n1");
+        assert_eq!(settings.condition_type, "GpulseGPUHealthy");
+    }
 }
