@@ -23,6 +23,15 @@ pub struct KubernetesConfig {
     /// Where `/proc` is (a host's, in a container with `hostPID`); GPU processes are matched
     /// to their pod through `<proc_root>/<pid>/cgroup`.
     pub proc_root: String,
+    /// Read each owner's namespace from the Kubernetes API for its Akash lease labels
+    /// (`akash.network/lease.id.*`); needs RBAC to `get` namespaces.
+    pub lease_labels: bool,
+    /// The Kubernetes API's base URL; empty: in-cluster (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub api_url: String,
+    /// The bearer token for the API (the pod's service-account token); empty sends none.
+    pub api_token_file: String,
+    /// The CA that signs the API's certificate (https), besides the built-in roots.
+    pub api_ca_file: String,
 }
 
 impl Default for KubernetesConfig {
@@ -34,6 +43,10 @@ impl Default for KubernetesConfig {
             max_owners: 256,
             max_message_bytes: 4 << 20,
             proc_root: "/proc".to_owned(),
+            lease_labels: false,
+            api_url: String::new(),
+            api_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned(),
+            api_ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".to_owned(),
         }
     }
 }
