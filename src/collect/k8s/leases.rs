@@ -30,6 +30,16 @@ pub fn api_base(config: &KubernetesConfig) -> Option<String> {
     Some(format!("https://{host}:{port}"))
 }
 
+/// Whether `name` is a valid namespace name (an RFC 1123 label), so it is safe in a URL path.
+pub fn valid_namespace(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// The lease a namespace object's labels name, if any (pure: the object's JSON in).
 pub fn parse_namespace(namespace: &str, body: &[u8]) -> Option<NamespaceLease> {
     let object: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -91,7 +101,7 @@ pub async fn read(
         .map_err(|e| format!("cannot build the Kubernetes API client: {e}"))?;
     let mut out = Vec::new();
     let all = async {
-        for namespace in namespaces {
+        for namespace in namespaces.iter().filter(|n| valid_namespace(n)) {
             let url = format!("{base}/api/v1/namespaces/{namespace}");
             let mut request = client.get(&url);
             if let Some(token) = &token {
@@ -137,5 +147,9 @@ mod tests {
             None
         );
         assert_eq!(parse_namespace("x", b"garbage"), None);
+        assert!(valid_namespace("akash-abc123"));
+        for bad in ["", "a/b", "../x", "A", "-a", "a?b=c", &"a".repeat(64)] {
+            assert!(!valid_namespace(bad), "{bad}");
+        }
     }
 }
