@@ -240,6 +240,12 @@ def config_check(where, docs, gpulse, tmp):
                     "-keyout", str(root / "etc/gpulse/tls/tls.key"),
                     "-out", str(root / "etc/gpulse/tls/tls.crt")],
                    check=True, capture_output=True)
+    # The service-account mount the kubelet makes when the chart asks for a token (rbac.leases,
+    # nodeCondition), relocated under the scratch root like the chart's own files.
+    sa = root / "var/run/secrets/kubernetes.io/serviceaccount"
+    sa.mkdir(parents=True)
+    (sa / "token").write_text("ci-sa-token\n")
+    shutil.copy(root / "etc/gpulse/tls/tls.crt", sa / "ca.crt")
     config = root / "etc/gpulse/gpulse.toml"
     maps = [m for m in by_kind(docs, "ConfigMap") if "gpulse.toml" in m.get("data", {})]
     config.write_text(maps[0]["data"]["gpulse.toml"] if maps else "")
@@ -248,6 +254,12 @@ def config_check(where, docs, gpulse, tmp):
     check(("--config" in args) == bool(maps), f"{where}: --config without a config (or back)")
 
     env = {"PATH": os.environ["PATH"]}
+    if spec_automounts(ds):
+        # What the kubelet puts in every pod's environment, and the token's relocated paths.
+        env["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+        env["KUBERNETES_SERVICE_PORT"] = "443"
+        env["GPULSE_KUBERNETES_API_TOKEN_FILE"] = str(sa / "token")
+        env["GPULSE_KUBERNETES_API_CA_FILE"] = str(sa / "ca.crt")
     for var in container["env"]:
         # A Secret's value is not in the manifest: a placeholder of the variable's format.
         secret = "x-ci=placeholder" if var["name"].endswith("_HEADERS") else "placeholder"
@@ -342,6 +354,25 @@ def assert_attribution(where, docs):
           f"{where}: attribution env")
 
 
+def spec_automounts(ds):
+    return ds["spec"]["template"]["spec"].get("automountServiceAccountToken") is True
+
+
+def assert_api(where, docs):
+    """rbac.leases and nodeCondition: a token, exactly their rules, their agent settings."""
+    spec = pod_spec(docs)
+    check(spec.get("automountServiceAccountToken") is True, f"{where}: no service-account token")
+    role = the(docs, "ClusterRole")
+    rules = sorted((r["resources"][0], tuple(r["verbs"])) for r in role["rules"])
+    check(rules == [("namespaces", ("get", "list", "watch")), ("nodes/status", ("patch",))],
+          f"{where}: ClusterRole rules {rules}")
+    binding = the(docs, "ClusterRoleBinding")
+    check(binding["subjects"][0]["name"] == spec["serviceAccountName"], f"{where}: binding")
+    env = {v["name"]: v.get("value") for v in spec["containers"][0]["env"]}
+    check(env.get("GPULSE_KUBERNETES_LEASE_LABELS") == "true"
+          and env.get("GPULSE_KUBERNETES_NODE_CONDITION") == "true", f"{where}: API env {env}")
+
+
 def assert_tls(where, docs):
     spec = pod_spec(docs)
     c = spec["containers"][0]
@@ -372,7 +403,7 @@ def assert_monitoring(where, docs, tmp):
                       if m["metadata"]["name"].endswith("-npd")][0])
     role = the(docs, "ClusterRole")
     resources = {r for rule in role["rules"] for r in rule["resources"]}
-    check(resources == {"namespaces", "nodes", "nodes/status"}, f"{where}: RBAC {resources}")
+    check(resources == {"namespaces", "nodes/status"}, f"{where}: RBAC {resources}")
     spec = pod_spec(docs)
     check(spec["automountServiceAccountToken"] is True and spec["serviceAccountName"],
           f"{where}: service account")
@@ -394,6 +425,7 @@ def main():
         "kmsg": lambda w, d: assert_kmsg(w, d, True),
         "kmsg-unprivileged": lambda w, d: assert_kmsg(w, d, False),
         "tls": assert_tls,
+        "api": assert_api,
         "podmonitor": lambda w, d: check(
             the(d, "Service")["metadata"]["labels"]["gpulse-job"] == "gpulse-nodes"
             and the(d, "PodMonitor")["spec"]["jobLabel"] == "gpulse-job", f"{w}: PodMonitor"),

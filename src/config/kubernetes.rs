@@ -26,6 +26,9 @@ pub struct KubernetesConfig {
     /// Where `/proc` is (a host's, in a container with `hostPID`); GPU processes are matched
     /// to their pod through `<proc_root>/<pid>/cgroup`.
     pub proc_root: String,
+    /// Read each owner's namespace from the Kubernetes API for its Akash lease labels
+    /// (`akash.network/lease.id.*`); needs RBAC to `get` namespaces.
+    pub lease_labels: bool,
     /// Write the node's GPU health as a condition on its Node object (needs `agent.node_name`
     /// and RBAC: `patch` on `nodes/status`).
     pub node_condition: bool,
@@ -35,14 +38,15 @@ pub struct KubernetesConfig {
     pub node_condition_interval: HumanDuration,
     /// The condition is written again after this long even when unchanged.
     pub node_condition_resync: HumanDuration,
-    /// The API server's URL; empty: in-cluster, from `KUBERNETES_SERVICE_HOST` and
-    /// `KUBERNETES_SERVICE_PORT`.
-    pub api_server: String,
-    /// The bearer token (re-read before every request: projected tokens rotate).
+    /// The Kubernetes API's base URL (lease labels, node condition); empty: in-cluster, from
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`.
+    pub api_url: String,
+    /// The bearer token for the API (the pod's service-account token, re-read before every
+    /// request: projected tokens rotate); empty sends none.
     pub api_token_file: String,
-    /// The cluster's CA certificate (PEM); empty: the built-in web roots only.
+    /// The CA that signs the API's certificate (https), besides the built-in roots.
     pub api_ca_file: String,
-    /// Deadline of one API request, answer included.
+    /// Deadline of one node-condition request, answer included.
     pub api_timeout: HumanDuration,
 }
 
@@ -55,11 +59,12 @@ impl Default for KubernetesConfig {
             max_owners: 256,
             max_message_bytes: 4 << 20,
             proc_root: "/proc".to_owned(),
+            lease_labels: false,
             node_condition: false,
             node_condition_type: "GpulseGPUHealthy".to_owned(),
             node_condition_interval: HumanDuration::secs(30),
             node_condition_resync: HumanDuration::secs(300),
-            api_server: String::new(),
+            api_url: String::new(),
             api_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned(),
             api_ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".to_owned(),
             api_timeout: HumanDuration::secs(5),
@@ -132,11 +137,10 @@ impl KubernetesConfig {
                 format!("{} is out of range; use 100ms to 60s", self.api_timeout),
             ));
         }
-        let server = self.api_server.trim();
-        if !server.is_empty() && !(server.starts_with("https://") || server.starts_with("http://"))
-        {
+        let server = self.api_url.trim();
+        if !(server.is_empty() || server.starts_with("https://") || server.starts_with("http://")) {
             return Err(ConfigError::at_key(
-                "kubernetes.api_server",
+                "kubernetes.api_url",
                 format!("{server:?} is not a URL; use https://HOST:PORT (or empty: in-cluster)"),
             ));
         }

@@ -40,7 +40,8 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub struct Settings {
     /// The API server's base URL, e.g. `https://10.96.0.1:443` (in-cluster).
     pub api_server: String,
-    /// The service account token, re-read before every request (projected tokens rotate).
+    /// The service account token, re-read before every request (projected tokens rotate);
+    /// empty sends none.
     pub token_file: String,
     /// The cluster CA (PEM); empty: the built-in web roots only.
     pub ca_file: String,
@@ -58,7 +59,7 @@ pub struct Settings {
 
 impl Settings {
     /// The settings `[kubernetes]` asks for, or `None` when `node_condition` is off. `env`
-    /// reads the in-cluster `KUBERNETES_SERVICE_HOST`/`_PORT` when `api_server` is empty.
+    /// reads the in-cluster `KUBERNETES_SERVICE_HOST`/`_PORT` when `api_url` is empty.
     /// Errors name the key: no node name, no API server, an unreadable token or CA file.
     pub fn from_config(
         config: &Config,
@@ -77,17 +78,19 @@ impl Settings {
                  since in a pod it is the pod's",
             ));
         }
-        let api_server = match k.api_server.trim() {
+        let api_server = match k.api_url.trim() {
             "" => in_cluster_server(&env).ok_or_else(|| {
                 ConfigError::at_key(
-                    "kubernetes.api_server",
+                    "kubernetes.api_url",
                     "is empty and KUBERNETES_SERVICE_HOST is not set (not in a pod): \
                      set the API server's URL",
                 )
             })?,
             url => url.to_owned(),
         };
-        if let Err(e) = std::fs::metadata(&k.api_token_file) {
+        if !k.api_token_file.is_empty()
+            && let Err(e) = std::fs::metadata(&k.api_token_file)
+        {
             return Err(ConfigError::at_key(
                 "kubernetes.api_token_file",
                 format!("cannot read {}: {e}", k.api_token_file),
@@ -242,19 +245,20 @@ impl Client {
     }
 
     async fn patch(&self, body: &serde_json::Value) -> Result<(), ExportFailure> {
-        let token = std::fs::read_to_string(&self.settings.token_file).map_err(|e| {
-            self.failure(
-                FailureReason::Other,
-                format!(
-                    "cannot read the token file {}: {e}",
-                    self.settings.token_file
-                ),
-            )
-        })?;
-        let request = self
-            .http
-            .patch(&self.url)
-            .bearer_auth(token.trim())
+        let mut request = self.http.patch(&self.url);
+        if !self.settings.token_file.is_empty() {
+            let token = std::fs::read_to_string(&self.settings.token_file).map_err(|e| {
+                self.failure(
+                    FailureReason::Other,
+                    format!(
+                        "cannot read the token file {}: {e}",
+                        self.settings.token_file
+                    ),
+                )
+            })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let request = request
             .header("Content-Type", "application/strategic-merge-patch+json")
             .header("Accept", "application/json")
             .body(body.to_string());

@@ -41,6 +41,19 @@ pub struct K8sAttribution {
     pub processes: Vec<ProcessOwner>,
     /// Device assignments left out past `kubernetes.max_owners`.
     pub dropped: u64,
+    /// The Akash lease of each owner's namespace that is one (`kubernetes.lease_labels`).
+    pub leases: Vec<NamespaceLease>,
+}
+
+/// The Akash lease a namespace's labels name (`akash.network/lease.id.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceLease {
+    pub namespace: String,
+    pub owner: Option<String>,
+    pub dseq: Option<String>,
+    pub gseq: Option<String>,
+    pub oseq: Option<String>,
+    pub provider: Option<String>,
 }
 
 impl K8sAttribution {

@@ -292,6 +292,14 @@ fn k8s_attribution(gpu: &gpulse::model::GpuSample) -> gpulse::model::K8sAttribut
             })
             .collect(),
         dropped: 1,
+        leases: vec![gpulse::model::NamespaceLease {
+            namespace: "serving".to_owned(),
+            owner: Some("akash1owner".to_owned()),
+            dseq: Some("1234567".to_owned()),
+            gseq: Some("1".to_owned()),
+            oseq: Some("1".to_owned()),
+            provider: Some("akash1provider".to_owned()),
+        }],
     }
 }
 

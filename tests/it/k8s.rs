@@ -300,9 +300,14 @@ async fn a_missing_socket_or_a_garbage_answer_leaves_attribution_absent() {
         let agent =
             crate::inproc::start(config(&fake, &socket, dir.path()), GpuSource::Nvml, None).await;
         let metrics = agent
-            .wait_for("/metrics", "a failed kubernetes cycle", |m| {
-                m.contains("gpulse_collector_success{collector=\"kubernetes\"} 0")
-            })
+            .wait_for(
+                "/metrics",
+                "a failed kubernetes cycle and a GPU sample",
+                |m| {
+                    m.contains("gpulse_collector_success{collector=\"kubernetes\"} 0")
+                        && m.contains("gpulse_gpu_info{")
+                },
+            )
             .await;
         assert!(!metrics.contains("gpulse_gpu_pod_info"), "{socket:?}");
         assert!(
@@ -313,4 +318,70 @@ async fn a_missing_socket_or_a_garbage_answer_leaves_attribution_absent() {
         assert!(metrics.contains("gpulse_gpu_info{"), "{socket:?}");
         agent.shut_down().await;
     }
+}
+
+/// A fake Kubernetes API on loopback serving `GET /api/v1/namespaces/{ns}`: `serving` is an
+/// Akash lease's namespace, any other is a plain one; the bearer token `k8s-token` is needed
+/// (401 otherwise). Returns the base URL and a token file in `dir`.
+pub async fn serve_api(dir: &Path) -> (String, PathBuf) {
+    use axum::extract::Path as UrlPath;
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/api/v1/namespaces/{ns}",
+        axum::routing::get(|UrlPath(ns): UrlPath<String>, headers: HeaderMap| async move {
+            let authorized = headers
+                .get("authorization")
+                .is_some_and(|v| v == "Bearer k8s-token");
+            if !authorized {
+                return (StatusCode::UNAUTHORIZED, String::new());
+            }
+            let labels = if ns == "serving" {
+                r#""akash.network":"true","akash.network/lease.id.owner":"akash1tenant","akash.network/lease.id.dseq":"4242","akash.network/lease.id.gseq":"1","akash.network/lease.id.oseq":"1","akash.network/lease.id.provider":"akash1provider""#
+            } else {
+                r#""kubernetes.io/metadata.name":"x""#
+            };
+            (
+                StatusCode::OK,
+                format!(r#"{{"kind":"Namespace","metadata":{{"name":"{ns}","labels":{{{labels}}}}}}}"#),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let token = dir.join("k8s-token");
+    std::fs::write(&token, "k8s-token\n").unwrap();
+    (format!("http://{addr}"), token)
+}
+
+#[tokio::test]
+async fn lease_namespaces_name_their_akash_lease() {
+    let fake = FakeNvml::new("gpus=2\n");
+    let dir = tempfile::tempdir().unwrap();
+    let answer = Arc::new(Mutex::new(Answer::List(ListPodResourcesResponse {
+        pod_resources: vec![
+            pod("serving", "llm", "vllm", &[fake_uuid(0)]),
+            pod("ml", "train", "t", &[fake_uuid(1)]),
+        ],
+    })));
+    let socket = serve(dir.path(), FakeKubelet { answer }).await;
+    let (api, token) = serve_api(dir.path()).await;
+    let mut config = config(&fake, &socket, dir.path());
+    config.kubernetes.lease_labels = true;
+    config.kubernetes.api_url = api;
+    config.kubernetes.api_token_file = token.display().to_string();
+    let agent = crate::inproc::start(config, GpuSource::Nvml, None).await;
+    let metrics = agent
+        .wait_for("/metrics", "the lease", |m| {
+            m.contains("gpulse_kubernetes_namespace_lease_info{")
+        })
+        .await;
+    // Only the lease's namespace; `ml` has no lease labels.
+    assert_eq!(
+        lines(&metrics, "gpulse_kubernetes_namespace_lease_info"),
+        vec![
+            "gpulse_kubernetes_namespace_lease_info{namespace=\"serving\",owner=\"akash1tenant\",provider=\"akash1provider\",dseq=\"4242\",gseq=\"1\",oseq=\"1\"} 1.0"
+        ]
+    );
+    agent.shut_down().await;
 }

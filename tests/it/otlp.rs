@@ -162,7 +162,7 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
         answer: Arc::new(Mutex::new(crate::k8s::Answer::List(
             crate::k8s::ListPodResourcesResponse {
                 pod_resources: vec![crate::k8s::pod(
-                    "ml",
+                    "serving",
                     "train-0",
                     "trainer",
                     &[crate::k8s::fake_uuid(0)],
@@ -173,6 +173,11 @@ async fn start_agent(fake: &FakeNvml, otlp: OtlpSettings, grace: Duration) -> Ru
     let socket = crate::k8s::serve(&dir, kubelet).await;
     let proc_root = crate::k8s::fake_proc(&dir, &[1000]);
     config.kubernetes = crate::k8s::config(fake, &socket, &proc_root).kubernetes;
+    // Its namespace is an Akash lease's, read from a fake Kubernetes API.
+    let (api, token) = crate::k8s::serve_api(&dir).await;
+    config.kubernetes.lease_labels = true;
+    config.kubernetes.api_url = api;
+    config.kubernetes.api_token_file = token.display().to_string();
     // A wrapped job (as `gpulse wrap` records it): run 1 ended, run 2 is ready, so every
     // job family has a point, the recorded duration histogram included.
     let store = Arc::new(gpulse::app::new_store(&config, true).with_job(JobLog::default(), 16));

@@ -80,8 +80,10 @@ fn only_collect_gpu_imports_nvml_and_only_export_imports_http() {
             let probe_tls =
                 matches!(http, "rustls" | "rustls_pki_types") && path == "src/collect/probe/tls.rs";
             // The kubelet's pod-resources client is a gRPC client over a unix socket: tonic
-            // wants the stream wrapped in hyper-util's TokioIo.
-            let kubelet_client = http == "hyper_util" && path == "src/collect/k8s/pod_resources.rs";
+            // wants the stream wrapped in hyper-util's TokioIo. The Kubernetes API answers JSON
+            // (a namespace's lease labels).
+            let kubelet_client = http == "hyper_util" && path == "src/collect/k8s/pod_resources.rs"
+                || http == "serde_json" && path == "src/collect/k8s/leases.rs";
             if text.contains(&format!("{http}::"))
                 && !parses_probe_json
                 && !probe_tls

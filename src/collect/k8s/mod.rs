@@ -3,6 +3,7 @@
 //!
 //! * `pod_resources`: the kubelet's pod-resources `List` over its unix socket (gRPC, tonic).
 //! * `cgroup`: a process's pod UID and container id from `/proc/<pid>/cgroup`.
+//! * `leases`: the Akash lease of a namespace, from its labels (Kubernetes API, opt-in).
 //!
 //! Devices come from the kubelet, which knows them exactly. Processes are harder: the kubelet
 //! names pods but not their UIDs, and a process's cgroup names a pod UID but not the pod. So a
@@ -13,6 +14,7 @@
 //! cycle drops the whole attribution (the store never serves it stale).
 
 pub mod cgroup;
+pub mod leases;
 pub mod pod_resources;
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,6 +44,8 @@ pub struct KubernetesCollector {
     /// Set while a `/proc` read runs on the blocking pool; a read still stuck from an earlier
     /// cycle makes the next cycles skip processes instead of piling up threads.
     proc_busy: Arc<AtomicBool>,
+    /// A lease lookup that cannot be set up is logged once.
+    lease_error_logged: bool,
 }
 
 impl KubernetesCollector {
@@ -50,10 +54,11 @@ impl KubernetesCollector {
             config,
             store,
             proc_busy: Arc::new(AtomicBool::new(false)),
+            lease_error_logged: false,
         }
     }
 
-    async fn cycle(&self) -> Result<K8sAttribution, CollectError> {
+    async fn cycle(&mut self) -> Result<K8sAttribution, CollectError> {
         let timeout = self.config.timeout.0;
         let started = tokio::time::Instant::now();
         let max_bytes = usize::try_from(self.config.max_message_bytes).unwrap_or(usize::MAX);
@@ -79,11 +84,30 @@ impl KubernetesCollector {
         let left = timeout.saturating_sub(started.elapsed());
         let cgroups = self.read_cgroups(&gpus, left).await;
         let processes = attribute_processes(&gpus, &devices, &cgroups);
+        let leases = if self.config.lease_labels {
+            let namespaces: BTreeSet<String> =
+                devices.iter().map(|d| d.owner.namespace.clone()).collect();
+            let namespaces: Vec<String> = namespaces.into_iter().collect();
+            let left = timeout.saturating_sub(started.elapsed());
+            match leases::read(&self.config, &namespaces, left).await {
+                Ok(leases) => leases,
+                Err(message) => {
+                    if !self.lease_error_logged {
+                        self.lease_error_logged = true;
+                        tracing::warn!(error = %message, "Cannot read Akash leases from namespace labels; leaving them out.");
+                    }
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
         Ok(K8sAttribution {
             taken_at: Some(SystemTime::now()),
             devices,
             processes,
             dropped,
+            leases,
         })
     }
 

@@ -5,7 +5,9 @@
 //! (time-slicing, MPS) has several owners, and one reading copied under each owner would be
 //! summed several times; a GPU family's labels are also fixed in the catalog. Join with
 //! `* on(uuid) group_left(namespace, pod, container) gpulse_gpu_pod_info` (per GPU) or
-//! `* on(uuid, pid) group_left(namespace, pod, container) gpulse_gpu_process_pod_info`.
+//! `* on(uuid, pid) group_left(namespace, pod, container) gpulse_gpu_process_pod_info`; and a
+//! namespace's Akash lease with `* on(namespace) group_left(owner, dseq, …)
+//! gpulse_kubernetes_namespace_lease_info`.
 
 use super::{Ctx, Dim, Family, Kind, Scope, Series, Val, dim};
 use crate::model::{GpuDevice, K8sAttribution};
@@ -25,6 +27,15 @@ const PROCESS_OWNER: &[Dim] = &[
     dim("namespace", "k8s.namespace.name"),
     dim("pod", "k8s.pod.name"),
     dim("container", "k8s.container.name"),
+];
+
+const LEASE: &[Dim] = &[
+    dim("namespace", "k8s.namespace.name"),
+    dim("owner", "akash.owner"),
+    dim("provider", "akash.provider"),
+    dim("dseq", "akash.deployment.dseq"),
+    dim("gseq", "akash.group.gseq"),
+    dim("oseq", "akash.order.oseq"),
 ];
 
 fn attribution<'a>(c: &Ctx<'a>) -> Option<(&'a K8sAttribution, &'a [GpuDevice])> {
@@ -115,6 +126,31 @@ pub const FAMILIES: &[Family] = &[
             "Always 1: the container running this GPU process, where it is certain (the GPU has one owner and its processes one pod).",
             Kind::Gauge,
             process_owners,
+        )
+    },
+    Family {
+        dims: LEASE,
+        ..node_family(
+            "gpulse_kubernetes_namespace_lease_info",
+            "gpulse.kubernetes.namespace.lease.info",
+            "1",
+            "Always 1: the Akash lease an owner's namespace runs (its akash.network/lease.id.* labels; kubernetes.lease_labels).",
+            Kind::Gauge,
+            |c, s| {
+                for l in c.snap.k8s.iter().flat_map(|k| &k.leases) {
+                    s.node(
+                        [
+                            Val::Str(&l.namespace),
+                            Val::Opt(l.owner.as_deref()),
+                            Val::Opt(l.provider.as_deref()),
+                            Val::Opt(l.dseq.as_deref()),
+                            Val::Opt(l.gseq.as_deref()),
+                            Val::Opt(l.oseq.as_deref()),
+                        ],
+                        Some(1.0),
+                    );
+                }
+            },
         )
     },
     node_family(

@@ -136,7 +136,7 @@ fn config_with(node: &str, api_server: &str, token_file: &str) -> Config {
     let mut config = Config::default();
     config.agent.node_name = node.to_owned();
     config.kubernetes.node_condition = true;
-    config.kubernetes.api_server = api_server.to_owned();
+    config.kubernetes.api_url = api_server.to_owned();
     config.kubernetes.api_token_file = token_file.to_owned();
     config.kubernetes.api_ca_file = String::new();
     config
@@ -150,12 +150,18 @@ fn settings_come_from_kubernetes_and_name_the_key_they_miss() {
     let e = Settings::from_config(&config_with("", "https://k:6443", &token), no_env).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("kubernetes.node_condition"));
     let e = Settings::from_config(&config_with("n1", "", &token), no_env).unwrap_err();
-    assert_eq!(e.key.as_deref(), Some("kubernetes.api_server"));
-    let e = Settings::from_config(&config_with("n1", "https://k", "/nonexistent/token"), no_env)
-        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("kubernetes.api_url"));
+    let e = Settings::from_config(
+        &config_with("n1", "https://k", "/nonexistent/token"),
+        no_env,
+    )
+    .unwrap_err();
     assert_eq!(e.key.as_deref(), Some("kubernetes.api_token_file"));
     // In a pod: the service's address, IPv6 in brackets.
-    for (host, url) in [("10.96.0.1", "https://10.96.0.1:443"), ("fd00::1", "https://[fd00::1]:443")] {
+    for (host, url) in [
+        ("10.96.0.1", "https://10.96.0.1:443"),
+        ("fd00::1", "https://[fd00::1]:443"),
+    ] {
         let env = |name: &str| (name == "KUBERNETES_SERVICE_HOST").then(|| host.to_owned());
         let settings = Settings::from_config(&config_with("n1", "", &token), env)
             .unwrap()
