@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::collect::k8s::api;
 use crate::config::{Config, ConfigError};
 use crate::export::otlp::{classify_error, status_cause};
 use crate::export::{ExportFailure, ExportStats, FailureReason};
@@ -78,24 +79,15 @@ impl Settings {
                  since in a pod it is the pod's",
             ));
         }
-        let api_server = match k.api_url.trim() {
-            "" => in_cluster_server(&env).ok_or_else(|| {
-                ConfigError::at_key(
-                    "kubernetes.api_url",
-                    "is empty and KUBERNETES_SERVICE_HOST is not set (not in a pod): \
-                     set the API server's URL",
-                )
-            })?,
-            url => url.to_owned(),
-        };
-        if !k.api_token_file.is_empty()
-            && let Err(e) = std::fs::metadata(&k.api_token_file)
-        {
-            return Err(ConfigError::at_key(
-                "kubernetes.api_token_file",
-                format!("cannot read {}: {e}", k.api_token_file),
-            ));
-        }
+        let api_server = api::base_url(&k.api_url, env).ok_or_else(|| {
+            ConfigError::at_key(
+                "kubernetes.api_url",
+                "is empty and KUBERNETES_SERVICE_HOST is not set (not in a pod): \
+                 set the API server's URL",
+            )
+        })?;
+        api::token(&k.api_token_file)
+            .map_err(|e| ConfigError::at_key("kubernetes.api_token_file", e))?;
         if !k.api_ca_file.is_empty() {
             crate::collect::probe::tls::install_crypto_provider();
             crate::collect::probe::tls::client_config(&k.api_ca_file, false)
@@ -112,19 +104,6 @@ impl Settings {
             timeout: k.api_timeout.0,
         }))
     }
-}
-
-/// `https://HOST:PORT` from the variables the kubelet sets in every pod.
-fn in_cluster_server(env: &impl Fn(&str) -> Option<String>) -> Option<String> {
-    let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.trim().is_empty())?;
-    let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".to_owned());
-    let host = host.trim();
-    // An IPv6 service address needs brackets in a URL.
-    Some(if host.contains(':') {
-        format!("https://[{host}]:{}", port.trim())
-    } else {
-        format!("https://{host}:{}", port.trim())
-    })
 }
 
 /// One condition as written: `status` is `True` (GPUs usable: healthy, or degraded with the
@@ -216,14 +195,7 @@ struct Client {
 
 impl Client {
     fn new(settings: &Settings) -> Result<Self, String> {
-        crate::collect::probe::tls::install_crypto_provider();
-        let tls = crate::collect::probe::tls::client_config(&settings.ca_file, false)?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| format!("cannot build the Kubernetes API client: {e}"))?;
+        let http = api::client(&settings.ca_file, &settings.api_server, settings.timeout)?;
         let url = format!(
             "{}/api/v1/nodes/{}/status",
             settings.api_server.trim_end_matches('/'),
@@ -246,17 +218,10 @@ impl Client {
 
     async fn patch(&self, body: &serde_json::Value) -> Result<(), ExportFailure> {
         let mut request = self.http.patch(&self.url);
-        if !self.settings.token_file.is_empty() {
-            let token = std::fs::read_to_string(&self.settings.token_file).map_err(|e| {
-                self.failure(
-                    FailureReason::Other,
-                    format!(
-                        "cannot read the token file {}: {e}",
-                        self.settings.token_file
-                    ),
-                )
-            })?;
-            request = request.bearer_auth(token.trim());
+        let token = api::token(&self.settings.token_file)
+            .map_err(|cause| self.failure(FailureReason::Other, cause))?;
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
         }
         let request = request
             .header("Content-Type", "application/strategic-merge-patch+json")

@@ -5,30 +5,12 @@
 
 use std::time::Duration;
 
+use super::api;
 use crate::config::KubernetesConfig;
 use crate::model::NamespaceLease;
 
 /// Largest namespace object read (one is a few KiB).
 const MAX_BODY: usize = 256 << 10;
-
-/// In-cluster service-account files.
-const IN_CLUSTER_ENV: (&str, &str) = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT");
-
-/// The API's base URL: `kubernetes.api_url`, or the in-cluster address from the environment.
-pub fn api_base(config: &KubernetesConfig) -> Option<String> {
-    let url = config.api_url.trim().trim_end_matches('/');
-    if !url.is_empty() {
-        return Some(url.to_owned());
-    }
-    let host = std::env::var(IN_CLUSTER_ENV.0).ok()?;
-    let port = std::env::var(IN_CLUSTER_ENV.1).unwrap_or_else(|_| "443".to_owned());
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    Some(format!("https://{host}:{port}"))
-}
 
 /// Whether `name` is a valid namespace name (an RFC 1123 label), so it is safe in a URL path.
 pub fn valid_namespace(name: &str) -> bool {
@@ -73,32 +55,11 @@ pub async fn read(
     namespaces: &[String],
     timeout: Duration,
 ) -> Result<Vec<NamespaceLease>, String> {
-    let base = api_base(config).ok_or(
+    let base = api::base_url(&config.api_url, |name| std::env::var(name).ok()).ok_or(
         "no Kubernetes API: set kubernetes.api_url, or run in a pod (KUBERNETES_SERVICE_HOST)",
     )?;
-    let token = if config.api_token_file.trim().is_empty() {
-        None
-    } else {
-        let (bytes, _) = crate::config::files::read_small_file(
-            std::path::Path::new(config.api_token_file.trim()),
-            crate::config::files::DevNull::Refused,
-        )
-        .map_err(|e| format!("kubernetes.api_token_file {}: {e}", config.api_token_file))?;
-        Some(String::from_utf8_lossy(&bytes).trim().to_owned())
-    };
-    let ca = if base.starts_with("https://") {
-        config.api_ca_file.trim()
-    } else {
-        ""
-    };
-    let tls = crate::collect::probe::tls::client_config(ca, false)?;
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("cannot build the Kubernetes API client: {e}"))?;
+    let token = api::token(&config.api_token_file)?;
+    let client = api::client(&config.api_ca_file, &base, timeout)?;
     let mut out = Vec::new();
     let all = async {
         for namespace in namespaces.iter().filter(|n| valid_namespace(n)) {

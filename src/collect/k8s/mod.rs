@@ -4,6 +4,7 @@
 //! * `pod_resources`: the kubelet's pod-resources `List` over its unix socket (gRPC, tonic).
 //! * `cgroup`: a process's pod UID and container id from `/proc/<pid>/cgroup`.
 //! * `leases`: the Akash lease of a namespace, from its labels (Kubernetes API, opt-in).
+//! * `api`: where the Kubernetes API is, its token and client (leases, the node condition).
 //!
 //! Devices come from the kubelet, which knows them exactly. Processes are harder: the kubelet
 //! names pods but not their UIDs, and a process's cgroup names a pod UID but not the pod. So a
@@ -13,6 +14,7 @@
 //! unattributed; the per-GPU rows still list every owner. Anything unknown is absent: a failed
 //! cycle drops the whole attribution (the store never serves it stale).
 
+pub mod api;
 pub mod cgroup;
 pub mod leases;
 pub mod pod_resources;

@@ -146,7 +146,10 @@ fn config_with(node: &str, api_server: &str, token_file: &str) -> Config {
 fn settings_come_from_kubernetes_and_name_the_key_they_miss() {
     let no_env = |_: &str| None;
     assert_eq!(Settings::from_config(&Config::default(), no_env), Ok(None));
-    let token = std::env::current_exe().unwrap().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("token");
+    std::fs::write(&token_path, "t\n").unwrap();
+    let token = token_path.display().to_string();
     let e = Settings::from_config(&config_with("", "https://k:6443", &token), no_env).unwrap_err();
     assert_eq!(e.key.as_deref(), Some("kubernetes.node_condition"));
     let e = Settings::from_config(&config_with("n1", "", &token), no_env).unwrap_err();
