@@ -148,10 +148,12 @@ async fn post(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the agent at {url}: {}", chain(&e)))?;
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "cannot reach the agent at {url}: {}",
+            crate::collect::error_chain(&e)
+        )
+    })?;
     let status = response.status().as_u16();
     let bytes = response
         .bytes()
@@ -159,16 +161,4 @@ async fn post(
         .map_err(|e| format!("cannot read the agent's answer: {e}"))?;
     let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER)]).into_owned();
     Ok((status, body))
-}
-
-/// The error and its sources on one line (reqwest's own message names only the URL).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }

@@ -33,6 +33,19 @@ use crate::model::{Sample, XidEvent};
 use crate::store::{RunReport, Store};
 use worker::{DeadlineWorker, WorkerError};
 
+/// The error and its sources on one line: the top-level message of a wrapped error is often
+/// only "transport error" (tonic) or the URL (reqwest); the cause is further down.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 /// Where a collector hands Xid occurrences it infers (normally [`Store::record_xid`]).
 pub type XidSink = Arc<dyn Fn(XidEvent) + Send + Sync>;
 

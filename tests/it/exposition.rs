@@ -539,7 +539,7 @@ fn lost_and_unsupported_readings_are_omitted_not_zero() {
 /// `promtool check metrics` on `text`: whether it passed and what it said (stdout then
 /// stderr). `None` when promtool is not installed (a failure under `GPULSE_CI`).
 fn promtool_check(text: &str) -> Option<(bool, String)> {
-    let Some(promtool) = find("promtool") else {
+    let Some(promtool) = crate::skip::on_path("promtool") else {
         crate::skip::not_installed(
             "`promtool` is not on PATH",
             "install Debian's `prometheus` package (`apt-get install prometheus`)",
@@ -603,14 +603,6 @@ fn promtool_lints_only_dcgm_names_with_dcgm_compat() {
     );
     let expected: std::collections::BTreeSet<&str> = expected.iter().map(String::as_str).collect();
     assert_eq!(said, expected);
-}
-
-fn find(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 proptest::proptest! {

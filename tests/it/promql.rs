@@ -295,18 +295,9 @@ fn absent_labels(arg: &Expr) -> BTreeSet<String> {
         .collect()
 }
 
-/// `program` on PATH.
-pub fn find(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
 /// `promtool` on PATH, or `None` after a loud skip line (a failure under `GPULSE_CI=1`).
 pub fn promtool() -> Option<std::path::PathBuf> {
-    let found = find("promtool");
+    let found = crate::skip::on_path("promtool");
     if found.is_none() {
         crate::skip::not_installed(
             "`promtool` is not on PATH",

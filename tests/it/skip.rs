@@ -14,6 +14,16 @@ use std::io::Write;
 /// Where the optional prerequisites are described.
 const SEE: &str = "docs/development.md";
 
+/// `program` on PATH (a file of that name in one of its directories), for the tests that
+/// skip without a tool.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Whether CI requires every end-to-end prerequisite (`.ci/run` sets `GPULSE_CI=1`).
 pub fn ci() -> bool {
     std::env::var("GPULSE_CI").as_deref() == Ok("1")

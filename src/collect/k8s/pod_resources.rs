@@ -103,11 +103,11 @@ async fn list_inner(
             }
         }))
         .await
-        .map_err(|e| connect_error(error_chain(&e)))?;
+        .map_err(|e| connect_error(crate::collect::error_chain(&e)))?;
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(max_bytes);
     grpc.ready()
         .await
-        .map_err(|e| connect_error(error_chain(&e)))?;
+        .map_err(|e| connect_error(crate::collect::error_chain(&e)))?;
     let codec =
         tonic_prost::ProstCodec::<ListPodResourcesRequest, ListPodResourcesResponse>::default();
     let response = grpc
@@ -121,18 +121,6 @@ async fn list_inner(
             ListError::Status(format!("{:?}: {}", status.code(), status.message()))
         })?;
     Ok(response.into_inner())
-}
-
-/// The error and its sources on one line (tonic's top-level message is only "transport error").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// The GPU or MIG UUID a device plugin's id names, or `None` for a device that is not an
