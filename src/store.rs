@@ -24,7 +24,7 @@ use crate::model::{
     LedgerStatus, ProbeReason, ProbeSample, ProbeStatus, Sample, ServerMetrics, XidCount, XidEvent,
     XidLog,
 };
-use crate::score::{ClaimCheck, Reach, ScoreWindow, WindowScore};
+use crate::score::{ClaimCheck, LeaseScore, Reach, ScoreWindow, WindowScore};
 
 /// Outages kept per probe for /v1/probes.
 pub const MAX_PROBE_OUTAGES: usize = 32;
@@ -92,6 +92,8 @@ pub struct ScoreState {
     pub ledger: LedgerStatus,
     /// The weights and constants the windows were computed with.
     pub config: Arc<ScoreConfig>,
+    /// The per-lease view (`[kubernetes] lease_labels`), sorted by lease key.
+    pub leases: Vec<LeaseScore>,
 }
 
 impl ScoreState {

@@ -29,6 +29,9 @@ pub struct KubernetesConfig {
     /// Read each owner's namespace from the Kubernetes API for its Akash lease labels
     /// (`akash.network/lease.id.*`); needs RBAC to `get` namespaces.
     pub lease_labels: bool,
+    /// Most Akash leases with a score of their own (the most recently seen; the score's
+    /// per-lease view), and most leases one ledger minute accounts.
+    pub max_leases: u64,
     /// Write the node's GPU health as a condition on its Node object (needs `agent.node_name`
     /// and RBAC: `patch` on `nodes/status`).
     pub node_condition: bool,
@@ -60,6 +63,7 @@ impl Default for KubernetesConfig {
             max_message_bytes: 4 << 20,
             proc_root: "/proc".to_owned(),
             lease_labels: false,
+            max_leases: 64,
             node_condition: false,
             node_condition_type: "GpulseGPUHealthy".to_owned(),
             node_condition_interval: HumanDuration::secs(30),
@@ -81,6 +85,7 @@ impl KubernetesConfig {
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         let bounds = [
             ("kubernetes.max_owners", self.max_owners, 1, 100_000),
+            ("kubernetes.max_leases", self.max_leases, 1, 1024),
             (
                 "kubernetes.max_message_bytes",
                 self.max_message_bytes,

@@ -73,3 +73,60 @@ impl K8sAttribution {
             .map(|i| &self.processes[i].owner)
     }
 }
+
+/// The parts of an Akash lease id, in Akash's own order (`owner/dseq/gseq/oseq/provider`).
+pub const LEASE_PARTS: [&str; 5] = ["owner", "dseq", "gseq", "oseq", "provider"];
+
+impl NamespaceLease {
+    /// The lease id as one string, `owner/dseq/gseq/oseq/provider` (a part the labels did not
+    /// give is empty): the ledger's per-lease key. Label values cannot hold `/`; one that does
+    /// (a hand-built value) has it dropped, so the key always splits back into five parts.
+    pub fn key(&self) -> String {
+        [
+            &self.owner,
+            &self.dseq,
+            &self.gseq,
+            &self.oseq,
+            &self.provider,
+        ]
+        .map(|p| p.as_deref().unwrap_or("").replace('/', ""))
+        .join("/")
+    }
+}
+
+/// The five parts of a lease key ([`NamespaceLease::key`]), in [`LEASE_PARTS`] order; a key
+/// of another shape gives empty parts past what it has.
+pub fn lease_key_parts(key: &str) -> [&str; 5] {
+    let mut parts = [""; 5];
+    for (slot, part) in parts.iter_mut().zip(key.splitn(5, '/')) {
+        *slot = part;
+    }
+    parts
+}
+
+impl K8sAttribution {
+    /// The lease keys of the leases holding `device` (a GPU UUID) or one of `mig` (its MIG
+    /// device UUIDs) now, sorted and without repeats.
+    pub fn leases_of<'a>(
+        &self,
+        device: &str,
+        mig: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let mut namespaces: Vec<&str> = self
+            .owners_of(device)
+            .map(|o| o.namespace.as_str())
+            .collect();
+        for m in mig {
+            namespaces.extend(self.owners_of(m).map(|o| o.namespace.as_str()));
+        }
+        let mut keys: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|l| namespaces.contains(&l.namespace.as_str()))
+            .map(NamespaceLease::key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}

@@ -39,6 +39,22 @@ pub struct Bucket {
     pub gpus: Vec<GpuTally>,
     /// The wrapped job, when gpulse wraps one.
     pub job: JobTally,
+    /// Per Akash lease, by key (`NamespaceLease::key`); sorted by key: what the lease's GPUs
+    /// went through while the lease held them (`[kubernetes] lease_labels`).
+    pub leases: Vec<LeaseTally>,
+}
+
+/// What one Akash lease's GPUs went through inside a bucket, counted only while the kubelet
+/// had them assigned to the lease's namespace: a previous tenant's Xid is not the lease's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaseTally {
+    /// `owner/dseq/gseq/oseq/provider` (`NamespaceLease::key`).
+    pub lease: String,
+    /// Seconds the lease held at least one freshly sampled GPU: its observed time.
+    pub held_seconds: u64,
+    /// Per GPU, by UUID; sorted by UUID. The same counts as [`Bucket::gpus`], restricted to
+    /// the time the lease held the GPU.
+    pub gpus: Vec<GpuTally>,
 }
 
 /// What one probe saw inside a bucket.
@@ -239,6 +255,32 @@ impl GpuTally {
     }
 }
 
+impl LeaseTally {
+    /// The GPU's tally, created when missing.
+    pub fn gpu(&mut self, uuid: &str) -> &mut GpuTally {
+        entry(
+            &mut self.gpus,
+            uuid,
+            |t| &t.uuid,
+            |t| t.uuid = uuid.to_owned(),
+        )
+    }
+
+    pub fn merge(&mut self, o: &LeaseTally) {
+        self.held_seconds += o.held_seconds;
+        for g in &o.gpus {
+            self.gpu(&g.uuid).merge(g);
+        }
+    }
+
+    /// Whether any GPU of the lease had a critical second or Xid.
+    pub fn critical(&self) -> bool {
+        self.gpus
+            .iter()
+            .any(|g| g.critical_seconds > 0 || g.critical_xids > 0)
+    }
+}
+
 impl JobTally {
     pub fn merge(&mut self, o: &JobTally) {
         self.starts += o.starts;
@@ -291,6 +333,16 @@ impl Bucket {
         )
     }
 
+    /// The lease's tally, created when missing.
+    pub fn lease(&mut self, key: &str) -> &mut LeaseTally {
+        entry(
+            &mut self.leases,
+            key,
+            |t| &t.lease,
+            |t| t.lease = key.to_owned(),
+        )
+    }
+
     /// Adds `other`'s counts into this bucket (start and span stay).
     pub fn merge(&mut self, other: &Bucket) {
         self.observed_seconds += other.observed_seconds;
@@ -303,6 +355,9 @@ impl Bucket {
             self.gpu(&g.uuid).merge(g);
         }
         self.job.merge(&other.job);
+        for l in &other.leases {
+            self.lease(&l.lease).merge(l);
+        }
     }
 
     /// Whether nothing was accounted into the bucket.
@@ -323,6 +378,18 @@ pub struct Evidence {
     pub last_critical_end: Option<u64>,
     /// Unix seconds just past the newest bucket merged.
     pub newest_end: Option<u64>,
+    /// Per lease in `sum.leases` (same order): when it was last seen and last critical.
+    pub lease_marks: Vec<LeaseMark>,
+}
+
+/// When a lease was last seen in a window's buckets, and last had a critical GPU condition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseMark {
+    pub lease: String,
+    /// Unix seconds just past the newest bucket holding the lease.
+    pub last_end: u64,
+    /// Unix seconds just past the newest bucket where one of its GPUs was critical.
+    pub last_critical_end: Option<u64>,
 }
 
 impl Evidence {
@@ -358,7 +425,45 @@ impl Evidence {
         {
             self.last_critical_end = Some(self.last_critical_end.unwrap_or(0).max(b.end()));
         }
+        for l in &b.leases {
+            let mark = entry(
+                &mut self.lease_marks,
+                &l.lease,
+                |m| &m.lease,
+                |m| m.lease = l.lease.clone(),
+            );
+            mark.last_end = mark.last_end.max(b.end());
+            if l.critical() {
+                mark.last_critical_end = Some(mark.last_critical_end.unwrap_or(0).max(b.end()));
+            }
+        }
         true
+    }
+
+    /// The window as one lease saw it: its GPUs while it held them, its held seconds as the
+    /// observed time, no probes and no job (those are the node's, not the lease's). `None`
+    /// when the lease is not in the window.
+    pub fn of_lease(&self, key: &str) -> Option<Evidence> {
+        let i = self
+            .sum
+            .leases
+            .binary_search_by(|l| l.lease.as_str().cmp(key))
+            .ok()?;
+        let tally = &self.sum.leases[i];
+        let mark = self.lease_marks.iter().find(|m| m.lease == key);
+        Some(Evidence {
+            sum: Bucket {
+                start: self.sum.start,
+                span: self.sum.span,
+                observed_seconds: tally.held_seconds,
+                gpus: tally.gpus.clone(),
+                ..Bucket::default()
+            },
+            buckets: self.buckets,
+            last_critical_end: mark.and_then(|m| m.last_critical_end),
+            newest_end: mark.map(|m| m.last_end),
+            lease_marks: Vec::new(),
+        })
     }
 
     /// The window's start and end, Unix seconds.

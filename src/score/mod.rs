@@ -12,6 +12,7 @@
 //!   `completion` (C), `health` (H, and the GPU-critical gate), `throttle` (T), `recovery` (R).
 //! * `cost`: cost per request and per 1M output tokens, beside the score.
 //! * `claims`: `[score.expect]` against the latest GPU sample.
+//! * `lease`: the per-lease view, H and T over each Akash lease's GPUs while it held them.
 //!
 //! This file combines them: weights, re-weighting over the measured ones, gates, the total.
 
@@ -25,12 +26,14 @@ mod completion;
 mod cost;
 mod health;
 mod latency;
+mod lease;
 mod recovery;
 #[cfg(test)]
 mod tests;
 mod throttle;
 
 pub use claims::check_claims;
+pub use lease::{LeaseScore, evaluate_leases};
 
 /// A sub-score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

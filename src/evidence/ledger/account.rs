@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::health::{Policy, Severity, State};
 use crate::model::{
-    Bins, Bucket, JobLog, LEDGER_BINS, LatencyHistogram, ServerHistogram, ServerTally,
-    ThrottleReason, cumulative_at, rebin,
+    Bins, Bucket, GpuDevice, GpuTally, JobLog, LEDGER_BINS, LatencyHistogram, LeaseTally,
+    ServerHistogram, ServerTally, ThrottleReason, cumulative_at, rebin,
 };
 use crate::store::Snapshot;
 
@@ -133,6 +133,8 @@ pub struct Accountant {
     /// `None` until the first look at a job (or restored from the ledger's file).
     pub job: Option<JobCursor>,
     busy_utilization: f64,
+    /// Most leases one bucket accounts (`kubernetes.max_leases`).
+    max_leases: usize,
 }
 
 /// Bins of a latency histogram (its per-bound counts, then the rest as `+Inf`).
@@ -193,11 +195,13 @@ fn histogram_delta(
 }
 
 impl Accountant {
-    /// An accountant for these probes' SLOs, counting a GPU busy above `busy_utilization`.
-    pub fn new(slos: HashMap<String, Slo>, busy_utilization: f64) -> Self {
+    /// An accountant for these probes' SLOs, counting a GPU busy above `busy_utilization`,
+    /// and at most `max_leases` leases per bucket.
+    pub fn new(slos: HashMap<String, Slo>, busy_utilization: f64, max_leases: usize) -> Self {
         Self {
             slos,
             busy_utilization,
+            max_leases,
             ..Self::default()
         }
     }
@@ -232,6 +236,7 @@ impl Accountant {
         let Some(sample) = &snap.gpu else {
             return;
         };
+        let mut held: Vec<String> = Vec::new();
         for device in &sample.devices {
             if device.missing {
                 continue;
@@ -241,49 +246,89 @@ impl Accountant {
                 .as_ref()
                 .and_then(|h| h.gpu(device.identity.index))
                 .map(|g| g.state);
-            let tally = bucket.gpu(&device.identity.uuid);
-            tally.sampled_seconds += secs;
-            match state {
-                Some(State::Healthy) => tally.healthy_seconds += secs,
-                Some(State::Degraded) => tally.degraded_seconds += secs,
-                Some(State::Unhealthy) => {
-                    tally.unhealthy_seconds += secs;
-                    tally.critical_seconds += secs;
-                }
-                Some(State::Unknown) | None => {}
-            }
-            if device.lost && state != Some(State::Unhealthy) {
-                tally.critical_seconds += secs;
-            }
-            let busy = device
-                .utilization
-                .gpu
-                .is_some_and(|u| u > self.busy_utilization);
-            if !busy {
-                continue;
-            }
-            tally.busy_seconds += secs;
-            let Some(throttle) = device.throttle else {
-                continue;
-            };
-            let active: Vec<ThrottleReason> = throttle
-                .decoded()
-                .filter(|(_, on)| *on)
-                .map(|(r, _)| r)
-                .collect();
-            if active.iter().any(|r| PENALISED.contains(r)) {
-                tally.throttled_busy_seconds += secs;
-            }
-            for reason in active.into_iter().filter(|r| RECORDED.contains(r)) {
-                match tally
-                    .throttle_reasons
-                    .binary_search_by(|(r, _)| r.cmp(&reason))
-                {
-                    Ok(i) => tally.throttle_reasons[i].1 += secs,
-                    Err(i) => tally.throttle_reasons.insert(i, (reason, secs)),
+            let tally = self.gpu_tally(device, state, secs);
+            bucket.gpu(&device.identity.uuid).merge(&tally);
+            for key in self.leases_of(snap, device) {
+                if let Some(lease) = self.lease_tally(bucket, &key) {
+                    lease.gpu(&device.identity.uuid).merge(&tally);
+                    if !held.contains(&key) {
+                        lease.held_seconds += secs;
+                        held.push(key);
+                    }
                 }
             }
         }
+    }
+
+    /// What `secs` seconds of `device` in health `state` add to its tally.
+    fn gpu_tally(&self, device: &GpuDevice, state: Option<State>, secs: u64) -> GpuTally {
+        let mut tally = GpuTally {
+            uuid: device.identity.uuid.clone(),
+            sampled_seconds: secs,
+            ..GpuTally::default()
+        };
+        match state {
+            Some(State::Healthy) => tally.healthy_seconds += secs,
+            Some(State::Degraded) => tally.degraded_seconds += secs,
+            Some(State::Unhealthy) => {
+                tally.unhealthy_seconds += secs;
+                tally.critical_seconds += secs;
+            }
+            Some(State::Unknown) | None => {}
+        }
+        if device.lost && state != Some(State::Unhealthy) {
+            tally.critical_seconds += secs;
+        }
+        let busy = device
+            .utilization
+            .gpu
+            .is_some_and(|u| u > self.busy_utilization);
+        if !busy {
+            return tally;
+        }
+        tally.busy_seconds += secs;
+        let Some(throttle) = device.throttle else {
+            return tally;
+        };
+        let active: Vec<ThrottleReason> = throttle
+            .decoded()
+            .filter(|(_, on)| *on)
+            .map(|(r, _)| r)
+            .collect();
+        if active.iter().any(|r| PENALISED.contains(r)) {
+            tally.throttled_busy_seconds += secs;
+        }
+        tally.throttle_reasons = active
+            .into_iter()
+            .filter(|r| RECORDED.contains(r))
+            .map(|r| (r, secs))
+            .collect();
+        tally.throttle_reasons.sort();
+        tally
+    }
+
+    /// The keys of the Akash leases holding `device` (or one of its MIG devices) now; none
+    /// while the attribution is unknown.
+    fn leases_of(&self, snap: &Snapshot, device: &GpuDevice) -> Vec<String> {
+        let Some(k8s) = snap.k8s.as_deref() else {
+            return Vec::new();
+        };
+        let mig = device
+            .mig
+            .iter()
+            .flat_map(|m| &m.instances)
+            .map(|i| i.uuid.as_str());
+        k8s.leases_of(&device.identity.uuid, mig)
+    }
+
+    /// The lease's tally in `bucket`; `None` when the bucket already holds `max_leases` other
+    /// leases (the bound on a bucket's size: a lease past it is not accounted there).
+    fn lease_tally<'b>(&self, bucket: &'b mut Bucket, key: &str) -> Option<&'b mut LeaseTally> {
+        let known = bucket.leases.iter().any(|l| l.lease == key);
+        if !known && bucket.leases.len() >= self.max_leases {
+            return None;
+        }
+        Some(bucket.lease(key))
     }
 
     fn account_xids(&mut self, snap: &Snapshot, bucket: &mut Bucket, policy: &Policy) {
@@ -313,12 +358,28 @@ impl Accountant {
             if new == 0 {
                 continue;
             }
-            let tally = bucket.gpu(&key.0);
             // NVLink5 Xids whose recent occurrences all said `Nonfatal` are warnings.
-            match policy.xid_count(c, &snap.xid, std::time::UNIX_EPOCH).0 {
-                Severity::Unhealthy => tally.critical_xids += new,
-                Severity::Degraded => tally.warning_xids += new,
-                Severity::Ignore => {}
+            let tally = match policy.xid_count(c, &snap.xid, std::time::UNIX_EPOCH).0 {
+                Severity::Unhealthy => GpuTally {
+                    critical_xids: new,
+                    ..GpuTally::default()
+                },
+                Severity::Degraded => GpuTally {
+                    warning_xids: new,
+                    ..GpuTally::default()
+                },
+                Severity::Ignore => continue,
+            };
+            bucket.gpu(&key.0).merge(&tally);
+            // The Xid is the lease's when the lease holds the GPU as it is counted.
+            let device = snap
+                .gpu
+                .as_ref()
+                .and_then(|g| g.devices.iter().find(|d| d.identity.uuid == key.0));
+            for lease in device.map_or_else(Vec::new, |d| self.leases_of(snap, d)) {
+                if let Some(t) = self.lease_tally(bucket, &lease) {
+                    t.gpu(&key.0).merge(&tally);
+                }
             }
         }
     }

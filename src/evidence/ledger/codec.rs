@@ -11,8 +11,10 @@ use crate::model::{
     Bins, Bucket, GpuTally, JobTally, LEDGER_BINS, ProbeTally, ServerTally, ThrottleReason,
 };
 
-/// The first byte of every record.
+/// The first byte of every record: V1 without leases, V2 (V1 then the per-lease tallies) with
+/// them, so a ledger without Kubernetes leases stays readable by older agents.
 pub const SCHEMA_V1: u8 = 1;
+pub const SCHEMA_V2: u8 = 2;
 
 /// Maps names (probe names, GPU UUIDs) to small ids and back.
 pub trait Names {
@@ -30,6 +32,21 @@ struct BucketV1 {
     probes: Vec<ProbeV1>,
     gpus: Vec<GpuV1>,
     job: Option<JobV1>,
+}
+
+/// V1's fields, then the leases (postcard writes fields in order, so V2 extends V1).
+#[derive(Serialize, Deserialize)]
+struct BucketV2 {
+    base: BucketV1,
+    leases: Vec<LeaseV2>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseV2 {
+    /// The lease key's id in the name table.
+    id: u32,
+    held: u32,
+    gpus: Vec<GpuV1>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,9 +158,54 @@ pub fn encode(bucket: &Bucket, names: &mut impl Names) -> Vec<u8> {
             })
         })
         .collect();
-    let gpus = bucket
-        .gpus
+    let gpus = encode_gpus(&bucket.gpus, names);
+    let j = &bucket.job;
+    let job = (*j != JobTally::default()).then_some(JobV1 {
+        starts: j.starts,
+        outcomes: j.outcomes,
+        recoveries: j.recoveries,
+        recovery_sum: j.recovery_seconds_sum as f32,
+        recovery_max: j.recovery_seconds_max as f32,
+    });
+    let record = BucketV1 {
+        observed: secs32(bucket.observed_seconds),
+        starts: secs32(bucket.agent_starts),
+        steps_back: secs32(bucket.clock_steps_back),
+        probes,
+        gpus,
+        job,
+    };
+    let leases: Vec<LeaseV2> = bucket
+        .leases
         .iter()
+        .filter_map(|l| {
+            Some(LeaseV2 {
+                id: names.id(&l.lease)?,
+                held: secs32(l.held_seconds),
+                gpus: encode_gpus(&l.gpus, names),
+            })
+        })
+        .collect();
+    // Encoding plain integers, floats and vectors into a Vec cannot fail; if it ever did,
+    // the record is just the schema byte, which decodes to nothing and is skipped.
+    let (schema, bytes) = if leases.is_empty() {
+        (SCHEMA_V1, postcard::to_allocvec(&record))
+    } else {
+        let record = BucketV2 {
+            base: record,
+            leases,
+        };
+        (SCHEMA_V2, postcard::to_allocvec(&record))
+    };
+    let mut out = vec![schema];
+    if let Ok(bytes) = bytes {
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn encode_gpus(gpus: &[GpuTally], names: &mut impl Names) -> Vec<GpuV1> {
+    gpus.iter()
         .filter_map(|g| {
             Some(GpuV1 {
                 id: names.id(&g.uuid)?,
@@ -166,30 +228,29 @@ pub fn encode(bucket: &Bucket, names: &mut impl Names) -> Vec<u8> {
                     .collect(),
             })
         })
+        .collect()
+}
+
+/// A GPU tally of a record; `None` when its id is missing from the name table.
+fn decode_gpu(g: &GpuV1, names: &impl Names) -> Option<GpuTally> {
+    let reasons = g
+        .reasons
+        .iter()
+        .filter_map(|(i, s)| Some((*ThrottleReason::ALL.get(usize::from(*i))?, u64::from(*s))))
         .collect();
-    let j = &bucket.job;
-    let job = (*j != JobTally::default()).then_some(JobV1 {
-        starts: j.starts,
-        outcomes: j.outcomes,
-        recoveries: j.recoveries,
-        recovery_sum: j.recovery_seconds_sum as f32,
-        recovery_max: j.recovery_seconds_max as f32,
-    });
-    let record = BucketV1 {
-        observed: secs32(bucket.observed_seconds),
-        starts: secs32(bucket.agent_starts),
-        steps_back: secs32(bucket.clock_steps_back),
-        probes,
-        gpus,
-        job,
-    };
-    let mut out = vec![SCHEMA_V1];
-    // Encoding plain integers, floats and vectors into a Vec cannot fail; if it ever did,
-    // the record is just the schema byte, which decodes to nothing and is skipped.
-    if let Ok(bytes) = postcard::to_allocvec(&record) {
-        out.extend_from_slice(&bytes);
-    }
-    out
+    Some(GpuTally {
+        uuid: names.name(g.id)?.to_owned(),
+        sampled_seconds: u64::from(g.sampled),
+        healthy_seconds: u64::from(g.healthy),
+        degraded_seconds: u64::from(g.degraded),
+        unhealthy_seconds: u64::from(g.unhealthy),
+        critical_seconds: u64::from(g.critical),
+        critical_xids: g.critical_xids,
+        warning_xids: g.warning_xids,
+        busy_seconds: u64::from(g.busy),
+        throttled_busy_seconds: u64::from(g.throttled_busy),
+        throttle_reasons: reasons,
+    })
 }
 
 /// Decodes a record written by [`encode`] into a bucket at `start` of `span` seconds;
@@ -197,10 +258,14 @@ pub fn encode(bucket: &Bucket, names: &mut impl Names) -> Vec<u8> {
 /// are dropped.
 pub fn decode(bytes: &[u8], start: u64, span: u64, names: &impl Names) -> Option<Bucket> {
     let (&schema, rest) = bytes.split_first()?;
-    if schema != SCHEMA_V1 {
-        return None;
-    }
-    let r: BucketV1 = postcard::from_bytes(rest).ok()?;
+    let (r, leases) = match schema {
+        SCHEMA_V1 => (postcard::from_bytes::<BucketV1>(rest).ok()?, Vec::new()),
+        SCHEMA_V2 => {
+            let v2: BucketV2 = postcard::from_bytes(rest).ok()?;
+            (v2.base, v2.leases)
+        }
+        _ => return None,
+    };
     let mut b = Bucket::new(start, span);
     b.observed_seconds = u64::from(r.observed).min(span);
     b.agent_starts = u64::from(r.starts);
@@ -235,28 +300,19 @@ pub fn decode(bytes: &[u8], start: u64, span: u64, names: &impl Names) -> Option
             }),
         });
     }
-    for g in r.gpus {
-        let Some(uuid) = names.name(g.id) else {
+    // Through the keyed merges, so a record with repeats still decodes sorted.
+    for g in r.gpus.iter().filter_map(|g| decode_gpu(g, names)) {
+        b.gpu(&g.uuid).merge(&g);
+    }
+    for l in leases {
+        let Some(key) = names.name(l.id) else {
             continue;
         };
-        let reasons = g
-            .reasons
-            .iter()
-            .filter_map(|(i, s)| Some((*ThrottleReason::ALL.get(usize::from(*i))?, u64::from(*s))))
-            .collect();
-        b.gpu(uuid).merge(&GpuTally {
-            uuid: String::new(),
-            sampled_seconds: u64::from(g.sampled),
-            healthy_seconds: u64::from(g.healthy),
-            degraded_seconds: u64::from(g.degraded),
-            unhealthy_seconds: u64::from(g.unhealthy),
-            critical_seconds: u64::from(g.critical),
-            critical_xids: g.critical_xids,
-            warning_xids: g.warning_xids,
-            busy_seconds: u64::from(g.busy),
-            throttled_busy_seconds: u64::from(g.throttled_busy),
-            throttle_reasons: reasons,
-        });
+        let lease = b.lease(key);
+        lease.held_seconds += u64::from(l.held);
+        for g in l.gpus.iter().filter_map(|g| decode_gpu(g, names)) {
+            lease.gpu(&g.uuid).merge(&g);
+        }
     }
     if let Some(j) = r.job {
         b.job = JobTally {
@@ -331,5 +387,31 @@ mod tests {
         assert_eq!(decode(&[9, 1, 2], 0, 60, &names), None);
         assert_eq!(decode(&[], 0, 60, &names), None);
         assert_eq!(decode(&bytes[..bytes.len() / 2], 0, 60, &names), None);
+        // No leases: the V1 record older agents read.
+        assert_eq!(bytes[0], SCHEMA_V1);
+    }
+
+    #[test]
+    fn leases_round_trip_in_a_v2_record() {
+        let mut b = Bucket::new(60, 60);
+        b.observed_seconds = 60;
+        b.gpu("GPU-a").sampled_seconds = 60;
+        let lease = b.lease("akash1owner/42/1/1/akash1prov");
+        lease.held_seconds = 45;
+        let g = lease.gpu("GPU-a");
+        g.sampled_seconds = 45;
+        g.healthy_seconds = 40;
+        g.critical_xids = 1;
+        g.throttle_reasons = vec![(ThrottleReason::SwPowerCap, 3)];
+        b.lease("akash1other/7/1/1/akash1prov").held_seconds = 15;
+        let mut names = Table::default();
+        let bytes = encode(&b, &mut names);
+        assert_eq!(bytes[0], SCHEMA_V2);
+        assert_eq!(decode(&bytes, 60, 60, &names), Some(b.clone()));
+        // Without the lease tallies the rest is the V1 record.
+        let mut plain = b.clone();
+        plain.leases.clear();
+        let v1 = encode(&plain, &mut names);
+        assert_eq!(&bytes[1..v1.len()], &v1[1..]);
     }
 }

@@ -35,6 +35,7 @@ pub struct Keeper {
     config: Arc<ScoreConfig>,
     policy: Policy,
     reach: Reach,
+    max_leases: usize,
     last_now: u64,
     /// The claims' verdicts last logged, so a mismatch is logged once per change.
     claims_logged: Vec<(&'static str, Option<bool>)>,
@@ -99,7 +100,8 @@ impl Keeper {
                 )
             })
             .collect();
-        let mut accountant = Accountant::new(slos, score.busy_utilization);
+        let max_leases = usize::try_from(config.kubernetes.max_leases).unwrap_or(usize::MAX);
+        let mut accountant = Accountant::new(slos, score.busy_utilization, max_leases);
         accountant.job = cursor;
         let reach = Reach {
             probes: config.probe.len(),
@@ -116,6 +118,7 @@ impl Keeper {
             config: Arc::new(score.clone()),
             policy,
             reach,
+            max_leases,
             last_now: 0,
             claims_logged: Vec::new(),
         }
@@ -200,6 +203,7 @@ impl Keeper {
             .zip(&evidence)
             .map(|(window, evidence)| score::evaluate(*window, evidence, &reach, &self.config))
             .collect();
+        let leases = score::evaluate_leases(&evidence, reach.mode, &self.config, self.max_leases);
         let claims = score::check_claims(&self.config, snap.gpu.as_deref());
         let verdicts: Vec<(&'static str, Option<bool>)> =
             claims.iter().map(|c| (c.claim, c.ok)).collect();
@@ -226,6 +230,7 @@ impl Keeper {
                 self.writer.as_ref().map_or(0, Writer::failures),
             ),
             config: Arc::clone(&self.config),
+            leases,
         }
     }
 

@@ -209,7 +209,7 @@ mod accounting {
             ttft: Duration::from_millis(500),
             latency: Duration::from_secs(2),
         };
-        Accountant::new(HashMap::from([("llm".to_owned(), slo)]), 0.1)
+        Accountant::new(HashMap::from([("llm".to_owned(), slo)]), 0.1, 8)
     }
 
     fn tick(a: &mut Accountant, snap: &Snapshot) -> Bucket {
@@ -400,6 +400,94 @@ mod accounting {
         assert_eq!((b.gpus[0].critical_xids, b.gpus[0].warning_xids), (1, 2));
         let b = tick(&mut a, &snap(vec![count(79, 1), count(94, 3)]));
         assert_eq!((b.gpus[0].critical_xids, b.gpus[0].warning_xids), (0, 1));
+    }
+
+    #[test]
+    fn a_lease_is_charged_only_for_its_gpus_while_it_holds_them() {
+        use crate::model::{DeviceOwner, K8sAttribution, NamespaceLease, PodRef};
+        let mut sim = SimGpuCollector::new(3, Duration::from_secs(1));
+        let gpu = Arc::new(sim.next_sample());
+        let uuid = |i: usize| gpu.devices[i].identity.uuid.clone();
+        let owner = |i: usize, namespace: &str| DeviceOwner {
+            device: uuid(i),
+            owner: PodRef {
+                namespace: namespace.to_owned(),
+                pod: "p".to_owned(),
+                container: "c".to_owned(),
+            },
+        };
+        let lease = |namespace: &str, dseq: &str| NamespaceLease {
+            namespace: namespace.to_owned(),
+            owner: Some("akash1tenant".to_owned()),
+            dseq: Some(dseq.to_owned()),
+            gseq: Some("1".to_owned()),
+            oseq: Some("1".to_owned()),
+            provider: Some("akash1prov".to_owned()),
+        };
+        let (a_key, b_key) = (lease("a", "1").key(), lease("b", "2").key());
+        assert_eq!(a_key, "akash1tenant/1/1/1/akash1prov");
+        let xid = |count: u64| XidCount {
+            gpu_index: Some(0),
+            uuid: uuid(0),
+            xid: 79,
+            count,
+            first_seen: at(0),
+            last_seen: at(0),
+        };
+        let snap = |owners: Vec<DeviceOwner>, xids: u64| {
+            let mut devices = owners;
+            devices.sort();
+            Snapshot {
+                gpu: Some(Arc::clone(&gpu)),
+                k8s: Some(Arc::new(K8sAttribution {
+                    devices,
+                    leases: vec![lease("a", "1"), lease("b", "2")],
+                    ..K8sAttribution::default()
+                })),
+                xid: Arc::new(XidLog {
+                    counts: vec![xid(xids)],
+                    recent: Vec::new(),
+                }),
+                ..Snapshot::default()
+            }
+        };
+        let mut a = accountant();
+        // GPU 0 is lease a's, GPU 1 lease b's, GPU 2 a plain namespace's: a critical Xid on
+        // GPU 0 is lease a's alone.
+        let b = tick(
+            &mut a,
+            &snap(vec![owner(0, "a"), owner(1, "b"), owner(2, "plain")], 1),
+        );
+        let keys: Vec<&str> = b.leases.iter().map(|l| l.lease.as_str()).collect();
+        assert_eq!(keys, [a_key.as_str(), b_key.as_str()]);
+        let (la, lb) = (&b.leases[0], &b.leases[1]);
+        assert_eq!(la.held_seconds, 5);
+        let gpus = |l: &crate::model::LeaseTally| -> Vec<String> {
+            l.gpus.iter().map(|g| g.uuid.clone()).collect()
+        };
+        assert_eq!(gpus(la), [uuid(0)]);
+        assert_eq!((la.gpus[0].sampled_seconds, la.gpus[0].critical_xids), (5, 1));
+        assert_eq!(gpus(lb), [uuid(1)]);
+        assert!(!lb.critical());
+        // The node's tally is the same GPU's, counted once.
+        let node = b.gpus.iter().find(|g| g.uuid == uuid(0)).unwrap();
+        assert_eq!(node.critical_xids, 1);
+        // GPU 0 moves to lease b (a's pod ended): the next Xid is b's, not a's.
+        let b = tick(&mut a, &snap(vec![owner(0, "b"), owner(1, "b")], 2));
+        assert_eq!(b.leases.len(), 1);
+        assert_eq!(b.leases[0].lease, b_key);
+        // Two GPUs, but the lease held something for 5 seconds.
+        assert_eq!(b.leases[0].held_seconds, 5);
+        assert_eq!(gpus(&b.leases[0]), [uuid(0), uuid(1)]);
+        assert_eq!(b.leases[0].gpus[0].critical_xids, 1);
+        // Unknown attribution (the collector failed): nothing is charged to any lease.
+        let mut unknown = snap(vec![owner(0, "a")], 3);
+        unknown.k8s = None;
+        assert!(tick(&mut a, &unknown).leases.is_empty());
+        // The bound: one lease per bucket, the first seen.
+        let mut one = Accountant::new(HashMap::new(), 0.1, 1);
+        let b = tick(&mut one, &snap(vec![owner(0, "a"), owner(1, "b")], 3));
+        assert_eq!(b.leases.len(), 1);
     }
 
     fn job_events(log: &mut JobLog, run: u64, outcome: JobOutcome, ready_after_end: Option<u64>) {

@@ -70,6 +70,7 @@ pub(crate) fn snapshot(end: u64) -> Snapshot {
             evidence,
             ledger: Default::default(),
             config: Arc::new(config),
+            leases: Vec::new(),
         })),
         ..Snapshot::default()
     }
