@@ -440,9 +440,9 @@ impl Evidence {
         true
     }
 
-    /// The window as one lease saw it: its GPUs while it held them, its held seconds as the
-    /// observed time, no probes and no job (those are the node's, not the lease's). `None`
-    /// when the lease is not in the window.
+    /// The window as one lease saw it, up to the lease's last minute in it: its GPUs while it
+    /// held them, its held seconds as the observed time, no probes and no job (those are the
+    /// node's, not the lease's). `None` when the lease is not in the window.
     pub fn of_lease(&self, key: &str) -> Option<Evidence> {
         let i = self
             .sum
@@ -451,10 +451,13 @@ impl Evidence {
             .ok()?;
         let tally = &self.sum.leases[i];
         let mark = self.lease_marks.iter().find(|m| m.lease == key);
+        // The lease's window ends with its last minute here: a lease that left while the
+        // health gate held is judged closed, not cleared by time it was not here for.
+        let end = mark.map_or(self.end(), |m| m.last_end.min(self.end()));
         Some(Evidence {
             sum: Bucket {
                 start: self.sum.start,
-                span: self.sum.span,
+                span: end.saturating_sub(self.sum.start),
                 observed_seconds: tally.held_seconds,
                 gpus: tally.gpus.clone(),
                 ..Bucket::default()

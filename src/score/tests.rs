@@ -1194,3 +1194,81 @@ proptest! {
         }
     }
 }
+
+/// A minute where lease `key` held GPU-0 (healthy, busy) for `held` seconds, with `xids`
+/// critical Xids on it.
+fn lease_minute(ago: u64, key: &str, held: u64, xids: u64) -> Bucket {
+    let mut b = healthy(ago, MINUTE);
+    let lease = b.lease(key);
+    lease.held_seconds = held;
+    let g = lease.gpu("GPU-0");
+    g.sampled_seconds = held;
+    g.healthy_seconds = held;
+    g.busy_seconds = held;
+    g.throttled_busy_seconds = held / 20;
+    g.critical_xids = xids;
+    b
+}
+
+#[test]
+fn each_lease_is_scored_on_its_own_gpu_time_and_the_newest_are_kept() {
+    let config = ScoreConfig::default();
+    let (old, new) = ("akash1a/1/1/1/akash1p", "akash1b/2/1/1/akash1p");
+    // The old lease had a critical Xid 50 minutes ago and left; the new one has held GPU-0
+    // since, with 5% of its busy time throttled.
+    let mut buckets = vec![lease_minute(50 * MINUTE, old, 60, 1)];
+    buckets.extend((1..=10).map(|i| lease_minute(i * MINUTE, new, 60, 0)));
+    let evidence: Vec<Evidence> = ScoreWindow::ALL
+        .iter()
+        .map(|w| Evidence::over(&buckets, END, w.seconds()))
+        .collect();
+    let leases = evaluate_leases(&evidence, Mode::Host, &config, 8);
+    let keys: Vec<&str> = leases.iter().map(|l| l.lease.as_str()).collect();
+    assert_eq!(keys, [old, new]);
+    let (o, n) = (&leases[0], &leases[1]);
+    assert_eq!(n.last_seen, END);
+    // 5 minutes: only the new lease was there.
+    assert_eq!(o.windows.first().map(|w| w.window), Some(ScoreWindow::H1));
+    assert_eq!(n.windows[0].window, ScoreWindow::M5);
+    let hour = |l: &LeaseScore| {
+        l.windows
+            .iter()
+            .find(|w| w.window == ScoreWindow::H1)
+            .cloned()
+    };
+    let (oh, nh) = (hour(o).unwrap(), hour(n).unwrap());
+    // The old lease's critical Xid closes its gate: judged at the lease's last minute here,
+    // inside health_hold. The new lease on the same GPU is not charged for it.
+    assert_eq!(oh.total, Some(0.0));
+    assert_eq!(oh.end, END - 49 * MINUTE);
+    assert_eq!(nh.end, END);
+    let value = |w: &WindowScore, c: Component| {
+        w.components
+            .iter()
+            .find(|x| x.component == c)
+            .unwrap()
+            .value
+    };
+    assert_eq!(value(&nh, H), Some(100.0));
+    assert!(
+        nh.gates.iter().all(|g| g.open != Some(false)),
+        "{:?}",
+        nh.gates
+    );
+    // T: 5% throttled against the 20% tolerance; what the node cannot see of a lease is not
+    // measurable, never perfect.
+    assert!((value(&nh, T).unwrap() - 75.0).abs() < 1e-9);
+    assert!(
+        (nh.total.unwrap() - 100.0 * 0.75f64.powf(nh.components[4].effective_weight)).abs() < 1e-9
+    );
+    for c in [A, L, C, R] {
+        let comp = nh.components.iter().find(|x| x.component == c).unwrap();
+        assert_eq!(comp.unmeasured, Some(Unmeasured::NotMeasurable), "{c:?}");
+    }
+    assert_eq!(nh.observed_seconds, 600);
+    assert!(nh.cost.is_none());
+    // The bound keeps the most recently seen.
+    let newest = evaluate_leases(&evidence, Mode::Host, &config, 1);
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].lease, new);
+}

@@ -304,7 +304,8 @@ fn k8s_attribution(gpu: &gpulse::model::GpuSample) -> gpulse::model::K8sAttribut
 }
 
 /// A score over a fixed ledger: an hour of minutes of one probe (with server counters and an
-/// outage) and two GPUs (one throttling while busy), a price, and two claims (one fails).
+/// outage) and two GPUs (one throttling while busy, and an Akash lease's for the last 40
+/// minutes), a price, and two claims (one fails).
 fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
     use gpulse::config::ScoreConfig;
     use gpulse::model::{Bucket, Evidence, LedgerStatus, ServerTally, ThrottleReason};
@@ -350,6 +351,13 @@ fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
                     g.throttled_busy_seconds = 5;
                     g.throttle_reasons = vec![(ThrottleReason::HwThermalSlowdown, 5)];
                 }
+                // The second GPU is the Akash lease's for the last 40 minutes.
+                if i == 1 && m >= 20 {
+                    let g = g.clone();
+                    let lease = b.lease("akash1tenant/4242/1/1/akash1provider");
+                    lease.held_seconds = 60;
+                    lease.gpu(&g.uuid).merge(&g);
+                }
             }
             b
         })
@@ -377,6 +385,7 @@ fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
         .zip(&evidence)
         .map(|(w, e)| gpulse::score::evaluate(*w, e, &reach, &config))
         .collect();
+    let leases = gpulse::score::evaluate_leases(&evidence, reach.mode, &config, 64);
     gpulse::store::ScoreState {
         evaluated_at: end,
         windows,
@@ -393,6 +402,7 @@ fn score_state(gpu: &gpulse::model::GpuSample) -> gpulse::store::ScoreState {
             undecodable: 0,
         },
         config: Arc::new(config),
+        leases,
     }
 }
 

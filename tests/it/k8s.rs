@@ -368,6 +368,8 @@ async fn lease_namespaces_name_their_akash_lease() {
     let (api, token) = serve_api(dir.path()).await;
     let mut config = config(&fake, &socket, dir.path());
     config.kubernetes.lease_labels = true;
+    config.score.enabled = true;
+    config.score.tick = HumanDuration(Duration::from_secs(1));
     config.kubernetes.api_url = api;
     config.kubernetes.api_token_file = token.display().to_string();
     let agent = crate::inproc::start(config, GpuSource::Nvml, None).await;
@@ -383,5 +385,59 @@ async fn lease_namespaces_name_their_akash_lease() {
             "gpulse_kubernetes_namespace_lease_info{namespace=\"serving\",owner=\"akash1tenant\",provider=\"akash1provider\",dseq=\"4242\",gseq=\"1\",oseq=\"1\"} 1.0"
         ]
     );
+    // The score's per-lease view: the lease's GPU (GPU 0, not `ml`'s GPU 1) while it held it.
+    let ids =
+        "owner=\"akash1tenant\",provider=\"akash1provider\",dseq=\"4242\",gseq=\"1\",oseq=\"1\"";
+    let metrics = agent
+        .wait_for("/metrics", "the lease's score", |m| {
+            m.contains(&format!(
+                "gpulse_lease_score{{{ids},component=\"health\",window=\"5m\"}}"
+            ))
+        })
+        .await;
+    assert!(
+        metrics.contains(&format!(
+            "gpulse_lease_score{{{ids},component=\"health\",window=\"5m\"}} 100.0"
+        )),
+        "{:?}",
+        lines(&metrics, "gpulse_lease_score")
+    );
+    // Not measurable of a lease from the node: absent, never 100.
+    for absent in ["availability", "latency", "completion", "recovery"] {
+        assert!(!metrics.contains(&format!("component=\"{absent}\",window=\"5m\"}} 100")));
+        assert!(
+            !lines(&metrics, "gpulse_lease_score")
+                .iter()
+                .any(|l| l.contains(&format!("component=\"{absent}\""))),
+            "{absent}"
+        );
+    }
+    assert_eq!(
+        lines(&metrics, "gpulse_lease_observed_seconds")
+            .iter()
+            .filter(|l| l.contains("window=\"5m\""))
+            .count(),
+        1
+    );
+    let score = agent.get_json("/v1/score?window=5m").await;
+    let leases = score["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 1, "{score}");
+    let lease = &leases[0];
+    assert_eq!(lease["lease"], "akash1tenant/4242/1/1/akash1provider");
+    assert_eq!(lease["dseq"], "4242");
+    assert_eq!(lease["windows"].as_array().unwrap().len(), 1);
+    let window = &lease["windows"][0];
+    assert_eq!(window["window"], "5m");
+    assert!(
+        window["observed_seconds"].as_u64().unwrap() >= 1,
+        "{window}"
+    );
+    let health = &window["components"][3];
+    assert_eq!(health["component"], "health");
+    // One GPU's seconds: GPU 1 (the plain namespace's) is not the lease's.
+    let sampled = health["evidence"]["total"].as_f64().unwrap();
+    let observed = window["observed_seconds"].as_f64().unwrap();
+    assert!(sampled <= observed, "{window}");
+    assert_eq!(window["components"][0]["unmeasured"], "not_measurable");
     agent.shut_down().await;
 }

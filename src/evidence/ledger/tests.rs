@@ -466,7 +466,10 @@ mod accounting {
             l.gpus.iter().map(|g| g.uuid.clone()).collect()
         };
         assert_eq!(gpus(la), [uuid(0)]);
-        assert_eq!((la.gpus[0].sampled_seconds, la.gpus[0].critical_xids), (5, 1));
+        assert_eq!(
+            (la.gpus[0].sampled_seconds, la.gpus[0].critical_xids),
+            (5, 1)
+        );
         assert_eq!(gpus(lb), [uuid(1)]);
         assert!(!lb.critical());
         // The node's tally is the same GPU's, counted once.

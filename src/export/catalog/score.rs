@@ -3,6 +3,7 @@
 //! evidence ledger's own state.
 
 use super::{Ctx, Family, Kind, Scope, Series, Val, dim, flag};
+use crate::model::lease_key_parts;
 use crate::score::{Component, Cost, Unmeasured, WindowScore};
 use crate::store::ScoreState;
 
@@ -16,6 +17,28 @@ fn windows<'a>(c: &Ctx<'a>, mut f: impl FnMut(&'a ScoreState, &'a WindowScore)) 
     if let Some(state) = &c.snap.score {
         for w in &state.windows {
             f(state, w);
+        }
+    }
+}
+
+/// The lease-id labels of the per-lease families, in the order of
+/// `gpulse_kubernetes_namespace_lease_info`'s.
+const LEASE: [super::Dim; 5] = [
+    dim("owner", "akash.owner"),
+    dim("provider", "akash.provider"),
+    dim("dseq", "akash.deployment.dseq"),
+    dim("gseq", "akash.group.gseq"),
+    dim("oseq", "akash.order.oseq"),
+];
+
+/// Calls `f` with every scored lease's id labels and each of its windows.
+fn lease_windows<'a>(c: &Ctx<'a>, mut f: impl FnMut([Val<'a>; 5], &'a WindowScore)) {
+    for lease in c.snap.score.iter().flat_map(|s| &s.leases) {
+        let label = |p: &'a str| Val::Opt(Some(p).filter(|p| !p.is_empty()));
+        let [owner, dseq, gseq, oseq, provider] = lease_key_parts(&lease.lease);
+        let ids = [owner, provider, dseq, gseq, oseq].map(label);
+        for w in &lease.windows {
+            f(ids, w);
         }
     }
 }
@@ -190,6 +213,44 @@ pub const FAMILIES: &[Family] = &[
             "Seconds of the window the agent was running and accounting evidence (the rest is unobserved, never counted as up or down).",
             Kind::Gauge,
             |c, s| window_value(c, s, |w| Some(w.observed_seconds as f64)),
+        )
+    },
+    Family {
+        dims: &[
+            LEASE[0], LEASE[1], LEASE[2], LEASE[3], LEASE[4], COMPONENT, WINDOW,
+        ],
+        ..node(
+            "gpulse_lease_score",
+            "gpulse.lease.score",
+            "1",
+            "The per-lease view (kubernetes.lease_labels): each Akash lease's health and throttle sub-scores and total 0-100 per window, over its GPUs while the lease held them; the sub-scores a node cannot see of a lease are absent (docs/scoring.md).",
+            Kind::Gauge,
+            |c, s| {
+                lease_windows(c, |[o, d, g, r, p], w| {
+                    let window = Val::Str(w.window.as_str());
+                    for comp in w.components.iter().filter(|c| c.value.is_some()) {
+                        let name = Val::Str(comp.component.as_str());
+                        s.node([o, d, g, r, p, name, window], comp.value);
+                    }
+                    s.node([o, d, g, r, p, Val::Str("total"), window], w.total);
+                });
+            },
+        )
+    },
+    Family {
+        dims: &[LEASE[0], LEASE[1], LEASE[2], LEASE[3], LEASE[4], WINDOW],
+        ..node(
+            "gpulse_lease_observed_seconds",
+            "gpulse.lease.observed",
+            "s",
+            "Seconds of the window the lease held at least one sampled GPU on this node: the time its score covers.",
+            Kind::Gauge,
+            |c, s| {
+                lease_windows(c, |[o, d, g, r, p], w| {
+                    let window = Val::Str(w.window.as_str());
+                    s.node([o, d, g, r, p, window], Some(w.observed_seconds as f64));
+                });
+            },
         )
     },
     Family {

@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use super::rfc3339;
 use crate::config::ScoreConfig;
-use crate::score::{ClaimCheck, ComponentScore, Cost, Gate, Percentiles, ScoreWindow, WindowScore};
+use crate::model::lease_key_parts;
+use crate::score::{
+    ClaimCheck, ComponentScore, Cost, Gate, LeaseScore, Percentiles, ScoreWindow, WindowScore,
+};
 use crate::store::{ScoreState, Snapshot};
 
 /// Schema id of [`ScoreV1`].
@@ -31,6 +34,46 @@ pub struct ScoreV1 {
     pub constants: ConstantsV1,
     pub ledger: LedgerV1,
     pub windows: Vec<WindowV1>,
+    /// The per-lease view (`[kubernetes] lease_labels`): each Akash lease's GPU health and
+    /// throttling over the time it held its GPUs here; empty without leases.
+    pub leases: Vec<LeaseV1>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseV1 {
+    /// `owner/dseq/gseq/oseq/provider`.
+    pub lease: String,
+    pub owner: Option<String>,
+    pub dseq: Option<String>,
+    pub gseq: Option<String>,
+    pub oseq: Option<String>,
+    pub provider: Option<String>,
+    /// The end of the newest ledger minute that held the lease.
+    pub last_seen: String,
+    /// The windows the lease was seen in; each ends at the lease's last minute in it.
+    pub windows: Vec<WindowV1>,
+}
+
+impl LeaseV1 {
+    fn new(l: &LeaseScore, window: Option<ScoreWindow>) -> Self {
+        let part = |p: &str| (!p.is_empty()).then(|| p.to_owned());
+        let [owner, dseq, gseq, oseq, provider] = lease_key_parts(&l.lease);
+        Self {
+            lease: l.lease.clone(),
+            owner: part(owner),
+            dseq: part(dseq),
+            gseq: part(gseq),
+            oseq: part(oseq),
+            provider: part(provider),
+            last_seen: time(l.last_seen),
+            windows: l
+                .windows
+                .iter()
+                .filter(|w| window.is_none_or(|only| w.window == only))
+                .map(WindowV1::from)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -327,6 +370,11 @@ impl ScoreV1 {
                 .iter()
                 .filter(|w| window.is_none_or(|only| w.window == only))
                 .map(WindowV1::from)
+                .collect(),
+            leases: state
+                .leases
+                .iter()
+                .map(|l| LeaseV1::new(l, window))
                 .collect(),
         })
     }
