@@ -1,5 +1,7 @@
 //! Benchmark: rendering /metrics for 8 GPUs plus a host sample, through the same
-//! store-backed renderer the HTTP handler uses, natively and with dcgm_compat on.
+//! store-backed renderer the HTTP handler uses, natively and with dcgm_compat on; and for a
+//! large node (64 GPUs): a fresh render, the body served from the per-snapshot cache, plain
+//! and gzipped, and the one compression per snapshot.
 
 // A benchmark that cannot set up should stop loudly; these are not runtime paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,11 +13,11 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use gpulse::demo::gpu_sim::SimGpuCollector;
 use gpulse::export::json::SnapshotV1;
-use gpulse::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions};
+use gpulse::export::prometheus::{BuildInfo, MetricsRenderer, RenderOptions, cache};
 use gpulse::model::{CollectorStatus, HostSample, NetworkReadings, Sample};
 use gpulse::store::Store;
 
-fn store_with_8_gpus() -> Arc<Store> {
+fn store_with_gpus(gpus: u32) -> Arc<Store> {
     let store = Arc::new(Store::new(
         NonZeroUsize::new(300).unwrap(),
         vec![
@@ -23,7 +25,7 @@ fn store_with_8_gpus() -> Arc<Store> {
             CollectorStatus::new("host", Duration::from_secs(5)),
         ],
     ));
-    let mut sim = SimGpuCollector::new(8, Duration::from_secs(1));
+    let mut sim = SimGpuCollector::new(gpus, Duration::from_secs(1));
     store.publish(Sample::Gpu(sim.next_sample()));
     store.publish(Sample::Host(HostSample {
         cpu_utilization: Some(0.3),
@@ -43,7 +45,7 @@ fn store_with_8_gpus() -> Arc<Store> {
 }
 
 fn bench(c: &mut Criterion) {
-    let store = store_with_8_gpus();
+    let store = store_with_gpus(8);
     let renderer = MetricsRenderer::new(
         Arc::clone(&store),
         BuildInfo {
@@ -86,5 +88,56 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// 64 GPUs, dcgm_compat on: what a scrape costs when the body must be rendered, and when it is served from the
+/// cache (no new snapshot since the last scrape), plain and gzipped.
+fn bench_large(c: &mut Criterion) {
+    let store = store_with_gpus(64);
+    let renderer = MetricsRenderer::new(
+        Arc::clone(&store),
+        BuildInfo {
+            version: "bench",
+            gpu_source: "demo",
+        },
+        // dcgm names on, as the figure (1.16 MB, 10,187 series) was measured.
+        RenderOptions {
+            dcgm_compat: true,
+            hostname: "bench-node".to_owned(),
+            ..RenderOptions::default()
+        },
+        Default::default(),
+    );
+    let plain = renderer.render(false).unwrap();
+    let series = plain.lines().filter(|l| !l.starts_with('#')).count();
+    let gzipped = cache::compress(plain.as_bytes()).unwrap();
+    let best = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(plain.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    println!(
+        "/metrics body for 64 GPUs with dcgm_compat: {} bytes, {series} series; gzip level {}: {} bytes ({:.1}%); level 9: {} bytes",
+        plain.len(),
+        cache::GZIP_LEVEL,
+        gzipped.len(),
+        100.0 * gzipped.len() as f64 / plain.len() as f64,
+        best.len()
+    );
+    c.bench_function("render_metrics_64_gpus_fresh", |b| {
+        b.iter(|| std::hint::black_box(renderer.render(false).unwrap()))
+    });
+    renderer.serve(false, true).unwrap();
+    c.bench_function("render_metrics_64_gpus_cached", |b| {
+        b.iter(|| std::hint::black_box(renderer.serve(false, false).unwrap()))
+    });
+    c.bench_function("render_metrics_64_gpus_cached_gzip", |b| {
+        b.iter(|| std::hint::black_box(renderer.serve(false, true).unwrap()))
+    });
+    c.bench_function("render_metrics_64_gpus_gzip_compress", |b| {
+        b.iter(|| std::hint::black_box(cache::compress(plain.as_bytes()).unwrap()))
+    });
+    assert_eq!(renderer.renders(), 1, "every cached scrape rendered again");
+}
+
+criterion_group!(benches, bench, bench_large);
 criterion_main!(benches);

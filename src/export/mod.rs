@@ -23,6 +23,7 @@ pub mod prometheus;
 pub use prometheus::dcgm;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a push failed: a bounded label value (`reason` on /metrics, `error.type` on OTLP), so
 /// a dashboard can tell a wrong address from a wrong credential without reading logs.
@@ -83,6 +84,9 @@ pub struct ExportFailure {
 #[derive(Debug, Default)]
 pub struct ExportStats {
     exporters: Mutex<Vec<ExporterCounts>>,
+    /// Bumped on every recorded push (under the lock, after the counts): /metrics keys its
+    /// cached body on it, since the counters change without a new snapshot.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -174,6 +178,13 @@ impl ExportStats {
                 counts.last_failure = Some(failure);
             }
         }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every recorded push; read it before [`ExportStats::totals`], so what
+    /// the totals show is at least as new as the generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// `(exporter, pushes, failures)` for every exporter that has pushed.

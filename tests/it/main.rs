@@ -43,6 +43,8 @@ mod report;
 mod ledger;
 // The /metrics golden file and naming rules.
 mod exposition;
+// /metrics for large nodes: one render per snapshot shared by scrapers, gzip.
+mod metrics_cache;
 // docs/metrics.md, generated from the metric catalog.
 mod metrics_doc;
 // docs/scoring.md's worked example, computed by gpulse::score::evaluate.

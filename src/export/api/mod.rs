@@ -2,10 +2,12 @@
 //!
 //! * here: the router, its bounds, the handlers and the credentials (TLS, bearer token);
 //! * `serve`: the accept loop and per-connection deadlines; `tls`: rustls from PEM files;
-//!   `auth`: the bearer-token check; `reload`: reloading both on SIGHUP and file change.
+//!   `auth`: the bearer-token check; `reload`: reloading both on SIGHUP and file change;
+//!   `metrics`: `/metrics`'s content negotiation (format, gzip).
 //!
 //! * `GET /`: an index of these endpoints (HTML for a browser, plain text otherwise).
-//! * `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
+//! * `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it;
+//!   rendered once per snapshot, gzip-compressed for clients that accept it ([`metrics`]).
 //! * `GET /healthz`: 200 while the process is alive.
 //! * `GET /readyz`: 200 once every collector has finished its first cycle, else 503.
 //! * `GET /v1/snapshot`: the latest snapshot as JSON (`gpulse.snapshot/v1`).
@@ -34,6 +36,7 @@
 pub mod auth;
 pub mod clear;
 pub mod events;
+mod metrics;
 pub mod reload;
 pub mod report;
 mod serve;
@@ -59,7 +62,7 @@ use self::auth::TokenSource;
 use self::reload::LoadError;
 use self::tls::TlsConfig;
 use super::json::{HealthV1, ProbesV1, ScoreV1, SnapshotV1};
-use super::prometheus::{MetricsRenderer, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+use super::prometheus::MetricsRenderer;
 use crate::config::{ConfigError, HttpConfig};
 use crate::store::Store;
 
@@ -204,7 +207,7 @@ fn config_error(error: LoadError) -> ConfigError {
 pub fn router(state: ApiState, http: &HttpConfig, credentials: &Credentials) -> Router {
     let routes = Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/snapshot", get(snapshot))
@@ -257,28 +260,6 @@ async fn limit_in_flight(
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
             "too many requests in flight\n",
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    match state.metrics.render(openmetrics) {
-        Ok(body) => {
-            let content_type = if openmetrics {
-                OPENMETRICS_TEXT
-            } else {
-                PROMETHEUS_TEXT
-            };
-            ([(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failed to render metrics\n",
         )
             .into_response(),
     }

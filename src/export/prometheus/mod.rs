@@ -1,12 +1,14 @@
 //! Renders the latest snapshot as Prometheus text (or OpenMetrics) for `/metrics`.
 //!
-//! Rendering goes through prometheus-client's [`Collector`] hook: on each scrape the snapshot
-//! is read (never re-sampled) and the metric catalog ([`crate::export::catalog`]) is walked in
-//! order, each family's rows becoming const metrics. Values are those of the last completed
+//! Rendering goes through prometheus-client's [`Collector`] hook: the snapshot is read (never
+//! re-sampled) and the metric catalog ([`crate::export::catalog`]) is walked in order, each
+//! family's rows becoming const metrics. A body is rendered once per snapshot and format and
+//! served from [`cache`] (with its gzip) until the store publishes a new snapshot. Values are those of the last completed
 //! collector cycle, so no timestamps are attached; HELP texts say so. A family with no series
 //! (e.g. GPU metrics with no NVML) is left out entirely. With [`RenderOptions::dcgm_compat`],
 //! the dcgm-exporter families of [`dcgm`] follow the native `gpulse_*` ones.
 
+pub mod cache;
 pub mod dcgm;
 pub mod encode;
 
@@ -20,12 +22,13 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::ExportStats;
 pub use super::catalog::BuildInfo;
 use super::catalog::{self, Ctx, Family, Hist, Id, Kind, Row, Series, Val, Value};
+use super::{ExportStats, ExporterTotals};
 use crate::config::DcgmHostnameLabel;
 use crate::model::index_label;
 use crate::store::{Snapshot, Store};
+use cache::{RenderCache, Served};
 use encode::HistogramSeries;
 
 /// Content type of the classic Prometheus text format.
@@ -44,10 +47,15 @@ pub struct RenderOptions {
     pub dcgm_hostname_label: DcgmHostnameLabel,
 }
 
-/// The `/metrics` renderer. Cheap to clone; holds the store, build info and options.
+/// The `/metrics` renderer. Cheap to clone; holds the store, build info, options and the
+/// body cache ([`cache`]).
 #[derive(Debug, Clone)]
 pub struct MetricsRenderer {
-    registry: Arc<Registry>,
+    store: Arc<Store>,
+    build: BuildInfo,
+    options: RenderOptions,
+    exports: Arc<ExportStats>,
+    cache: Arc<RenderCache>,
 }
 
 impl MetricsRenderer {
@@ -57,27 +65,50 @@ impl MetricsRenderer {
         options: RenderOptions,
         exports: Arc<ExportStats>,
     ) -> Self {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(SnapshotCollector {
+        Self {
             store,
             build,
             options,
             exports,
-        }));
-        Self {
-            registry: Arc::new(registry),
+            cache: Arc::default(),
         }
     }
 
-    /// Renders the exposition; `openmetrics` picks the format.
+    /// Renders the exposition afresh (no cache); `openmetrics` picks the format.
     pub fn render(&self, openmetrics: bool) -> Result<String, fmt::Error> {
-        let mut out = String::with_capacity(64 * 1024);
-        if openmetrics {
-            prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
-        }
-        Ok(out)
+        self.render_from(self.store.snapshot(), openmetrics)
+    }
+
+    /// The exposition as `/metrics` serves it: from the cache while neither the snapshot nor
+    /// the export counters changed, gzip-compressed when `gzip` (see [`cache`]).
+    pub fn serve(&self, openmetrics: bool, gzip: bool) -> Result<Served, fmt::Error> {
+        // The generation is read before the snapshot and the counters, so a body is never
+        // keyed newer than what it shows (at worst it is rendered once more).
+        let generation = self.exports.generation();
+        let snapshot = self.store.snapshot();
+        self.cache
+            .get_or_render(openmetrics, &snapshot, generation, gzip, || {
+                self.render_from(Arc::clone(&snapshot), openmetrics)
+            })
+    }
+
+    /// Bodies rendered by [`MetricsRenderer::serve`] so far (cache misses), for tests.
+    pub fn renders(&self) -> u64 {
+        self.cache.renders()
+    }
+
+    fn render_from(
+        &self,
+        snapshot: Arc<Snapshot>,
+        openmetrics: bool,
+    ) -> Result<String, fmt::Error> {
+        let frozen = Frozen {
+            snapshot,
+            build: self.build.clone(),
+            options: self.options.clone(),
+            exports: self.exports.totals(),
+        };
+        encode(frozen, openmetrics)
     }
 }
 
@@ -87,50 +118,54 @@ pub fn render_snapshot(
     build: &BuildInfo,
     options: &RenderOptions,
 ) -> Result<String, fmt::Error> {
-    #[derive(Debug)]
-    struct Fixed(Snapshot, BuildInfo, RenderOptions);
-    impl Collector for Fixed {
-        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-            encode_snapshot(&self.0, &self.1, &self.2, &[], encoder)
-        }
-    }
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Fixed(
-        snapshot.clone(),
-        build.clone(),
-        options.clone(),
-    )));
-    let mut out = String::new();
-    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
-    Ok(out)
+    let frozen = Frozen {
+        snapshot: Arc::new(snapshot.clone()),
+        build: build.clone(),
+        options: options.clone(),
+        exports: Vec::new(),
+    };
+    encode(frozen, false)
 }
 
+/// Everything one body shows, read once before rendering (so the cache key names it exactly).
 #[derive(Debug)]
-struct SnapshotCollector {
-    store: Arc<Store>,
+struct Frozen {
+    snapshot: Arc<Snapshot>,
     build: BuildInfo,
     options: RenderOptions,
-    exports: Arc<ExportStats>,
+    exports: Vec<ExporterTotals>,
 }
 
-impl Collector for SnapshotCollector {
+impl Collector for Frozen {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let exports = self.exports.totals();
         encode_snapshot(
-            &self.store.snapshot(),
+            &self.snapshot,
             &self.build,
             &self.options,
-            &exports,
+            &self.exports,
             encoder,
         )
     }
+}
+
+/// Renders `frozen` through a registry of its own, in the chosen format.
+fn encode(frozen: Frozen, openmetrics: bool) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(frozen));
+    let mut out = String::with_capacity(64 * 1024);
+    if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    }
+    Ok(out)
 }
 
 fn encode_snapshot(
     snap: &Snapshot,
     build: &BuildInfo,
     options: &RenderOptions,
-    exports: &[crate::export::ExporterTotals],
+    exports: &[ExporterTotals],
     mut enc: DescriptorEncoder,
 ) -> fmt::Result {
     let ctx = Ctx {
