@@ -4,10 +4,11 @@
 # Usage: benches/footprint.sh [SECONDS=60] [GPUS=8]
 #
 # Builds `cargo build --release`, compiles tests/fake_nvml/fake_nvml.c into a temp dir with
-# `gpus=GPUS`, runs `gpulse --interval 1s` on it for SECONDS (GPU and host collectors both
-# sample every second), then times 1000 sequential GET /metrics over one keep-alive
+# `gpus=GPUS`, runs `gpulse --interval 1s` with GPULSE_HOST_INTERVAL=1s on it for SECONDS (GPU
+# and host collectors both sample every second; the host's default is 5 s), then times 1000 sequential GET /metrics over one keep-alive
 # connection. Reports RSS (sampled each second after a 5 s warm-up), VmHWM, CPU time, threads,
-# /metrics latency, binary size and what the resident memory is made of (smaps).
+# /metrics latency, binary size and what the resident memory is made of (smaps). Idle CPU at
+# the defaults, per thread: benches/idle.sh; memory and descriptors under load: benches/soak.sh.
 # Needs: cargo, cc, python3, Linux /proc.
 set -euo pipefail
 
@@ -53,7 +54,8 @@ addr="127.0.0.1:$port"
 for var in $(compgen -e); do
     [[ $var == GPULSE_* ]] && unset "$var"
 done
-"$bin" --nvml-lib "$work/libnvidia-ml.so.1" --interval 1s --listen "$addr" 2>"$work/agent.log" &
+GPULSE_HOST_INTERVAL=1s "$bin" --nvml-lib "$work/libnvidia-ml.so.1" --interval 1s --listen "$addr" \
+    2>"$work/agent.log" &
 agent_pid=$!
 t_start=$(date +%s.%N)
 

@@ -27,7 +27,7 @@ end
 complete -c gpulse -n "__fish_gpulse_needs_command" -s c -l config -d 'TOML config file' -r -F
 complete -c gpulse -n "__fish_gpulse_needs_command" -l listen -d 'Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT' -r
 complete -c gpulse -n "__fish_gpulse_needs_command" -l nvml-lib -d 'NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1)' -r
-complete -c gpulse -n "__fish_gpulse_needs_command" -l interval -d 'Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval)' -r
+complete -c gpulse -n "__fish_gpulse_needs_command" -l interval -d 'GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled every host.interval, 5s by default)' -r
 complete -c gpulse -n "__fish_gpulse_needs_command" -l log-level -d 'Log filter, e.g. info or debug (overrides log.level)' -r
 complete -c gpulse -n "__fish_gpulse_needs_command" -s h -l help -d 'Print help'
 complete -c gpulse -n "__fish_gpulse_needs_command" -s V -l version -d 'Print version'
@@ -43,14 +43,14 @@ complete -c gpulse -n "__fish_gpulse_needs_command" -f -a "help" -d 'Print this 
 complete -c gpulse -n "__fish_gpulse_using_subcommand run" -s c -l config -d 'TOML config file' -r -F
 complete -c gpulse -n "__fish_gpulse_using_subcommand run" -l listen -d 'Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand run" -l nvml-lib -d 'NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1)' -r
-complete -c gpulse -n "__fish_gpulse_using_subcommand run" -l interval -d 'Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval)' -r
+complete -c gpulse -n "__fish_gpulse_using_subcommand run" -l interval -d 'GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled every host.interval, 5s by default)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand run" -l log-level -d 'Log filter, e.g. info or debug (overrides log.level)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand run" -s h -l help -d 'Print help'
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l gpus -d 'Number of simulated GPUs' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -s c -l config -d 'TOML config file' -r -F
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l listen -d 'Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l nvml-lib -d 'NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1)' -r
-complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l interval -d 'Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval)' -r
+complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l interval -d 'GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled every host.interval, 5s by default)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -l log-level -d 'Log filter, e.g. info or debug (overrides log.level)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand demo" -s h -l help -d 'Print help'
 complete -c gpulse -n "__fish_gpulse_using_subcommand config; and not __fish_seen_subcommand_from check example help" -s h -l help -d 'Print help'
@@ -86,7 +86,7 @@ nagios\t''"
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -s c -l config -d 'TOML config file' -r -F
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l listen -d 'Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l nvml-lib -d 'NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1)' -r
-complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l interval -d 'Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval)' -r
+complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l interval -d 'GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled every host.interval, 5s by default)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l log-level -d 'Log filter, e.g. info or debug (overrides log.level)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l json -d 'Print `gpulse.health/v1` JSON instead of a table (the same as `--format json`)'
 complete -c gpulse -n "__fish_gpulse_using_subcommand scan" -l allow-no-gpu -d 'Exit 0 when no GPU can be read (no NVML, no driver) instead of 1'
@@ -107,7 +107,7 @@ complete -c gpulse -n "__fish_gpulse_using_subcommand verify" -s h -l help -d 'P
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -s c -l config -d 'TOML config file' -r -F
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l listen -d 'Address for /metrics and the API (overrides http.listen): IP:PORT, HOST:PORT, [IPv6]:PORT, :PORT or PORT' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l nvml-lib -d 'NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1)' -r
-complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l interval -d 'Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval)' -r
+complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l interval -d 'GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled every host.interval, 5s by default)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l log-level -d 'Log filter, e.g. info or debug (overrides log.level)' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l probe-kind -d 'Kind of the child\'s probe (vllm, tgi, triton, kserve, sglang, ollama, llamacpp, openai, http, tcp), overriding the one inferred from the command line' -r
 complete -c gpulse -n "__fish_gpulse_using_subcommand wrap" -l probe-url -d 'URL of the child\'s probe (http://host:port[/base]), overriding the inferred one' -r

@@ -139,7 +139,8 @@ struct RunArgs {
     /// NVML library to load (overrides gpu.nvml_library; default: system libnvidia-ml.so.1).
     #[arg(long, value_name = "PATH")]
     nvml_lib: Option<String>,
-    /// Sampling interval for GPU and host, e.g. 1s or 500ms (overrides gpu.interval and host.interval).
+    /// GPU sampling interval, e.g. 1s or 500ms (overrides gpu.interval; the host is sampled
+    /// every host.interval, 5s by default).
     #[arg(long, value_name = "DURATION")]
     interval: Option<String>,
     /// Log filter, e.g. info or debug (overrides log.level).
@@ -160,7 +161,6 @@ impl RunArgs {
         }
         if let Some(v) = &self.interval {
             out.push(Override::flag("gpu", "interval", v, "--interval"));
-            out.push(Override::flag("host", "interval", v, "--interval"));
         }
         if let Some(v) = &self.log_level {
             out.push(Override::flag("log", "level", v, "--log-level"));

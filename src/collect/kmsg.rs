@@ -10,26 +10,31 @@
 //!
 //! A reader thread follows `health.kmsg_path` (normally `/dev/kmsg`). It starts at the end
 //! of the buffer (`SEEK_END`): old boot messages are not replayed, so a restarted agent never
-//! counts an Xid twice. A regular file is followed like `tail -f` from its end, which is how
-//! tests feed it. The file is opened non-blocking, so the thread notices shutdown within
-//! [`POLL`]. A path that cannot be opened (a sidecar usually cannot read `/dev/kmsg`) is one
-//! info log line and no thread; in host mode, where the kernel log is expected, it is one
-//! warning naming the cause and the fix ([`unreadable`]).
+//! counts an Xid twice. The file is opened non-blocking. On `/dev/kmsg` (or a FIFO) the thread
+//! sleeps in `poll(2)` until the kernel has a record or an eventfd says stop ([`waker`]): an
+//! idle kernel log costs no wake-up, and shutdown is immediate. A regular file, which `poll`
+//! always calls readable, is followed like `tail -f` from its end, looking again every
+//! [`POLL`], which is how tests feed it. A path that cannot be opened (a sidecar usually
+//! cannot read `/dev/kmsg`) is one info log line and no reader; in host mode, where the kernel
+//! log is expected, it is one warning naming the cause and the fix ([`unreadable`]).
 //!
 //! The PCI bus id of a line is mapped to a GPU through the latest GPU sample's identities.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind as IoErrorKind, Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd, poll};
 use tokio::sync::watch;
 
 use crate::mode::Mode;
 use crate::model::{XidEvent, XidSource};
 use crate::store::Store;
 
-/// How long the reader sleeps when there is nothing new.
+/// How long the reader of a file that cannot be waited on (a regular file; a FIFO whose
+/// writers have all gone) sleeps when there is nothing new.
 const POLL: Duration = Duration::from_millis(200);
 /// Longest line kept; longer ones are cut (kmsg records are at most ~1 KiB of text).
 pub const MAX_LINE: usize = 4096;
@@ -229,9 +234,10 @@ pub fn start(path: &str, store: Arc<Store>, stop: watch::Receiver<bool>) -> bool
         }
     };
     let owned = path.to_owned();
+    let wake = waker(&file, &stop);
     let spawned = std::thread::Builder::new()
         .name("gpulse-kmsg".to_owned())
-        .spawn(move || follow(file, &owned, &store, &stop));
+        .spawn(move || follow(file, &owned, &store, &stop, wake));
     match spawned {
         Ok(_) => {
             tracing::info!(path, "Reading Xids from the kernel log.");
@@ -241,6 +247,37 @@ pub fn start(path: &str, store: Arc<Store>, stop: watch::Receiver<bool>) -> bool
             tracing::info!(path, error = %error, "Cannot start the kernel log reader.");
             false
         }
+    }
+}
+
+/// For a file that `poll` can wait on (`/dev/kmsg`, a FIFO; not a regular file, which is
+/// always "readable"), an eventfd the reader waits on beside it, written at stop by a small
+/// task on the current async runtime (or when that task is dropped with its runtime), so a
+/// waiting reader ends at once. `None` (the reader polls every [`POLL`]) for a regular file,
+/// outside a runtime, or where the eventfd cannot be made.
+fn waker(file: &File, stop: &watch::Receiver<bool>) -> Option<Arc<OwnedFd>> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = file.metadata().ok()?.file_type();
+    if !(kind.is_char_device() || kind.is_fifo()) {
+        return None;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC).ok()?);
+    let wake = Wake(Arc::clone(&fd));
+    let mut stop = stop.clone();
+    runtime.spawn(async move {
+        let _wake = wake;
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
+    Some(fd)
+}
+
+/// Writes the eventfd when dropped: at stop, or when the runtime drops the task.
+struct Wake(Arc<OwnedFd>);
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&*self.0, &1u64.to_ne_bytes());
     }
 }
 
@@ -279,36 +316,101 @@ fn open(path: &str) -> std::io::Result<File> {
         options.custom_flags(0o4000);
     }
     let mut file = options.open(path)?;
-    // /dev/kmsg: skip the existing records; a regular file: start at its end.
-    file.seek(SeekFrom::End(0))?;
-    Ok(file)
+    // /dev/kmsg: skip the existing records; a regular file: start at its end. A FIFO cannot
+    // seek (ESPIPE) and has nothing old to skip.
+    const ESPIPE: i32 = 29;
+    match file.seek(SeekFrom::End(0)) {
+        Err(error) if error.raw_os_error() != Some(ESPIPE) => Err(error),
+        _ => Ok(file),
+    }
 }
 
-fn follow(mut file: File, path: &str, store: &Store, stop: &watch::Receiver<bool>) {
-    let mut buf = vec![0u8; 8192];
-    let mut line: Vec<u8> = Vec::new();
-    let mut parser = KmsgParser::default();
-    while !super::stopped(stop) {
-        match file.read(&mut buf) {
-            Ok(0) => std::thread::sleep(POLL),
+/// What a read of the kernel log gave, for both readers.
+enum Got {
+    /// Bytes were read and their lines handled.
+    Data,
+    /// Nothing to read now (`EAGAIN`), or an end of file (a FIFO without writers).
+    Nothing,
+    /// Try again at once (`EINTR`; `EPIPE`: records were overwritten before we read them,
+    /// and reading goes on).
+    Again,
+    /// Reading failed for good (logged).
+    Failed,
+}
+
+/// Reads the kernel log's lines into `parser`, recording the Xids they report.
+struct Reader {
+    buf: Vec<u8>,
+    line: Vec<u8>,
+    parser: KmsgParser,
+}
+
+impl Reader {
+    fn new() -> Self {
+        Self {
+            buf: vec![0u8; 8192],
+            line: Vec::new(),
+            parser: KmsgParser::default(),
+        }
+    }
+
+    fn read(&mut self, mut file: &File, path: &str, store: &Store) -> Got {
+        match file.read(&mut self.buf) {
+            Ok(0) => Got::Nothing,
             Ok(n) => {
-                for &b in &buf[..n] {
+                for &b in &self.buf[..n] {
                     if b == b'\n' {
-                        handle_line(&mut parser, &line, store);
-                        line.clear();
-                    } else if line.len() < MAX_LINE {
-                        line.push(b);
+                        handle_line(&mut self.parser, &self.line, store);
+                        self.line.clear();
+                    } else if self.line.len() < MAX_LINE {
+                        self.line.push(b);
                     }
                 }
+                Got::Data
             }
-            Err(e) if e.kind() == IoErrorKind::WouldBlock => std::thread::sleep(POLL),
-            Err(e) if e.kind() == IoErrorKind::Interrupted => {}
-            // EPIPE: records were overwritten before we read them; reading goes on.
-            Err(e) if e.raw_os_error() == Some(32) => {}
+            Err(e) if e.kind() == IoErrorKind::WouldBlock => Got::Nothing,
+            Err(e) if e.kind() == IoErrorKind::Interrupted => Got::Again,
+            Err(e) if e.raw_os_error() == Some(32) => Got::Again,
             Err(error) => {
                 tracing::warn!(path, error = %error, "Kernel log read failed; kmsg Xid capture stopped.");
-                return;
+                Got::Failed
             }
+        }
+    }
+}
+
+/// The reader thread. With `wake` it sleeps in `poll` until the kernel log has a record or
+/// `wake` is written at stop: an idle kernel log costs nothing. Without it (a regular file),
+/// or once a FIFO's writers have all gone (`POLLHUP` from then on), it looks again every
+/// [`POLL`].
+fn follow(
+    file: File,
+    path: &str,
+    store: &Store,
+    stop: &watch::Receiver<bool>,
+    mut wake: Option<Arc<OwnedFd>>,
+) {
+    let mut reader = Reader::new();
+    let mut hung_up = false;
+    while !super::stopped(stop) {
+        match reader.read(&file, path, store) {
+            Got::Data => hung_up = false,
+            Got::Again => {}
+            Got::Nothing => match &wake {
+                Some(fd) if !hung_up => {
+                    let mut fds = [
+                        PollFd::new(&file, PollFlags::IN),
+                        PollFd::new(&**fd, PollFlags::IN),
+                    ];
+                    match poll(&mut fds, None) {
+                        Ok(_) => hung_up = fds[0].revents().contains(PollFlags::HUP),
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(_) => wake = None,
+                    }
+                }
+                _ => std::thread::sleep(POLL),
+            },
+            Got::Failed => return,
         }
     }
 }
@@ -380,6 +482,89 @@ mod tests {
             Some("00000000:3b:00")
         );
         assert_eq!(normalize_bus_id("nonsense"), None);
+    }
+}
+
+#[cfg(test)]
+mod readers {
+    use super::*;
+    use std::io::Write;
+    use std::num::NonZeroUsize;
+
+    async fn xids_become(store: &Store, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.snapshot().xid.recent.len() < n {
+            assert!(std::time::Instant::now() < deadline, "no Xid {n}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A FIFO is waited on in `poll` (the `/dev/kmsg` path); its writers may come and go,
+    /// and stop ends the reader at once.
+    #[tokio::test]
+    async fn a_fifo_is_followed_across_writers_until_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("kmsg");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let store = Arc::new(Store::new(NonZeroUsize::MIN, Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        assert!(start(fifo.to_str().unwrap(), Arc::clone(&store), stop_rx));
+        for (round, bus) in ["17", "3b"].iter().enumerate() {
+            let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+            writeln!(
+                writer,
+                "3,1,1,-;NVRM: Xid (PCI:0000:{bus}:00): 79, pid=1, gone"
+            )
+            .unwrap();
+            drop(writer);
+            xids_become(&store, round + 1).await;
+        }
+        stop_tx.send(true).unwrap();
+        // The reader drops its end: a writer that opens without blocking then finds none.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let opened = OpenOptions::new()
+                .write(true)
+                .custom_flags_nonblock()
+                .open(&fifo);
+            if opened.is_err() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "reader still open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// O_NONBLOCK on a write open of a FIFO fails with ENXIO when no reader has it open.
+    trait NonBlock {
+        fn custom_flags_nonblock(&mut self) -> &mut Self;
+    }
+
+    impl NonBlock for OpenOptions {
+        fn custom_flags_nonblock(&mut self) -> &mut Self {
+            use std::os::unix::fs::OpenOptionsExt;
+            self.custom_flags(0o4000)
+        }
+    }
+
+    /// A regular file (how the integration tests feed it) is followed by the polling thread.
+    #[tokio::test]
+    async fn a_regular_file_is_followed_from_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kmsg.log");
+        std::fs::write(&path, "NVRM: Xid (PCI:0000:17:00): 79, old\n").unwrap();
+        let store = Arc::new(Store::new(NonZeroUsize::MIN, Vec::new()));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        assert!(start(path.to_str().unwrap(), Arc::clone(&store), stop_rx));
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "NVRM: Xid (PCI:0000:3b:00): 48, new").unwrap();
+        xids_become(&store, 1).await;
+        assert_eq!(store.snapshot().xid.recent[0].xid, 48);
     }
 }
 

@@ -246,6 +246,7 @@ impl Default for GpuConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     pub enabled: bool,
+    /// Time between host cycles (not `gpu.interval`: `--interval` sets only that one).
     pub interval: HumanDuration,
     /// Deadline for one host cycle (a hung network filesystem can block disk queries).
     pub timeout: HumanDuration,
