@@ -142,13 +142,8 @@ fn grpc_tls(
     Ok(config.ca_certificate(Certificate::from_pem(pem)))
 }
 
-/// The gRPC settings (endpoint, deadline, headers as metadata, gzip, TLS) on any signal's
-/// exporter builder, so metrics and logs travel alike.
-fn with_grpc<B: WithTonicConfig + WithExportConfig>(
-    builder: B,
-    settings: &OtlpSettings,
-    endpoint: &str,
-) -> Result<B, OtlpStartError> {
+/// `otlp.headers` as gRPC metadata (the metrics push and the log exporter send the same).
+fn grpc_metadata(settings: &OtlpSettings) -> Result<tonic::metadata::MetadataMap, OtlpStartError> {
     let mut headers = axum::http::HeaderMap::new();
     for (k, v) in &settings.headers {
         let name = axum::http::HeaderName::from_bytes(k.as_bytes())
@@ -157,12 +152,20 @@ fn with_grpc<B: WithTonicConfig + WithExportConfig>(
             .map_err(|e| OtlpStartError(format!("header {k:?}: {e}")))?;
         headers.insert(name, value);
     }
+    Ok(tonic::metadata::MetadataMap::from_headers(headers))
+}
+
+/// The gRPC settings (endpoint, deadline, headers as metadata, gzip, TLS) on any signal's
+/// exporter builder, so metrics and logs travel alike.
+fn with_grpc<B: WithTonicConfig + WithExportConfig>(
+    builder: B,
+    settings: &OtlpSettings,
+    endpoint: &str,
+) -> Result<B, OtlpStartError> {
     let mut builder = builder
         .with_endpoint(endpoint.to_owned())
         .with_timeout(settings.timeout)
-        .with_metadata(
-            opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers),
-        );
+        .with_metadata(grpc_metadata(settings)?);
     if settings.gzip {
         builder = builder.with_compression(Compression::Gzip);
     }

@@ -71,17 +71,9 @@ impl Transport {
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                let mut headers = axum::http::HeaderMap::new();
-                for (k, v) in &settings.headers {
-                    let name = axum::http::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| OtlpStartError(format!("header name {k:?}: {e}")))?;
-                    let value = axum::http::HeaderValue::from_str(v)
-                        .map_err(|e| OtlpStartError(format!("header {k:?}: {e}")))?;
-                    headers.insert(name, value);
-                }
                 Ok(Self::Grpc {
                     client,
-                    metadata: tonic::metadata::MetadataMap::from_headers(headers),
+                    metadata: super::grpc_metadata(settings)?,
                 })
             }
             OtlpProtocol::HttpProtobuf => {
