@@ -1,6 +1,6 @@
 //! The OTLP metrics push loop and its two transports: every `interval` a batch of the latest
-//! snapshot ([`super::batch`]) is encoded once and sent over gRPC (opentelemetry-proto's
-//! tonic client) or HTTP/protobuf (the bounded client of `http.rs`), bounded end to end by
+//! snapshot ([`super::batch`]) is sent over gRPC (opentelemetry-proto's tonic client, which
+//! encodes it) or HTTP/protobuf (encoded, and gzipped when asked, once per push, not per retry) (the bounded client of `http.rs`), bounded end to end by
 //! `timeout` with the OTLP-recommended retries inside that bound.
 //!
 //! Retries follow the OTLP specification and what opentelemetry-otlp's exporters did here
@@ -92,7 +92,17 @@ impl Transport {
         }
     }
 
-    /// One attempt; `Err((retryable, reason, cause))`.
+    /// The HTTP body of `request` (protobuf, gzipped when asked), made once per push and
+    /// reused by its retries; gRPC needs none (tonic encodes the message itself).
+    fn http_body(&self, request: &ExportMetricsServiceRequest) -> Bytes {
+        match self {
+            Self::Http { gzip: true, .. } => gzip_bytes(&request.encode_to_vec()),
+            Self::Http { .. } => Bytes::from(request.encode_to_vec()),
+            Self::Grpc { .. } => Bytes::new(),
+        }
+    }
+
+    /// One attempt with `body` from [`Self::http_body`]; `Err((retryable, reason, cause))`.
     async fn send(
         &self,
         request: &ExportMetricsServiceRequest,
@@ -138,14 +148,11 @@ impl Transport {
                 for (k, v) in headers {
                     builder = builder.header(k.as_str(), v.as_str());
                 }
-                let body = if *gzip {
+                if *gzip {
                     builder = builder.header("content-encoding", "gzip");
-                    gzip_bytes(body)
-                } else {
-                    body.clone()
-                };
+                }
                 let http_request = builder
-                    .body(body)
+                    .body(body.clone())
                     .map_err(|e| (false, FailureReason::Other, e.to_string()))?;
                 let _ = verdict.take();
                 match client.send_bytes(http_request).await {
@@ -218,7 +225,7 @@ async fn deliver(
     timeout: Duration,
     endpoint: &str,
 ) -> Result<(), ExportFailure> {
-    let body = Bytes::from(request.encode_to_vec());
+    let body = transport.http_body(request);
     let attempts = async {
         let mut n = 0;
         loop {
