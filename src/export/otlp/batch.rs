@@ -1,20 +1,24 @@
-//! The OTLP metrics batch, built straight from the metric catalog: one
-//! `ExportMetricsServiceRequest` (opentelemetry-proto's types) per push, from the latest
-//! snapshot, with no SDK instruments, aggregation or per-series state in between.
+//! The OTLP metrics batch, built straight from the metric catalog: one encoded
+//! `ExportMetricsServiceRequest` per push, from the latest snapshot, written field by field
+//! ([`super::wire`]) into buffers kept from push to push, with no SDK instruments,
+//! aggregation, per-series state or intermediate structs in between.
 //!
 //! Why not the SDK's observable instruments: each push ran every callback, hashed every
 //! attribute set into the SDK's aggregation maps, copied the result into the SDK's data model
 //! and then again into the protocol's: one push cost ~26× a /metrics render of the same
-//! snapshot, and the maps held memory of their own (issue 19). The catalog already says every
-//! name, unit, kind and attribute, so the batch is written from it in one walk, each family's
-//! rows computed once and sent to the metric their OTel name (or [`catalog::OtelSplit`]) picks.
+//! snapshot, and the maps held memory of their own (issue 19). Why not opentelemetry-proto's
+//! structs either: they own every attribute key and value as a `String`, and allocating and
+//! freeing those cost ~10× the render. The catalog already says every name, unit, kind and
+//! attribute, so the batch is written from it in one walk, each family's rows computed once
+//! and sent to the metric their OTel name (or [`catalog::OtelSplit`]) picks; the tests decode
+//! the bytes with opentelemetry-proto's generated types.
 //!
 //! Temporality: gauges carry the value; sums are cumulative from the push's start, or with
 //! `delta` the difference from the previous push of the same series (the first push sends the
 //! whole value, a monotonic sum that went down — a reset — sends its new value). The only
-//! state is that previous value per sum series, dropped as soon as a series is gone, and the
-//! recorded histogram's counts ([`OtlpHistogram::Recorded`]: the wrapped job's run durations,
-//! which only the job log knows).
+//! state is that previous value per sum series (keyed by its encoded attributes), dropped as
+//! soon as a series is gone, and the recorded histogram's counts ([`OtlpHistogram::Recorded`]:
+//! the wrapped job's run durations, which only the job log knows).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,8 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint, metric,
+    number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_sdk::metrics::Temporality;
@@ -36,6 +40,8 @@ use crate::export::catalog::{
 use crate::export::{ExportStats, ExporterTotals};
 use crate::model::JobEvent;
 use crate::store::Snapshot;
+
+use super::wire;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MetricKind {
@@ -55,13 +61,18 @@ enum Part {
     Last,
 }
 
-/// One OTLP metric of the batch and the points it collects during one push.
+/// One OTLP metric of the batch and the points it collects during one push, already encoded.
 struct Slot {
     name: Cow<'static, str>,
-    unit: &'static str,
-    description: &'static str,
     kind: MetricKind,
-    points: Vec<NumberDataPoint>,
+    /// `Metric`'s name, description and unit fields, encoded once.
+    header: Vec<u8>,
+    /// This push's data points, each as field 1 (`data_points`) of the Gauge or Sum; the
+    /// buffer is kept from push to push.
+    points: Vec<u8>,
+    /// Delta only: each series' last value by its encoded attributes, with the push that last
+    /// saw it; a series not seen in a push is forgotten.
+    previous: HashMap<Box<[u8]>, (f64, u64)>,
 }
 
 /// Where a family's rows go: `(OTel name, part, slot)`; a number row goes to the entry its
@@ -134,25 +145,76 @@ impl JobHistogram {
         (self.sum, self.count) = (0.0, 0);
         (self.min, self.max) = (f64::INFINITY, f64::NEG_INFINITY);
     }
+
+    /// The histogram as an encoded `Metric` (rare: one point, so through the generated type).
+    fn metric(&self, temporality: AggregationTemporality, start: u64, now: u64) -> Vec<u8> {
+        Metric {
+            name: self.name.to_owned(),
+            description: self.description.to_owned(),
+            unit: self.unit.to_owned(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    start_time_unix_nano: start,
+                    time_unix_nano: now,
+                    count: self.count,
+                    sum: Some(self.sum),
+                    bucket_counts: self.counts.clone(),
+                    explicit_bounds: self.bounds.to_vec(),
+                    min: Some(self.min),
+                    max: Some(self.max),
+                    ..HistogramDataPoint::default()
+                }],
+                aggregation_temporality: temporality as i32,
+            })),
+            ..Metric::default()
+        }
+        .encode_to_vec()
+    }
 }
 
-/// Builds one push's request from a snapshot; holds what delta temporality needs. Public for
-/// the benchmark only.
+/// Field numbers of opentelemetry-proto's metrics messages (`opentelemetry.proto.metrics.v1`
+/// and the collector's request), as its generated code declares them.
+mod field {
+    pub const REQUEST_RESOURCE_METRICS: u32 = 1;
+    pub const RESOURCE_METRICS_RESOURCE: u32 = 1;
+    pub const RESOURCE_METRICS_SCOPE_METRICS: u32 = 2;
+    pub const SCOPE_METRICS_SCOPE: u32 = 1;
+    pub const SCOPE_METRICS_METRICS: u32 = 2;
+    pub const METRIC_NAME: u32 = 1;
+    pub const METRIC_DESCRIPTION: u32 = 2;
+    pub const METRIC_UNIT: u32 = 3;
+    pub const METRIC_GAUGE: u32 = 5;
+    pub const METRIC_SUM: u32 = 7;
+    /// `data_points` of Gauge and Sum alike.
+    pub const DATA_POINTS: u32 = 1;
+    pub const SUM_TEMPORALITY: u32 = 2;
+    pub const SUM_IS_MONOTONIC: u32 = 3;
+    pub const POINT_START_TIME: u32 = 2;
+    pub const POINT_TIME: u32 = 3;
+    pub const POINT_AS_DOUBLE: u32 = 4;
+    pub const POINT_ATTRIBUTES: u32 = 7;
+}
+
+/// Builds one push's request from a snapshot, as protobuf bytes; holds what delta temporality
+/// needs and the buffers it reuses. Public for the benchmark only.
 #[doc(hidden)]
 pub struct Batcher {
     slots: Vec<Slot>,
     routes: Vec<Route>,
     job: Option<JobHistogram>,
-    resource: Resource,
+    /// The `Resource` and `InstrumentationScope` messages, encoded once.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
     build: BuildInfo,
     temporality: Temporality,
     /// Unix nanoseconds: when the push started (cumulative start), and the previous push.
     start: u64,
     previous_at: u64,
-    /// Delta only: each sum series' last value, by (slot, encoded attributes), with the push
-    /// that last saw it; a series not seen in a push is forgotten.
-    previous: HashMap<(usize, Vec<u8>), (f64, u64)>,
     pushes: u64,
+    /// Reused for attribute values that are formatted (`gpu3`, a reason code).
+    scratch: String,
+    /// The previous request's size, to size the next one's buffer in one allocation.
+    last_len: usize,
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -166,14 +228,6 @@ fn attribute(key: &str, value: any_value::Value) -> KeyValue {
         value: Some(AnyValue { value: Some(value) }),
         ..KeyValue::default()
     }
-}
-
-fn text(key: &str, value: impl Into<String>) -> KeyValue {
-    attribute(key, any_value::Value::StringValue(value.into()))
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    attribute(key, any_value::Value::IntValue(value))
 }
 
 /// The SDK resource (its detectors read `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`)
@@ -207,16 +261,26 @@ impl Batcher {
         now: SystemTime,
     ) -> Self {
         let mut slots: Vec<Slot> = Vec::new();
-        let mut slot = |name: Cow<'static, str>, unit, kind, family: &'static Family| -> usize {
+        let mut slot = |name: Cow<'static, str>, unit: &str, kind, family: &'static Family| {
             if let Some(i) = slots.iter().position(|s| s.name == name) {
                 return i;
             }
+            let mut header = Vec::new();
+            for (field, text) in [
+                (field::METRIC_NAME, name.as_ref()),
+                (field::METRIC_DESCRIPTION, family.help),
+                (field::METRIC_UNIT, unit),
+            ] {
+                if !text.is_empty() {
+                    wire::put_bytes(&mut header, field, text.as_bytes());
+                }
+            }
             slots.push(Slot {
                 name,
-                unit,
-                description: family.help,
                 kind,
+                header,
                 points: Vec::new(),
+                previous: HashMap::new(),
             });
             slots.len() - 1
         };
@@ -257,35 +321,51 @@ impl Batcher {
                 routes.push(Route { family, targets });
             }
         }
+        let scope = InstrumentationScope {
+            name: "gpulse".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..InstrumentationScope::default()
+        };
         let now = nanos(now);
         Self {
             slots,
             routes,
             job,
-            resource,
+            resource: resource.encode_to_vec(),
+            scope: scope.encode_to_vec(),
             build,
             temporality,
             start: now,
             previous_at: now,
-            previous: HashMap::new(),
             pushes: 0,
+            scratch: String::new(),
+            last_len: 0,
         }
     }
 
-    /// The request of one push of `snap` at `now`; `exports` are the exporters' totals.
-    pub fn collect(
+    /// One push of `snap` at `now` as an encoded `ExportMetricsServiceRequest`; `exports`
+    /// are the exporters' totals.
+    pub fn encode(
         &mut self,
         snap: &Snapshot,
         exports: &[ExporterTotals],
         now: SystemTime,
-    ) -> ExportMetricsServiceRequest {
+    ) -> Vec<u8> {
         self.pushes += 1;
         let now = nanos(now);
+        let delta = self.temporality == Temporality::Delta;
+        let (temporality, start) = if delta {
+            (AggregationTemporality::Delta, self.previous_at)
+        } else {
+            (AggregationTemporality::Cumulative, self.start)
+        };
         let ctx = Ctx {
             snap,
             build: &self.build,
             exports,
         };
+        let push = self.pushes;
+        let scratch = &mut self.scratch;
         let mut series = Series::new();
         for route in &self.routes {
             series.clear();
@@ -299,131 +379,135 @@ impl Batcher {
                     let Some(value) = value(*part, row) else {
                         continue;
                     };
-                    let mut attributes = Vec::with_capacity(8);
-                    attributes_of(route.family, row, &mut attributes);
-                    self.slots[*slot].points.push(NumberDataPoint {
-                        attributes,
-                        time_unix_nano: now,
-                        value: Some(number_data_point::Value::AsDouble(value)),
-                        ..NumberDataPoint::default()
+                    let slot = &mut self.slots[*slot];
+                    let kind = slot.kind;
+                    let previous = &mut slot.previous;
+                    // In field-number order, as prost writes it; the value is fixed-width,
+                    // so a delta (known once the attributes are written) is patched in.
+                    wire::put_message(&mut slot.points, field::DATA_POINTS, |buf| {
+                        if kind != MetricKind::Gauge {
+                            wire::put_fixed64(buf, field::POINT_START_TIME, start);
+                        }
+                        wire::put_fixed64(buf, field::POINT_TIME, now);
+                        wire::put_double(buf, field::POINT_AS_DOUBLE, value);
+                        let at = buf.len() - 8;
+                        put_attributes(buf, route.family, row, scratch);
+                        if delta && kind != MetricKind::Gauge {
+                            let monotonic = kind == MetricKind::Counter;
+                            let change = delta_of(previous, &buf[at + 8..], value, monotonic, push);
+                            buf[at..at + 8].copy_from_slice(&change.to_bits().to_le_bytes());
+                        }
                     });
                 }
             }
         }
-        let delta = self.temporality == Temporality::Delta;
-        let (temporality, start) = if delta {
-            (AggregationTemporality::Delta, self.previous_at)
-        } else {
-            (AggregationTemporality::Cumulative, self.start)
-        };
-        let mut metrics = Vec::with_capacity(self.slots.len() + 1);
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.points.is_empty() {
-                continue;
-            }
-            let mut points = std::mem::take(&mut slot.points);
-            let data = match slot.kind {
-                MetricKind::Gauge => metric::Data::Gauge(Gauge {
-                    data_points: points,
-                }),
-                MetricKind::Counter | MetricKind::UpDownCounter => {
-                    let monotonic = slot.kind == MetricKind::Counter;
-                    for p in &mut points {
-                        p.start_time_unix_nano = start;
-                        if delta {
-                            delta_of(&mut self.previous, i, p, monotonic, self.pushes);
-                        }
-                    }
-                    metric::Data::Sum(Sum {
-                        data_points: points,
-                        aggregation_temporality: temporality as i32,
-                        is_monotonic: monotonic,
-                    })
-                }
-            };
-            metrics.push(Metric {
-                name: slot.name.to_string(),
-                description: slot.description.to_owned(),
-                unit: slot.unit.to_owned(),
-                data: Some(data),
-                ..Metric::default()
-            });
-        }
         if delta {
-            let pushes = self.pushes;
-            self.previous.retain(|_, (_, seen)| *seen == pushes);
-        }
-        if let Some(job) = &mut self.job {
-            job.record(snap);
-            if job.count > 0 {
-                metrics.push(Metric {
-                    name: job.name.to_owned(),
-                    description: job.description.to_owned(),
-                    unit: job.unit.to_owned(),
-                    data: Some(metric::Data::Histogram(Histogram {
-                        data_points: vec![HistogramDataPoint {
-                            start_time_unix_nano: start,
-                            time_unix_nano: now,
-                            count: job.count,
-                            sum: Some(job.sum),
-                            bucket_counts: job.counts.clone(),
-                            explicit_bounds: job.bounds.to_vec(),
-                            min: Some(job.min),
-                            max: Some(job.max),
-                            ..HistogramDataPoint::default()
-                        }],
-                        aggregation_temporality: temporality as i32,
-                    })),
-                    ..Metric::default()
-                });
-                if delta {
-                    job.reset();
-                }
+            for slot in &mut self.slots {
+                slot.previous.retain(|_, (_, seen)| *seen == push);
             }
         }
+        let job = self.job.as_mut().and_then(|job| {
+            job.record(snap);
+            let metric = (job.count > 0).then(|| job.metric(temporality, start, now));
+            if delta && metric.is_some() {
+                job.reset();
+            }
+            metric
+        });
         self.previous_at = now;
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(self.resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "gpulse".to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..InstrumentationScope::default()
-                    }),
-                    metrics,
-                    ..ScopeMetrics::default()
-                }],
-                ..ResourceMetrics::default()
-            }],
+        self.assemble(temporality, job)
+    }
+
+    /// The request around this push's points: every length is known, so each prefix is
+    /// written exactly and the points are copied once. Empties the slots' point buffers.
+    fn assemble(&mut self, temporality: AggregationTemporality, job: Option<Vec<u8>>) -> Vec<u8> {
+        let temporality = temporality as u64;
+        // Per metric: (body length, data length) of the non-empty slots.
+        let data_len = |slot: &Slot| match slot.kind {
+            MetricKind::Gauge => slot.points.len(),
+            MetricKind::Counter => slot.points.len() + 2 + wire::varint_len(temporality) + 1,
+            MetricKind::UpDownCounter => slot.points.len() + 1 + wire::varint_len(temporality),
+        };
+        let metric_len = |slot: &Slot| slot.header.len() + wire::len_field(data_len(slot));
+        let mut scope_len = wire::len_field(self.scope.len());
+        for slot in self.slots.iter().filter(|s| !s.points.is_empty()) {
+            scope_len += wire::len_field(metric_len(slot));
         }
+        if let Some(job) = &job {
+            scope_len += wire::len_field(job.len());
+        }
+        let resource_len = wire::len_field(self.resource.len()) + wire::len_field(scope_len);
+        let total = wire::len_field(resource_len);
+        let mut out = Vec::with_capacity(total.max(self.last_len));
+        wire::put_key(&mut out, field::REQUEST_RESOURCE_METRICS, wire::LEN);
+        wire::put_varint(&mut out, resource_len as u64);
+        wire::put_bytes(&mut out, field::RESOURCE_METRICS_RESOURCE, &self.resource);
+        wire::put_key(&mut out, field::RESOURCE_METRICS_SCOPE_METRICS, wire::LEN);
+        wire::put_varint(&mut out, scope_len as u64);
+        wire::put_bytes(&mut out, field::SCOPE_METRICS_SCOPE, &self.scope);
+        for slot in self.slots.iter_mut().filter(|s| !s.points.is_empty()) {
+            wire::put_key(&mut out, field::SCOPE_METRICS_METRICS, wire::LEN);
+            wire::put_varint(&mut out, metric_len(slot) as u64);
+            out.extend_from_slice(&slot.header);
+            let data = if slot.kind == MetricKind::Gauge {
+                field::METRIC_GAUGE
+            } else {
+                field::METRIC_SUM
+            };
+            wire::put_key(&mut out, data, wire::LEN);
+            wire::put_varint(&mut out, data_len(slot) as u64);
+            out.extend_from_slice(&slot.points);
+            if slot.kind != MetricKind::Gauge {
+                wire::put_uint(&mut out, field::SUM_TEMPORALITY, temporality);
+            }
+            if slot.kind == MetricKind::Counter {
+                wire::put_uint(&mut out, field::SUM_IS_MONOTONIC, 1);
+            }
+            slot.points.clear();
+        }
+        if let Some(job) = &job {
+            wire::put_bytes(&mut out, field::SCOPE_METRICS_METRICS, job);
+        }
+        debug_assert_eq!(out.len(), total);
+        self.last_len = out.len();
+        out
+    }
+
+    /// One push as opentelemetry-proto's request: [`Self::encode`], decoded again (tests,
+    /// the golden file and the benchmark's size line).
+    pub fn collect(
+        &mut self,
+        snap: &Snapshot,
+        exports: &[ExporterTotals],
+        now: SystemTime,
+    ) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest::decode(self.encode(snap, exports, now).as_slice())
+            .unwrap_or_default()
     }
 }
 
-/// Turns a sum point's cumulative value into its change since the previous push of the same
-/// series (the first push sends it whole; a monotonic sum that went down restarted, and its
-/// new value is the change).
+/// A sum point's change since the previous push of the same series (its encoded
+/// `attributes`): the first push sends the value whole; a monotonic sum that went down
+/// restarted, and its new value is the change.
 fn delta_of(
-    previous: &mut HashMap<(usize, Vec<u8>), (f64, u64)>,
-    slot: usize,
-    point: &mut NumberDataPoint,
+    previous: &mut HashMap<Box<[u8]>, (f64, u64)>,
+    attributes: &[u8],
+    now: f64,
     monotonic: bool,
     push: u64,
-) {
-    let Some(number_data_point::Value::AsDouble(now)) = point.value else {
-        return;
+) -> f64 {
+    let before = match previous.get_mut(attributes) {
+        Some(entry) => Some(std::mem::replace(entry, (now, push)).0),
+        None => {
+            previous.insert(attributes.into(), (now, push));
+            None
+        }
     };
-    let mut key = Vec::new();
-    for kv in &point.attributes {
-        let _ = kv.encode(&mut key);
-    }
-    let before = previous.insert((slot, key), (now, push)).map(|(v, _)| v);
-    let change = match before {
+    match before {
         Some(b) if monotonic && now < b => now,
         Some(b) => now - b,
         None => now,
-    };
-    point.value = Some(number_data_point::Value::AsDouble(change));
+    }
 }
 
 /// The number `part` takes from `row`; `None` leaves the point out.
@@ -439,45 +523,56 @@ fn value(part: Part, row: &Row<'_>) -> Option<f64> {
     }
 }
 
-/// A row's attributes in OTel spelling: the scope's identity, the family's constant
-/// attributes, then its labels.
-fn attributes_of(family: &Family, row: &Row<'_>, out: &mut Vec<KeyValue>) {
+/// A row's attributes in OTel spelling, as the point's `attributes` fields: the scope's
+/// identity, the family's constant attributes, then its labels.
+fn put_attributes(buf: &mut Vec<u8>, family: &Family, row: &Row<'_>, scratch: &mut String) {
+    use std::fmt::Write as _;
+    const F: u32 = field::POINT_ATTRIBUTES;
+    let text = |buf: &mut Vec<u8>, key: &str, value: &str| {
+        wire::put_text_attribute(buf, F, key, value);
+    };
+    let int = |buf: &mut Vec<u8>, key: &str, value: i64| {
+        wire::put_int_attribute(buf, F, key, value);
+    };
     match row.id {
         Id::None => {}
         // Enough to tell GPUs apart and group by model. The rest of the identity (vendor,
         // driver, serial, VBIOS, PCI bus id) is on `gpulse.gpu.info` only: repeating it on
         // ~1000 points per push made each push several MiB of attribute strings.
         Id::Gpu { index, uuid, model } => {
-            out.push(text("hw.id", uuid));
-            out.push(text("hw.name", format!("gpu{index}")));
-            out.push(text("hw.type", "gpu"));
-            out.push(text("hw.model", model));
-            out.push(int("gpulse.gpu.index", i64::from(index)));
+            text(buf, "hw.id", uuid);
+            scratch.clear();
+            let _ = write!(scratch, "gpu{index}");
+            text(buf, "hw.name", scratch);
+            text(buf, "hw.type", "gpu");
+            text(buf, "hw.model", model);
+            int(buf, "gpulse.gpu.index", i64::from(index));
         }
         Id::Probe(p) => {
-            out.push(text("gpulse.probe.name", p.name.as_str()));
-            out.push(text("gpulse.probe.kind", p.kind));
+            text(buf, "gpulse.probe.name", p.name.as_str());
+            text(buf, "gpulse.probe.kind", p.kind);
         }
         Id::Name(name) => {
             if let Some(key) = family.scope.otel_attributes().first() {
-                out.push(text(key, name));
+                text(buf, key, name);
             }
         }
         // `hw.id` is empty when the source could not name the GPU.
         Id::Xid(c) => {
-            out.push(text("hw.id", c.uuid.as_str()));
-            out.push(text("hw.type", "gpu"));
+            text(buf, "hw.id", c.uuid.as_str());
+            text(buf, "hw.type", "gpu");
             if let Some(index) = c.gpu_index {
-                out.push(int("gpulse.gpu.index", i64::from(index)));
+                int(buf, "gpulse.gpu.index", i64::from(index));
             }
-            out.push(int(
+            int(
+                buf,
                 "gpulse.gpu.xid",
                 i64::try_from(c.xid).unwrap_or(i64::MAX),
-            ));
+            );
         }
     }
     for (k, v) in family.otel_const {
-        out.push(text(k, *v));
+        text(buf, k, v);
     }
     for (dim, value) in family.dims.iter().zip(row.labels.iter()) {
         if dim.otel.is_empty() {
@@ -485,15 +580,19 @@ fn attributes_of(family: &Family, row: &Row<'_>, out: &mut Vec<KeyValue>) {
         }
         let key = dim.otel;
         match *value {
-            Val::Empty => out.push(text(key, "")),
-            Val::Str(s) => out.push(text(key, s)),
-            Val::Pair(_, otel) => out.push(text(key, otel)),
-            Val::Int(i) => out.push(int(key, i)),
-            Val::Index(i) => out.push(int(key, i64::from(i))),
-            Val::IntText(s) => out.push(int(key, s.parse::<i64>().unwrap_or(-1))),
-            Val::Opt(Some(s)) => out.push(text(key, s)),
+            Val::Empty => text(buf, key, ""),
+            Val::Str(s) => text(buf, key, s),
+            Val::Pair(_, otel) => text(buf, key, otel),
+            Val::Int(i) => int(buf, key, i),
+            Val::Index(i) => int(buf, key, i64::from(i)),
+            Val::IntText(s) => int(buf, key, s.parse::<i64>().unwrap_or(-1)),
+            Val::Opt(Some(s)) => text(buf, key, s),
             Val::Opt(None) => {}
-            Val::Display(d) => out.push(text(key, d.to_string())),
+            Val::Display(d) => {
+                scratch.clear();
+                let _ = write!(scratch, "{d}");
+                text(buf, key, scratch);
+            }
         }
     }
 }
@@ -632,26 +731,57 @@ mod tests {
         let second = b.collect(&snap, &stats.totals(), UNIX_EPOCH);
         assert_eq!(sum_points(&second, "gpulse.exports"), [2.0]);
         // A series that is gone is forgotten: the state is bounded by the series of one push.
-        let seen = b.previous.len();
+        let remembered = |b: &Batcher| b.slots.iter().map(|s| s.previous.len()).sum::<usize>();
+        let seen = remembered(&b);
         let _ = b.collect(&snap, &[], UNIX_EPOCH);
-        assert!(b.previous.len() < seen, "{} {seen}", b.previous.len());
+        assert!(remembered(&b) < seen, "{} {seen}", remembered(&b));
+    }
+
+    /// The bytes written field by field are exactly what opentelemetry-proto's generated
+    /// types encode for the same request: same fields, order, lengths and values.
+    #[test]
+    fn the_written_request_is_what_the_generated_types_encode() {
+        use crate::demo::gpu_sim::SimGpuCollector;
+        use crate::model::{CollectorStatus, Sample};
+        use crate::store::Store;
+        use std::num::NonZeroUsize;
+        use std::time::Duration;
+
+        let store = Store::new(
+            NonZeroUsize::new(10).unwrap(),
+            vec![CollectorStatus::new("gpu", Duration::from_secs(1))],
+        );
+        let mut sim = SimGpuCollector::new(8, Duration::from_secs(1));
+        let stats = ExportStats::default();
+        stats.record("otlp", Ok(()));
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let build = BuildInfo {
+                version: "t",
+                gpu_source: "demo",
+            };
+            let resource = Resource {
+                attributes: vec![attribute(
+                    "service.name",
+                    any_value::Value::StringValue("gpulse".into()),
+                )],
+                ..Resource::default()
+            };
+            let mut b = Batcher::new(resource, build, temporality, SystemTime::now());
+            for _ in 0..3 {
+                store.publish(Sample::Gpu(sim.next_sample()));
+                let bytes = b.encode(&store.snapshot(), &stats.totals(), SystemTime::now());
+                let decoded = ExportMetricsServiceRequest::decode(bytes.as_slice()).unwrap();
+                let metrics = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+                assert!(metrics.len() > 50, "{}", metrics.len());
+                assert!(bytes == decoded.encode_to_vec(), "{temporality:?}");
+            }
+        }
     }
 
     #[test]
     fn a_monotonic_reset_sends_the_new_value() {
         let mut previous = HashMap::new();
-        let mut point = |v: f64, push| {
-            let mut p = NumberDataPoint {
-                attributes: vec![text("a", "b")],
-                value: Some(number_data_point::Value::AsDouble(v)),
-                ..NumberDataPoint::default()
-            };
-            delta_of(&mut previous, 0, &mut p, true, push);
-            match p.value {
-                Some(number_data_point::Value::AsDouble(v)) => v,
-                _ => f64::NAN,
-            }
-        };
+        let mut point = |v: f64, push| delta_of(&mut previous, b"a=b", v, true, push);
         assert_eq!(point(10.0, 1), 10.0);
         assert_eq!(point(15.0, 2), 5.0);
         assert_eq!(point(3.0, 3), 3.0);

@@ -44,6 +44,7 @@ pub(crate) use failure::{classify_error, status_cause};
 mod http;
 pub mod logs;
 mod push;
+mod wire;
 
 pub use batch::{Batcher, request_for};
 

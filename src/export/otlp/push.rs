@@ -1,7 +1,9 @@
 //! The OTLP metrics push loop and its two transports: every `interval` a batch of the latest
-//! snapshot ([`super::batch`]) is sent over gRPC (opentelemetry-proto's tonic client, which
-//! encodes it) or HTTP/protobuf (encoded, and gzipped when asked, once per push, not per retry) (the bounded client of `http.rs`), bounded end to end by
-//! `timeout` with the OTLP-recommended retries inside that bound.
+//! snapshot, encoded once ([`super::batch`]), is sent over gRPC (tonic, the bytes as they are
+//! through [`EncodedCodec`], to the method opentelemetry-proto's client calls) or
+//! HTTP/protobuf (gzipped when asked, once per push, not per retry; the bounded client of
+//! `http.rs`), bounded end to end by `timeout` with the OTLP-recommended retries inside that
+//! bound.
 //!
 //! Retries follow the OTLP specification and what opentelemetry-otlp's exporters did here
 //! before: at most 3 more attempts, 100 ms doubling to 1.6 s plus up to 100 ms of jitter, for
@@ -16,11 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry_http::Bytes;
 use opentelemetry_http::HttpClient as _;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use prost::Message as _;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use tokio::sync::{mpsc, oneshot};
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 use super::batch::Batcher;
@@ -39,7 +39,7 @@ const MAX_JITTER_MS: u64 = 100;
 /// Where the batches go.
 pub(super) enum Transport {
     Grpc {
-        client: MetricsServiceClient<Channel>,
+        client: tonic::client::Grpc<Channel>,
         metadata: tonic::metadata::MetadataMap,
     },
     Http {
@@ -65,7 +65,7 @@ impl Transport {
                         .tls_config(super::grpc_tls(&settings.ca_file)?)
                         .map_err(|e| OtlpStartError(format!("TLS: {e}")))?;
                 }
-                let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
+                let mut client = tonic::client::Grpc::new(endpoint.connect_lazy());
                 if settings.gzip {
                     client = client
                         .send_compressed(CompressionEncoding::Gzip)
@@ -92,31 +92,38 @@ impl Transport {
         }
     }
 
-    /// The HTTP body of `request` (protobuf, gzipped when asked), made once per push and
-    /// reused by its retries; gRPC needs none (tonic encodes the message itself).
-    fn http_body(&self, request: &ExportMetricsServiceRequest) -> Bytes {
+    /// The body of an encoded request as sent, made once per push and reused by its retries:
+    /// gzipped when HTTP asks for it (tonic compresses gRPC messages itself).
+    fn body(&self, request: Vec<u8>) -> Bytes {
         match self {
-            Self::Http { gzip: true, .. } => gzip_bytes(&request.encode_to_vec()),
-            Self::Http { .. } => Bytes::from(request.encode_to_vec()),
-            Self::Grpc { .. } => Bytes::new(),
+            Self::Http { gzip: true, .. } => gzip_bytes(&request),
+            _ => Bytes::from(request),
         }
     }
 
-    /// One attempt with `body` from [`Self::http_body`]; `Err((retryable, reason, cause))`.
-    async fn send(
-        &self,
-        request: &ExportMetricsServiceRequest,
-        body: &Bytes,
-    ) -> Result<(), (bool, FailureReason, String)> {
+    /// One attempt with `body` from [`Self::body`]; `Err((retryable, reason, cause))`.
+    async fn send(&self, body: &Bytes) -> Result<(), (bool, FailureReason, String)> {
         match self {
             Self::Grpc { client, metadata } => {
                 let mut client = client.clone();
-                let call = tonic::Request::from_parts(
+                let mut call = tonic::Request::from_parts(
                     metadata.clone(),
                     tonic::Extensions::default(),
-                    request.clone(),
+                    body.clone(),
                 );
-                match client.export(call).await {
+                call.extensions_mut()
+                    .insert(tonic::GrpcMethod::new(GRPC_SERVICE, "Export"));
+                let answer = match client.ready().await {
+                    Ok(()) => {
+                        let path = axum::http::uri::PathAndQuery::from_static(GRPC_EXPORT);
+                        client.unary(call, path, EncodedCodec).await.map(|_| ())
+                    }
+                    // As opentelemetry-proto's generated client answers it.
+                    Err(e) => Err(tonic::Status::unknown(format!(
+                        "Service was not ready: {e}"
+                    ))),
+                };
+                match answer {
                     Ok(_) => Ok(()),
                     Err(status) => {
                         use tonic::Code;
@@ -197,6 +204,44 @@ fn grpc_failure(status: &tonic::Status) -> (FailureReason, String) {
     (reason, cause)
 }
 
+/// The metrics service and its export method, as opentelemetry-proto's generated client
+/// names them.
+const GRPC_SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+/// A tonic codec that sends an already encoded request as it is and decodes the answer with
+/// opentelemetry-proto's type: the batch is encoded once per push, and a retry costs a
+/// reference count, not a copy of the request.
+struct EncodedCodec;
+
+struct EncodedEncoder;
+
+impl Encoder for EncodedEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = ExportMetricsServiceResponse;
+    type Encoder = EncodedEncoder;
+    type Decoder = tonic_prost::ProstDecoder<ExportMetricsServiceResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(BufferSettings::default())
+    }
+}
+
 fn gzip_bytes(body: &[u8]) -> Bytes {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
@@ -218,18 +263,18 @@ fn backoff(n: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
-/// Sends one request with retries, all within `timeout`.
+/// Sends one encoded request with retries, all within `timeout`.
 async fn deliver(
     transport: &Transport,
-    request: &ExportMetricsServiceRequest,
+    request: Vec<u8>,
     timeout: Duration,
     endpoint: &str,
 ) -> Result<(), ExportFailure> {
-    let body = transport.http_body(request);
+    let body = transport.body(request);
     let attempts = async {
         let mut n = 0;
         loop {
-            match transport.send(request, &body).await {
+            match transport.send(&body).await {
                 Ok(()) => return Ok(()),
                 Err((true, _, _)) if n < MAX_RETRIES => {
                     tokio::time::sleep(backoff(n)).await;
@@ -276,9 +321,9 @@ async fn push_once(
     settings: &(Duration, String),
 ) -> Result<(), ExportFailure> {
     let snap = store.snapshot();
-    let request = batcher.collect(&snap, &stats.totals(), SystemTime::now());
+    let request = batcher.encode(&snap, &stats.totals(), SystemTime::now());
     drop(snap);
-    let result = deliver(transport, &request, settings.0, &settings.1).await;
+    let result = deliver(transport, request, settings.0, &settings.1).await;
     stats.record("otlp", result.clone());
     result
 }
