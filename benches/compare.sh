@@ -180,20 +180,23 @@ def stat_fields():
         return f.read().rsplit(")", 1)[1].split()
 
 def cpu():
-    """(ns of live threads by schedstat, ns of utime+stime, ns of reaped children)"""
-    sched = 0
+    """({tid: ns run, from schedstat}, ns of utime+stime, ns of reaped children)"""
+    threads = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                sched += int(f.read().split()[0])
+                threads[tid] = int(f.read().split()[0])
         except OSError:
             pass
     s = stat_fields()
     tick = 1e9 / hz
-    return sched, (int(s[11]) + int(s[12])) * tick, (int(s[13]) + int(s[14])) * tick
+    return threads, (int(s[11]) + int(s[12])) * tick, (int(s[13]) + int(s[14])) * tick
 
 def cpu_ms_per_s(a, b, wall):
-    sched, ticks = b[0] - a[0], b[1] - a[1]
+    # Per thread, so a thread that ends in the window takes none of its earlier time with it
+    # (threads started in the window count from 0).
+    sched = sum(ns - a[0].get(tid, 0) for tid, ns in b[0].items())
+    ticks = b[1] - a[1]
     if ticks - sched > 2e9 / hz:  # threads ended in the window: their time is only in the ticks
         sched = ticks
     return (sched + b[2] - a[2]) / 1e6 / wall
@@ -217,6 +220,11 @@ def finish(error=None):
             proc.wait()
     print(json.dumps(result), flush=True)
     sys.exit(0)
+
+def interrupted(signum, frame):
+    finish(f"interrupted by signal {signum}")
+signal.signal(signal.SIGTERM, interrupted)
+signal.signal(signal.SIGINT, interrupted)
 
 def hammer(deadline):
     """GETs on one keep-alive connection until deadline: the count of 200s. A raw socket and
@@ -319,7 +327,8 @@ try:
 
     end = time.perf_counter() + cfg["load_seconds"]
     start = time.perf_counter()
-    with multiprocessing.Pool(cfg["concurrency"]) as pool:
+    default_signals = lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGINT)]
+    with multiprocessing.Pool(cfg["concurrency"], initializer=default_signals) as pool:
         oks = pool.map(hammer, [end] * cfg["concurrency"])
     if None not in oks:
         result["rps"] = sum(oks) / (time.perf_counter() - start)
@@ -334,15 +343,15 @@ PY
 run() {
     local name=$1 gpus=$2 port=$3 marker=$4
     shift 4
-    local fields="\"exporter\": \"$name\", \"gpus\": $gpus"
+    local fields="\"exporter\": \"$name\", \"gpus\": $gpus" logf="$out/$name-$gpus"
     while [[ $1 != -- ]]; do
         fields+=", \"${1%%=*}\": ${1#*=}"
+        [[ $1 == bin_bytes=* ]] || logf+="-${1%%=*}${1#*=}"
         shift
     done
     shift
-    local logf
-    logf="$out/$(echo "$name-$gpus-${fields//[^a-z0-9]/}" | tr -s '_' | cut -c1-80).log"
-    echo "  $name, $gpus GPUs ${fields#*\"gpus\": "$gpus"}" | tr -d '"' >&2
+    logf+=.log
+    echo "  $name, $gpus GPUs: ${logf##*/}" >&2
     COMPARE_DURATION=$DURATION COMPARE_WARMUP=$WARMUP COMPARE_REQUESTS=$REQUESTS \
         COMPARE_CONCURRENCY=$CONCURRENCY COMPARE_LOAD_SECONDS=$LOAD_SECONDS COMPARE_LOG=$logf \
         FAKE_NVML_CONFIG=$(fake_conf "$gpus") \
