@@ -12,6 +12,7 @@
 #   scaling  gpulse alone: COMPARE_SCALE_GPUS ("1 8 64") x COMPARE_SCALE_PROBES ("0 1 16") probes
 #            of a local OpenAI-compatible stand-in (python3), OTLP off; then OTLP on (OTLP/HTTP
 #            push every 1 s to a python3 sink that answers 200) at each GPU count, 0 probes.
+#            tests/fake_nvml holds up to 64 GPUs.
 # Each exporter runs with its defaults, which for gpulse are GPU every 1 s and host every 5 s
 # (before 1d7ec34: host every 1 s), and with `--interval 1` for the peers (all-smi: GPU and host;
 # nvitop-exporter: everything), on its own port. Each is measured so:
@@ -38,6 +39,9 @@
 #   ALL_SMI_BIN, NVITOP_EXPORTER_BIN   the peers' executables (default: found on PATH)
 #   COMPARE_DURATION, COMPARE_WARMUP, COMPARE_REQUESTS, COMPARE_CONCURRENCY, COMPARE_LOAD_SECONDS,
 #   COMPARE_PEER_GPUS, COMPARE_SCALE_GPUS, COMPARE_SCALE_PROBES, COMPARE_SECTIONS (see above)
+#   COMPARE_PROBE=busy|default   busy (the default): each probe checked every 1 s, its server's
+#                          /metrics and a 1-token completion every 5 s; default: gpulse's probe
+#                          defaults (checked every 10 s, no metrics, no synthetic request)
 #   COMPARE_OUT=dir        keep the raw results (results.jsonl) and every exporter's log there
 # Installing the peers (see benches/README.md): `cargo install all-smi@0.22.0 --locked` (needs
 # Debian protobuf-compiler, libprotobuf-dev, libdrm-dev) and `pip install nvitop-exporter==1.7.2`.
@@ -55,6 +59,7 @@ PEERS=${COMPARE_PEERS:-all-smi nvitop-exporter}
 PEER_GPUS=${COMPARE_PEER_GPUS:-2 8}
 SCALE_GPUS=${COMPARE_SCALE_GPUS:-1 8 64}
 SCALE_PROBES=${COMPARE_SCALE_PROBES:-0 1 16}
+PROBE=${COMPARE_PROBE:-busy}
 
 usage() {
     echo "usage: $0 (settings in COMPARE_* variables, see the head of the script): $1" >&2
@@ -65,6 +70,7 @@ for n in "$DURATION" "$WARMUP" "$REQUESTS" "$CONCURRENCY" "$LOAD_SECONDS" $PEER_
 done
 ((DURATION >= 1 && REQUESTS >= 10 && CONCURRENCY >= 1 && LOAD_SECONDS >= 1)) ||
     usage "COMPARE_DURATION, COMPARE_CONCURRENCY, COMPARE_LOAD_SECONDS >= 1, COMPARE_REQUESTS >= 10"
+[[ $PROBE == busy || $PROBE == default ]] || usage "COMPARE_PROBE is busy or default"
 for s in ${SECTIONS//,/ }; do
     [[ $s == peers || $s == scaling ]] || usage "unknown section '$s' in COMPARE_SECTIONS (peers, scaling)"
 done
@@ -391,8 +397,8 @@ PY
 }
 
 gpulse_version=$("$bin" --version 2>/dev/null || echo "?")
-printf '{"meta": true, "label": "%s", "bin": "%s", "version": "%s", "duration": %s, "warmup": %s, "requests": %s, "concurrency": %s, "load_seconds": %s, "bin_bytes": %s}\n' \
-    "$label" "$bin" "$gpulse_version" "$DURATION" "$WARMUP" "$REQUESTS" "$CONCURRENCY" "$LOAD_SECONDS" \
+printf '{"meta": true, "label": "%s", "bin": "%s", "version": "%s", "duration": %s, "warmup": %s, "requests": %s, "concurrency": %s, "load_seconds": %s, "probe": "%s", "bin_bytes": %s}\n' \
+    "$label" "$bin" "$gpulse_version" "$DURATION" "$WARMUP" "$REQUESTS" "$CONCURRENCY" "$LOAD_SECONDS" "$PROBE" \
     "$(size_of "$bin")" >>"$out/results.jsonl"
 
 gpulse_marker=gpulse_gpu_utilization_ratio
@@ -524,11 +530,14 @@ PY
             printf '[otlp]\nendpoint = "http://127.0.0.1:%s"\nprotocol = "http/protobuf"\ninterval = "1s"\n\n' \
                 "$sink_port" >>"$f"
         fi
-        # Each probe: readiness + model list every 1 s, the server's /metrics and a 1-token
-        # streaming completion every 5 s.
+        # busy: readiness + model list every 1 s, the server's /metrics and a 1-token streaming
+        # completion every 5 s. default: gpulse's defaults (readiness + models every 10 s).
         for ((i = 1; i <= $1; i++)); do
-            printf '[[probe]]\nname = "p%d"\nkind = "vllm"\nurl = "http://127.0.0.1:%s"\ninterval = "1s"\nmetrics = true\nmetrics_interval = "5s"\ninference = true\ninference_interval = "5s"\n\n' \
-                "$i" "$stand_port" >>"$f"
+            printf '[[probe]]\nname = "p%d"\nkind = "vllm"\nurl = "http://127.0.0.1:%s"\n' "$i" "$stand_port" >>"$f"
+            if [[ $PROBE == busy ]]; then
+                printf 'interval = "1s"\nmetrics = true\nmetrics_interval = "5s"\ninference = true\ninference_interval = "5s"\n' >>"$f"
+            fi
+            echo >>"$f"
         done
         echo "$f"
     }
@@ -608,7 +617,9 @@ for gpus in dict.fromkeys(r["gpus"] for r in peers):
 
 scaling = [r for r in rows if "probes" in r]
 if scaling:
-    print(f"\n### Scaling, gpulse ({meta['label']}); GPU interval 1 s; probe: check every 1 s, server /metrics and a 1-token completion every 5 s\n")
+    probe = ("check every 1 s, server /metrics and a 1-token completion every 5 s" if meta["probe"] == "busy"
+             else "gpulse's defaults (check every 10 s)")
+    print(f"\n### Scaling, gpulse ({meta['label']}); GPU interval 1 s; probe ({meta['probe']}): {probe}\n")
     SC = [c for c in COLS if c[0] not in ("size",)]
     extra = ["gzip KiB", "p50 gz ms", "stand-in req/s; OTLP push/s, KiB each"]
     print("| GPUs | probes | OTLP | " + " | ".join(c[1] for c in SC) + " | " + " | ".join(extra) + " |")
