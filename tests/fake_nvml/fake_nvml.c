@@ -198,7 +198,7 @@ _Static_assert(sizeof(nvmlGpmSupport_t) == 8, "nvmlGpmSupport_t layout");
 
 /* ------------------------------------------------------------------ configuration */
 
-#define MAX_GPUS 16
+#define MAX_GPUS 64 /* benches/compare.sh scales to 64; masks are 64-bit */
 #define MAX_MIG 7
 #define MAX_XID 64
 #define MAX_SETS 64
@@ -357,7 +357,7 @@ struct config {
     char not_supported[LIST_LEN];
     char no_permission[LIST_LEN];
     char hang[LIST_LEN];
-    unsigned int lost_mask;
+    unsigned long long lost_mask;
     unsigned int nxid;
     struct xid_event xid[MAX_XID];
     char xid_text[LIST_LEN];
@@ -615,7 +615,7 @@ static int apply_global_key(struct config *c, const char *key, const char *val)
     } else if (strcmp(key, "hang") == 0) {
         set_list(c->hang, val);
     } else if (strcmp(key, "lost") == 0) {
-        c->lost_mask = (unsigned int)(parse_mask(val) & ((1ull << MAX_GPUS) - 1));
+        c->lost_mask = parse_mask(val); /* indices >= 64 = MAX_GPUS ignored there */
     } else if (strcmp(key, "xid") == 0) {
         parse_xid(c, val);
     } else if (strcmp(key, "xid_seq") == 0) {
@@ -876,7 +876,7 @@ static nvmlReturn_t dev_enter(const char *sym, nvmlDevice_t h, int *held, struct
         return NVML_ERROR_NOT_SUPPORTED;
     if (in_list(c->g->no_permission, sym))
         return NVML_ERROR_NO_PERMISSION;
-    if (g_cfg.lost_mask & (1u << c->gpu))
+    if (g_cfg.lost_mask & (1ull << c->gpu))
         return NVML_ERROR_GPU_IS_LOST;
     if (c->mig >= 0 && !allow_mig)
         return NVML_ERROR_NOT_SUPPORTED;
@@ -2197,7 +2197,7 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet)
         return NVML_ERROR_NOT_SUPPORTED;
     if (in_list(g->no_permission, __func__))
         return NVML_ERROR_NO_PERMISSION;
-    if (g_cfg.lost_mask & (1u << a->gpu))
+    if (g_cfg.lost_mask & (1ull << a->gpu))
         return NVML_ERROR_GPU_IS_LOST;
     if (!g->v[F_GPM])
         return NVML_ERROR_NOT_SUPPORTED;
