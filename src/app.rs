@@ -29,6 +29,8 @@ use crate::model::CollectorStatus;
 use crate::notify;
 use crate::store::Store;
 
+mod health_task;
+
 /// Where GPU samples come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuSource {
@@ -295,7 +297,7 @@ pub async fn run_with(
                     stop_rx.clone(),
                 ));
             }
-            tasks.spawn(health::task::run(
+            tasks.spawn(health_task::run(
                 Arc::clone(&store),
                 policy,
                 config.health.idle_interval.0,

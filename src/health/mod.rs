@@ -7,7 +7,7 @@
 //! [`evaluate`] turns the previous [`NodeHealth`], the latest GPU sample, the GPU window and the
 //! Xid log into the next [`NodeHealth`]. It does no I/O, reads no clock (`now` is a parameter)
 //! and is not async, so every rule is testable with a table of inputs. The runtime's health
-//! task (`task`) calls it when its inputs change; `gpulse scan` calls it once.
+//! task (`app::health_task`) calls it when its inputs change; `gpulse scan` calls it once.
 //!
 //! * States, least to most severe: `healthy`, `unknown` (no sample yet), `degraded`,
 //!   `unhealthy`. A GPU's state is its most severe active reason; the node's is its worst GPU.
@@ -27,7 +27,6 @@ use crate::model::{GpuSample, GpuWindowPoint, LabelValue, XidLog};
 /// Clock-event reason bits that count as hardware slowdown: hw_slowdown, hw_thermal_slowdown,
 /// hw_power_brake_slowdown.
 mod rules;
-pub mod task;
 mod xid_policy;
 
 pub use rules::hw_slowdown_share;

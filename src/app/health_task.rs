@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{Input, NodeHealth, Policy, State, evaluate};
+use crate::health::{Input, NodeHealth, Policy, State, evaluate};
 use crate::store::{Changes, Store};
 
 /// The change counters health reads: GPU cycles, Xids and clears.
