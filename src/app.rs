@@ -29,6 +29,8 @@ use crate::model::CollectorStatus;
 use crate::notify;
 use crate::store::Store;
 
+mod health_task;
+
 /// Where GPU samples come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuSource {
@@ -144,11 +146,12 @@ pub async fn run(
     run_with(config, source, otlp, listener, credentials, None, shutdown).await
 }
 
-/// The agent's async runtime. It does little async work (blocking NVML and sysinfo calls
-/// have their own threads), so two workers are enough.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The agent's async runtime with `workers` threads (`agent.worker_threads`). It does little
+/// async work (blocking NVML and sysinfo calls have their own threads), and every idle worker
+/// wakes when another has work to share, so one is the default.
+pub fn runtime(workers: std::num::NonZeroUsize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers.get())
         .enable_all()
         .build()
 }
@@ -294,10 +297,10 @@ pub async fn run_with(
                     stop_rx.clone(),
                 ));
             }
-            tasks.spawn(evaluate_health(
+            tasks.spawn(health_task::run(
                 Arc::clone(&store),
                 policy,
-                config.gpu.interval.0,
+                config.health.idle_interval.0,
                 stop_rx.clone(),
             ));
         }
@@ -548,65 +551,6 @@ async fn open_event_log(
             "Cannot read the event log in agent.state_dir; events are kept in memory and start over at each restart.");
         memory()
     })
-}
-
-/// Evaluates health every `interval` from the store and stores the result, logging each
-/// change of state once (per GPU and for the node).
-async fn evaluate_health(
-    store: Arc<Store>,
-    policy: health::Policy,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut current = health::NodeHealth::initial();
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = tick.tick() => {}
-        }
-        let snap = store.snapshot();
-        let window = store.gpu_window();
-        let now = SystemTime::now();
-        let input = health::Input {
-            status: snap.gpu_status(),
-            sample: snap.gpu.as_deref(),
-            window: &window,
-            xid: &snap.xid,
-            nvml_stuck: snap.gpu_stuck_for(now),
-            clears: &snap.health_clears,
-        };
-        let next = health::evaluate(&current, &input, &policy, now);
-        log_health_changes(&current, &next);
-        store.set_health(next.clone());
-        current = next;
-    }
-}
-
-fn log_health_changes(previous: &health::NodeHealth, next: &health::NodeHealth) {
-    for gpu in &next.gpus {
-        let from = previous
-            .gpu(gpu.index)
-            .map_or(health::State::Unknown, |p| p.state);
-        if from == gpu.state {
-            continue;
-        }
-        let reasons: Vec<String> = gpu.reasons.iter().map(|r| r.code.label()).collect();
-        let reasons = reasons.join(",");
-        match gpu.state {
-            health::State::Healthy | health::State::Unknown => tracing::info!(
-                gpu = gpu.index, uuid = %gpu.uuid, from = %from, to = %gpu.state, "GPU health changed."
-            ),
-            _ => tracing::warn!(
-                gpu = gpu.index, uuid = %gpu.uuid, from = %from, to = %gpu.state,
-                reasons = %reasons, action = %gpu.action, "GPU health changed."
-            ),
-        }
-    }
-    if previous.state != next.state {
-        tracing::info!(from = %previous.state, to = %next.state, action = %next.action, "Node health changed.");
-    }
 }
 
 /// The price `gpulse demo` uses unless `score.price_per_hour` is set.

@@ -8,11 +8,17 @@
 //! [`Store::snapshot`], which hands out an `Arc` of a snapshot that is never mutated. A new
 //! snapshot is built (cheaply: it holds `Arc`s) on every write, so readers never wait for a
 //! collector and never see a half-updated state.
+//!
+//! Tasks that act on what changed (health, the event recorder) wait on [`Store::changes`]
+//! instead of polling on a timer: one counter per part of the snapshot they read moves when
+//! that part does, so an idle agent wakes them only when there is something new.
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use crate::config::ScoreConfig;
 use crate::health::{Clear, GpuStatus, MAX_CLEARS, NodeHealth};
@@ -189,9 +195,61 @@ impl<T> Window<T> {
     }
 }
 
+/// The GPU window: the last `capacity` points, kept contiguous so that a reader borrows them
+/// as one slice ([`Store::gpu_window`] hands out an `Arc`, not a copy). Up to `capacity`
+/// older points stay behind them and are dropped in one move every `capacity` pushes.
+#[derive(Debug, Clone)]
+pub struct GpuWindow {
+    points: Vec<GpuWindowPoint>,
+    capacity: usize,
+}
+
+impl GpuWindow {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            points: Vec::with_capacity(capacity.get().min(1024)),
+            capacity: capacity.get(),
+        }
+    }
+
+    fn push(&mut self, point: GpuWindowPoint) {
+        if self.points.len() >= self.capacity.saturating_mul(2) {
+            self.points.drain(..self.points.len() - self.capacity);
+        }
+        self.points.push(point);
+    }
+
+    /// The points in the window, oldest first.
+    pub fn points(&self) -> &[GpuWindowPoint] {
+        let skip = self.points.len().saturating_sub(self.capacity);
+        &self.points[skip..]
+    }
+}
+
+/// Counters of what changed in the store, one per part of the snapshot that a task waits on
+/// ([`Store::changes`]). Each only grows; a waiter compares the ones it reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// GPU collector cycles finished (a sample or a failure recorded).
+    pub gpu_cycles: u64,
+    /// Xid occurrences recorded or merged.
+    pub xids: u64,
+    /// Operator clears of health reasons.
+    pub clears: u64,
+    /// Health evaluations that added a transition.
+    pub health_transitions: u64,
+    /// Probe checks, outages and scrapes recorded.
+    pub probes: u64,
+    /// Job events recorded (`gpulse wrap`).
+    pub job: u64,
+    /// Signed reports chained.
+    pub reports: u64,
+}
+
 #[derive(Debug)]
 struct Windows {
-    gpu: Window<GpuWindowPoint>,
+    /// Shared with readers; a push while one holds it copies it first (`Arc::make_mut`).
+    gpu: Arc<GpuWindow>,
     host: Window<HostWindowPoint>,
     xid: XidState,
     /// Job events kept for /v1/events (`wrap.max_events`).
@@ -269,6 +327,8 @@ pub struct Store {
     latest: RwLock<Arc<Snapshot>>,
     /// Serializes writers; readers never take it.
     windows: Mutex<Windows>,
+    /// What changed, for the tasks that wait on it ([`Store::changes`]).
+    changes: watch::Sender<Changes>,
 }
 
 impl Store {
@@ -280,7 +340,7 @@ impl Store {
                 ..Snapshot::default()
             })),
             windows: Mutex::new(Windows {
-                gpu: Window::new(window),
+                gpu: Arc::new(GpuWindow::new(window)),
                 host: Window::new(window),
                 xid: XidState {
                     dedup_window: Duration::from_secs(10),
@@ -291,7 +351,18 @@ impl Store {
                 },
                 job_max_events: 256,
             }),
+            changes: watch::Sender::new(Changes::default()),
         }
+    }
+
+    /// A receiver of the store's change counters: `changed`/`wait_for` complete when a part
+    /// of the snapshot moved, so a task re-reads the snapshot only when there is news.
+    pub fn changes(&self) -> watch::Receiver<Changes> {
+        self.changes.subscribe()
+    }
+
+    fn signal(&self, change: impl FnOnce(&mut Changes)) {
+        self.changes.send_modify(change);
     }
 
     /// Sets the Xid de-duplication window and the number of recent occurrences kept
@@ -360,6 +431,8 @@ impl Store {
             recent: state.recent.iter().cloned().collect(),
         });
         self.update(|snap| snap.xid = log);
+        drop(windows);
+        self.signal(|c| c.xids += 1);
     }
 
     /// Sets the environment identity (read once by `app::Parts::load`).
@@ -406,6 +479,8 @@ impl Store {
                 snap.job = Some(Arc::new(next));
             }
         });
+        drop(windows);
+        self.signal(|c| c.job += 1);
         totals
     }
 
@@ -420,6 +495,7 @@ impl Store {
             clears.push(clear);
             snap.health_clears = Arc::new(clears);
         });
+        self.signal(|c| c.clears += 1);
     }
 
     /// The latest snapshot. Cheap: one lock held for an `Arc` clone.
@@ -436,7 +512,7 @@ impl Store {
         let mut windows = self.lock_windows();
         self.update(|snap| match sample {
             Sample::Gpu(gpu) => {
-                windows.gpu.push(GpuWindowPoint::from(&gpu));
+                Arc::make_mut(&mut windows.gpu).push(GpuWindowPoint::from(&gpu));
                 snap.gpu = Some(Arc::new(gpu));
             }
             Sample::Host(host) => {
@@ -449,6 +525,13 @@ impl Store {
 
     /// Records how a collector cycle ended.
     pub fn record_run(&self, name: &str, report: RunReport) {
+        self.record_run_locked(name, report);
+        if name == "gpu" {
+            self.signal(|c| c.gpu_cycles += 1);
+        }
+    }
+
+    fn record_run_locked(&self, name: &str, report: RunReport) {
         let _writer = self.lock_windows();
         self.update(|snap| {
             if let Some(status) = snap.collectors.iter_mut().find(|c| c.name == name) {
@@ -509,6 +592,7 @@ impl Store {
     /// Records one check of the probe at `index` (its position in the configuration).
     pub fn record_probe(&self, index: usize, sample: ProbeSample) {
         self.update_probe(index, |status| status.apply(sample, MAX_PROBE_OUTAGES));
+        self.signal(|c| c.probes += 1);
     }
 
     /// The target of the probe `name` (wrap's child) started at `at`: the probe is
@@ -519,6 +603,7 @@ impl Store {
         match index {
             Some(index) => {
                 self.update_probe(index, |status| status.target_started(at));
+                self.signal(|c| c.probes += 1);
                 true
             }
             None => false,
@@ -564,9 +649,18 @@ impl Store {
 
     /// Replaces the health evaluation.
     pub fn set_health(&self, health: NodeHealth) {
-        let _writer = self.lock_windows();
+        let writer = self.lock_windows();
         let health = Arc::new(health);
-        self.update(|snap| snap.health = Some(health));
+        let mut transitioned = false;
+        self.update(|snap| {
+            let before = snap.health.as_ref().and_then(|h| h.transitions.last());
+            transitioned = before != health.transitions.last();
+            snap.health = Some(health);
+        });
+        drop(writer);
+        if transitioned {
+            self.signal(|c| c.health_transitions += 1);
+        }
     }
 
     /// Publishes the score.
@@ -578,9 +672,11 @@ impl Store {
 
     /// Publishes the newest chained signed report.
     pub fn set_latest_report(&self, report: LatestReport) {
-        let _writer = self.lock_windows();
+        let writer = self.lock_windows();
         let report = Arc::new(report);
         self.update(|snap| snap.latest_report = Some(report));
+        drop(writer);
+        self.signal(|c| c.reports += 1);
     }
 
     /// Publishes where the event log stands.
@@ -589,9 +685,10 @@ impl Store {
         self.update(|snap| snap.events = Some(status));
     }
 
-    /// The GPU points in the window, oldest first.
-    pub fn gpu_window(&self) -> Vec<GpuWindowPoint> {
-        self.lock_windows().gpu.items.iter().cloned().collect()
+    /// The GPU window (its points oldest first: [`GpuWindow::points`]), shared, not copied:
+    /// hold it only while reading, since the next GPU sample copies a window still held.
+    pub fn gpu_window(&self) -> Arc<GpuWindow> {
+        Arc::clone(&self.lock_windows().gpu)
     }
 
     /// The host points in the window, oldest first.

@@ -372,7 +372,7 @@ fn run(args: RunArgs, source: GpuSource) -> ExitCode {
         Err(error) => return usage_error(&error),
     };
     init_logging(&config);
-    let runtime = match app::runtime() {
+    let runtime = match app::runtime(config.agent.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             say(format_args!("cannot start the async runtime: {error}"));

@@ -39,7 +39,7 @@ mod read;
 mod timing;
 
 use gpm::GpmState;
-use read::{Readings, read_device};
+use read::{Readings, Statics, read_device};
 use timing::Timer;
 pub use timing::{CALL_GROUPS, CallTiming, TIMING_ENV};
 
@@ -65,6 +65,8 @@ pub struct GpuOptions {
     pub nvlink: bool,
     pub pcie_throughput: bool,
     pub gpm: bool,
+    /// How long readings that do not change while the driver runs are kept (`gpu.static_interval`).
+    pub static_interval: Duration,
 }
 
 impl GpuOptions {
@@ -79,6 +81,7 @@ impl GpuOptions {
             nvlink: gpu.nvlink,
             pcie_throughput: gpu.pcie_throughput,
             gpm: gpu.gpm,
+            static_interval: gpu.static_interval.0,
         }
     }
 }
@@ -156,6 +159,8 @@ pub struct NvmlSampler {
     /// Per GPU, the timestamp of the newest process-utilization sample seen, so each cycle
     /// asks NVML only for newer samples.
     process_util_seen: HashMap<u32, u64>,
+    /// Per GPU, the readings that do not change while the driver runs.
+    statics: HashMap<u32, Option<Statics>>,
     /// Where Xids inferred from return codes go; `None` drops them.
     xid_sink: Option<XidSink>,
     /// GPUs last seen lost or needing a reset, so each transition is reported once.
@@ -179,6 +184,7 @@ impl NvmlSampler {
             driver_version: None,
             cuda_driver_version: None,
             process_util_seen: HashMap::new(),
+            statics: HashMap::new(),
             xid_sink: None,
             failed_gpus: HashMap::new(),
             last_count: None,
@@ -334,6 +340,7 @@ impl NvmlSampler {
                 // The driver may have been unloaded or reset: start over on the next cycle.
                 self.identities.clear();
                 self.process_util_seen.clear();
+                self.statics.clear();
                 self.last_init_failure = None;
                 return (
                     Err(CollectError::new(
@@ -354,6 +361,7 @@ impl NvmlSampler {
         self.track_failures(count, &sampled);
         // Identities past the count moved to `vanished`; this keeps the cache bounded too.
         self.identities.retain(|index, _| *index < count);
+        self.statics.retain(|index, _| *index < count);
         let mut devices: Vec<GpuDevice> = sampled.into_iter().map(|(device, _)| device).collect();
         devices.extend(self.vanished.values().map(|identity| GpuDevice {
             identity: Arc::clone(identity),
@@ -484,14 +492,25 @@ impl NvmlSampler {
         // Before the other readings: GPM's PCIe rates spare the slow PCIe throughput calls.
         let gpm = gpm.map(|gpm| gpm.read(index, &identity.uuid, &device, timer));
         let seen = self.process_util_seen.entry(index).or_insert(0);
+        let statics = Statics::for_gpu(
+            self.statics.entry(index).or_default(),
+            &identity.uuid,
+            self.options.static_interval,
+        );
         let readings = Readings {
             rates: rates.ok(),
             gpm: gpm.unwrap_or_default(),
         };
-        (
-            read_device(&device, identity, readings, &self.options, seen, timer),
-            failure,
-        )
+        let device = read_device(
+            &device,
+            identity,
+            readings,
+            &self.options,
+            seen,
+            statics,
+            timer,
+        );
+        (device, failure)
     }
 }
 

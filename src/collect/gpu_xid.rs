@@ -22,8 +22,11 @@ use super::gpu::GpuOptions;
 use crate::model::{XidEvent, XidSource};
 use crate::store::Store;
 
-/// How long one `nvmlEventSetWait` may block.
-const WAIT_MS: u32 = 1000;
+/// How long one `nvmlEventSetWait` may block: an event ends the wait at once, so this only
+/// sets how often an idle thread wakes (and how late it sees `stop`; nothing joins it).
+const WAIT_MS: u32 = 5000;
+/// How often a sleeping thread (NVML absent, or nothing to register) looks at `stop`.
+const STOP_POLL: Duration = Duration::from_secs(1);
 /// How often the device count is checked for a change (which re-registers).
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -61,7 +64,7 @@ fn sleep_or_stop(total: Duration, stop: &watch::Receiver<bool>) -> bool {
         if stopped(stop) {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        std::thread::sleep(STOP_POLL.min(until.saturating_duration_since(Instant::now())));
     }
     stopped(stop)
 }

@@ -9,8 +9,9 @@ use super::{ConfigError, HumanDuration};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
-    /// How often new events are taken from what the agent sees (an Xid waits
-    /// `health.xid_dedup_window` first, so every source that saw it is listed).
+    /// New events are taken from what the agent sees when it changes, at most this often (an
+    /// Xid waits `health.xid_dedup_window` first, so every source that saw it is listed); a
+    /// failed append is retried after it.
     pub interval: HumanDuration,
     /// Largest size of the encoded events in the state store; past it the oldest events are
     /// dropped (counted in `gpulse_events_dropped_total` when not yet exported).

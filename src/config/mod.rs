@@ -92,6 +92,9 @@ pub struct AgentConfig {
     /// Directory for state that must survive a restart (`gpulse wrap`'s job runs); empty
     /// keeps nothing on disk.
     pub state_dir: String,
+    /// Threads of the async runtime (HTTP, exporters, health, the event log). Blocking work
+    /// (NVML, /proc, disk) has threads of its own; each idle worker costs wake-ups.
+    pub worker_threads: NonZeroUsize,
     /// Not a key: the environment identity (the Akash lease), which `app::Parts::load` reads
     /// once, carried here so every consumer of the config sees the same one.
     #[serde(skip)]
@@ -106,6 +109,7 @@ impl Default for AgentConfig {
             labels: BTreeMap::new(),
             mode: ModeSetting::Auto,
             state_dir: String::new(),
+            worker_threads: NonZeroUsize::MIN,
             identity: crate::identity::Identity::default(),
         }
     }
@@ -217,6 +221,10 @@ pub struct GpuConfig {
     /// tensor and FP pipe activity, DRAM activity, PCIe and NVLink throughput, each averaged
     /// over the time between two cycles.
     pub gpm: bool,
+    /// How long the readings that do not change while the driver runs (max clocks,
+    /// temperature thresholds, supported clock-event reasons, fan count) are kept before they
+    /// are read again; they are read again at once when a GPU's UUID changes.
+    pub static_interval: HumanDuration,
     /// Where GPUs are expected (mode embedded or host), `/readyz` answers 503 once the GPU
     /// collector has gone this long since its start without reading a GPU.
     pub ready_grace: HumanDuration,
@@ -236,6 +244,7 @@ impl Default for GpuConfig {
             nvlink: true,
             pcie_throughput: false,
             gpm: true,
+            static_interval: HumanDuration::secs(300),
             ready_grace: HumanDuration::secs(60),
         }
     }
@@ -461,6 +470,10 @@ pub struct HealthConfig {
     /// How long the GPU collector may miss `gpu.timeout` on every cycle (NVML hung: the
     /// served GPU data is stale) before every GPU is Unhealthy with reason `nvml_hung`.
     pub nvml_stale_after: HumanDuration,
+    /// Longest time between two health evaluations when nothing new arrives. Health is
+    /// evaluated after every GPU collector cycle and at once on an Xid or an operator clear;
+    /// this clock only lets held reasons expire on a node where none of those happen.
+    pub idle_interval: HumanDuration,
     /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }:
     /// `ignore` or `degraded|unhealthy:ACTION`, checked at load (`health::Policy`).
     pub xid_overrides: BTreeMap<String, String>,
@@ -478,6 +491,7 @@ impl Default for HealthConfig {
             // 15 missed 2 s deadlines: longer than any slow cycle seen on a healthy driver
             // (60 ms on an H200), short enough to drain a wedged node within a minute.
             nvml_stale_after: HumanDuration::secs(30),
+            idle_interval: HumanDuration::secs(5),
             xid_overrides: BTreeMap::new(),
         }
     }
@@ -586,6 +600,11 @@ impl Config {
                 "host.max_devices".into(),
                 count(self.host.max_devices),
                 100_000,
+            ),
+            (
+                "agent.worker_threads".into(),
+                count(self.agent.worker_threads.get()),
+                1024,
             ),
             (
                 "store.window_samples".into(),

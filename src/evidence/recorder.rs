@@ -1,5 +1,6 @@
-//! The recorder: every `events.interval` it compares the latest snapshot with its cursors and
-//! appends what is new to the event log, each event once, with its source's own time.
+//! The recorder: when a source it reads changes in the store (at most once per
+//! `events.interval`), it compares the latest snapshot with its cursors and appends what is
+//! new to the event log, each event once, with its source's own time.
 //!
 //! The sources are the store's bounded logs, so each tick's work is bounded by them (64
 //! health transitions, `health.max_events` Xids, 32 outages per probe, `wrap.max_events` job
@@ -29,7 +30,7 @@ use super::events::Event;
 use crate::export::json::AttrV1;
 use crate::health::{Policy, Transition};
 use crate::model::{JobEvent, XidEvent, XidSource};
-use crate::store::{Snapshot, Store};
+use crate::store::{Changes, Snapshot, Store};
 
 /// An Xid occurrence's identity: what a merge of another source's report leaves unchanged.
 type XidKey = (SystemTime, Option<u32>, u64, Option<XidSource>);
@@ -265,27 +266,63 @@ pub struct Settings {
     pub xid_wait: Duration,
 }
 
-/// One tick: derive, append (off the async workers), commit the cursors on success.
-async fn tick(deriver: &mut Deriver, log: &EventLog, snap: Arc<Snapshot>, flush: bool) {
+/// One tick: derive, append (off the async workers), commit the cursors on success. False
+/// when the append failed: the same events are derived again at the next tick.
+async fn tick(deriver: &mut Deriver, log: &EventLog, snap: Arc<Snapshot>, flush: bool) -> bool {
     let (events, cursors) = deriver.derive(&snap, Instant::now(), flush);
     let job = deriver.job_change(&cursors);
     if events.is_empty() && job.is_none() {
         deriver.commit(cursors);
-        return;
+        return true;
     }
     let writer = log.clone();
     let appended = tokio::task::spawn_blocking(move || writer.append(&events, job)).await;
-    // A failed write is counted and logged by the log; the same events are derived again
-    // next tick.
+    // A failed write is counted and logged by the log.
     if let Ok(Ok(out)) = appended {
         for why in &out.refused {
             tracing::warn!(reason = %why, "An event was refused by the event log.");
         }
         deriver.commit(cursors);
+        return true;
+    }
+    false
+}
+
+/// The store's change counters of the sources the recorder reads.
+fn sources(c: &Changes) -> [u64; 6] {
+    [
+        c.health_transitions,
+        c.clears,
+        c.xids,
+        c.probes,
+        c.job,
+        c.reports,
+    ]
+}
+
+impl Deriver {
+    /// When the earliest Xid occurrence still waiting for its window is due.
+    fn next_xid_due(&self) -> Option<Instant> {
+        self.xid_first_seen
+            .iter()
+            .map(|(_, seen)| *seen + self.xid_wait)
+            .min()
+    }
+}
+
+/// Completes at `at`; never without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
 /// Runs the recorder until `stop`, then records what is left (waiting Xids included).
+///
+/// It ticks when a source it reads changed in the store ([`Store::changes`]) or a waiting Xid
+/// is due, at most once per `interval` (news within `interval` of the last tick waits for
+/// it); after a failed append it ticks again `interval` later. An idle agent never wakes it.
 pub async fn run(
     log: EventLog,
     store: Arc<Store>,
@@ -293,14 +330,27 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut deriver = Deriver::new(settings.policy, settings.xid_wait, log.job_cursor());
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = store.changes();
     loop {
+        let seen = sources(&changes.borrow_and_update());
+        let done = tick(&mut deriver, &log, store.snapshot(), false).await;
+        let ticked = Instant::now();
+        if done {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                changed = changes.wait_for(|c| sources(c) != seen) => {
+                    // The store outlives this task (it holds an Arc): never an error.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                () = sleep_until(deriver.next_xid_due()) => {}
+            }
+        }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until((ticked + settings.interval).into()) => {}
         }
-        tick(&mut deriver, &log, store.snapshot(), false).await;
     }
     tick(&mut deriver, &log, store.snapshot(), true).await;
 }

@@ -6,8 +6,8 @@
 //!
 //! [`evaluate`] turns the previous [`NodeHealth`], the latest GPU sample, the GPU window and the
 //! Xid log into the next [`NodeHealth`]. It does no I/O, reads no clock (`now` is a parameter)
-//! and is not async, so every rule is testable with a table of inputs. The runtime
-//! (`app.rs`) calls it every GPU interval; `gpulse scan` calls it once.
+//! and is not async, so every rule is testable with a table of inputs. The runtime's health
+//! task (`app::health_task`) calls it when its inputs change; `gpulse scan` calls it once.
 //!
 //! * States, least to most severe: `healthy`, `unknown` (no sample yet), `degraded`,
 //!   `unhealthy`. A GPU's state is its most severe active reason; the node's is its worst GPU.

@@ -268,3 +268,86 @@ fn a_hang_is_measured_from_the_start_of_its_first_missed_deadline() {
     s.record_run("gpu", run(107, 0, Ok(())));
     assert_eq!(s.snapshot().gpu_stuck_for(at(140)), None);
 }
+
+fn gpu_at(secs: u64) -> Sample {
+    Sample::Gpu(GpuSample {
+        taken_at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        driver_version: None,
+        cuda_driver_version: None,
+        devices: Vec::new(),
+    })
+}
+
+fn taken(window: &GpuWindow) -> Vec<u64> {
+    window
+        .points()
+        .iter()
+        .map(|p| {
+            p.taken_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        })
+        .collect()
+}
+
+/// The GPU window is shared, not copied: a reader keeps the points it was handed while later
+/// samples go into a copy, and the window stays bounded and oldest first through the moves
+/// that drop the points behind it.
+#[test]
+fn the_gpu_window_is_shared_bounded_and_oldest_first() {
+    let s = store(3);
+    assert!(s.gpu_window().points().is_empty());
+    for i in 0..2 {
+        s.publish(gpu_at(i));
+    }
+    assert_eq!(taken(&s.gpu_window()), vec![0, 1]);
+    let held = s.gpu_window();
+    for i in 2..20 {
+        s.publish(gpu_at(i));
+        let window = s.gpu_window();
+        let first = i.saturating_sub(2);
+        assert_eq!(taken(&window), (first..=i).collect::<Vec<_>>(), "after {i}");
+    }
+    assert_eq!(taken(&held), vec![0, 1]);
+}
+
+/// Each change counter moves with its part of the snapshot only: a GPU cycle (not another
+/// collector's), an Xid, a clear, a probe, a report, and a health evaluation only when it
+/// adds a transition.
+#[test]
+fn changes_count_what_moved() {
+    let s = store(3);
+    let changes = s.changes();
+    let ok = RunReport {
+        duration: Duration::from_millis(3),
+        finished_at: SystemTime::UNIX_EPOCH,
+        outcome: Ok(()),
+    };
+    s.record_run("host", ok.clone());
+    s.publish(host(1.0));
+    assert_eq!(*changes.borrow(), Changes::default());
+    s.record_run("gpu", ok);
+    s.record_xid(xid(0, 79, 100, XidSource::Kmsg));
+    s.set_health(NodeHealth::initial());
+    let c = *changes.borrow();
+    assert_eq!((c.gpu_cycles, c.xids, c.health_transitions), (1, 1, 0));
+    let mut health = NodeHealth::initial();
+    health.transitions.push(crate::health::Transition {
+        at: SystemTime::UNIX_EPOCH,
+        gpu: Some(0),
+        uuid: "GPU-0".to_owned(),
+        from: crate::health::State::Unknown,
+        to: crate::health::State::Healthy,
+        reasons: Vec::new(),
+    });
+    s.set_health(health.clone());
+    s.set_health(health);
+    s.clear_health(Clear {
+        at: SystemTime::UNIX_EPOCH,
+        gpu: None,
+        by: "test".to_owned(),
+    });
+    let c = *changes.borrow();
+    assert_eq!((c.health_transitions, c.clears), (1, 1));
+}

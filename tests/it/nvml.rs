@@ -729,3 +729,31 @@ fn real_gpu_gpm_readings_on_hopper_and_newer() {
         );
     }
 }
+
+/// Readings that do not change while the driver runs (max clocks, temperature thresholds,
+/// supported clock-event reasons, fan count) are read once and kept for `gpu.static_interval`:
+/// a max clock changed under a running sampler shows only once they are read again.
+#[test]
+fn static_readings_are_kept_for_the_static_interval() {
+    let fake = FakeNvml::new("gpus=1\n");
+    let sm = |s: &GpuSample| {
+        let clocks = spelled(&s.devices[0].max_clocks_hertz);
+        clocks.iter().find(|(c, _)| *c == "sm").map(|(_, hz)| *hz)
+    };
+    for (interval, after) in [
+        (Duration::from_secs(3600), 1980e6),
+        (Duration::from_millis(1), 1000e6),
+    ] {
+        fake.set_config("gpus=1\n");
+        let mut opts = options(&fake.lib_path());
+        opts.static_interval = interval;
+        let mut sampler = NvmlSampler::new(opts);
+        assert_eq!(sm(&sampler.cycle().unwrap()), Some(1980e6));
+        fake.set_config("gpus=1\ngpu0.max_clock_sm=1000\n");
+        std::thread::sleep(Duration::from_millis(5));
+        let second = sampler.cycle().unwrap();
+        assert_eq!(sm(&second), Some(after), "static_interval {interval:?}");
+        assert_eq!(second.devices[0].temperature_thresholds.len(), 4);
+        assert!(second.devices[0].throttle.is_some());
+    }
+}

@@ -457,7 +457,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         Err(error) => return super::usage_error(&error),
     };
     super::init_logging(&parts.config);
-    let runtime = match crate::app::runtime() {
+    let runtime = match crate::app::runtime(parts.config.agent.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             say(format_args!("cannot start the async runtime: {error}"));

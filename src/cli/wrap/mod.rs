@@ -183,7 +183,7 @@ pub fn run(
             return ExitCode::from(exec(&command));
         }
     };
-    let runtime = match app::runtime() {
+    let runtime = match app::runtime(agent.config.agent.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             say(format_args!(

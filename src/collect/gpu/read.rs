@@ -1,8 +1,14 @@
 //! Reading one GPU: every metric group through nvml-wrapper, each failure only omitting that
 //! reading (never 0), each call group timed through the cycle's [`Timer`].
+//!
+//! The readings that do not change while the driver runs (max clocks, temperature thresholds,
+//! the supported clock-event reasons, the fan count) are kept in [`Statics`] once NVML gave a
+//! definite answer, and read again when the GPU's UUID changes and every
+//! `gpu.static_interval`: ten NVML calls per GPU and cycle fewer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nvml_wrapper::Device;
 use nvml_wrapper::enum_wrappers::device::{
@@ -78,6 +84,93 @@ const NVLINK_COUNTERS: [ErrorCounter; 4] = [
     ErrorCounter::DlCrcData,
 ];
 
+/// One GPU's readings that do not change while the driver runs; `None` until NVML gave a
+/// definite answer (a value, or "not supported"), so a transient failure is asked again next
+/// cycle.
+#[derive(Debug, Clone)]
+pub(super) struct Statics {
+    /// The GPU they belong to; another UUID at the index reads them again.
+    uuid: String,
+    read_at: Instant,
+    max_clocks: Option<Vec<(model::Clock, f64)>>,
+    thresholds: Option<Vec<(TempThreshold, f64)>>,
+    /// `Some(None)`: NVML cannot tell (then no clock-event reasons are reported).
+    supported_throttle: Option<Option<u64>>,
+    fans: Option<u32>,
+}
+
+impl Statics {
+    fn new(uuid: &str) -> Self {
+        Self {
+            uuid: uuid.to_owned(),
+            read_at: Instant::now(),
+            max_clocks: None,
+            thresholds: None,
+            supported_throttle: None,
+            fans: None,
+        }
+    }
+
+    /// Those of GPU `uuid` in `slot`, started over when another GPU is there or they are
+    /// older than `refresh`.
+    pub(super) fn for_gpu<'a>(
+        slot: &'a mut Option<Statics>,
+        uuid: &str,
+        refresh: Duration,
+    ) -> &'a mut Statics {
+        let stale = slot
+            .as_ref()
+            .is_none_or(|s| s.uuid != uuid || s.read_at.elapsed() >= refresh);
+        if stale {
+            *slot = Some(Self::new(uuid));
+        }
+        slot.get_or_insert_with(|| Self::new(uuid))
+    }
+}
+
+/// Whether NVML's answer holds while the driver runs: a value, or a refusal that does not
+/// change (not supported, no such symbol or argument, no permission).
+fn definite<T>(result: &Result<T, NvmlError>) -> bool {
+    matches!(
+        result,
+        Ok(_)
+            | Err(NvmlError::NotSupported
+                | NvmlError::FailedToLoadSymbol(_)
+                | NvmlError::InvalidArg
+                | NvmlError::NoPermission)
+    )
+}
+
+/// The values of `calls` that answered, and whether every answer was definite.
+fn read_all<K: Copy, L: Copy, V>(
+    keys: &[(K, L)],
+    call: impl Fn(K) -> Result<V, NvmlError>,
+    value: impl Fn(V) -> f64,
+) -> (Vec<(L, f64)>, bool) {
+    let mut all_definite = true;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, label) in keys {
+        let result = call(*key);
+        all_definite &= definite(&result);
+        if let Ok(v) = result {
+            out.push((*label, value(v)));
+        }
+    }
+    (out, all_definite)
+}
+
+/// `cached` when NVML answered it definitely before; else `read` now, kept when definite.
+fn cached<T: Clone>(cached: &mut Option<T>, read: impl FnOnce() -> (T, bool)) -> T {
+    if let Some(value) = cached {
+        return value.clone();
+    }
+    let (value, keep) = read();
+    if keep {
+        *cached = Some(value.clone());
+    }
+    value
+}
+
 /// What the sampler read before [`read_device`]: the utilization rates (they also tell
 /// whether the GPU is lost) and this cycle's GPM readings.
 pub(super) struct Readings {
@@ -92,6 +185,7 @@ pub(super) fn read_device(
     readings: Readings,
     options: &GpuOptions,
     process_util_seen: &mut u64,
+    statics: &mut Statics,
     t: &mut Timer,
 ) -> GpuDevice {
     let Readings { rates, gpm } = readings;
@@ -207,16 +301,14 @@ pub(super) fn read_device(
             // Some boards report 0 for "no HBM sensor"; a real HBM reading is never 0 °C.
             .filter(|t| *t > 0)
             .map(|t| t as f64),
-        temperature_thresholds: t.time("temperature_thresholds", || {
-            THRESHOLDS
-                .iter()
-                .filter_map(|(threshold, label)| {
-                    device
-                        .temperature_threshold(*threshold)
-                        .ok()
-                        .map(|c| (*label, f64::from(c)))
-                })
-                .collect()
+        temperature_thresholds: cached(&mut statics.thresholds, || {
+            t.time("temperature_thresholds", || {
+                read_all(
+                    &THRESHOLDS,
+                    |threshold| device.temperature_threshold(threshold),
+                    f64::from,
+                )
+            })
         }),
         power_watts: t
             .time("power", || device.power_usage())
@@ -231,29 +323,42 @@ pub(super) fn read_device(
             .ok()
             .map(|mj| mj as f64 / 1000.0),
         clocks_hertz: t.time("clocks", || read_clocks(|c| device.clock_info(c))),
-        max_clocks_hertz: t.time("max_clocks", || read_clocks(|c| device.max_clock_info(c))),
+        max_clocks_hertz: cached(&mut statics.max_clocks, || {
+            t.time("max_clocks", || {
+                read_all(
+                    &CLOCKS,
+                    |c| device.max_clock_info(c),
+                    |mhz| f64::from(mhz) * MHZ,
+                )
+            })
+        }),
         performance_state: t
             .time("performance_state", || device.performance_state())
             .ok()
             .map(|p| p.as_c())
             .filter(|p| *p <= 15),
         fan_speed_ratio: t.time("fans", || {
-            let fans = device.num_fans().unwrap_or(0).min(16);
+            let fans = cached(&mut statics.fans, || {
+                let count = device.num_fans();
+                let keep = definite(&count);
+                (count.unwrap_or(0), keep)
+            })
+            .min(16);
             (0..fans)
                 .filter_map(|i| device.fan_speed(i).ok().map(|pct| (i, ratio(pct))))
                 .collect()
         }),
         throttle: t.time("throttle_reasons", || {
-            match (
-                device.current_throttle_reasons(),
-                device.supported_throttle_reasons(),
-            ) {
-                (Ok(active), Ok(supported)) => Some(ThrottleReasons {
-                    active: active.bits(),
-                    supported: supported.bits(),
-                }),
-                _ => None,
-            }
+            let supported = cached(&mut statics.supported_throttle, || {
+                let supported = device.supported_throttle_reasons();
+                let keep = definite(&supported);
+                (supported.ok().map(|s| s.bits()), keep)
+            })?;
+            let active = device.current_throttle_reasons().ok()?;
+            Some(ThrottleReasons {
+                active: active.bits(),
+                supported,
+            })
         }),
         throttle_seconds: t.time("violations", || {
             VIOLATION_POLICIES
