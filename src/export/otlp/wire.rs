@@ -92,28 +92,37 @@ const ANY_INT: u32 = 3;
 
 /// A string attribute (`KeyValue{key, AnyValue{string_value}}`) as field `field`.
 pub(super) fn put_text_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    let any = len_field(value.len());
-    let kv = len_field(key.len()) + len_field(any);
-    put_key(buf, field, LEN);
-    put_varint(buf, kv as u64);
-    put_bytes(buf, KV_KEY, key.as_bytes());
-    put_key(buf, KV_VALUE, LEN);
-    put_varint(buf, any as u64);
-    put_bytes(buf, ANY_STRING, value.as_bytes());
+    put_attribute(buf, field, key, len_field(value.len()), |buf| {
+        put_bytes(buf, ANY_STRING, value.as_bytes());
+    });
 }
 
 /// An integer attribute (`KeyValue{key, AnyValue{int_value}}`) as field `field`.
 pub(super) fn put_int_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: i64) {
     // int64 is a varint of the two's complement: negatives take 10 bytes.
     let v = value as u64;
-    let any = 1 + varint_len(v);
-    let kv = len_field(key.len()) + len_field(any);
+    put_attribute(buf, field, key, 1 + varint_len(v), |buf| {
+        put_uint(buf, ANY_INT, v);
+    });
+}
+
+/// A `KeyValue` as field `field` whose `AnyValue` body, `any` bytes long, `value` writes: both
+/// lengths are known up front, so nothing is moved.
+fn put_attribute(
+    buf: &mut Vec<u8>,
+    field: u32,
+    key: &str,
+    any: usize,
+    value: impl FnOnce(&mut Vec<u8>),
+) {
     put_key(buf, field, LEN);
-    put_varint(buf, kv as u64);
+    put_varint(buf, (len_field(key.len()) + len_field(any)) as u64);
     put_bytes(buf, KV_KEY, key.as_bytes());
     put_key(buf, KV_VALUE, LEN);
     put_varint(buf, any as u64);
-    put_uint(buf, ANY_INT, v);
+    let at = buf.len();
+    value(buf);
+    debug_assert_eq!(buf.len() - at, any);
 }
 
 #[cfg(test)]
