@@ -78,33 +78,17 @@ for p in ${PEERS//,/ }; do
     [[ $p == all-smi || $p == nvitop-exporter ]] || usage "unknown peer '$p' in COMPARE_PEERS (all-smi, nvitop-exporter)"
 done
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-work=$(mktemp -d -t gpulse-compare.XXXXXX)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start compare
 out=${COMPARE_OUT:-$work}
 mkdir -p "$out"
 : >"$out/results.jsonl"
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-if [[ -n ${GPULSE_BIN:-} ]]; then
-    bin=$GPULSE_BIN
-else
-    cargo build --release --quiet
-    bin="${CARGO_TARGET_DIR:-target}/release/gpulse"
-fi
+bench_binary
 bin=$(readlink -f "$bin")
 label=${COMPARE_LABEL:-$("$bin" --version 2>/dev/null || echo gpulse)}
-cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/fake_nvml/fake_nvml.c -ldl -lpthread
+bench_fake_nvml
 # One fake config per GPU count (FAKE_NVML_CONFIG picks it): config_poll_ms, no stat() per NVML
 # call; event_step_ms, the event wait blocks until its timeout as a driver's does.
 fake_conf() {
@@ -127,11 +111,8 @@ done
 EOF
 chmod +x "$work/path/nvidia-smi"
 
-for var in $(compgen -e); do
-    [[ $var == GPULSE_* || $var == OTEL_* ]] && [[ $var != GPULSE_BIN ]] && unset "$var"
-done
+bench_scrub_env GPULSE_BIN
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() {
     python3 - "$1" <<'PY'
 import socket, sys, time

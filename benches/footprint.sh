@@ -22,19 +22,10 @@ if ! [[ $DURATION =~ ^[0-9]+$ && $GPUS =~ ^[0-9]+$ ]] || ((DURATION <= WARMUP + 
     exit 2
 fi
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-work=$(mktemp -d -t gpulse-footprint.XXXXXX)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start footprint
 agent_pid=""
-cleanup() {
-    if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
-        kill "$agent_pid" 2>/dev/null || true
-        wait "$agent_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 echo "== build"
 cargo build --release --quiet
@@ -42,21 +33,21 @@ bin=target/release/gpulse
 # A just-linked binary's page-cache pages are still dirty and would show up in smaps as
 # Private_Dirty; write them back first so the mapping table below means what it says.
 sync "$bin" 2>/dev/null || sync
-cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/fake_nvml/fake_nvml.c -ldl -lpthread
+bench_fake_nvml
 # The fake re-reads its config at most once a second, so the figures are gpulse's, not a
 # stat() per NVML call in the fake.
 printf 'gpus=%s\nconfig_poll_ms=1000\n' "$GPUS" >"$work/fake_nvml.conf"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 addr="127.0.0.1:$port"
 
 # Only the flags; inherited GPULSE_* config variables would change what is measured.
-for var in $(compgen -e); do
-    [[ $var == GPULSE_* ]] && unset "$var"
-done
+# shellcheck disable=SC2119 # nothing to keep
+bench_scrub_env
 GPULSE_HOST_INTERVAL=1s "$bin" --nvml-lib "$work/libnvidia-ml.so.1" --interval 1s --listen "$addr" \
     2>"$work/agent.log" &
 agent_pid=$!
+pids+=("$agent_pid")
 t_start=$(date +%s.%N)
 
 # Wait (max 10 s) until the first cycle is done.

@@ -28,9 +28,9 @@ if ! [[ $DURATION =~ ^[0-9]+$ && $GPUS =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ && $WARM
     exit 2
 fi
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-work=$(mktemp -d -t gpulse-idle.XXXXXX)
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start idle
 agent_pid=""
 stop_agent() {
     if [[ -n $agent_pid ]] && kill -0 "$agent_pid" 2>/dev/null; then
@@ -41,31 +41,23 @@ stop_agent() {
 }
 cleanup() {
     stop_agent
-    rm -rf "$work"
+    bench_cleanup
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-if [[ -n ${GPULSE_BIN:-} ]]; then
-    bin=$GPULSE_BIN
-else
-    cargo build --release --quiet
-    bin="${CARGO_TARGET_DIR:-target}/release/gpulse"
-fi
-cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/fake_nvml/fake_nvml.c -ldl -lpthread
+bench_binary
+bench_fake_nvml
 # config_poll_ms: no stat() per NVML call; event_step_ms: the event wait sleeps until its
 # timeout instead of waking every 50 ms (gpulse waits 1 s per call).
 printf 'gpus=%s\nconfig_poll_ms=1000\nevent_step_ms=60000\n' "$GPUS" >"$work/fake_nvml.conf"
 
-# Only the flags; inherited GPULSE_* config variables would change what is measured.
-for var in $(compgen -e); do
-    [[ $var == GPULSE_* && $var != GPULSE_BIN && $var != GPULSE_ARGS ]] && unset "$var"
-done
+# Only the flags; inherited GPULSE_* (and OTEL_*) config variables would change what is measured.
+bench_scrub_env GPULSE_BIN GPULSE_ARGS
 read -r -a extra <<<"${GPULSE_ARGS:-}"
 
 results=()
 for ((run = 1; run <= RUNS; run++)); do
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     "$bin" --nvml-lib "$work/libnvidia-ml.so.1" --listen "127.0.0.1:$port" "${extra[@]}" \
         2>"$work/agent.log" &
     agent_pid=$!
