@@ -35,31 +35,13 @@ if ((GPUS < 1 || EVERY < 1 || DURATION < WARMUP + 2 * EVERY)); then
     exit 2
 fi
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-work=$(mktemp -d -t gpulse-soak.XXXXXX)
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ -n ${GPULSE_BIN:-} ]]; then
-    bin=$GPULSE_BIN
-else
-    cargo build --release --quiet
-    bin="${CARGO_TARGET_DIR:-target}/release/gpulse"
-fi
-cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/fake_nvml/fake_nvml.c -ldl -lpthread
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start soak
+bench_binary
+bench_fake_nvml
 printf 'gpus=%s\nconfig_poll_ms=1000\n' "$GPUS" >"$work/fake_nvml.conf"
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 agent_port=$(free_port)
 sink_port=$(free_port)
 
@@ -98,9 +80,7 @@ while True:
         time.sleep(0.05)
 PY
 
-for var in $(compgen -e); do
-    [[ $var == GPULSE_* || $var == OTEL_* ]] && [[ $var != GPULSE_BIN ]] && unset "$var"
-done
+bench_scrub_env GPULSE_BIN
 cat >"$work/gpulse.toml" <<EOF
 [otlp]
 endpoint = "http://127.0.0.1:$sink_port"
