@@ -477,31 +477,8 @@ PY
     pids+=($!)
     # The OTLP/HTTP sink: 200 and an empty body to every POST, counted.
     sink_port=$(free_port)
-    python3 - "$sink_port" "$work/sink.count" <<'PY' &
-import http.server, json, sys
-port, out = int(sys.argv[1]), sys.argv[2]
-count = {"count": 0, "bytes": 0}
-class Sink(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(n)
-        if self.path == "/v1/metrics":
-            count["count"] += 1
-            count["bytes"] += n
-            with open(out, "w") as f:
-                json.dump(count, f)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
-PY
-    pids+=($!)
+    bench_otlp_sink "$sink_port" "$work/sink.count"
     wait_port "$stand_port"
-    wait_port "$sink_port"
 
     # gpulse_config PROBES OTLP(0/1): the config file of one scaling run.
     gpulse_config() {

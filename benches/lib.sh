@@ -56,3 +56,48 @@ bench_scrub_env() {
 }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# An OTLP/HTTP sink on 127.0.0.1:PORT in the background (its PID added to $pids), answering
+# every POST with 200 and an empty body, and returning once it listens (gpulse's first push
+# may go out at once). It keeps OUT, a JSON file: "count" and "bytes" of the metric pushes
+# (/v1/metrics), and "paths", the POSTs per path.
+bench_otlp_sink() {
+    python3 - "$1" "$2" <<'PY' &
+import collections, http.server, json, os, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+state = {"count": 0, "bytes": 0, "paths": collections.Counter()}
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(n)
+        state["paths"][self.path] += 1
+        if self.path == "/v1/metrics":
+            state["count"] += 1
+            state["bytes"] += n
+        with open(out + ".tmp", "w") as f:
+            json.dump(state, f)
+        # Whole or not at all: the reader never sees half a file.
+        os.replace(out + ".tmp", out)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
+PY
+    pids+=($!)
+    python3 - "$1" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 10
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit("the OTLP sink did not start")
+        time.sleep(0.05)
+PY
+}

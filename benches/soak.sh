@@ -46,39 +46,7 @@ agent_port=$(free_port)
 sink_port=$(free_port)
 
 # The OTLP/HTTP sink: counts POSTs per path in $work/sink.count.
-python3 - "$sink_port" "$work/sink.count" <<'PY' &
-import collections, http.server, json, sys
-port, out = int(sys.argv[1]), sys.argv[2]
-counts = collections.Counter()
-class Sink(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        counts[self.path] += 1
-        with open(out, "w") as f:
-            json.dump(counts, f)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
-PY
-pids+=($!)
-# The agent's first push goes out at once: the sink must be listening first.
-python3 - "$sink_port" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 10
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit("the OTLP sink did not start")
-        time.sleep(0.05)
-PY
+bench_otlp_sink "$sink_port" "$work/sink.count"
 
 bench_scrub_env GPULSE_BIN
 cat >"$work/gpulse.toml" <<EOF
@@ -171,8 +139,8 @@ den = sum((s[0] - mt) ** 2 for s in steady) or 1.0
 slope = sum((s[0] - mt) * (s[1] - mr) for s in steady) / den * 60  # KiB/min
 try:
     with open(sink_file) as f:
-        pushes = json.load(f)
-except (OSError, ValueError):
+        pushes = json.load(f)["paths"]
+except (OSError, ValueError, KeyError):
     pushes = {}
 metrics_pushes = pushes.get("/v1/metrics", 0)
 
