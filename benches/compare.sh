@@ -113,21 +113,6 @@ chmod +x "$work/path/nvidia-smi"
 
 bench_scrub_env GPULSE_BIN
 
-wait_port() {
-    python3 - "$1" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 10
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(f"nothing listens on {sys.argv[1]}")
-        time.sleep(0.05)
-PY
-}
-
 # The measurement of one exporter: `measure.py RESULT_JSON_FIELDS PORT MARKER -- CMD...`.
 cat >"$work/measure.py" <<'PY'
 import http.client, json, multiprocessing, os, re, signal, socket, subprocess, sys, time

@@ -88,6 +88,11 @@ class Sink(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink).serve_forever()
 PY
     pids+=($!)
+    wait_port "$1"
+}
+
+# Waits (at most 10 s) until something listens on 127.0.0.1:PORT; fails the script otherwise.
+wait_port() {
     python3 - "$1" <<'PY'
 import socket, sys, time
 deadline = time.monotonic() + 10
@@ -97,7 +102,7 @@ while True:
         break
     except OSError:
         if time.monotonic() > deadline:
-            sys.exit("the OTLP sink did not start")
+            sys.exit(f"nothing listens on {sys.argv[1]}")
         time.sleep(0.05)
 PY
 }
