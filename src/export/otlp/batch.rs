@@ -213,8 +213,6 @@ pub struct Batcher {
     pushes: u64,
     /// Reused for attribute values that are formatted (`gpu3`, a reason code).
     scratch: String,
-    /// The previous request's size, to size the next one's buffer in one allocation.
-    last_len: usize,
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -339,7 +337,6 @@ impl Batcher {
             previous_at: now,
             pushes: 0,
             scratch: String::new(),
-            last_len: 0,
         }
     }
 
@@ -423,10 +420,13 @@ impl Batcher {
     fn assemble(&mut self, temporality: AggregationTemporality, job: Option<Vec<u8>>) -> Vec<u8> {
         let temporality = temporality as u64;
         // Per metric: (body length, data length) of the non-empty slots.
+        // A sum's fields after its points: the temporality (key, varint) and, when monotonic,
+        // `is_monotonic = true` (key, one byte).
+        let temporality_field = 1 + wire::varint_len(temporality);
         let data_len = |slot: &Slot| match slot.kind {
             MetricKind::Gauge => slot.points.len(),
-            MetricKind::Counter => slot.points.len() + 2 + wire::varint_len(temporality) + 1,
-            MetricKind::UpDownCounter => slot.points.len() + 1 + wire::varint_len(temporality),
+            MetricKind::Counter => slot.points.len() + temporality_field + 2,
+            MetricKind::UpDownCounter => slot.points.len() + temporality_field,
         };
         let metric_len = |slot: &Slot| slot.header.len() + wire::len_field(data_len(slot));
         let mut scope_len = wire::len_field(self.scope.len());
@@ -438,7 +438,7 @@ impl Batcher {
         }
         let resource_len = wire::len_field(self.resource.len()) + wire::len_field(scope_len);
         let total = wire::len_field(resource_len);
-        let mut out = Vec::with_capacity(total.max(self.last_len));
+        let mut out = Vec::with_capacity(total);
         wire::put_key(&mut out, field::REQUEST_RESOURCE_METRICS, wire::LEN);
         wire::put_varint(&mut out, resource_len as u64);
         wire::put_bytes(&mut out, field::RESOURCE_METRICS_RESOURCE, &self.resource);
@@ -469,7 +469,6 @@ impl Batcher {
             wire::put_bytes(&mut out, field::SCOPE_METRICS_METRICS, job);
         }
         debug_assert_eq!(out.len(), total);
-        self.last_len = out.len();
         out
     }
 
@@ -629,26 +628,10 @@ pub(super) fn render_text(request: &ExportMetricsServiceRequest) -> String {
         .flat_map(|s| &s.metrics);
     for m in metrics {
         let head = format!("{} [{}]", m.name, m.unit);
-        match &m.data {
-            Some(metric::Data::Gauge(g)) => {
-                for p in &g.data_points {
-                    out.push(format!(
-                        "{head} gauge {{{}}} {:?}",
-                        attrs(&p.attributes),
-                        number(p)
-                    ));
-                }
-            }
-            Some(metric::Data::Sum(s)) => {
-                let kind = if s.is_monotonic { "counter" } else { "updown" };
-                for p in &s.data_points {
-                    out.push(format!(
-                        "{head} {kind} {{{}}} {:?}",
-                        attrs(&p.attributes),
-                        number(p)
-                    ));
-                }
-            }
+        let (kind, points) = match &m.data {
+            Some(metric::Data::Gauge(g)) => ("gauge", &g.data_points),
+            Some(metric::Data::Sum(s)) if s.is_monotonic => ("counter", &s.data_points),
+            Some(metric::Data::Sum(s)) => ("updown", &s.data_points),
             Some(metric::Data::Histogram(h)) => {
                 for p in &h.data_points {
                     out.push(format!(
@@ -660,8 +643,19 @@ pub(super) fn render_text(request: &ExportMetricsServiceRequest) -> String {
                         p.bucket_counts
                     ));
                 }
+                continue;
             }
-            _ => out.push(format!("{head} unexpected data type")),
+            _ => {
+                out.push(format!("{head} unexpected data type"));
+                continue;
+            }
+        };
+        for p in points {
+            out.push(format!(
+                "{head} {kind} {{{}}} {:?}",
+                attrs(&p.attributes),
+                number(p)
+            ));
         }
     }
     out.sort();

@@ -23,12 +23,23 @@ pub(super) const fn varint_len(v: u64) -> usize {
     bits.div_ceil(7)
 }
 
-pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+/// `v` as a varint: 7 bits a byte, low first, the high bit set on all but the last; the
+/// bytes and how many of them.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut out = [0; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    buf.push(v as u8);
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
+pub(super) fn put_varint(buf: &mut Vec<u8>, v: u64) {
+    let (bytes, n) = varint(v);
+    buf.extend_from_slice(&bytes[..n]);
 }
 
 /// The key of field `field` (all of OTLP's fit one byte up to field 15).
@@ -70,17 +81,11 @@ pub(super) fn put_message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut 
     let at = buf.len();
     buf.push(0);
     body(buf);
-    let len = buf.len() - at - 1;
-    let need = varint_len(len as u64);
-    if need > 1 {
-        let end = buf.len();
-        buf.resize(end + need - 1, 0);
-        buf.copy_within(at + 1..end, at + need);
-    }
-    let mut v = len as u64;
-    for b in &mut buf[at..at + need] {
-        *b = (v as u8 & 0x7f) | if v >= 0x80 { 0x80 } else { 0 };
-        v >>= 7;
+    let (prefix, n) = varint((buf.len() - at - 1) as u64);
+    if n == 1 {
+        buf[at] = prefix[0];
+    } else {
+        buf.splice(at..at + 1, prefix[..n].iter().copied());
     }
 }
 
