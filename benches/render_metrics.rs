@@ -44,35 +44,37 @@ fn store_with_gpus(gpus: u32) -> Arc<Store> {
     store
 }
 
-fn bench(c: &mut Criterion) {
-    let store = store_with_gpus(8);
-    let renderer = MetricsRenderer::new(
-        Arc::clone(&store),
+/// The renderer the HTTP handler builds, over `store`, with `options`.
+fn renderer(store: &Arc<Store>, options: RenderOptions) -> MetricsRenderer {
+    MetricsRenderer::new(
+        Arc::clone(store),
         BuildInfo {
             version: "bench",
             gpu_source: "demo",
         },
-        RenderOptions::default(),
+        options,
         Default::default(),
-    );
+    )
+}
+
+/// dcgm-exporter's names on as well.
+fn dcgm_compat() -> RenderOptions {
+    RenderOptions {
+        dcgm_compat: true,
+        hostname: "bench-node".to_owned(),
+        ..RenderOptions::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let store = store_with_gpus(8);
+    let renderer = renderer(&store, RenderOptions::default());
     let size = renderer.render(false).unwrap().len();
     println!("/metrics body for 8 GPUs: {size} bytes");
     c.bench_function("render_metrics_8_gpus", |b| {
         b.iter(|| std::hint::black_box(renderer.render(false).unwrap()))
     });
-    let with_dcgm = MetricsRenderer::new(
-        Arc::clone(&store),
-        BuildInfo {
-            version: "bench",
-            gpu_source: "demo",
-        },
-        RenderOptions {
-            dcgm_compat: true,
-            hostname: "bench-node".to_owned(),
-            ..RenderOptions::default()
-        },
-        Default::default(),
-    );
+    let with_dcgm = self::renderer(&store, dcgm_compat());
     let size = with_dcgm.render(false).unwrap().len();
     println!("/metrics body for 8 GPUs with dcgm_compat: {size} bytes");
     c.bench_function("render_metrics_8_gpus_dcgm_compat", |b| {
@@ -92,20 +94,8 @@ fn bench(c: &mut Criterion) {
 /// cache (no new snapshot since the last scrape), plain and gzipped.
 fn bench_large(c: &mut Criterion) {
     let store = store_with_gpus(64);
-    let renderer = MetricsRenderer::new(
-        Arc::clone(&store),
-        BuildInfo {
-            version: "bench",
-            gpu_source: "demo",
-        },
-        // dcgm names on, as the figure (1.16 MB, 10,187 series) was measured.
-        RenderOptions {
-            dcgm_compat: true,
-            hostname: "bench-node".to_owned(),
-            ..RenderOptions::default()
-        },
-        Default::default(),
-    );
+    // dcgm names on, as the figure (1.16 MB, 10,187 series) was measured.
+    let renderer = renderer(&store, dcgm_compat());
     let plain = renderer.render(false).unwrap();
     let series = plain.lines().filter(|l| !l.starts_with('#')).count();
     let gzipped = cache::compress(plain.as_bytes()).unwrap();

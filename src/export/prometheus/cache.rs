@@ -150,6 +150,14 @@ mod tests {
     use super::*;
     use std::io::Read as _;
 
+    fn gunzip(body: &[u8]) -> String {
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_string(&mut plain)
+            .unwrap();
+        plain
+    }
+
     fn counting<'a>(
         calls: &'a std::cell::Cell<u32>,
         body: &'a str,
@@ -208,11 +216,7 @@ mod tests {
             .unwrap();
         assert!(zipped.gzip);
         assert_eq!((calls.get(), cache.compressions()), (1, 1));
-        let mut plain = String::new();
-        flate2::read::GzDecoder::new(&zipped.body[..])
-            .read_to_string(&mut plain)
-            .unwrap();
-        assert_eq!(plain, "a 1\n");
+        assert_eq!(gunzip(&zipped.body), "a 1\n");
 
         // The other format has its own slot.
         let om = cache
@@ -227,11 +231,7 @@ mod tests {
             .get_or_render(false, &next, 0, true, counting(&calls, "a 2\n"))
             .unwrap();
         assert_eq!(calls.get(), 3);
-        let mut plain = String::new();
-        flate2::read::GzDecoder::new(&fresh.body[..])
-            .read_to_string(&mut plain)
-            .unwrap();
-        assert_eq!(plain, "a 2\n");
+        assert_eq!(gunzip(&fresh.body), "a 2\n");
         let moved = cache
             .get_or_render(false, &next, 1, false, counting(&calls, "a 3\n"))
             .unwrap();
