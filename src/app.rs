@@ -229,14 +229,9 @@ pub async fn run_with(
                 );
                 let sink_store = Arc::clone(&store);
                 let sink: XidSink = Arc::new(move |event| sink_store.record_xid(event));
-                let collector = NvmlCollector::start_with_xid_sink(options, Some(sink))
+                let collector = NvmlCollector::start_with_xid_sink(options, interval, Some(sink))
                     .map_err(|e| AppError::Thread("gpu", e))?;
-                tasks.spawn(run_collector(
-                    collector,
-                    interval,
-                    Arc::clone(&store),
-                    stop_rx.clone(),
-                ));
+                tasks.spawn(collector.run(Arc::clone(&store), stop_rx.clone()));
             }
             GpuSource::Demo { gpus } => {
                 let simulated = crate::demo::simulated();
@@ -255,12 +250,7 @@ pub async fn run_with(
     if config.host.enabled {
         let collector =
             HostCollector::start(&config.host).map_err(|e| AppError::Thread("host", e))?;
-        tasks.spawn(run_collector(
-            collector,
-            config.host.interval.0,
-            Arc::clone(&store),
-            stop_rx.clone(),
-        ));
+        tasks.spawn(collector.run(Arc::clone(&store), stop_rx.clone()));
     }
 
     if config.kubernetes.enabled() {

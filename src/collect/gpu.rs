@@ -1,9 +1,10 @@
 //! The NVML GPU collector: the only module that imports nvml-wrapper.
 //!
 //! NVML calls are blocking FFI and can hang (a wedged driver, a GPU falling off the bus), so
-//! every cycle runs on one dedicated thread through a [`DeadlineWorker`]. Past the deadline
-//! the cycle reports `deadline`, the store keeps serving the last good sample (marked stale),
-//! and no new thread is started while the stuck call is still inside NVML.
+//! every cycle runs on one dedicated thread, on its own schedule ([`Paced`]: the runtime wakes
+//! once per cycle, to store it). Past the deadline the collector reports `deadline`, the store
+//! keeps serving the last good sample (marked stale), and no new thread is started while the
+//! stuck call is still inside NVML.
 //!
 //! NVML missing (no driver, no library) is a normal state: the cycle reports `unavailable`
 //! and loading is retried every `nvml_retry_interval`, so a driver installed later is picked
@@ -29,10 +30,13 @@ use nvml_wrapper::Device;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
-use super::worker::{DeadlineWorker, Inbox};
-use super::{CollectError, Collector, ErrorKind, XidSink, run_on_worker};
+use tokio::sync::watch;
+
+use super::paced::{Paced, Pacer};
+use super::{CollectError, ErrorKind, XidSink, run_paced};
 use crate::config::GpuConfig;
 use crate::model::{GpuDevice, GpuIdentity, GpuSample, Sample, XidEvent, XidSource};
+use crate::store::Store;
 
 mod gpm;
 mod read;
@@ -86,23 +90,26 @@ impl GpuOptions {
     }
 }
 
-/// The async side of the NVML collector.
+/// The async side of the NVML collector: the NVML thread samples on its own schedule
+/// ([`Paced`]); [`NvmlCollector::run`] stores each cycle.
 #[derive(Debug)]
 pub struct NvmlCollector {
-    worker: DeadlineWorker<Result<GpuSample, CollectError>>,
+    paced: Paced<Result<Sample, CollectError>>,
+    interval: Duration,
     timeout: Duration,
-    retry_interval: Duration,
 }
 
 impl NvmlCollector {
-    /// Starts the NVML thread. NVML itself is loaded lazily by the first cycle.
-    pub fn start(options: GpuOptions) -> std::io::Result<Self> {
-        Self::start_with_xid_sink(options, None)
+    /// Starts the NVML thread, sampling every `interval` from now on. NVML itself is loaded
+    /// by the first cycle.
+    pub fn start(options: GpuOptions, interval: Duration) -> std::io::Result<Self> {
+        Self::start_with_xid_sink(options, interval, None)
     }
 
     /// Like [`NvmlCollector::start`], handing Xids inferred from return codes to `sink`.
     pub fn start_with_xid_sink(
         options: GpuOptions,
+        interval: Duration,
         sink: Option<XidSink>,
     ) -> std::io::Result<Self> {
         let timeout = options.timeout;
@@ -114,36 +121,47 @@ impl NvmlCollector {
         if sampler.timer.on {
             tracing::info!("NVML per-call timing is on ({TIMING_ENV}=1).");
         }
-        let worker =
-            DeadlineWorker::spawn_serving("gpulse-nvml", move |inbox| sampler.serve(&inbox))?;
+        let paced = Paced::spawn_serving("gpulse-nvml", interval, move |pacer| {
+            sampler.serve(pacer, retry_interval);
+        })?;
         Ok(Self {
-            worker,
+            paced,
+            interval,
             timeout,
-            retry_interval,
         })
+    }
+
+    /// Stores every cycle the NVML thread finishes (and `deadline` while it is stuck) until
+    /// `shutdown`.
+    pub async fn run(self, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
+        run_paced(
+            "gpu",
+            &self.paced,
+            self.interval,
+            self.timeout,
+            "NVML",
+            store,
+            shutdown,
+        )
+        .await;
     }
 }
 
-impl Collector for NvmlCollector {
-    fn name(&self) -> &'static str {
-        "gpu"
-    }
-
-    async fn collect(&mut self) -> Result<Sample, CollectError> {
-        run_on_worker(&self.worker, "NVML", self.timeout)
-            .await
-            .map(Sample::Gpu)
-            .map_err(|mut error| {
-                // What the agent does about it; `scan` reports the bare cause instead.
-                if error.kind == ErrorKind::Unavailable {
-                    error.message = format!(
-                        "{}; serving host metrics without GPUs; retrying every {:?}",
-                        error.message, self.retry_interval
-                    );
-                }
-                error
-            })
-    }
+/// A cycle's result as the agent stores it. "Unavailable" says what the agent does about it;
+/// `scan` reports the bare cause instead.
+fn agent_result(
+    result: Result<GpuSample, CollectError>,
+    retry_interval: Duration,
+) -> Result<Sample, CollectError> {
+    result.map(Sample::Gpu).map_err(|mut error| {
+        if error.kind == ErrorKind::Unavailable {
+            error.message = format!(
+                "{}; serving host metrics without GPUs; retrying every {retry_interval:?}",
+                error.message
+            );
+        }
+        error
+    })
 }
 
 /// The blocking NVML sampler. [`NvmlCollector`] owns one on its dedicated thread; benches
@@ -268,21 +286,21 @@ impl NvmlSampler {
         }
     }
 
-    /// Answers the worker's requests, one cycle each, until the collector is dropped: one NVML
-    /// session for as long as NVML answers, so GPM readings span whole intervals.
-    fn serve(mut self, inbox: &Inbox<Result<GpuSample, CollectError>>) {
-        let mut next = inbox.next();
-        while let Some(first) = next.take() {
-            next = self.session(|session| {
-                let mut request = first;
+    /// Samples on `pacer`'s schedule until the collector is dropped: one NVML session for as
+    /// long as NVML answers, so GPM readings span whole intervals.
+    fn serve(mut self, mut pacer: Pacer<Result<Sample, CollectError>>, retry_interval: Duration) {
+        let mut due = pacer.wait();
+        while due {
+            due = self.session(|session| {
                 loop {
-                    request.answer(session.cycle());
-                    let following = inbox.next()?;
-                    if !session.is_open() {
-                        // NVML is reloaded for the next request, in a new session.
-                        return Some(following);
+                    pacer.run(|| agent_result(session.cycle(), retry_interval));
+                    if !pacer.wait() {
+                        return false;
                     }
-                    request = following;
+                    if !session.is_open() {
+                        // NVML is reloaded for the next cycle, in a new session.
+                        return true;
+                    }
                 }
             });
         }

@@ -2,7 +2,8 @@
 //! sysinfo (the only module that imports it) and, for network counters, `/proc/net/dev`.
 //!
 //! sysinfo reads /proc and calls statfs, which can block on a hung network mount, so cycles
-//! run on a dedicated thread under a deadline, exactly like the NVML collector.
+//! run on a dedicated thread on its own schedule, under a deadline, exactly like the NVML
+//! collector.
 //!
 //! A cycle reads only what the host families report: `/proc/stat` (CPU usage), `/proc/meminfo`,
 //! `/proc/loadavg`, `/proc/uptime`, one `statvfs` per listed filesystem and `/proc/net/dev`
@@ -18,10 +19,15 @@ use sysinfo::{
     CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System,
 };
 
-use super::worker::DeadlineWorker;
-use super::{CollectError, Collector, ErrorKind, run_on_worker};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::paced::Paced;
+use super::{CollectError, ErrorKind, run_paced};
 use crate::config::HostConfig;
 use crate::model::{DiskReadings, HostSample, NetworkReadings, Sample};
+use crate::store::Store;
 
 /// The longest the filesystem list goes without being read again, in case a mount change
 /// was not signalled (a poll that failed, a file system that changed its device).
@@ -33,33 +39,44 @@ const IGNORED_FILESYSTEMS: [&str; 12] = [
     "nsfs", "tracefs", "autofs",
 ];
 
-/// The async side of the host collector.
+/// The async side of the host collector: the host thread samples on its own schedule
+/// ([`Paced`]); [`HostCollector::run`] stores each cycle.
 #[derive(Debug)]
 pub struct HostCollector {
-    worker: DeadlineWorker<Result<HostSample, CollectError>>,
+    paced: Paced<Result<Sample, CollectError>>,
+    interval: Duration,
     timeout: Duration,
 }
 
 impl HostCollector {
+    /// Starts the host thread, sampling every `host.interval` from now on.
     pub fn start(config: &HostConfig) -> std::io::Result<Self> {
         let sampler = HostSampler::new(config.clone());
-        let worker = DeadlineWorker::spawn("gpulse-host", sampler, HostSampler::cycle)?;
+        let interval = config.interval.0;
+        let paced = Paced::spawn("gpulse-host", interval, sampler, |sampler| {
+            sampler.cycle().map(Sample::Host)
+        })?;
         Ok(Self {
-            worker,
+            paced,
+            interval,
             timeout: config.timeout.0,
         })
     }
-}
 
-impl Collector for HostCollector {
-    fn name(&self) -> &'static str {
-        "host"
-    }
-
-    async fn collect(&mut self) -> Result<Sample, CollectError> {
-        run_on_worker(&self.worker, "host", self.timeout)
-            .await
-            .map(Sample::Host)
+    /// Stores every cycle the host thread finishes (and `deadline` while it is stuck) until
+    /// `shutdown`.
+    pub async fn run(self, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
+        let (interval, timeout) = (self.interval, self.timeout);
+        run_paced(
+            "host",
+            &self.paced,
+            interval,
+            timeout,
+            "host",
+            store,
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -311,8 +328,12 @@ mod tests {
 
     #[tokio::test]
     async fn samples_this_machine() {
-        let mut c = HostCollector::start(&HostConfig::default()).unwrap();
-        let Sample::Host(h) = c.collect().await.unwrap() else {
+        let config = HostConfig {
+            interval: crate::config::HumanDuration(Duration::from_millis(20)),
+            ..HostConfig::default()
+        };
+        let c = HostCollector::start(&config).unwrap();
+        let Sample::Host(h) = c.paced.next().await.result.unwrap() else {
             panic!("not a host sample");
         };
         assert!(h.cpu_count > 0);
@@ -322,7 +343,7 @@ mod tests {
         assert!(h.networks.iter().any(|n| n.interface == "lo"));
         assert!(h.per_cpu_utilization.is_empty());
         // A second cycle (the lists are not read again) gives the same filesystems.
-        let Sample::Host(again) = c.collect().await.unwrap() else {
+        let Sample::Host(again) = c.paced.next().await.result.unwrap() else {
             panic!("not a host sample");
         };
         let mounts = |h: &HostSample| -> Vec<String> {

@@ -7,7 +7,9 @@
 //! * `k8s`: per-pod attribution from the kubelet's pod-resources socket and `/proc/<pid>/cgroup`.
 //! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect), their
 //!   synthetic requests, `/metrics` scrapes and TLS settings.
-//! * `worker`: the dedicated-thread deadline worker that keeps blocking calls off the runtime.
+//! * `paced`: the dedicated thread that keeps blocking cycles (NVML, /proc, statfs) off the
+//!   runtime, on its own schedule ([`run_paced`] stores them under a deadline), so an idle
+//!   agent's runtime wakes once per cycle.
 //!
 //! The runner, not each collector, times every cycle, records success and duration in the
 //! store, and logs only when a collector's state changes (ok → failing, failing → ok, or a
@@ -18,8 +20,8 @@ pub mod gpu_xid;
 pub mod host;
 pub mod k8s;
 pub mod kmsg;
+pub mod paced;
 pub mod probe;
-pub mod worker;
 
 use std::fmt;
 use std::future::Future;
@@ -31,7 +33,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::model::{Sample, XidEvent};
 use crate::store::{RunReport, Store};
-use worker::{DeadlineWorker, WorkerError};
+use paced::{Finished, Paced};
 
 /// The error and its sources on one line: the top-level message of a wrapped error is often
 /// only "transport error" (tonic) or the URL (reqwest); the cause is further down.
@@ -106,34 +108,6 @@ impl fmt::Display for CollectError {
     }
 }
 
-/// Runs one cycle on a deadline worker and turns worker failures into collector errors, so
-/// every blocking source reports a hang the same way.
-pub(crate) async fn run_on_worker<S: Send + 'static>(
-    worker: &DeadlineWorker<Result<S, CollectError>>,
-    source: &str,
-    deadline: Duration,
-) -> Result<S, CollectError> {
-    match worker.run(deadline).await {
-        Ok(result) => result,
-        Err(WorkerError::DeadlineExceeded) => Err(CollectError::new(
-            ErrorKind::Deadline,
-            format!(
-                "{source} cycle did not finish within {deadline:?}; serving the last good sample"
-            ),
-        )),
-        Err(WorkerError::Busy) => Err(CollectError::new(
-            ErrorKind::Deadline,
-            format!(
-                "a {source} call from an earlier cycle is still blocked; serving the last good sample"
-            ),
-        )),
-        Err(WorkerError::Stopped) => Err(CollectError::new(
-            ErrorKind::Failed,
-            format!("the {source} worker thread stopped"),
-        )),
-    }
-}
-
 /// Runs `collector` every `interval` until `shutdown` turns true, publishing into `store`.
 ///
 /// Missed ticks are delayed, not bursted: a slow cycle never causes a catch-up storm.
@@ -158,26 +132,111 @@ pub async fn run_collector<C: Collector>(
         let started = Instant::now();
         let result = collector.collect().await;
         let duration = started.elapsed();
-        let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
-        log_transition(name, last_state, &result);
-        last_state = Some(state);
-        let outcome = match result {
-            Ok(sample) => {
-                store.publish(sample);
-                Ok(())
-            }
-            Err(error) => Err((error.kind.as_str(), error.message)),
-        };
-        store.record_run(
+        last_state = Some(store_cycle(
             name,
-            RunReport {
-                duration,
-                finished_at: SystemTime::now(),
-                outcome,
-            },
-        );
+            &store,
+            last_state,
+            result,
+            duration,
+            SystemTime::now(),
+        ));
     }
     tracing::debug!(collector = name, "Collector stopped.");
+}
+
+/// Stores the cycles a [`Paced`] thread finishes until `shutdown` turns true. When none
+/// finished within `interval + timeout` of the previous one, the cycle is stuck (a blocking
+/// call hung): `deadline` is recorded then and every `interval` after that, and the store
+/// keeps serving the last good sample, until the late cycle arrives.
+pub async fn run_paced(
+    name: &'static str,
+    paced: &Paced<Result<Sample, CollectError>>,
+    interval: Duration,
+    timeout: Duration,
+    source: &str,
+    store: Arc<Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_state: Option<Result<(), ErrorKind>> = None;
+    // Missed cycles in a row: the first is "did not finish", the next "still blocked".
+    let mut missed = 0u32;
+    loop {
+        let wait = if missed == 0 {
+            interval + timeout
+        } else {
+            interval
+        };
+        let finished = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            finished = tokio::time::timeout(wait, paced.next()) => finished,
+        };
+        let (result, duration, finished_at) = match finished {
+            Ok(Finished {
+                result,
+                duration,
+                finished_at,
+            }) => {
+                missed = 0;
+                (result, duration, finished_at)
+            }
+            Err(_) => {
+                missed = missed.saturating_add(1);
+                let message = if missed == 1 {
+                    format!(
+                        "{source} cycle did not finish within {timeout:?}; serving the last good sample"
+                    )
+                } else {
+                    format!(
+                        "a {source} call from an earlier cycle is still blocked; serving the last good sample"
+                    )
+                };
+                (
+                    Err(CollectError::new(ErrorKind::Deadline, message)),
+                    wait,
+                    SystemTime::now(),
+                )
+            }
+        };
+        last_state = Some(store_cycle(
+            name,
+            &store,
+            last_state,
+            result,
+            duration,
+            finished_at,
+        ));
+    }
+    tracing::debug!(collector = name, "Collector stopped.");
+}
+
+/// Publishes a cycle's sample, records the run, and logs a change of state once; returns the
+/// state for the next call.
+fn store_cycle(
+    name: &str,
+    store: &Store,
+    last_state: Option<Result<(), ErrorKind>>,
+    result: Result<Sample, CollectError>,
+    duration: Duration,
+    finished_at: SystemTime,
+) -> Result<(), ErrorKind> {
+    let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
+    log_transition(name, last_state, &result);
+    let outcome = match result {
+        Ok(sample) => {
+            store.publish(sample);
+            Ok(())
+        }
+        Err(error) => Err((error.kind.as_str(), error.message)),
+    };
+    store.record_run(
+        name,
+        RunReport {
+            duration,
+            finished_at,
+            outcome,
+        },
+    );
+    state
 }
 
 fn log_transition(

@@ -341,7 +341,7 @@ type Request<T> = (Option<Vec<Stamp>>, SyncSender<Attempt<T>>);
 
 /// The thread that stats and reads a value's files, one attempt at a time, so a read that
 /// never returns blocks one thread of ours, once, and no caller (compare
-/// `collect::worker::DeadlineWorker`, the same idea for the async collectors).
+/// `collect::paced`, the same idea for the collectors).
 struct Reader<T> {
     requests: SyncSender<Request<T>>,
     /// An attempt is in flight (set by the caller, cleared by the thread when it finishes).
