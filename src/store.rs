@@ -648,9 +648,9 @@ impl Store {
     }
 
     /// Replaces the health evaluation.
-    pub fn set_health(&self, health: NodeHealth) {
+    pub fn set_health(&self, health: impl Into<Arc<NodeHealth>>) {
         let writer = self.lock_windows();
-        let health = Arc::new(health);
+        let health = health.into();
         let mut transitioned = false;
         self.update(|snap| {
             let before = snap.health.as_ref().and_then(|h| h.transitions.last());

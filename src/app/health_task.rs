@@ -28,7 +28,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes = store.changes();
-    let mut current = NodeHealth::initial();
+    let mut current = Arc::new(NodeHealth::initial());
     loop {
         let seen = inputs(&changes.borrow_and_update());
         current = evaluate_once(&store, &policy, &current);
@@ -46,7 +46,7 @@ pub async fn run(
 }
 
 /// One evaluation from the store's latest snapshot and window; returns the stored result.
-fn evaluate_once(store: &Store, policy: &Policy, current: &NodeHealth) -> NodeHealth {
+fn evaluate_once(store: &Store, policy: &Policy, current: &NodeHealth) -> Arc<NodeHealth> {
     let snap = store.snapshot();
     let window = store.gpu_window();
     let now = SystemTime::now();
@@ -58,11 +58,11 @@ fn evaluate_once(store: &Store, policy: &Policy, current: &NodeHealth) -> NodeHe
         nvml_stuck: snap.gpu_stuck_for(now),
         clears: &snap.health_clears,
     };
-    let next = evaluate(current, &input, policy, now);
+    let next = Arc::new(evaluate(current, &input, policy, now));
     // Released before the next GPU sample arrives, so the store never copies the window.
     drop(window);
     log_changes(current, &next);
-    store.set_health(next.clone());
+    store.set_health(Arc::clone(&next));
     next
 }
 

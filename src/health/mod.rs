@@ -20,6 +20,7 @@
 //!   newer), overridable per Xid with `health.xid_overrides`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::model::{GpuSample, GpuWindowPoint, LabelValue, XidLog};
@@ -252,8 +253,9 @@ pub struct NodeHealth {
     pub gpus: Vec<GpuHealth>,
     /// When this was evaluated; `None` for the initial value.
     pub evaluated_at: Option<SystemTime>,
-    /// Recent transitions, oldest first, at most [`MAX_TRANSITIONS`].
-    pub transitions: Vec<Transition>,
+    /// Recent transitions, oldest first, at most [`MAX_TRANSITIONS`]. Shared: an evaluation
+    /// without a change (nearly every one) passes the list on instead of copying it.
+    pub transitions: Arc<Vec<Transition>>,
 }
 
 impl Default for NodeHealth {
@@ -272,7 +274,7 @@ impl NodeHealth {
             reasons: Vec::new(),
             gpus: Vec::new(),
             evaluated_at: None,
-            transitions: Vec::new(),
+            transitions: Arc::default(),
         }
     }
 
@@ -481,11 +483,11 @@ pub fn evaluate(
         .max()
         .unwrap_or(Action::None);
 
-    let mut transitions = previous.transitions.clone();
+    let mut new_transitions = Vec::new();
     for g in &gpus {
         let from = previous.gpu(g.index).map_or(State::Unknown, |p| p.state);
         if from != g.state {
-            transitions.push(Transition {
+            new_transitions.push(Transition {
                 at: now,
                 gpu: Some(g.index),
                 uuid: g.uuid.clone(),
@@ -496,7 +498,7 @@ pub fn evaluate(
         }
     }
     if previous.state != state || previous.evaluated_at.is_none() {
-        transitions.push(Transition {
+        new_transitions.push(Transition {
             at: now,
             gpu: None,
             uuid: String::new(),
@@ -505,10 +507,17 @@ pub fn evaluate(
             reasons: node_reasons.iter().map(|r| r.code.label()).collect(),
         });
     }
-    if transitions.len() > MAX_TRANSITIONS {
-        let excess = transitions.len() - MAX_TRANSITIONS;
-        transitions.drain(..excess);
-    }
+    let transitions = if new_transitions.is_empty() {
+        Arc::clone(&previous.transitions)
+    } else {
+        let mut all = Vec::clone(&previous.transitions);
+        all.append(&mut new_transitions);
+        if all.len() > MAX_TRANSITIONS {
+            let excess = all.len() - MAX_TRANSITIONS;
+            all.drain(..excess);
+        }
+        Arc::new(all)
+    };
     let since = match previous.since {
         Some(since) if previous.state == state => Some(since),
         _ => Some(now),

@@ -167,12 +167,14 @@ pub fn hw_slowdown_share(
         .iter()
         .filter(|p| p.taken_at >= from && p.taken_at <= now)
     {
-        if let Some(active) = p
+        // GPUs are listed by index, so the slot at `index` is nearly always the one: a
+        // lookup per point instead of a scan (this runs for every GPU every second).
+        let gpu = p
             .gpus
-            .iter()
-            .find(|g| g.index == index)
-            .and_then(|g| g.throttle_active)
-        {
+            .get(index as usize)
+            .filter(|g| g.index == index)
+            .or_else(|| p.gpus.iter().find(|g| g.index == index));
+        if let Some(active) = gpu.and_then(|g| g.throttle_active) {
             total += 1;
             if active & HW_SLOWDOWN_BITS != 0 {
                 slowed += 1;

@@ -403,6 +403,27 @@ fn hw_slowdown_needs_the_ratio_over_the_window() {
     );
 }
 
+/// The share is per GPU index, also where a point lists GPUs out of index order or with gaps
+/// (a GPU missing from a cycle): the lookup by position must not pick another GPU.
+#[test]
+fn hw_slowdown_share_finds_each_gpu_by_index_not_position() {
+    let with = |index: u32, active: u64| {
+        let mut d = device(index);
+        d.throttle = Some(ThrottleReasons {
+            active,
+            supported: 0x1FF,
+        });
+        d
+    };
+    // Position 1 holds GPU 2 (GPU 1 is missing); GPU 1's index is at no position.
+    let point = GpuWindowPoint::from(&sample(t(10), vec![with(0, 0), with(2, 0x80)]));
+    let window = [point];
+    let share = |index| hw_slowdown_share(index, &window, Duration::from_secs(60), t(20));
+    assert_eq!(share(0), Some(0.0));
+    assert_eq!(share(1), None);
+    assert_eq!(share(2), Some(1.0));
+}
+
 /// Runs GPU 0 through a sequence of (time, device change, Xids) and returns each state.
 fn run_sequence(steps: Vec<Step>, policy: &Policy) -> Vec<NodeHealth> {
     let mut health = NodeHealth::initial();

@@ -333,7 +333,7 @@ fn changes_count_what_moved() {
     let c = *changes.borrow();
     assert_eq!((c.gpu_cycles, c.xids, c.health_transitions), (1, 1, 0));
     let mut health = NodeHealth::initial();
-    health.transitions.push(crate::health::Transition {
+    std::sync::Arc::make_mut(&mut health.transitions).push(crate::health::Transition {
         at: SystemTime::UNIX_EPOCH,
         gpu: Some(0),
         uuid: "GPU-0".to_owned(),

@@ -29,7 +29,7 @@ fn transition(secs: u64, gpu: Option<u32>, to: State) -> Transition {
 
 fn with_transitions(snap: &mut Snapshot, list: Vec<Transition>) {
     snap.health = Some(Arc::new(NodeHealth {
-        transitions: list,
+        transitions: list.into(),
         ..NodeHealth::initial()
     }));
 }
