@@ -39,11 +39,13 @@ use crate::model::{GpuDevice, GpuIdentity, GpuSample, Sample, XidEvent, XidSourc
 use crate::store::Store;
 
 mod gpm;
+mod nvlink;
 mod read;
 mod timing;
 
 use gpm::GpmState;
-use read::{Readings, Statics, read_device};
+use nvlink::NvLinkCache;
+use read::{Kept, Readings, Statics, read_device};
 use timing::Timer;
 pub use timing::{CALL_GROUPS, CallTiming, TIMING_ENV};
 
@@ -179,6 +181,8 @@ pub struct NvmlSampler {
     process_util_seen: HashMap<u32, u64>,
     /// Per GPU, the readings that do not change while the driver runs.
     statics: HashMap<u32, Option<Statics>>,
+    /// Per GPU, the last per-link NVLink error-counter read (kept while the totals stand).
+    nvlinks: HashMap<u32, Option<NvLinkCache>>,
     /// Where Xids inferred from return codes go; `None` drops them.
     xid_sink: Option<XidSink>,
     /// GPUs last seen lost or needing a reset, so each transition is reported once.
@@ -203,6 +207,7 @@ impl NvmlSampler {
             cuda_driver_version: None,
             process_util_seen: HashMap::new(),
             statics: HashMap::new(),
+            nvlinks: HashMap::new(),
             xid_sink: None,
             failed_gpus: HashMap::new(),
             last_count: None,
@@ -359,6 +364,7 @@ impl NvmlSampler {
                 self.identities.clear();
                 self.process_util_seen.clear();
                 self.statics.clear();
+                self.nvlinks.clear();
                 self.last_init_failure = None;
                 return (
                     Err(CollectError::new(
@@ -380,6 +386,7 @@ impl NvmlSampler {
         // Identities past the count moved to `vanished`; this keeps the cache bounded too.
         self.identities.retain(|index, _| *index < count);
         self.statics.retain(|index, _| *index < count);
+        self.nvlinks.retain(|index, _| *index < count);
         let mut devices: Vec<GpuDevice> = sampled.into_iter().map(|(device, _)| device).collect();
         devices.extend(self.vanished.values().map(|identity| GpuDevice {
             identity: Arc::clone(identity),
@@ -519,15 +526,12 @@ impl NvmlSampler {
             rates: rates.ok(),
             gpm: gpm.unwrap_or_default(),
         };
-        let device = read_device(
-            &device,
-            identity,
-            readings,
-            &self.options,
-            seen,
+        let kept = Kept {
+            process_util_seen: seen,
             statics,
-            timer,
-        );
+            nvlinks: self.nvlinks.entry(index).or_default(),
+        };
+        let device = read_device(&device, identity, readings, &self.options, kept, timer);
         (device, failure)
     }
 }

@@ -133,4 +133,22 @@ impl FakeNvml {
             .lib_path(lib.as_os_str())
             .init()
     }
+
+    /// The calls this copy answered so far to the NVML symbol `sym` (every user of the copy
+    /// in this process counted: the loader hands out one library per file), through the
+    /// fake's own `fake_nvml_calls`. Opening the copy here counts one init and one shutdown.
+    pub fn calls(&self, sym: &str) -> u64 {
+        let nvml = self.nvml();
+        let name = std::ffi::CString::new(sym).unwrap();
+        // SAFETY: the fake defines `unsigned long long fake_nvml_calls(const char *sym)`,
+        // which only reads the NUL-terminated name; the library outlives the call (`nvml`).
+        unsafe {
+            let count = nvml
+                .lib()
+                .__library
+                .get::<unsafe extern "C" fn(*const std::ffi::c_char) -> u64>(b"fake_nvml_calls\0")
+                .unwrap_or_else(|e| panic!("fake NVML: no fake_nvml_calls: {e}"));
+            count(name.as_ptr())
+        }
+    }
 }

@@ -7,6 +7,13 @@
  * not_supported / no_permission lists, handle validation, the `lost` list. The config file
  * is re-read whenever its stat() identity changes. Struct layouts and enum values follow
  * the bindgen output of nvml-wrapper-sys 0.10.0 (NVML API 13); _Static_asserts pin sizes.
+ *
+ * Field values (nvmlDeviceGetFieldValues) answer as the direct calls do: ECC totals, retired
+ * pages, PCIe replays, and NVLink error totals = the per-link counter summed over the links;
+ * a field fails as its direct call would by the not_supported / no_permission lists, and the
+ * per-GPU `field_not_supported=id,id` key fails single fields (a driver lacking them).
+ * Every call is counted per symbol: fake_nvml_calls(sym) in-process, and the
+ * $FAKE_NVML_CALL_COUNTS file written at exit. See README.md for every key.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -338,6 +345,7 @@ struct gpu_cfg {
     char no_permission[LIST_LEN];
     unsigned long long nvlink_down; /* bit l = link l reported disabled */
     char gpm_not_supported[LIST_LEN]; /* ",id,id,": GPM metric ids that fail */
+    char field_not_supported[LIST_LEN]; /* ",id,id,": field ids that fail per entry */
 };
 
 struct xid_event {
@@ -555,6 +563,8 @@ static int apply_gpu_key(struct gpu_cfg *g, const char *key, const char *val)
         g->nvlink_down = parse_mask(val);
     else if (strcmp(key, "gpm_not_supported") == 0)
         set_list(g->gpm_not_supported, val);
+    else if (strcmp(key, "field_not_supported") == 0)
+        set_list(g->field_not_supported, val);
     else
         return 0;
     return 1;
@@ -785,6 +795,59 @@ static void pin_self(void)
         (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
+/* ------------------------------------------------------------------ call counts */
+
+/* Calls per exported symbol, keyed by its __func__ pointer (one static string per function),
+ * so tests and benches can count NVML calls: fake_nvml_calls() in-process, and the
+ * $FAKE_NVML_CALL_COUNTS file written at exit. Guarded by g_lock. */
+#define MAX_SYMS 256
+static struct {
+    const char *sym;
+    unsigned long long n;
+} g_calls[MAX_SYMS];
+
+static void count_call(const char *sym)
+{
+    for (int k = 0; k < MAX_SYMS; k++) {
+        if (g_calls[k].sym == sym) {
+            g_calls[k].n++;
+            return;
+        }
+        if (!g_calls[k].sym) {
+            g_calls[k].sym = sym;
+            g_calls[k].n = 1;
+            return;
+        }
+    }
+}
+
+/* Not an NVML symbol: the calls made so far to `sym` (NULL: to every symbol). */
+EXPORT unsigned long long fake_nvml_calls(const char *sym)
+{
+    unsigned long long n = 0;
+    pthread_mutex_lock(&g_lock);
+    for (int k = 0; k < MAX_SYMS && g_calls[k].sym; k++)
+        if (!sym || strcmp(sym, g_calls[k].sym) == 0)
+            n += g_calls[k].n;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+/* At exit, "symbol count" lines into $FAKE_NVML_CALL_COUNTS when set. No lock: a thread may be
+ * stuck in a `hang`ed call holding none, or exiting mid-call; a count off by one is fine. */
+__attribute__((destructor)) static void dump_calls(void)
+{
+    const char *path = getenv("FAKE_NVML_CALL_COUNTS");
+    if (!path || !*path)
+        return;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    for (int k = 0; k < MAX_SYMS && g_calls[k].sym; k++)
+        fprintf(f, "%s %llu\n", g_calls[k].sym, g_calls[k].n);
+    fclose(f);
+}
+
 /* ------------------------------------------------------------------ call prologue */
 
 static void unlock_guard(int *held)
@@ -815,6 +878,7 @@ static nvmlReturn_t enter(const char *sym, int *held, int need_init)
         sleep_us(10000);
     }
     *held = 1;
+    count_call(sym);
     if (need_init && g_init_count == 0)
         return NVML_ERROR_UNINITIALIZED;
     if (in_list(g_cfg.not_supported, sym))
@@ -1629,33 +1693,100 @@ EXPORT nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int 
 
 /* ------------------------------------------------------------------ field values */
 
+/* How the direct call `sym` would be refused by the not_supported / no_permission lists, in
+ * enter()'s and dev_enter()'s order: a field backed by the same reading fails as that call
+ * does, as on a real driver, so listing a symbol changes a reading whichever way it is read. */
+static nvmlReturn_t refused(const struct ctx *c, const char *sym)
+{
+    if (in_list(g_cfg.not_supported, sym))
+        return NVML_ERROR_NOT_SUPPORTED;
+    if (in_list(g_cfg.no_permission, sym))
+        return NVML_ERROR_NO_PERMISSION;
+    if (in_list(c->g->not_supported, sym))
+        return NVML_ERROR_NOT_SUPPORTED;
+    if (in_list(c->g->no_permission, sym))
+        return NVML_ERROR_NO_PERMISSION;
+    return NVML_SUCCESS;
+}
+
+/* An NVLink error-counter total (nvml.h NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL): the sum of the
+ * per-link counter over the GPU's links, as nvmlDeviceGetNvLinkErrorCounter answers it. */
+static nvmlReturn_t nvlink_total(const struct ctx *c, enum field counter, unsigned long long *v)
+{
+    nvmlReturn_t r = refused(c, "nvmlDeviceGetNvLinkErrorCounter");
+    if (r)
+        return r;
+    if (CV(c, NVLINKS) == 0)
+        return NVML_ERROR_NOT_SUPPORTED;
+    *v = CV(c, NVLINKS) * c->g->v[counter];
+    return NVML_SUCCESS;
+}
+
 static void field_value(const struct ctx *c, nvmlFieldValue_t *fv, long long ts)
 {
     unsigned int type = NVML_VALUE_TYPE_UNSIGNED_INT;
-    unsigned long long v;
-    switch (fv->fieldId) {
+    unsigned long long v = 0;
+    nvmlReturn_t r = NVML_SUCCESS;
+    char id[16] = "";
+    if (c->g->field_not_supported[0]) /* no snprintf per field when the list is empty */
+        snprintf(id, sizeof id, "%u", fv->fieldId);
+    if (id[0] && in_list(c->g->field_not_supported, id))
+        r = NVML_ERROR_NOT_SUPPORTED;
+    else switch (fv->fieldId) {
+    case 3: case 4: case 5: case 6: {            /* NVML_FI_DEV_ECC_{SBE,DBE}_{VOL,AGG}_TOTAL */
+        static const enum field map[] = {F_ECC_COR_VOL, F_ECC_UNC_VOL, F_ECC_COR_AGG,
+                                         F_ECC_UNC_AGG};
+        r = refused(c, "nvmlDeviceGetTotalEccErrors");
+        v = c->g->v[map[fv->fieldId - 3]];
+        type = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+        break;
+    }
+    case 29: case 30:                            /* NVML_FI_DEV_RETIRED_{SBE,DBE}: page counts */
+        r = refused(c, "nvmlDeviceGetRetiredPages");
+        if (!r)
+            r = refused(c, "nvmlDeviceGetRetiredPages_v2");
+        v = fv->fieldId == 29 ? CV(c, RETIRED_SBE) : CV(c, RETIRED_DBE);
+        break;
+    case 31:                                     /* NVML_FI_DEV_RETIRED_PENDING */
+        r = refused(c, "nvmlDeviceGetRetiredPagesPendingStatus");
+        v = CV(c, RETIRED_PENDING) ? 1 : 0;
+        break;
+    case 38: /* NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL */
+    case 45: /* NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL */
+    case 52: /* NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL */
+    case 59: /* NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL */
+        r = nvlink_total(c, fv->fieldId == 38   ? F_NVLINK_CRC_FLIT
+                            : fv->fieldId == 45 ? F_NVLINK_CRC_DATA
+                            : fv->fieldId == 52 ? F_NVLINK_REPLAY
+                                                : F_NVLINK_RECOVERY,
+                         &v);
+        type = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+        break;
     case 82: v = CV(c, MEM_TEMP); break;           /* NVML_FI_DEV_MEMORY_TEMP */
     case 83:                                        /* NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION */
         v = CV(c, ENERGY_MJ);
         type = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
         break;
     case 91: v = CV(c, NVLINKS); break;            /* NVML_FI_DEV_NVLINK_LINK_COUNT */
-    case 94: v = CV(c, PCIE_REPLAY); break;        /* NVML_FI_DEV_PCIE_REPLAY_COUNTER */
+    case 94:                                        /* NVML_FI_DEV_PCIE_REPLAY_COUNTER */
+        r = refused(c, "nvmlDeviceGetPcieReplayCounter");
+        v = CV(c, PCIE_REPLAY);
+        break;
     case 142: v = CV(c, REMAP_COR); break;         /* NVML_FI_DEV_REMAPPED_COR */
     case 143: v = CV(c, REMAP_UNC); break;         /* NVML_FI_DEV_REMAPPED_UNC */
     case 144: v = CV(c, REMAP_PENDING); break;     /* NVML_FI_DEV_REMAPPED_PENDING */
     case 145: v = CV(c, REMAP_FAILURE); break;     /* NVML_FI_DEV_REMAPPED_FAILURE */
     case 230: v = CV(c, RECOVERY_ACTION); break;   /* NVML_FI_DEV_GET_GPU_RECOVERY_ACTION */
     default:
-        fv->timestamp = ts;
-        fv->latencyUsec = 0;
-        fv->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
-        return;
+        r = NVML_ERROR_NOT_SUPPORTED;
+        break;
     }
     fv->timestamp = ts;
     fv->latencyUsec = 0;
+    fv->nvmlReturn = r;
+    if (r)
+        return;
     fv->valueType = type;
-    fv->nvmlReturn = NVML_SUCCESS;
     memset(&fv->value, 0, sizeof fv->value);
     if (type == NVML_VALUE_TYPE_UNSIGNED_INT)
         fv->value.uiVal = (unsigned int)v;

@@ -23,6 +23,9 @@ mod tls;
 mod faults_http;
 // The real nvml-wrapper path against the fake NVML (values, omission, hang, recovery).
 mod nvml;
+// The field-values path: ECC, retired pages, replays and NVLink totals, their fallbacks, the
+// per-link NVLink counters read only when a total moves.
+mod nvml_fields;
 // OTLP push into in-process gRPC and HTTP receivers.
 mod otlp;
 // The Kubernetes node condition against a fake API server.

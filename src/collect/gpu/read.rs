@@ -5,8 +5,17 @@
 //! the supported clock-event reasons, the fan count) are kept in [`Statics`] once NVML gave a
 //! definite answer, and read again when the GPU's UUID changes and every
 //! `gpu.static_interval`: ten NVML calls per GPU and cycle fewer.
+//!
+//! One `nvmlDeviceGetFieldValues` call per GPU and cycle reads HBM temperature, row remapping,
+//! the recovery action, ECC totals, retired pages, PCIe replays and the four NVLink error
+//! totals; where a field does not answer, that reading's own call is made, so a driver
+//! lacking a field reads as before. The per-link NVLink error counters (4 × links calls) are
+//! kept in an [`NvLinkCache`] and read again only when a total moved or failed, a link changed
+//! state, or every [`super::nvlink::NVLINK_RECHECK`] (see `nvlink.rs`); link state itself is
+//! read every cycle. With 18 links that is 80 calls per GPU and cycle fewer while nothing
+//! moves (72 NVLink counters, 4 ECC, 2 retired-page counts, pending, replays), less the
+//! recheck's 72 calls every 10 s.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +32,7 @@ use nvml_wrapper::structs::device::FieldId;
 
 use super::GpuOptions;
 use super::gpm::GpmReadings;
+use super::nvlink::{NvLinkCache, Totals, reread};
 use super::timing::Timer;
 use crate::model::{
     self, EccKind, EccScope, GpuDevice, GpuIdentity, GpuProcess, MemoryReadings, MigInstance,
@@ -30,7 +40,8 @@ use crate::model::{
     ThrottlePolicy, ThrottleReasons, Utilization,
 };
 
-/// NVML field ids (nvml.h `NVML_FI_DEV_*`) read in one `nvmlDeviceGetFieldValues` call.
+/// NVML field ids (nvml.h `NVML_FI_DEV_*`, values as in nvml-wrapper-sys 0.10's bindings) read
+/// in one `nvmlDeviceGetFieldValues` call.
 const FI_MEMORY_TEMP: u32 = 82;
 const FI_REMAPPED_COR: u32 = 142;
 const FI_REMAPPED_UNC: u32 = 143;
@@ -39,6 +50,56 @@ const FI_REMAPPED_FAILURE: u32 = 145;
 /// `NVML_FI_DEV_GET_GPU_RECOVERY_ACTION` (nvml.h; nvml-wrapper 0.13 has no wrapper for
 /// `nvmlDeviceGetGpuRecoveryAction`).
 const FI_RECOVERY_ACTION: u32 = 230;
+/// `NVML_FI_DEV_ECC_{SBE,DBE}_{VOL,AGG}_TOTAL`: single-bit (SBE) errors are NVML's corrected
+/// ones, double-bit (DBE) its uncorrected ones (nvml.h: `NVML_SINGLE_BIT_ECC` =
+/// `NVML_MEMORY_ERROR_TYPE_CORRECTED`), as `nvmlDeviceGetTotalEccErrors` counts them.
+const FI_ECC_SBE_VOL_TOTAL: u32 = 3;
+const FI_ECC_DBE_VOL_TOTAL: u32 = 4;
+const FI_ECC_SBE_AGG_TOTAL: u32 = 5;
+const FI_ECC_DBE_AGG_TOTAL: u32 = 6;
+/// `NVML_FI_DEV_RETIRED_{SBE,DBE}`: the number of pages retired for multiple single-bit /
+/// a double-bit ECC error (`nvmlDeviceGetRetiredPages`' count); `NVML_FI_DEV_RETIRED_PENDING`:
+/// non-zero while a retirement waits for a reboot (`nvmlDeviceGetRetiredPagesPendingStatus`).
+const FI_RETIRED_SBE: u32 = 29;
+const FI_RETIRED_DBE: u32 = 30;
+const FI_RETIRED_PENDING: u32 = 31;
+/// `NVML_FI_DEV_PCIE_REPLAY_COUNTER` (`nvmlDeviceGetPcieReplayCounter`).
+const FI_PCIE_REPLAY: u32 = 94;
+/// `NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL`: each per-link error counter summed over the
+/// GPU's links; while they stand still, the per-link counters are not read again.
+const FI_NVLINK_CRC_FLIT_TOTAL: u32 = 38;
+const FI_NVLINK_CRC_DATA_TOTAL: u32 = 45;
+const FI_NVLINK_REPLAY_TOTAL: u32 = 52;
+const FI_NVLINK_RECOVERY_TOTAL: u32 = 59;
+/// In the order of `model::NvLinkCounter::ALL` (as [`NVLINK_COUNTERS`]).
+const FI_NVLINK_TOTALS: [u32; 4] = [
+    FI_NVLINK_REPLAY_TOTAL,
+    FI_NVLINK_RECOVERY_TOTAL,
+    FI_NVLINK_CRC_FLIT_TOTAL,
+    FI_NVLINK_CRC_DATA_TOTAL,
+];
+
+/// Every field id read per GPU and cycle.
+const FIELD_IDS: [u32; 18] = [
+    FI_MEMORY_TEMP,
+    FI_REMAPPED_COR,
+    FI_REMAPPED_UNC,
+    FI_REMAPPED_PENDING,
+    FI_REMAPPED_FAILURE,
+    FI_RECOVERY_ACTION,
+    FI_ECC_SBE_VOL_TOTAL,
+    FI_ECC_DBE_VOL_TOTAL,
+    FI_ECC_SBE_AGG_TOTAL,
+    FI_ECC_DBE_AGG_TOTAL,
+    FI_RETIRED_SBE,
+    FI_RETIRED_DBE,
+    FI_RETIRED_PENDING,
+    FI_PCIE_REPLAY,
+    FI_NVLINK_REPLAY_TOTAL,
+    FI_NVLINK_RECOVERY_TOTAL,
+    FI_NVLINK_CRC_FLIT_TOTAL,
+    FI_NVLINK_CRC_DATA_TOTAL,
+];
 
 /// NVLink links probed per GPU (`NVML_NVLINK_MAX_LINKS`).
 const MAX_NVLINKS: u32 = 18;
@@ -178,20 +239,38 @@ pub(super) struct Readings {
     pub(super) gpm: GpmReadings,
 }
 
+/// What the sampler keeps of one GPU from one cycle to the next.
+pub(super) struct Kept<'a> {
+    /// The timestamp of the newest process-utilization sample seen.
+    pub(super) process_util_seen: &'a mut u64,
+    pub(super) statics: &'a mut Statics,
+    /// The last per-link NVLink read; `None` before the first.
+    pub(super) nvlinks: &'a mut Option<NvLinkCache>,
+}
+
 /// Reads every metric of one device; each failure only omits that reading.
 pub(super) fn read_device(
     device: &Device<'_>,
     identity: Arc<GpuIdentity>,
     readings: Readings,
     options: &GpuOptions,
-    process_util_seen: &mut u64,
-    statics: &mut Statics,
+    kept: Kept<'_>,
     t: &mut Timer,
 ) -> GpuDevice {
     let Readings { rates, gpm } = readings;
+    let Kept {
+        process_util_seen,
+        statics,
+        nvlinks: nvlink_cache,
+    } = kept;
     let memory = t.time("memory", || device.memory_info()).ok();
     let fields = t.time("field_values", || read_fields(device));
-    let field = |id: u32| fields.get(&id).copied();
+    let field = |id: u32| {
+        FIELD_IDS
+            .iter()
+            .position(|f| *f == id)
+            .and_then(|i| fields.get(i).copied().flatten())
+    };
 
     let remapped_rows = match (
         field(FI_REMAPPED_COR),
@@ -208,41 +287,58 @@ pub(super) fn read_device(
         _ => None,
     };
 
+    // Each from its field where the field answered, else through its own call (as before
+    // the fields were read), so a driver lacking a field gives the same reading.
     let mut ecc_errors = Vec::new();
-    for (error, kind) in [
-        (MemoryError::Corrected, EccKind::Corrected),
-        (MemoryError::Uncorrected, EccKind::Uncorrected),
+    for (error, kind, [volatile, aggregate]) in [
+        (
+            MemoryError::Corrected,
+            EccKind::Corrected,
+            [FI_ECC_SBE_VOL_TOTAL, FI_ECC_SBE_AGG_TOTAL],
+        ),
+        (
+            MemoryError::Uncorrected,
+            EccKind::Uncorrected,
+            [FI_ECC_DBE_VOL_TOTAL, FI_ECC_DBE_AGG_TOTAL],
+        ),
     ] {
-        for (counter, scope) in [
-            (EccCounter::Volatile, EccScope::Volatile),
-            (EccCounter::Aggregate, EccScope::Aggregate),
+        for (counter, scope, id) in [
+            (EccCounter::Volatile, EccScope::Volatile, volatile),
+            (EccCounter::Aggregate, EccScope::Aggregate, aggregate),
         ] {
-            if let Ok(n) = t.time("ecc", || device.total_ecc_errors(error, counter)) {
+            let n = field(id).or_else(|| {
+                t.time("ecc", || device.total_ecc_errors(error, counter))
+                    .ok()
+            });
+            if let Some(n) = n {
                 ecc_errors.push((kind, scope, n));
             }
         }
     }
 
-    let retired_pages = t.time("retired_pages", || {
-        [
-            (
-                RetirementCause::MultipleSingleBitEccErrors,
-                RetiredCause::SingleBitEcc,
-            ),
-            (
-                RetirementCause::DoubleBitEccError,
-                RetiredCause::DoubleBitEcc,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(cause, label)| {
-            device
-                .retired_pages(cause)
-                .ok()
-                .map(|pages| (label, pages.len() as u64))
-        })
-        .collect()
-    });
+    let retired_pages = [
+        (
+            RetirementCause::MultipleSingleBitEccErrors,
+            RetiredCause::SingleBitEcc,
+            FI_RETIRED_SBE,
+        ),
+        (
+            RetirementCause::DoubleBitEccError,
+            RetiredCause::DoubleBitEcc,
+            FI_RETIRED_DBE,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(cause, label, id)| {
+        field(id)
+            .or_else(|| {
+                t.time("retired_pages", || device.retired_pages(cause))
+                    .ok()
+                    .map(|pages| pages.len() as u64)
+            })
+            .map(|pages| (label, pages))
+    })
+    .collect();
 
     let mut pcie_rate = |counter| {
         if options.pcie_throughput {
@@ -260,7 +356,15 @@ pub(super) fn read_device(
     let rx_bytes_per_second = gpm.pcie_rx.or_else(|| pcie_rate(PcieUtilCounter::Receive));
 
     let nvlinks = if options.nvlink {
-        t.time("nvlink", || read_nvlinks(device))
+        let totals = FI_NVLINK_TOTALS.map(field);
+        // All four or none: a missing total could hide its counter's moves.
+        let totals = totals
+            .iter()
+            .all(Option::is_some)
+            .then(|| totals.map(|n| n.unwrap_or_default()));
+        t.time("nvlink", || {
+            read_nvlinks(device, &identity.uuid, totals, nvlink_cache)
+        })
     } else {
         Vec::new()
     };
@@ -373,17 +477,19 @@ pub(super) fn read_device(
         }),
         ecc_errors,
         retired_pages,
-        retired_pages_pending: t
-            .time("retired_pages", || device.are_pages_pending_retired())
-            .ok(),
+        retired_pages_pending: field(FI_RETIRED_PENDING).map(|v| v != 0).or_else(|| {
+            t.time("retired_pages", || device.are_pages_pending_retired())
+                .ok()
+        }),
         remapped_rows,
         pcie: PcieReadings {
             link_generation: t.time("pcie", || device.current_pcie_link_gen()).ok(),
             link_width: t.time("pcie", || device.current_pcie_link_width()).ok(),
-            replay_count: t
-                .time("pcie", || device.pcie_replay_counter())
-                .ok()
-                .map(u64::from),
+            replay_count: field(FI_PCIE_REPLAY).or_else(|| {
+                t.time("pcie", || device.pcie_replay_counter())
+                    .ok()
+                    .map(u64::from)
+            }),
             tx_bytes_per_second,
             rx_bytes_per_second,
         },
@@ -413,51 +519,78 @@ fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(model::Cl
         .collect()
 }
 
-/// Reads HBM temperature and row-remapping counters in one NVML call.
-fn read_fields(device: &Device<'_>) -> HashMap<u32, u64> {
-    let ids = [
-        FI_MEMORY_TEMP,
-        FI_REMAPPED_COR,
-        FI_REMAPPED_UNC,
-        FI_REMAPPED_PENDING,
-        FI_REMAPPED_FAILURE,
-        FI_RECOVERY_ACTION,
-    ]
-    .map(FieldId);
-    let Ok(values) = device.field_values_for(&ids) else {
-        return HashMap::new();
+/// Reads every [`FIELD_IDS`] value in one NVML call, in that order; a field that failed is
+/// `None`. (An array, not a map: 18 fields, each looked up once per cycle.)
+fn read_fields(device: &Device<'_>) -> [Option<u64>; FIELD_IDS.len()] {
+    let mut out = [None; FIELD_IDS.len()];
+    let Ok(values) = device.field_values_for(&FIELD_IDS.map(FieldId)) else {
+        return out;
     };
-    values
-        .into_iter()
-        .filter_map(|v| v.ok())
-        .filter_map(|FieldValueSample { field, value, .. }| {
-            let value = match value.ok()? {
-                SampleValue::U32(v) => u64::from(v),
-                SampleValue::U64(v) => v,
-                SampleValue::I64(v) => u64::try_from(v).ok()?,
-                SampleValue::F64(v) if v >= 0.0 => v as u64,
-                SampleValue::F64(_) => return None,
-            };
-            Some((field.0, value))
-        })
-        .collect()
+    for sample in values.into_iter().flatten() {
+        let FieldValueSample { field, value, .. } = sample;
+        let value = match value {
+            Ok(SampleValue::U32(v)) => Some(u64::from(v)),
+            Ok(SampleValue::U64(v)) => Some(v),
+            Ok(SampleValue::I64(v)) => u64::try_from(v).ok(),
+            Ok(SampleValue::F64(v)) if v >= 0.0 => Some(v as u64),
+            Ok(SampleValue::F64(_)) | Err(_) => None,
+        };
+        if let Some(slot) = FIELD_IDS
+            .iter()
+            .position(|f| *f == field.0)
+            .and_then(|i| out.get_mut(i))
+        {
+            *slot = value;
+        }
+    }
+    out
 }
-
-fn read_nvlinks(device: &Device<'_>) -> Vec<NvLinkReadings> {
-    let mut links = Vec::new();
+/// Every link's state, and its error counters: from `cache` while the GPU's `totals` say
+/// none moved (see `nvlink.rs`), else read per link and kept in `cache`.
+fn read_nvlinks(
+    device: &Device<'_>,
+    uuid: &str,
+    totals: Option<Totals>,
+    cache: &mut Option<NvLinkCache>,
+) -> Vec<NvLinkReadings> {
+    // Every cycle: a link going down is a health signal of its own.
+    let mut states = Vec::new();
     for link in 0..MAX_NVLINKS {
-        let wrapper = device.link_wrapper_for(link);
-        let active = match wrapper.is_active() {
-            Ok(active) => active,
+        match device.link_wrapper_for(link).is_active() {
+            Ok(active) => states.push((link, active)),
             // InvalidArg past the last link; NotSupported on boards without NVLink.
             Err(_) => break,
-        };
-        links.push(NvLinkReadings {
-            link,
-            active,
-            errors: NVLINK_COUNTERS.map(|counter| wrapper.error_counter(counter).ok()),
-        });
+        }
     }
+    let now = Instant::now();
+    if let Some(kept) = cache.as_ref()
+        && reread(Some(kept), uuid, totals, &states, now).is_none()
+    {
+        return kept.links().to_vec();
+    }
+    let mut all_definite = true;
+    let links: Vec<NvLinkReadings> = states
+        .iter()
+        .map(|&(link, active)| {
+            let wrapper = device.link_wrapper_for(link);
+            NvLinkReadings {
+                link,
+                active,
+                errors: NVLINK_COUNTERS.map(|counter| {
+                    let count = wrapper.error_counter(counter);
+                    all_definite &= definite(&count);
+                    count.ok()
+                }),
+            }
+        })
+        .collect();
+    *cache = Some(NvLinkCache::new(
+        uuid,
+        now,
+        totals,
+        all_definite,
+        links.clone(),
+    ));
     links
 }
 
