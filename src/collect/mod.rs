@@ -190,9 +190,12 @@ pub async fn run_paced(
                         "a {source} call from an earlier cycle is still blocked; serving the last good sample"
                     )
                 };
+                // The stuck cycle's own running time: the store dates the hang from its
+                // start (`failing_since`), not from the previous result.
+                let running = paced.running_for().unwrap_or(wait);
                 (
                     Err(CollectError::new(ErrorKind::Deadline, message)),
-                    wait,
+                    running,
                     SystemTime::now(),
                 )
             }

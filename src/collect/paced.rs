@@ -33,6 +33,8 @@ pub struct Finished<T> {
 struct Mailbox<T> {
     slot: Mutex<Option<Finished<T>>>,
     ready: Notify,
+    /// When the cycle now running started; `None` between cycles.
+    running_since: Mutex<Option<Instant>>,
 }
 
 /// The runtime's handle. Dropping it stops the thread (at once when it is waiting for its next
@@ -77,6 +79,7 @@ impl<T: Send + 'static> Paced<T> {
         let mailbox = Arc::new(Mailbox {
             slot: Mutex::new(None),
             ready: Notify::new(),
+            running_since: Mutex::new(None),
         });
         let (stop, stopped) = mpsc::sync_channel(0);
         let pacer = Pacer {
@@ -105,6 +108,16 @@ impl<T: Send + 'static> Paced<T> {
         }
     }
 
+    /// How long the cycle now running has been running; `None` between cycles.
+    pub fn running_for(&self) -> Option<Duration> {
+        let since = *self
+            .mailbox
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        since.map(|since| since.elapsed())
+    }
+
     fn take(&self) -> Option<Finished<T>> {
         self.mailbox
             .slot
@@ -125,6 +138,14 @@ pub struct Pacer<T> {
 }
 
 impl<T> Pacer<T> {
+    fn set_running_since(&self, since: Option<Instant>) {
+        *self
+            .mailbox
+            .running_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = since;
+    }
+
     /// Sleeps until the next cycle is due; false once the [`Paced`] handle is dropped.
     pub fn wait(&mut self) -> bool {
         loop {
@@ -145,7 +166,9 @@ impl<T> Pacer<T> {
     /// overran it (a slow cycle delays the schedule, never bursts to catch up).
     pub fn run(&mut self, cycle: impl FnOnce() -> T) {
         let started = Instant::now();
+        self.set_running_since(Some(started));
         let result = cycle();
+        self.set_running_since(None);
         let finished = Finished {
             result,
             duration: started.elapsed(),
@@ -222,6 +245,10 @@ mod tests {
         // The second cycle is stuck: nothing arrives, and no third cycle starts.
         let waited = tokio::time::timeout(Duration::from_millis(200), paced.next()).await;
         assert!(waited.is_err());
+        // It has been running for about those 200 ms, not since the previous result.
+        let running = paced.running_for().unwrap();
+        assert!(running >= Duration::from_millis(150), "{running:?}");
+        assert!(running < Duration::from_secs(2), "{running:?}");
         assert_eq!(cycles.load(Ordering::SeqCst), 2);
         release.store(true, Ordering::SeqCst);
         // The late cycle is delivered (or, unread, replaced by the one right after it, which
