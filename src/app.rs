@@ -148,8 +148,15 @@ pub async fn run(
 
 /// The agent's async runtime with `workers` threads (`agent.worker_threads`). It does little
 /// async work (blocking NVML and sysinfo calls have their own threads), and every idle worker
-/// wakes when another has work to share, so one is the default.
+/// wakes when another has work to share, so one is the default. One worker is tokio's
+/// current-thread scheduler, run by the thread that calls `block_on`: no worker thread to hand
+/// each wake-up to, and none of the multi-thread scheduler's work-sharing bookkeeping.
 pub fn runtime(workers: std::num::NonZeroUsize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers.get() == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.get())
         .enable_all()

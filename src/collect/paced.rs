@@ -13,8 +13,9 @@
 //! of the previous one, and every `interval` after that while the call stays stuck, serving
 //! the last good sample. A late result is still delivered (unless a newer one replaced it).
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -35,6 +36,8 @@ struct Mailbox<T> {
     ready: Notify,
     /// When the cycle now running started; `None` between cycles.
     running_since: Mutex<Option<Instant>>,
+    /// Set when the [`Paced`] handle is dropped; the thread ends at its next wake.
+    stopped: AtomicBool,
 }
 
 /// The runtime's handle. Dropping it stops the thread (at once when it is waiting for its next
@@ -42,8 +45,15 @@ struct Mailbox<T> {
 #[derive(Debug)]
 pub struct Paced<T> {
     mailbox: Arc<Mailbox<T>>,
-    /// Never sent on: its drop is what the thread's `recv_timeout` wakes up to.
-    _stop: SyncSender<()>,
+    /// The thread, unparked when the handle is dropped.
+    thread: Thread,
+}
+
+impl<T> Drop for Paced<T> {
+    fn drop(&mut self) {
+        self.mailbox.stopped.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 impl<T: Send + 'static> Paced<T> {
@@ -80,21 +90,19 @@ impl<T: Send + 'static> Paced<T> {
             slot: Mutex::new(None),
             ready: Notify::new(),
             running_since: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         });
-        let (stop, stopped) = mpsc::sync_channel(0);
         let pacer = Pacer {
             mailbox: Arc::clone(&mailbox),
-            stopped,
             interval,
             due: Instant::now(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(thread_name.to_owned())
-            .spawn(move || serve(pacer))?;
-        Ok(Self {
-            mailbox,
-            _stop: stop,
-        })
+            .spawn(move || serve(pacer))?
+            .thread()
+            .clone();
+        Ok(Self { mailbox, thread })
     }
 
     /// Waits for the next finished cycle (at once when one is waiting unread).
@@ -131,7 +139,6 @@ impl<T: Send + 'static> Paced<T> {
 #[derive(Debug)]
 pub struct Pacer<T> {
     mailbox: Arc<Mailbox<T>>,
-    stopped: Receiver<()>,
     interval: Duration,
     /// When the next cycle starts.
     due: Instant,
@@ -146,18 +153,19 @@ impl<T> Pacer<T> {
             .unwrap_or_else(PoisonError::into_inner) = since;
     }
 
-    /// Sleeps until the next cycle is due; false once the [`Paced`] handle is dropped.
+    /// Sleeps until the next cycle is due; false once the [`Paced`] handle is dropped. A
+    /// plain park (a futex wait), the cheapest sleep std has; the handle's drop unparks it.
     pub fn wait(&mut self) -> bool {
         loop {
+            if self.mailbox.stopped.load(Ordering::Acquire) {
+                return false;
+            }
             let left = self.due.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return true;
             }
-            match self.stopped.recv_timeout(left) {
-                Err(RecvTimeoutError::Timeout) => {}
-                // The handle is gone (nothing is ever sent).
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return false,
-            }
+            // May return early (a spurious wake, or the unpark): the loop looks again.
+            std::thread::park_timeout(left);
         }
     }
 
@@ -191,7 +199,7 @@ impl<T> Pacer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     const SOON: Duration = Duration::from_secs(5);
 
@@ -268,7 +276,7 @@ mod tests {
 
     #[test]
     fn dropping_the_handle_ends_a_waiting_thread_at_once() {
-        let (done, ended) = mpsc::channel();
+        let (done, ended) = std::sync::mpsc::channel();
         let paced = Paced::<u32>::spawn_serving("t", Duration::from_secs(3600), move |mut p| {
             while p.wait() {
                 p.run(|| 1);
