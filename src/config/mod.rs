@@ -472,7 +472,9 @@ pub struct HealthConfig {
     pub nvml_stale_after: HumanDuration,
     /// Longest time between two health evaluations when nothing new arrives. Health is
     /// evaluated after every GPU collector cycle and at once on an Xid or an operator clear;
-    /// this clock only lets held reasons expire on a node where none of those happen.
+    /// this clock only lets held reasons expire on a node where none of those happen. (The
+    /// default stays under 4 s, the reach of tokio's finer timer wheel: re-armed after each
+    /// GPU cycle, such a timer never wakes the agent while cycles come every second.)
     pub idle_interval: HumanDuration,
     /// Per-Xid policy overrides, e.g. { "94" = "degraded:restart_app", "13" = "ignore" }:
     /// `ignore` or `degraded|unhealthy:ACTION`, checked at load (`health::Policy`).
@@ -491,7 +493,7 @@ impl Default for HealthConfig {
             // 15 missed 2 s deadlines: longer than any slow cycle seen on a healthy driver
             // (60 ms on an H200), short enough to drain a wedged node within a minute.
             nvml_stale_after: HumanDuration::secs(30),
-            idle_interval: HumanDuration::secs(5),
+            idle_interval: HumanDuration::secs(3),
             xid_overrides: BTreeMap::new(),
         }
     }

@@ -11,6 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+/// How late a tick may run when no store change wakes the keeper (see [`run`]).
+const TICK_GRACE: Duration = Duration::from_millis(1500);
+
+/// The fallback timer's longest wait: under 4.096 s, the reach of tokio's 1 ms and 64 ms
+/// wheel levels, so a timer re-armed every second is never due (a farther one sits in the
+/// 4 s level, whose slot boundaries wake the runtime to move it down).
+const FALLBACK_MAX: Duration = Duration::from_millis(3500);
+
 use super::account::{Accountant, JobCursor, Slo};
 use super::disk::{self, Write, Writer};
 use super::{Changes, Ledger};
@@ -263,21 +271,37 @@ pub async fn run(
     else {
         return;
     };
-    let mut tick = tokio::time::interval(tick_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Instant::now();
+    // Ticks ride on the wake-ups the store's changes cause anyway (a GPU cycle every second):
+    // a tick runs at the first change at least `tick_every` after the last one. Without
+    // changes, a fallback timer runs it at most TICK_GRACE late; re-armed at every change and
+    // never farther than FALLBACK_MAX, it does not fire while changes come, so it costs no
+    // wake-up of its own.
+    let mut changes = store.changes();
+    let mut last: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        if last.is_none_or(|last| now.duration_since(last) >= tick_every) {
+            // A long pause (suspend, a stalled runtime) is not observed time.
+            let dt = last.map_or(tick_every, |last| {
+                now.duration_since(last).min(tick_every * 2)
+            });
+            last = Some(now);
+            let snap = store.snapshot();
+            let state = keeper.tick(&snap, SystemTime::now(), dt);
+            store.set_score(state);
+        }
+        let due = last.map_or(now, |last| last + tick_every);
+        let fallback = (due.saturating_duration_since(now) + TICK_GRACE).min(FALLBACK_MAX);
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            _ = tick.tick() => {}
+            changed = changes.changed() => {
+                // The store outlives this task (it holds an Arc): never an error.
+                if changed.is_err() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep(fallback) => {}
         }
-        let elapsed = last.elapsed();
-        last = Instant::now();
-        // A long pause (suspend, a stalled runtime) is not observed time.
-        let dt = elapsed.min(tick_every * 2);
-        let snap = store.snapshot();
-        let state = keeper.tick(&snap, SystemTime::now(), dt);
-        store.set_score(state);
     }
     let _ = tokio::task::spawn_blocking(move || keeper.flush(grace / 2)).await;
 }
