@@ -131,15 +131,12 @@ pub async fn run_collector<C: Collector>(
         }
         let started = Instant::now();
         let result = collector.collect().await;
-        let duration = started.elapsed();
-        last_state = Some(store_cycle(
-            name,
-            &store,
-            last_state,
+        let finished = Finished {
             result,
-            duration,
-            SystemTime::now(),
-        ));
+            duration: started.elapsed(),
+            finished_at: SystemTime::now(),
+        };
+        last_state = Some(store_cycle(name, &store, last_state, finished));
     }
     tracing::debug!(collector = name, "Collector stopped.");
 }
@@ -170,14 +167,10 @@ pub async fn run_paced(
             _ = shutdown.wait_for(|stop| *stop) => break,
             finished = tokio::time::timeout(wait, paced.next()) => finished,
         };
-        let (result, duration, finished_at) = match finished {
-            Ok(Finished {
-                result,
-                duration,
-                finished_at,
-            }) => {
+        let finished = match finished {
+            Ok(finished) => {
                 missed = 0;
-                (result, duration, finished_at)
+                finished
             }
             Err(_) => {
                 missed = missed.saturating_add(1);
@@ -190,24 +183,16 @@ pub async fn run_paced(
                         "a {source} call from an earlier cycle is still blocked; serving the last good sample"
                     )
                 };
-                // The stuck cycle's own running time: the store dates the hang from its
-                // start (`failing_since`), not from the previous result.
-                let running = paced.running_for().unwrap_or(wait);
-                (
-                    Err(CollectError::new(ErrorKind::Deadline, message)),
-                    running,
-                    SystemTime::now(),
-                )
+                Finished {
+                    result: Err(CollectError::new(ErrorKind::Deadline, message)),
+                    // The stuck cycle's own running time: the store dates the hang from its
+                    // start (`failing_since`), not from the previous result.
+                    duration: paced.running_for().unwrap_or(wait),
+                    finished_at: SystemTime::now(),
+                }
             }
         };
-        last_state = Some(store_cycle(
-            name,
-            &store,
-            last_state,
-            result,
-            duration,
-            finished_at,
-        ));
+        last_state = Some(store_cycle(name, &store, last_state, finished));
     }
     tracing::debug!(collector = name, "Collector stopped.");
 }
@@ -218,10 +203,13 @@ fn store_cycle(
     name: &str,
     store: &Store,
     last_state: Option<Result<(), ErrorKind>>,
-    result: Result<Sample, CollectError>,
-    duration: Duration,
-    finished_at: SystemTime,
+    finished: Finished<Result<Sample, CollectError>>,
 ) -> Result<(), ErrorKind> {
+    let Finished {
+        result,
+        duration,
+        finished_at,
+    } = finished;
     let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
     log_transition(name, last_state, &result);
     let outcome = match result {

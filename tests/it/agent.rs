@@ -125,6 +125,22 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// [`Agent::start`] on the NVML library `lib` (a fake), sampling GPUs every `interval`.
+    pub fn on_nvml<E, K, V>(lib: &std::path::Path, interval: &str, env: E) -> Agent
+    where
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let args: [&OsStr; 4] = [
+            "--nvml-lib".as_ref(),
+            lib.as_os_str(),
+            "--interval".as_ref(),
+            interval.as_ref(),
+        ];
+        Agent::start(args, env)
+    }
+
     /// Spawns `gpulse <args> --listen 127.0.0.1:PORT` with `env` added (inherited `GPULSE_*`
     /// config variables and systemd's are removed so the caller's environment cannot change the test) and
     /// waits up to [`READY_TIMEOUT`] for `/readyz` to answer 200.

@@ -111,15 +111,7 @@ fn start_with(fake: &FakeNvml, dcgm_compat: bool, extra: &[(&'static str, &'stat
         env.push(("GPULSE_PROMETHEUS_DCGM_COMPAT", "true"));
     }
     env.extend_from_slice(extra);
-    Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "200ms".as_ref(),
-        ],
-        env,
-    )
+    Agent::on_nvml(&lib, "200ms", env)
 }
 
 /// `/metrics` once the GPU collector has published a sample.

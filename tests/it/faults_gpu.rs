@@ -40,15 +40,7 @@ fn value(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 fn start(fake: &FakeNvml, env: &[(&str, &str)]) -> Agent {
     let lib = fake.lib_path();
-    Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "100ms".as_ref(),
-        ],
-        env.iter().copied(),
-    )
+    Agent::on_nvml(&lib, "100ms", env.iter().copied())
 }
 
 fn node_is(state: &str) -> impl Fn(&str) -> bool + '_ {

@@ -475,15 +475,7 @@ pub(crate) fn wait_for(agent: &Agent, what: &str, mut ok: impl FnMut(&str) -> bo
 fn the_agent_exports_fake_values_and_omits_unsupported_ones() {
     let fake = FakeNvml::new("gpus=2\ngpu1.util=42\nnot_supported=nvmlDeviceGetPowerUsage\n");
     let lib = fake.lib_path();
-    let agent = Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "200ms".as_ref(),
-        ],
-        [("GPULSE_LOG_LEVEL", "info")],
-    );
+    let agent = Agent::on_nvml(&lib, "200ms", [("GPULSE_LOG_LEVEL", "info")]);
     let body = wait_for(&agent, "both GPUs", |b| {
         metric_lines(b, "gpulse_gpu_utilization_ratio").len() == 2
     });
@@ -509,15 +501,7 @@ fn the_agent_exports_fake_values_and_omits_unsupported_ones() {
 fn a_hung_nvml_call_serves_stale_data_without_blocking_or_piling_up_threads() {
     let fake = FakeNvml::new("gpus=2\n");
     let lib = fake.lib_path();
-    let agent = Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "100ms".as_ref(),
-        ],
-        [("GPULSE_GPU_TIMEOUT", "300ms")],
-    );
+    let agent = Agent::on_nvml(&lib, "100ms", [("GPULSE_GPU_TIMEOUT", "300ms")]);
     wait_for(&agent, "a first GPU sample", |b| {
         b.contains("gpulse_collector_success{collector=\"gpu\"} 1")
     });
@@ -565,15 +549,7 @@ fn a_hung_nvml_call_serves_stale_data_without_blocking_or_piling_up_threads() {
 fn without_nvml_the_agent_serves_host_metrics_says_so_once_and_picks_nvml_up_later() {
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path().join("libnvidia-ml.so.1");
-    let agent = Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "100ms".as_ref(),
-        ],
-        [("GPULSE_GPU_NVML_RETRY_INTERVAL", "200ms")],
-    );
+    let agent = Agent::on_nvml(&lib, "100ms", [("GPULSE_GPU_NVML_RETRY_INTERVAL", "200ms")]);
     let body = wait_for(&agent, "several failed gpu cycles", |b| {
         b.lines().any(|l| {
             l.strip_prefix("gpulse_collector_runs_total{collector=\"gpu\"} ")

@@ -223,15 +223,7 @@ fn a_refused_reading_is_omitted_whichever_way_it_is_read() {
 fn per_link_counters_follow_the_driver_mid_run() {
     let fake = FakeNvml::new("gpus=1\nnvlinks=2\n");
     let lib = fake.lib_path();
-    let agent = Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "100ms".as_ref(),
-        ],
-        std::iter::empty::<(&str, &str)>(),
-    );
+    let agent = Agent::on_nvml(&lib, "100ms", std::iter::empty::<(&str, &str)>());
     // crc_data of link `link`, as /metrics shows it.
     let crc_data = |b: &str, link: u32| -> Option<f64> {
         let labels = format!("link=\"{link}\",counter=\"crc_data\"}} ");

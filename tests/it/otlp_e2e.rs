@@ -104,13 +104,9 @@ fn pushes_gpu_metrics_to_rotel(protocol: &str) {
         rotel.http
     };
     let endpoint = format!("http://127.0.0.1:{port}");
-    let _agent = Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            lib.as_os_str(),
-            "--interval".as_ref(),
-            "200ms".as_ref(),
-        ],
+    let _agent = Agent::on_nvml(
+        &lib,
+        "200ms",
         [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),

@@ -60,13 +60,9 @@ fn fake_uuid(index: usize) -> String {
 }
 
 fn start_agent(fake: &FakeNvml) -> Agent {
-    Agent::start(
-        [
-            "--nvml-lib".as_ref(),
-            fake.lib_path().as_os_str(),
-            "--interval".as_ref(),
-            "500ms".as_ref(),
-        ],
+    Agent::on_nvml(
+        &fake.lib_path(),
+        "500ms",
         std::iter::empty::<(&str, &str)>(),
     )
 }
