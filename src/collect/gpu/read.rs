@@ -265,12 +265,7 @@ pub(super) fn read_device(
     } = kept;
     let memory = t.time("memory", || device.memory_info()).ok();
     let fields = t.time("field_values", || read_fields(device));
-    let field = |id: u32| {
-        FIELD_IDS
-            .iter()
-            .position(|f| *f == id)
-            .and_then(|i| fields.get(i).copied().flatten())
-    };
+    let field = |id: u32| field_slot(id).and_then(|i| fields.get(i).copied().flatten());
 
     let remapped_rows = match (
         field(FI_REMAPPED_COR),
@@ -519,6 +514,11 @@ fn read_clocks(read: impl Fn(Clock) -> Result<u32, NvmlError>) -> Vec<(model::Cl
         .collect()
 }
 
+/// Where field `id` stands in [`FIELD_IDS`] (and in what [`read_fields`] returns).
+fn field_slot(id: u32) -> Option<usize> {
+    FIELD_IDS.iter().position(|f| *f == id)
+}
+
 /// Reads every [`FIELD_IDS`] value in one NVML call, in that order; a field that failed is
 /// `None`. (An array, not a map: 18 fields, each looked up once per cycle.)
 fn read_fields(device: &Device<'_>) -> [Option<u64>; FIELD_IDS.len()] {
@@ -535,16 +535,13 @@ fn read_fields(device: &Device<'_>) -> [Option<u64>; FIELD_IDS.len()] {
             Ok(SampleValue::F64(v)) if v >= 0.0 => Some(v as u64),
             Ok(SampleValue::F64(_)) | Err(_) => None,
         };
-        if let Some(slot) = FIELD_IDS
-            .iter()
-            .position(|f| *f == field.0)
-            .and_then(|i| out.get_mut(i))
-        {
+        if let Some(slot) = field_slot(field.0).and_then(|i| out.get_mut(i)) {
             *slot = value;
         }
     }
     out
 }
+
 /// Every link's state, and its error counters: from `cache` while the GPU's `totals` say
 /// none moved (see `nvlink.rs`), else read per link and kept in `cache`.
 fn read_nvlinks(
@@ -554,7 +551,7 @@ fn read_nvlinks(
     cache: &mut Option<NvLinkCache>,
 ) -> Vec<NvLinkReadings> {
     // Every cycle: a link going down is a health signal of its own.
-    let mut states = Vec::new();
+    let mut states = Vec::with_capacity(MAX_NVLINKS as usize);
     for link in 0..MAX_NVLINKS {
         match device.link_wrapper_for(link).is_active() {
             Ok(active) => states.push((link, active)),
