@@ -9,8 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::collect::gpu::{GpuOptions, NvmlCollector};
-use crate::collect::host::HostCollector;
+use crate::collect::gpu::GpuOptions;
 use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
@@ -236,7 +235,7 @@ pub async fn run_with(
                 );
                 let sink_store = Arc::clone(&store);
                 let sink: XidSink = Arc::new(move |event| sink_store.record_xid(event));
-                let collector = NvmlCollector::start_with_xid_sink(options, interval, Some(sink))
+                let collector = crate::collect::gpu::start_collector(options, interval, Some(sink))
                     .map_err(|e| AppError::Thread("gpu", e))?;
                 tasks.spawn(collector.run(Arc::clone(&store), stop_rx.clone()));
             }
@@ -255,8 +254,8 @@ pub async fn run_with(
         }
     }
     if config.host.enabled {
-        let collector =
-            HostCollector::start(&config.host).map_err(|e| AppError::Thread("host", e))?;
+        let collector = crate::collect::host::start_collector(&config.host)
+            .map_err(|e| AppError::Thread("host", e))?;
         tasks.spawn(collector.run(Arc::clone(&store), stop_rx.clone()));
     }
 

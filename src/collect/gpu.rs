@@ -30,13 +30,10 @@ use nvml_wrapper::Device;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
-use tokio::sync::watch;
-
 use super::paced::{Paced, Pacer};
-use super::{CollectError, ErrorKind, XidSink, run_paced};
+use super::{CollectError, ErrorKind, PacedCollector, XidSink};
 use crate::config::GpuConfig;
 use crate::model::{GpuDevice, GpuIdentity, GpuSample, Sample, XidEvent, XidSource};
-use crate::store::Store;
 
 mod gpm;
 mod nvlink;
@@ -92,61 +89,33 @@ impl GpuOptions {
     }
 }
 
-/// The async side of the NVML collector: the NVML thread samples on its own schedule
-/// ([`Paced`]); [`NvmlCollector::run`] stores each cycle.
-#[derive(Debug)]
-pub struct NvmlCollector {
-    paced: Paced<Result<Sample, CollectError>>,
+/// Starts the NVML thread, sampling every `interval` from now on and handing Xids inferred
+/// from return codes to `sink`; the collector's [`PacedCollector::run`] stores each cycle.
+/// NVML itself is loaded by the first cycle.
+pub fn start_collector(
+    options: GpuOptions,
     interval: Duration,
-    timeout: Duration,
-}
-
-impl NvmlCollector {
-    /// Starts the NVML thread, sampling every `interval` from now on. NVML itself is loaded
-    /// by the first cycle.
-    pub fn start(options: GpuOptions, interval: Duration) -> std::io::Result<Self> {
-        Self::start_with_xid_sink(options, interval, None)
+    sink: Option<XidSink>,
+) -> std::io::Result<PacedCollector> {
+    let timeout = options.timeout;
+    let retry_interval = options.retry_interval;
+    let mut sampler = NvmlSampler::new(options);
+    sampler.xid_sink = sink;
+    // Read once at start: a bench or a real-GPU check turns it on for one run.
+    sampler.timer.on = std::env::var_os(TIMING_ENV).is_some_and(|v| v == "1");
+    if sampler.timer.on {
+        tracing::info!("NVML per-call timing is on ({TIMING_ENV}=1).");
     }
-
-    /// Like [`NvmlCollector::start`], handing Xids inferred from return codes to `sink`.
-    pub fn start_with_xid_sink(
-        options: GpuOptions,
-        interval: Duration,
-        sink: Option<XidSink>,
-    ) -> std::io::Result<Self> {
-        let timeout = options.timeout;
-        let retry_interval = options.retry_interval;
-        let mut sampler = NvmlSampler::new(options);
-        sampler.xid_sink = sink;
-        // Read once at start: a bench or a real-GPU check turns it on for one run.
-        sampler.timer.on = std::env::var_os(TIMING_ENV).is_some_and(|v| v == "1");
-        if sampler.timer.on {
-            tracing::info!("NVML per-call timing is on ({TIMING_ENV}=1).");
-        }
-        let paced = Paced::spawn_serving("gpulse-nvml", interval, move |pacer| {
-            sampler.serve(pacer, retry_interval);
-        })?;
-        Ok(Self {
-            paced,
-            interval,
-            timeout,
-        })
-    }
-
-    /// Stores every cycle the NVML thread finishes (and `deadline` while it is stuck) until
-    /// `shutdown`.
-    pub async fn run(self, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
-        run_paced(
-            "gpu",
-            &self.paced,
-            self.interval,
-            self.timeout,
-            "NVML",
-            store,
-            shutdown,
-        )
-        .await;
-    }
+    let paced = Paced::spawn_serving("gpulse-nvml", interval, move |pacer| {
+        sampler.serve(pacer, retry_interval);
+    })?;
+    Ok(PacedCollector {
+        name: "gpu",
+        source: "NVML",
+        paced,
+        interval,
+        timeout,
+    })
 }
 
 /// A cycle's result as the agent stores it. "Unavailable" says what the agent does about it;
@@ -166,7 +135,7 @@ fn agent_result(
     })
 }
 
-/// The blocking NVML sampler. [`NvmlCollector`] owns one on its dedicated thread; benches
+/// The blocking NVML sampler. [`start_collector`]'s thread owns one; benches
 /// and tests may drive it directly.
 pub struct NvmlSampler {
     options: GpuOptions,

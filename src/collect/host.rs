@@ -19,15 +19,10 @@ use sysinfo::{
     CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, RefreshKind, System,
 };
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
-
 use super::paced::Paced;
-use super::{CollectError, ErrorKind, run_paced};
+use super::{CollectError, ErrorKind, PacedCollector};
 use crate::config::HostConfig;
 use crate::model::{DiskReadings, HostSample, NetworkReadings, Sample};
-use crate::store::Store;
 
 /// The longest the filesystem list goes without being read again, in case a mount change
 /// was not signalled (a poll that failed, a file system that changed its device).
@@ -39,48 +34,24 @@ const IGNORED_FILESYSTEMS: [&str; 12] = [
     "nsfs", "tracefs", "autofs",
 ];
 
-/// The async side of the host collector: the host thread samples on its own schedule
-/// ([`Paced`]); [`HostCollector::run`] stores each cycle.
-#[derive(Debug)]
-pub struct HostCollector {
-    paced: Paced<Result<Sample, CollectError>>,
-    interval: Duration,
-    timeout: Duration,
+/// Starts the host thread, sampling every `host.interval` from now on; the collector's
+/// [`PacedCollector::run`] stores each cycle.
+pub fn start_collector(config: &HostConfig) -> std::io::Result<PacedCollector> {
+    let sampler = HostSampler::new(config.clone());
+    let interval = config.interval.0;
+    let paced = Paced::spawn("gpulse-host", interval, sampler, |sampler| {
+        sampler.cycle().map(Sample::Host)
+    })?;
+    Ok(PacedCollector {
+        name: "host",
+        source: "host",
+        paced,
+        interval,
+        timeout: config.timeout.0,
+    })
 }
 
-impl HostCollector {
-    /// Starts the host thread, sampling every `host.interval` from now on.
-    pub fn start(config: &HostConfig) -> std::io::Result<Self> {
-        let sampler = HostSampler::new(config.clone());
-        let interval = config.interval.0;
-        let paced = Paced::spawn("gpulse-host", interval, sampler, |sampler| {
-            sampler.cycle().map(Sample::Host)
-        })?;
-        Ok(Self {
-            paced,
-            interval,
-            timeout: config.timeout.0,
-        })
-    }
-
-    /// Stores every cycle the host thread finishes (and `deadline` while it is stuck) until
-    /// `shutdown`.
-    pub async fn run(self, store: Arc<Store>, shutdown: watch::Receiver<bool>) {
-        let (interval, timeout) = (self.interval, self.timeout);
-        run_paced(
-            "host",
-            &self.paced,
-            interval,
-            timeout,
-            "host",
-            store,
-            shutdown,
-        )
-        .await;
-    }
-}
-
-/// The blocking host sampler; [`HostCollector`] owns one on its thread, benches drive it
+/// The blocking host sampler; [`start_collector`]'s thread owns one, benches drive it
 /// directly. sysinfo keeps previous readings to compute CPU usage.
 pub struct HostSampler {
     config: HostConfig,
@@ -332,7 +303,7 @@ mod tests {
             interval: crate::config::HumanDuration(Duration::from_millis(20)),
             ..HostConfig::default()
         };
-        let c = HostCollector::start(&config).unwrap();
+        let c = start_collector(&config).unwrap();
         let Sample::Host(h) = c.paced.next().await.result.unwrap() else {
             panic!("not a host sample");
         };

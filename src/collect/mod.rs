@@ -8,8 +8,8 @@
 //! * `probe`: inference-server and endpoint probes (HTTP through reqwest, TCP connect), their
 //!   synthetic requests, `/metrics` scrapes and TLS settings.
 //! * `paced`: the dedicated thread that keeps blocking cycles (NVML, /proc, statfs) off the
-//!   runtime, on its own schedule ([`run_paced`] stores them under a deadline), so an idle
-//!   agent's runtime wakes once per cycle.
+//!   runtime, on its own schedule ([`PacedCollector::run`] stores them under a deadline), so
+//!   an idle agent's runtime wakes once per cycle.
 //!
 //! The runner, not each collector, times every cycle, records success and duration in the
 //! store, and logs only when a collector's state changes (ok → failing, failing → ok, or a
@@ -141,60 +141,76 @@ pub async fn run_collector<C: Collector>(
     tracing::debug!(collector = name, "Collector stopped.");
 }
 
-/// Stores the cycles a [`Paced`] thread finishes until `shutdown` turns true. When none
-/// finished within `interval + timeout` of the previous one, the cycle is stuck (a blocking
-/// call hung): `deadline` is recorded then and every `interval` after that, and the store
-/// keeps serving the last good sample, until the late cycle arrives.
-pub async fn run_paced(
-    name: &'static str,
-    paced: &Paced<Result<Sample, CollectError>>,
-    interval: Duration,
-    timeout: Duration,
-    source: &str,
-    store: Arc<Store>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last_state: Option<Result<(), ErrorKind>> = None;
-    // Missed cycles in a row: the first is "did not finish", the next "still blocked".
-    let mut missed = 0u32;
-    loop {
-        let wait = if missed == 0 {
-            interval + timeout
-        } else {
-            interval
-        };
-        let finished = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            finished = tokio::time::timeout(wait, paced.next()) => finished,
-        };
-        let finished = match finished {
-            Ok(finished) => {
-                missed = 0;
-                finished
-            }
-            Err(_) => {
-                missed = missed.saturating_add(1);
-                let message = if missed == 1 {
-                    format!(
-                        "{source} cycle did not finish within {timeout:?}; serving the last good sample"
-                    )
-                } else {
-                    format!(
-                        "a {source} call from an earlier cycle is still blocked; serving the last good sample"
-                    )
-                };
-                Finished {
-                    result: Err(CollectError::new(ErrorKind::Deadline, message)),
-                    // The stuck cycle's own running time: the store dates the hang from its
-                    // start (`failing_since`), not from the previous result.
-                    duration: paced.running_for().unwrap_or(wait),
-                    finished_at: SystemTime::now(),
+/// A collector whose blocking cycles run on a [`Paced`] thread (NVML, host);
+/// [`PacedCollector::run`] stores them.
+#[derive(Debug)]
+pub struct PacedCollector {
+    /// The `collector` label.
+    pub name: &'static str,
+    /// What the deadline messages call the source (`NVML`, `host`).
+    pub source: &'static str,
+    pub paced: Paced<Result<Sample, CollectError>>,
+    /// The thread's schedule.
+    pub interval: Duration,
+    /// How long a cycle may run past its due time before it is reported stuck.
+    pub timeout: Duration,
+}
+
+impl PacedCollector {
+    /// Stores the cycles the thread finishes until `shutdown` turns true. When none finished
+    /// within `interval + timeout` of the previous one, the cycle is stuck (a blocking call
+    /// hung): `deadline` is recorded then and every `interval` after that, and the store keeps
+    /// serving the last good sample, until the late cycle arrives.
+    pub async fn run(self, store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+        let Self {
+            name,
+            source,
+            paced,
+            interval,
+            timeout,
+        } = self;
+        let mut last_state: Option<Result<(), ErrorKind>> = None;
+        // Missed cycles in a row: the first is "did not finish", the next "still blocked".
+        let mut missed = 0u32;
+        loop {
+            let wait = if missed == 0 {
+                interval + timeout
+            } else {
+                interval
+            };
+            let finished = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                finished = tokio::time::timeout(wait, paced.next()) => finished,
+            };
+            let finished = match finished {
+                Ok(finished) => {
+                    missed = 0;
+                    finished
                 }
-            }
-        };
-        last_state = Some(store_cycle(name, &store, last_state, finished));
+                Err(_) => {
+                    missed = missed.saturating_add(1);
+                    let message = if missed == 1 {
+                        format!(
+                            "{source} cycle did not finish within {timeout:?}; serving the last good sample"
+                        )
+                    } else {
+                        format!(
+                            "a {source} call from an earlier cycle is still blocked; serving the last good sample"
+                        )
+                    };
+                    Finished {
+                        result: Err(CollectError::new(ErrorKind::Deadline, message)),
+                        // The stuck cycle's own running time: the store dates the hang from its
+                        // start (`failing_since`), not from the previous result.
+                        duration: paced.running_for().unwrap_or(wait),
+                        finished_at: SystemTime::now(),
+                    }
+                }
+            };
+            last_state = Some(store_cycle(name, &store, last_state, finished));
+        }
+        tracing::debug!(collector = name, "Collector stopped.");
     }
-    tracing::debug!(collector = name, "Collector stopped.");
 }
 
 /// Publishes a cycle's sample, records the run, and logs a change of state once; returns the

@@ -9,9 +9,9 @@
 //! and leaves the result in a one-slot mailbox: the runtime wakes once per cycle, to store it.
 //!
 //! A hang costs one thread, never a second: at most one cycle is in flight. The runtime side
-//! ([`super::run_paced`]) reports `deadline` when no cycle finished within `interval + timeout`
-//! of the previous one, and every `interval` after that while the call stays stuck, serving
-//! the last good sample. A late result is still delivered (unless a newer one replaced it).
+//! ([`super::PacedCollector::run`]) reports `deadline` when no cycle finished within
+//! `interval + timeout` of the previous one, and every `interval` after that while the call
+//! stays stuck, serving the last good sample. A late result is still delivered (unless a newer one replaced it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
