@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::collect::gpu::GpuOptions;
-use crate::collect::{XidSink, gpu_xid, kmsg, probe, run_collector};
+use crate::collect::{XidCount, XidSink, gpu_xid, kmsg, probe, run_collector};
 use crate::config::{Config, ConfigError, Loaded, Origins, OtlpSettings, Override};
 use crate::demo::gpu_sim::{DEMO_XID_EVERY, SimGpuCollector, simulated_xid};
 use crate::evidence::event_log::{self, EventLog};
@@ -235,8 +235,15 @@ pub async fn run_with(
                 );
                 let sink_store = Arc::clone(&store);
                 let sink: XidSink = Arc::new(move |event| sink_store.record_xid(event));
-                let collector = crate::collect::gpu::start_collector(options, interval, Some(sink))
-                    .map_err(|e| AppError::Thread("gpu", e))?;
+                let changes = store.changes();
+                let xid_count: XidCount = Arc::new(move || changes.borrow().xids);
+                let collector = crate::collect::gpu::start_collector(
+                    options,
+                    interval,
+                    Some(sink),
+                    Some(xid_count),
+                )
+                .map_err(|e| AppError::Thread("gpu", e))?;
                 tasks.spawn(collector.run(Arc::clone(&store), stop_rx.clone()));
             }
             GpuSource::Demo { gpus } => {

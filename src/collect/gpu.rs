@@ -31,7 +31,7 @@ use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
 use super::paced::{Paced, Pacer};
-use super::{CollectError, ErrorKind, PacedCollector, XidSink};
+use super::{CollectError, ErrorKind, PacedCollector, XidCount, XidSink};
 use crate::config::GpuConfig;
 use crate::model::{GpuDevice, GpuIdentity, GpuSample, Sample, XidEvent, XidSource};
 
@@ -96,11 +96,13 @@ pub fn start_collector(
     options: GpuOptions,
     interval: Duration,
     sink: Option<XidSink>,
+    xid_count: Option<XidCount>,
 ) -> std::io::Result<PacedCollector> {
     let timeout = options.timeout;
     let retry_interval = options.retry_interval;
     let mut sampler = NvmlSampler::new(options);
     sampler.xid_sink = sink;
+    sampler.xid_count = xid_count;
     // Read once at start: a bench or a real-GPU check turns it on for one run.
     sampler.timer.on = std::env::var_os(TIMING_ENV).is_some_and(|v| v == "1");
     if sampler.timer.on {
@@ -150,10 +152,15 @@ pub struct NvmlSampler {
     process_util_seen: HashMap<u32, u64>,
     /// Per GPU, the readings that do not change while the driver runs.
     statics: HashMap<u32, Option<Statics>>,
-    /// Per GPU, the last per-link NVLink error-counter read (kept while the totals stand).
+    /// Per GPU, the last per-link NVLink read, states and error counters (kept while the
+    /// totals stand, no Xid arrived and it is younger than `NVLINK_RECHECK`).
     nvlinks: HashMap<u32, Option<NvLinkCache>>,
     /// Where Xids inferred from return codes go; `None` drops them.
     xid_sink: Option<XidSink>,
+    /// The agent's Xid count, read each cycle; `None`: no Xid news (NVLink at its recheck).
+    xid_count: Option<XidCount>,
+    /// `xid_count` at the last cycle.
+    xids_seen: Option<u64>,
     /// GPUs last seen lost or needing a reset, so each transition is reported once.
     failed_gpus: HashMap<u32, &'static str>,
     /// The device count of the last cycle.
@@ -178,6 +185,8 @@ impl NvmlSampler {
             statics: HashMap::new(),
             nvlinks: HashMap::new(),
             xid_sink: None,
+            xid_count: None,
+            xids_seen: None,
             failed_gpus: HashMap::new(),
             last_count: None,
             vanished: BTreeMap::new(),
@@ -197,6 +206,11 @@ impl NvmlSampler {
     /// The per-call timing of the last finished cycle, when timing is on.
     pub fn last_timing(&self) -> Option<&CallTiming> {
         self.last_timing.as_ref()
+    }
+
+    /// Reads every NVLink's state and counters again in the cycle after `count` moves.
+    pub fn set_xid_count(&mut self, count: XidCount) {
+        self.xid_count = Some(count);
     }
 
     /// Hands Xids inferred from NVML return codes to `sink`.
@@ -344,9 +358,13 @@ impl NvmlSampler {
                 );
             }
         };
+        // An Xid since the last cycle (on any GPU) may be a link going down: read links anew.
+        let xids = self.xid_count.as_ref().map(|count| count());
+        let xid_news = xids != self.xids_seen && self.xids_seen.is_some();
+        self.xids_seen = xids;
         let mut sampled = Vec::with_capacity(count as usize);
         for index in 0..count {
-            sampled.push(self.sample_device(nvml, gpm.as_deref_mut(), index));
+            sampled.push(self.sample_device(nvml, gpm.as_deref_mut(), index, xid_news));
         }
         if let Some(gpm) = gpm {
             gpm.retain_below(count);
@@ -425,6 +443,7 @@ impl NvmlSampler {
         nvml: &'n Nvml,
         gpm: Option<&mut GpmState<'n>>,
         index: u32,
+        xid_news: bool,
     ) -> (GpuDevice, Option<&'static str>) {
         let timer = &mut self.timer;
         let device = match timer.time("handle", || nvml.device_by_index(index)) {
@@ -499,6 +518,7 @@ impl NvmlSampler {
             process_util_seen: seen,
             statics,
             nvlinks: self.nvlinks.entry(index).or_default(),
+            xid_news,
         };
         let device = read_device(&device, identity, readings, &self.options, kept, timer);
         (device, failure)

@@ -51,6 +51,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// Where a collector hands Xid occurrences it infers (normally [`Store::record_xid`]).
 pub type XidSink = Arc<dyn Fn(XidEvent) + Send + Sync>;
 
+/// How many Xid occurrences were recorded so far, from any source (normally the store's
+/// change counter): the NVML collector reads every NVLink again in the cycle after it moves,
+/// since a link going down comes with an Xid (74) before its next scheduled read.
+pub type XidCount = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// For the Xid threads: true once shutdown was asked for, or the agent that owned the sender
 /// is gone.
 pub(crate) fn stopped(stop: &watch::Receiver<bool>) -> bool {

@@ -363,19 +363,22 @@ pub fn evaluate(
     let hold_from = now
         .checked_sub(policy.hold_time)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut gpus: Vec<GpuHealth> = Vec::new();
+    let mut gpus: Vec<GpuHealth> =
+        Vec::with_capacity(input.sample.map_or(0, |s| s.devices.len()) + previous.gpus.len());
     let mut node_causes: Vec<Cause> = Vec::new();
     let hung = nvml_hung(input.nvml_stuck, policy, now);
     let node_cleared = input.cleared_at(None);
     let node_hold_from = hold_from.max(node_cleared.unwrap_or(SystemTime::UNIX_EPOCH));
     match (input.status, input.sample) {
         (GpuStatus::Sampled, Some(sample)) => {
+            let hw_slowdown = rules::hw_slowdown_shares(input.window, policy.throttle_window, now);
             for device in &sample.devices {
                 // After a clear, only what was seen after it counts: Xids from the log after
                 // the clear, held reasons last seen after it, and every cause observed now.
                 let cleared = input.cleared_at(Some(device.identity.index));
                 let gpu_hold_from = hold_from.max(cleared.unwrap_or(SystemTime::UNIX_EPOCH));
-                let mut causes = device_causes(device, input, policy, now, gpu_hold_from);
+                let share = rules::share_of(&hw_slowdown, device.identity.index);
+                let mut causes = device_causes(device, input, policy, now, gpu_hold_from, share);
                 // The sample is the last one NVML gave: its own causes still stand (held), and
                 // the hang says nothing newer about this GPU can be known.
                 causes.extend(hung.clone());

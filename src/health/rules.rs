@@ -16,6 +16,7 @@ pub(super) fn device_causes(
     policy: &Policy,
     now: SystemTime,
     hold_from: SystemTime,
+    hw_slowdown: Option<f64>,
 ) -> Vec<Cause> {
     let mut out: Vec<Cause> = Vec::new();
     let mut push =
@@ -114,8 +115,7 @@ pub(super) fn device_causes(
             ),
             _ => {}
         }
-        if let Some(share) =
-            hw_slowdown_share(d.identity.index, input.window, policy.throttle_window, now)
+        if let Some(share) = hw_slowdown
             && share >= policy.hw_slowdown_ratio
         {
             push(
@@ -160,28 +160,58 @@ pub fn hw_slowdown_share(
     window: Duration,
     now: SystemTime,
 ) -> Option<f64> {
+    share_of(&hw_slowdown_shares(points, window, now), index)
+}
+
+/// [`hw_slowdown_share`] of every GPU in the window, by index (in order of first appearance),
+/// in one pass over the points: this runs every second over a window of hundreds of points,
+/// so each point is visited once for all GPUs, not once per GPU.
+pub(super) fn hw_slowdown_shares(
+    points: &[GpuWindowPoint],
+    window: Duration,
+    now: SystemTime,
+) -> Vec<(u32, f64)> {
     let from = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut total = 0u32;
-    let mut slowed = 0u32;
+    // (GPU index, points with clock-event reasons, points with a hardware slowdown).
+    let mut counts: Vec<(u32, u32, u32)> = Vec::new();
     for p in points
         .iter()
         .filter(|p| p.taken_at >= from && p.taken_at <= now)
     {
-        // GPUs are listed by index, so the slot at `index` is nearly always the one: a
-        // lookup per point instead of a scan (this runs for every GPU every second).
-        let gpu = p
-            .gpus
-            .get(index as usize)
-            .filter(|g| g.index == index)
-            .or_else(|| p.gpus.iter().find(|g| g.index == index));
-        if let Some(active) = gpu.and_then(|g| g.throttle_active) {
-            total += 1;
-            if active & HW_SLOWDOWN_BITS != 0 {
-                slowed += 1;
+        for (position, gpu) in p.gpus.iter().enumerate() {
+            let Some(active) = gpu.throttle_active else {
+                continue;
+            };
+            // GPUs are listed by index, so the slot at the same position is nearly always the
+            // one; a scan only when it is not (a GPU missing from a cycle, out of order).
+            let slot = match counts.get(position) {
+                Some(c) if c.0 == gpu.index => position,
+                _ => match counts.iter().position(|c| c.0 == gpu.index) {
+                    Some(slot) => slot,
+                    None => {
+                        counts.push((gpu.index, 0, 0));
+                        counts.len() - 1
+                    }
+                },
+            };
+            if let Some(c) = counts.get_mut(slot) {
+                c.1 += 1;
+                if active & HW_SLOWDOWN_BITS != 0 {
+                    c.2 += 1;
+                }
             }
         }
     }
-    (total > 0).then(|| f64::from(slowed) / f64::from(total))
+    counts
+        .into_iter()
+        .filter(|c| c.1 > 0)
+        .map(|(index, total, slowed)| (index, f64::from(slowed) / f64::from(total)))
+        .collect()
+}
+
+/// The share of GPU `index` in [`hw_slowdown_shares`]'s answer.
+pub(super) fn share_of(shares: &[(u32, f64)], index: u32) -> Option<f64> {
+    shares.iter().find(|(i, _)| *i == index).map(|(_, s)| *s)
 }
 
 pub(super) fn gpu_health(

@@ -72,7 +72,8 @@ pub struct GpuDevice {
     pub retired_pages_pending: Option<bool>,
     pub remapped_rows: Option<RemappedRows>,
     pub pcie: PcieReadings,
-    pub nvlinks: Vec<NvLinkReadings>,
+    /// Per link; shared with the collector's cache, which serves it unchanged for most cycles.
+    pub nvlinks: Arc<[NvLinkReadings]>,
     /// NVML GPM readings over the last cycle (Hopper and newer).
     pub profiling: Profiling,
     /// `None` when process listing is off or unsupported; `Some(vec![])` means "none running".

@@ -7,7 +7,7 @@
 //! are no synthetic requests at all, the few server-counted ones are still better than
 //! nothing. The wrapped job's runs are not requests: a crashed run is an incident for R.
 
-use super::{Part, Reach, Tally, Unmeasured, num, share};
+use super::{Figure, Part, Reach, Tally, Unmeasured, num, share};
 use crate::config::ScoreConfig;
 use crate::model::Evidence;
 
@@ -37,14 +37,14 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
         share(ok, total).ok_or(Unmeasured::NoEvidence)
     };
     let mut detail = vec![
-        ("source", source.to_owned()),
+        ("source", Figure::Word(source)),
         ("ok", num(ok)),
         ("failed", num(total - ok)),
     ];
     if use_server && resets > 0 {
         // The server restarted: its counters began again, and the value after the reset
         // counted as the delta, so nothing was lost; worth knowing when reading C.
-        detail.push(("counter_resets", resets.to_string()));
+        detail.push(("counter_resets", Figure::Count(resets)));
     }
     Part {
         value,

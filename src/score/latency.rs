@@ -10,7 +10,9 @@
 //! requests give). Without server histograms the synthetic requests give the joint share
 //! directly: a request within both SLOs of all sent (a failed request never meets them).
 
-use super::{LatencySummary, Part, Percentiles, Reach, Tally, Unmeasured, amount, num, share};
+use super::{
+    Figure, LatencySummary, Part, Percentiles, Reach, Tally, Unmeasured, amount, num, share,
+};
 use crate::config::ScoreConfig;
 use crate::model::{Bins, Evidence, LEDGER_BINS, bins_quantile};
 
@@ -61,7 +63,7 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
     let mut detail = Vec::new();
     let (attainment, evidence_tally) = match server_attainment {
         Some(att) => {
-            detail.push(("source", "server".to_owned()));
+            detail.push(("source", Figure::Word("server")));
             for (key, m) in [
                 ("ttft_attainment", marginals[0]),
                 ("e2e_attainment", marginals[1]),
@@ -74,7 +76,7 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
             (Some(att), tally(att * total, total))
         }
         None => {
-            detail.push(("source", "probe".to_owned()));
+            detail.push(("source", Figure::Word("probe")));
             let within: f64 = probes.iter().map(|p| p.requests_within_slo as f64).sum();
             let sent: f64 = probes
                 .iter()

@@ -189,7 +189,7 @@ pub struct ComponentScore {
     pub evidence: Tally,
     /// Where the evidence came from and supporting figures, for people:
     /// e.g. ("source", "server"), ("mttr_seconds", "42").
-    pub detail: Vec<(&'static str, String)>,
+    pub detail: Vec<(&'static str, Figure)>,
 }
 
 /// A gate: when closed, the total is 0 whatever the sub-scores.
@@ -295,7 +295,7 @@ const DAY_SECONDS: f64 = 86_400.0;
 struct Part {
     value: Result<f64, Unmeasured>,
     evidence: Tally,
-    detail: Vec<(&'static str, String)>,
+    detail: Vec<(&'static str, Figure)>,
 }
 
 /// `count` events over `seconds` of observation, per day, with [`RATE_FLOOR_SECONDS`].
@@ -318,15 +318,33 @@ fn amount(x: f64) -> f64 {
     if x.is_finite() && x > 0.0 { x } else { 0.0 }
 }
 
-/// A figure for `detail`: at most 4 decimals, trailing zeros dropped.
-fn num(x: f64) -> String {
-    let s = format!("{x:.4}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" {
-        "0".to_owned()
-    } else {
-        s.to_owned()
+/// One value of a component's `detail`: a word, or a number shown with at most 4 decimals and
+/// trailing zeros dropped. Kept as the number and formatted only when shown: the keeper
+/// scores every window each tick, and the detail is read far less often.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Figure {
+    Word(&'static str),
+    Num(f64),
+    Count(u64),
+}
+
+impl std::fmt::Display for Figure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Word(word) => f.write_str(word),
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Num(x) => {
+                let s = format!("{x:.4}");
+                let s = s.trim_end_matches('0').trim_end_matches('.');
+                f.write_str(if s == "-0" { "0" } else { s })
+            }
+        }
     }
+}
+
+/// A number for `detail` (and for gate details, through its `Display`).
+fn num(x: f64) -> Figure {
+    Figure::Num(x)
 }
 
 /// Scores one window of evidence. Pure: the same evidence, reach and config give the same

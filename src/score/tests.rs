@@ -179,7 +179,7 @@ fn check(ledger: &[Bucket], config: &ScoreConfig, expected: Expected) {
     for (c, key, want) in &expected.detail {
         let d = &by(*c).detail;
         assert!(
-            d.iter().any(|(k, v)| k == key && v == want),
+            d.iter().any(|(k, v)| k == key && v.to_string() == *want),
             "{name}: {} detail lacks {key}={want}: {d:?}",
             c.as_str()
         );
@@ -1271,4 +1271,22 @@ fn each_lease_is_scored_on_its_own_gpu_time_and_the_newest_are_kept() {
     let newest = evaluate_leases(&evidence, Mode::Host, &config, 1);
     assert_eq!(newest.len(), 1);
     assert_eq!(newest[0].lease, new);
+}
+
+/// A detail figure shows as the formatted string the score used to keep: at most 4 decimals,
+/// trailing zeros dropped, no "-0", counts exact.
+#[test]
+fn figures_show_as_before() {
+    for (x, want) in [
+        (42.0, "42"),
+        (0.5, "0.5"),
+        (0.123_456, "0.1235"),
+        (-0.000_01, "0"),
+        (1e6, "1000000"),
+        (0.0, "0"),
+    ] {
+        assert_eq!(num(x).to_string(), want, "{x}");
+    }
+    assert_eq!(Figure::Count(u64::MAX).to_string(), "18446744073709551615");
+    assert_eq!(Figure::Word("probe").to_string(), "probe");
 }

@@ -6,7 +6,7 @@
 //! cap is the operator's choice, not a fault: it is reported per reason but was never counted
 //! into `throttled_busy_seconds`.
 
-use super::{Part, Reach, Tally, Unmeasured, num, share};
+use super::{Figure, Part, Reach, Tally, Unmeasured, num, share};
 use crate::config::ScoreConfig;
 use crate::model::Evidence;
 
@@ -38,7 +38,7 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
     } else if reach.gpus {
         detail.push((
             "note",
-            "no busy GPU seconds: an idle GPU cannot show throttling".to_owned(),
+            Figure::Word("no busy GPU seconds: an idle GPU cannot show throttling"),
         ));
     }
     // Busy seconds per active reason, summed over GPUs, the software power cap included.
@@ -50,7 +50,11 @@ pub(super) fn score(evidence: &Evidence, reach: &Reach, config: &ScoreConfig) ->
         }
     }
     reasons.sort();
-    detail.extend(reasons.into_iter().map(|(r, secs)| (r, secs.to_string())));
+    detail.extend(
+        reasons
+            .into_iter()
+            .map(|(r, secs)| (r, Figure::Count(secs))),
+    );
     Part {
         value,
         evidence: Tally {

@@ -1,9 +1,12 @@
 //! The field-values path on the fake NVML: ECC, retired pages, PCIe replays and the NVLink
 //! error totals read in the one `nvmlDeviceGetFieldValues` call per GPU, each reading the same
-//! as through its own call when a field does not answer; the per-link NVLink counters read
-//! again only when a total moved, counted through the fake's own call counter.
+//! as through its own call when a field does not answer; the per-link NVLink states and
+//! counters read again only when a total moved or an Xid arrived, counted through the fake's
+//! own call counter.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gpulse::collect::gpu::{GpuOptions, NvmlSampler};
@@ -15,6 +18,7 @@ use crate::fake_nvml::FakeNvml;
 use crate::nvml::wait_for;
 
 const ERROR_COUNTER: &str = "nvmlDeviceGetNvLinkErrorCounter";
+const LINK_STATE: &str = "nvmlDeviceGetNvLinkState";
 
 fn sampler(lib: &Path) -> NvmlSampler {
     let mut options = GpuOptions::from_config(&GpuConfig::default(), Some(lib.to_owned()));
@@ -51,23 +55,26 @@ fn per_link_counters_are_read_again_only_when_a_total_moves() {
         counter_calls(&fake, || assert_eq!(links(&mut s, 1), up(zero))),
         32
     );
-    let states = fake.calls("nvmlDeviceGetNvLinkState");
+    let states = fake.calls(LINK_STATE);
     for _ in 0..3 {
         assert_eq!(
             counter_calls(&fake, || assert_eq!(links(&mut s, 1), up(zero))),
             0
         );
     }
-    // Link state is read every cycle (4 links and the one past the last, per GPU).
-    assert_eq!(fake.calls("nvmlDeviceGetNvLinkState") - states, 3 * 2 * 5);
+    // Link states are kept with the counters: no state call either while nothing moves.
+    assert_eq!(fake.calls(LINK_STATE) - states, 0);
 
     // GPU 1's counter moves mid-run: its links are read again, GPU 0's are not.
     fake.set_config("gpus=2\nnvlinks=4\ngpu1.nvlink_crc_flit=7\n");
     let seven = [Some(0), Some(0), Some(7), Some(0)];
+    let states = fake.calls(LINK_STATE);
     assert_eq!(
         counter_calls(&fake, || assert_eq!(links(&mut s, 1), up(seven))),
         16
     );
+    // 4 links and the one past the last.
+    assert_eq!(fake.calls(LINK_STATE) - states, 5);
     assert_eq!(
         counter_calls(&fake, || assert_eq!(links(&mut s, 1), up(seven))),
         0
@@ -79,14 +86,37 @@ fn per_link_counters_are_read_again_only_when_a_total_moves() {
         counter_calls(&fake, || assert_eq!(links(&mut s, 1), up(zero))),
         16
     );
+}
 
-    // A link goes down while the totals stand still: read again, and the state is fresh.
+#[test]
+fn an_xid_reads_every_link_of_every_gpu_in_the_next_cycle() {
+    let fake = FakeNvml::new("gpus=2\nnvlinks=4\n");
+    let mut s = sampler(&fake.lib_path());
+    let xids = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&xids);
+    s.set_xid_count(Arc::new(move || count.load(Ordering::Relaxed)));
+    let zero = [Some(0); 4];
+    assert_eq!(counter_calls(&fake, || drop(links(&mut s, 0))), 32);
+
+    // A link goes down while the totals stand still: the cache holds until news comes.
     fake.set_config("gpus=2\nnvlinks=4\ngpu0.nvlink_down=2\n");
-    let calls = counter_calls(&fake, || {
-        let l = links(&mut s, 0);
-        assert_eq!(l[2], (2, false, zero), "{l:?}");
-    });
-    assert_eq!(calls, 16);
+    assert_eq!(
+        counter_calls(&fake, || assert_eq!(links(&mut s, 0)[2], (2, true, zero))),
+        0
+    );
+    // An Xid (74 would come with a link going down): every GPU's links, states fresh.
+    xids.fetch_add(1, Ordering::Relaxed);
+    let states = fake.calls(LINK_STATE);
+    assert_eq!(
+        counter_calls(&fake, || assert_eq!(links(&mut s, 0)[2], (2, false, zero))),
+        32
+    );
+    assert_eq!(fake.calls(LINK_STATE) - states, 2 * 5);
+    // Once: the next cycle is served from the cache again.
+    assert_eq!(
+        counter_calls(&fake, || assert_eq!(links(&mut s, 0)[2], (2, false, zero))),
+        0
+    );
 }
 
 #[test]
@@ -136,7 +166,7 @@ fn project(d: &GpuDevice) -> Projection {
             .collect(),
         d.retired_pages_pending,
         d.pcie.replay_count,
-        d.nvlinks.clone(),
+        d.nvlinks.to_vec(),
     )
 }
 
@@ -246,4 +276,26 @@ fn per_link_counters_follow_the_driver_mid_run() {
         let took = set_at.elapsed();
         assert!(took < Duration::from_secs(5), "crc_data {n} took {took:?}");
     }
+}
+
+/// End to end: a link that goes down with an Xid 74 (as a driver reports it) shows on /metrics
+/// within a few cycles, not only at the 10 s recheck of the cached link states.
+#[test]
+fn a_link_down_with_an_xid_shows_at_once() {
+    let fake = FakeNvml::new("gpus=1\nnvlinks=2\n");
+    let lib = fake.lib_path();
+    let agent = Agent::on_nvml(&lib, "100ms", std::iter::empty::<(&str, &str)>());
+    // gpulse_gpu_nvlink_active of link 1, as /metrics shows it.
+    let link1 = |b: &str| -> Option<f64> {
+        b.lines()
+            .filter(|l| l.starts_with("gpulse_gpu_nvlink_active{gpu=\"0\""))
+            .find_map(|l| l.split_once("link=\"1\"} "))
+            .and_then(|(_, v)| v.parse().ok())
+    };
+    wait_for(&agent, "link 1 active", |b| link1(b) == Some(1.0));
+    fake.set_config("gpus=1\nnvlinks=2\ngpu0.nvlink_down=1\nxid=0:74\n");
+    let set_at = Instant::now();
+    wait_for(&agent, "link 1 down", |b| link1(b) == Some(0.0));
+    let took = set_at.elapsed();
+    assert!(took < Duration::from_secs(5), "link down took {took:?}");
 }

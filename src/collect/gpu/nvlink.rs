@@ -1,18 +1,25 @@
-//! When one GPU's per-link NVLink error counters must be read again: the GPU's four counter
-//! totals (NVML field values, read each cycle in the call that reads the other fields) stand
-//! in for the 4 × links per-link calls while nothing moved.
+//! When one GPU's per-link NVLink states and error counters must be read again: the GPU's
+//! four counter totals (NVML field values, read each cycle in the call that reads the other
+//! fields) and the agent's Xid count stand in for the 5 × links per-link calls while nothing
+//! moved.
+//!
+//! A link that goes down shows first as an Xid (74, NVLink error) and usually as replay or
+//! recovery errors, each of which reads every link in the next cycle; a state change that
+//! shows neither is seen within [`NVLINK_RECHECK`].
 //!
 //! A pure decision ([`reread`]) over what the last per-link read saw, so every reason to read
 //! again is unit-tested without NVML; `read.rs` makes the calls.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::NvLinkReadings;
 
-/// How old the per-link counters may get while the totals stand still. A driver whose totals
-/// did not cover every link (or lagged behind one) would otherwise hide that link's errors
-/// for as long as the totals do not move; reading every link this often bounds the staleness
-/// (a counter is at most this old) at 4 × links calls per GPU every 10 s.
+/// How old the per-link states and counters may get while the totals stand still and no Xid
+/// arrives. A driver whose totals did not cover every link (or lagged behind one), or a link
+/// that drops without an error or an Xid, would otherwise stay hidden; reading every link this
+/// often bounds the staleness (a reading is at most this old) at 5 × links calls per GPU every
+/// 10 s.
 pub(super) const NVLINK_RECHECK: Duration = Duration::from_secs(10);
 
 /// A GPU's NVLink error-counter totals over all its links, in `NvLinkCounter::ALL` order
@@ -31,8 +38,8 @@ pub(super) struct NvLinkCache {
     /// Whether every per-link answer was definite (a value, or a refusal that lasts): a
     /// transient failure is asked again next cycle.
     definite: bool,
-    /// The readings, link states included.
-    links: Vec<NvLinkReadings>,
+    /// The readings, link states included; shared with the samples that report them.
+    links: Arc<[NvLinkReadings]>,
 }
 
 impl NvLinkCache {
@@ -41,7 +48,7 @@ impl NvLinkCache {
         read_at: Instant,
         totals: Option<Totals>,
         definite: bool,
-        links: Vec<NvLinkReadings>,
+        links: Arc<[NvLinkReadings]>,
     ) -> Self {
         Self {
             uuid: uuid.to_owned(),
@@ -53,12 +60,18 @@ impl NvLinkCache {
     }
 
     /// The cached readings.
+    #[cfg(test)]
     pub(super) fn links(&self) -> &[NvLinkReadings] {
         &self.links
     }
+
+    /// The cached readings, shared (no copy).
+    pub(super) fn shared_links(&self) -> Arc<[NvLinkReadings]> {
+        Arc::clone(&self.links)
+    }
 }
 
-/// Why the per-link counters are read this cycle.
+/// Why the per-link states and counters are read this cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reread {
     /// Never read for this GPU (or another GPU is at its index now).
@@ -67,22 +80,22 @@ pub(super) enum Reread {
     NoTotals,
     /// A total differs from the last read's, either way (a decrease: counters were reset).
     TotalsMoved,
-    /// A link appeared, vanished, went up or went down.
-    LinksChanged,
+    /// An Xid was recorded since the last cycle (any GPU, any source).
+    Xid,
     /// A per-link call failed transiently last time.
     NotDefinite,
     /// The last read is [`NVLINK_RECHECK`] old.
     Recheck,
 }
 
-/// Whether GPU `uuid`'s per-link counters must be read now, given `cache` (the last read),
-/// this cycle's `totals` and link `states` (`(link, active)`, read every cycle) at `now`;
-/// `None`: the cached counters still hold.
+/// Whether GPU `uuid`'s per-link states and counters must be read now, given `cache` (the
+/// last read), this cycle's `totals`, whether an Xid arrived since the last cycle, and `now`;
+/// `None`: the cached readings still hold.
 pub(super) fn reread(
     cache: Option<&NvLinkCache>,
     uuid: &str,
     totals: Option<Totals>,
-    states: &[(u32, bool)],
+    xid_news: bool,
     now: Instant,
 ) -> Option<Reread> {
     let Some(cache) = cache.filter(|c| c.uuid == uuid) else {
@@ -94,14 +107,8 @@ pub(super) fn reread(
     if cache.totals != Some(totals) {
         return Some(Reread::TotalsMoved);
     }
-    let same_links = cache.links.len() == states.len()
-        && cache
-            .links
-            .iter()
-            .zip(states)
-            .all(|(l, (link, active))| l.link == *link && l.active == *active);
-    if !same_links {
-        return Some(Reread::LinksChanged);
+    if xid_news {
+        return Some(Reread::Xid);
     }
     if !cache.definite {
         return Some(Reread::NotDefinite);
@@ -133,22 +140,20 @@ mod tests {
             at,
             Some([1, 2, 3, 4]),
             true,
-            vec![link(0, true), link(1, false)],
+            vec![link(0, true), link(1, false)].into(),
         )
     }
-
-    const STATES: [(u32, bool); 2] = [(0, true), (1, false)];
 
     #[test]
     fn nothing_moved_reuses_the_cache_until_the_recheck() {
         let at = Instant::now();
         let c = cache(at);
         let totals = Some([1, 2, 3, 4]);
-        assert_eq!(reread(Some(&c), UUID, totals, &STATES, at), None);
+        assert_eq!(reread(Some(&c), UUID, totals, false, at), None);
         let just_before = at + NVLINK_RECHECK - Duration::from_millis(1);
-        assert_eq!(reread(Some(&c), UUID, totals, &STATES, just_before), None);
+        assert_eq!(reread(Some(&c), UUID, totals, false, just_before), None);
         assert_eq!(
-            reread(Some(&c), UUID, totals, &STATES, at + NVLINK_RECHECK),
+            reread(Some(&c), UUID, totals, false, at + NVLINK_RECHECK),
             Some(Reread::Recheck)
         );
         assert_eq!(c.links(), [link(0, true), link(1, false)]);
@@ -158,12 +163,9 @@ mod tests {
     fn no_cache_or_another_gpu_reads_every_link() {
         let now = Instant::now();
         let totals = Some([1, 2, 3, 4]);
+        assert_eq!(reread(None, UUID, totals, false, now), Some(Reread::First));
         assert_eq!(
-            reread(None, UUID, totals, &STATES, now),
-            Some(Reread::First)
-        );
-        assert_eq!(
-            reread(Some(&cache(now)), "GPU-2", totals, &STATES, now),
+            reread(Some(&cache(now)), "GPU-2", totals, false, now),
             Some(Reread::First)
         );
     }
@@ -177,7 +179,7 @@ mod tests {
                 let mut totals = [1u64, 2, 3, 4];
                 totals[i] = totals[i].checked_add_signed(delta).unwrap();
                 assert_eq!(
-                    reread(Some(&c), UUID, Some(totals), &STATES, now),
+                    reread(Some(&c), UUID, Some(totals), false, now),
                     Some(Reread::TotalsMoved),
                     "total {i} by {delta}"
                 );
@@ -190,36 +192,30 @@ mod tests {
         let now = Instant::now();
         let c = cache(now);
         assert_eq!(
-            reread(Some(&c), UUID, None, &STATES, now),
+            reread(Some(&c), UUID, None, false, now),
             Some(Reread::NoTotals)
         );
         // A cache read without totals is never trusted once they answer.
-        let without = NvLinkCache::new(UUID, now, None, true, vec![link(0, true)]);
+        let without = NvLinkCache::new(UUID, now, None, true, vec![link(0, true)].into());
         assert_eq!(
-            reread(Some(&without), UUID, Some([0; 4]), &[(0, true)], now),
+            reread(Some(&without), UUID, Some([0; 4]), false, now),
             Some(Reread::TotalsMoved)
         );
     }
 
     #[test]
-    fn a_link_changing_state_or_count_reads_every_link() {
+    fn an_xid_reads_every_link_whatever_else_holds() {
         let now = Instant::now();
         let c = cache(now);
         let totals = Some([1, 2, 3, 4]);
-        for states in [
-            &[(0, true), (1, true)][..],
-            &[(0, false), (1, false)],
-            &[(0, true)],
-            &[(0, true), (1, false), (2, true)],
-            &[(0, true), (2, false)],
-            &[],
-        ] {
-            assert_eq!(
-                reread(Some(&c), UUID, totals, states, now),
-                Some(Reread::LinksChanged),
-                "{states:?}"
-            );
-        }
+        assert_eq!(reread(Some(&c), UUID, totals, false, now), None);
+        assert_eq!(reread(Some(&c), UUID, totals, true, now), Some(Reread::Xid));
+        // Also where the last read found no link: one state call says whether that still holds.
+        let none = NvLinkCache::new(UUID, now, Some([0; 4]), true, Arc::default());
+        assert_eq!(
+            reread(Some(&none), UUID, Some([0; 4]), true, now),
+            Some(Reread::Xid)
+        );
     }
 
     #[test]
@@ -228,7 +224,7 @@ mod tests {
         let mut c = cache(now);
         c.definite = false;
         assert_eq!(
-            reread(Some(&c), UUID, Some([1, 2, 3, 4]), &STATES, now),
+            reread(Some(&c), UUID, Some([1, 2, 3, 4]), false, now),
             Some(Reread::NotDefinite)
         );
     }
@@ -236,7 +232,7 @@ mod tests {
     #[test]
     fn a_gpu_without_links_has_nothing_to_read_again() {
         let now = Instant::now();
-        let c = NvLinkCache::new(UUID, now, Some([0; 4]), true, Vec::new());
-        assert_eq!(reread(Some(&c), UUID, Some([0; 4]), &[], now), None);
+        let c = NvLinkCache::new(UUID, now, Some([0; 4]), true, Arc::default());
+        assert_eq!(reread(Some(&c), UUID, Some([0; 4]), false, now), None);
     }
 }

@@ -9,12 +9,12 @@
 //! One `nvmlDeviceGetFieldValues` call per GPU and cycle reads HBM temperature, row remapping,
 //! the recovery action, ECC totals, retired pages, PCIe replays and the four NVLink error
 //! totals; where a field does not answer, that reading's own call is made, so a driver
-//! lacking a field reads as before. The per-link NVLink error counters (4 × links calls) are
-//! kept in an [`NvLinkCache`] and read again only when a total moved or failed, a link changed
-//! state, or every [`super::nvlink::NVLINK_RECHECK`] (see `nvlink.rs`); link state itself is
-//! read every cycle. With 18 links that is 80 calls per GPU and cycle fewer while nothing
-//! moves (72 NVLink counters, 4 ECC, 2 retired-page counts, pending, replays), less the
-//! recheck's 72 calls every 10 s.
+//! lacking a field reads as before. Each link's state and its four error counters (5 × links
+//! calls) are kept in an [`NvLinkCache`] and read again only when a total moved or failed, an
+//! Xid arrived, or every [`super::nvlink::NVLINK_RECHECK`] (see `nvlink.rs`). With 18 links
+//! that is 98 calls per GPU and cycle fewer while nothing moves (18 link states, 72 NVLink
+//! counters, 4 ECC, 2 retired-page counts, pending, replays), less the recheck's 90 calls
+//! every 10 s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,6 +246,8 @@ pub(super) struct Kept<'a> {
     pub(super) statics: &'a mut Statics,
     /// The last per-link NVLink read; `None` before the first.
     pub(super) nvlinks: &'a mut Option<NvLinkCache>,
+    /// An Xid arrived since the last cycle: NVLink is read again whatever the cache says.
+    pub(super) xid_news: bool,
 }
 
 /// Reads every metric of one device; each failure only omits that reading.
@@ -262,6 +264,7 @@ pub(super) fn read_device(
         process_util_seen,
         statics,
         nvlinks: nvlink_cache,
+        xid_news,
     } = kept;
     let memory = t.time("memory", || device.memory_info()).ok();
     let fields = t.time("field_values", || read_fields(device));
@@ -358,10 +361,10 @@ pub(super) fn read_device(
             .all(Option::is_some)
             .then(|| totals.map(|n| n.unwrap_or_default()));
         t.time("nvlink", || {
-            read_nvlinks(device, &identity.uuid, totals, nvlink_cache)
+            read_nvlinks(device, &identity.uuid, totals, xid_news, nvlink_cache)
         })
     } else {
-        Vec::new()
+        Arc::default()
     };
     let mut profiling = gpm.profiling;
     if nvlinks.is_empty() {
@@ -542,57 +545,58 @@ fn read_fields(device: &Device<'_>) -> [Option<u64>; FIELD_IDS.len()] {
     out
 }
 
-/// Every link's state, and its error counters: from `cache` while the GPU's `totals` say
-/// none moved (see `nvlink.rs`), else read per link and kept in `cache`.
+/// Every link's state and error counters: from `cache` while nothing says they changed (see
+/// `nvlink.rs`), else read per link and kept in `cache`.
 fn read_nvlinks(
     device: &Device<'_>,
     uuid: &str,
     totals: Option<Totals>,
+    xid_news: bool,
     cache: &mut Option<NvLinkCache>,
-) -> Vec<NvLinkReadings> {
-    // Every cycle: a link going down is a health signal of its own.
-    let mut states = Vec::with_capacity(MAX_NVLINKS as usize);
-    for link in 0..MAX_NVLINKS {
-        match device.link_wrapper_for(link).is_active() {
-            Ok(active) => states.push((link, active)),
-            // InvalidArg past the last link; NotSupported on boards without NVLink.
-            Err(_) => break,
-        }
-    }
+) -> Arc<[NvLinkReadings]> {
     let now = Instant::now();
     if let Some(kept) = cache.as_ref()
-        && reread(Some(kept), uuid, totals, &states, now).is_none()
+        && reread(Some(kept), uuid, totals, xid_news, now).is_none()
     {
-        return kept.links().to_vec();
+        return kept.shared_links();
     }
     let mut all_definite = true;
-    let links: Vec<NvLinkReadings> = states
-        .iter()
-        .map(|&(link, active)| {
-            let wrapper = device.link_wrapper_for(link);
-            NvLinkReadings {
-                link,
-                active,
-                errors: NVLINK_COUNTERS.map(|counter| {
-                    let count = wrapper.error_counter(counter);
-                    all_definite &= definite(&count);
-                    count.ok()
-                }),
-            }
-        })
-        .collect();
+    let mut links = Vec::with_capacity(MAX_NVLINKS as usize);
+    for link in 0..MAX_NVLINKS {
+        let wrapper = device.link_wrapper_for(link);
+        let active = match wrapper.is_active() {
+            Ok(active) => active,
+            // InvalidArg past the last link; NotSupported on boards without NVLink.
+            Err(_) => break,
+        };
+        links.push(NvLinkReadings {
+            link,
+            active,
+            errors: NVLINK_COUNTERS.map(|counter| {
+                let count = wrapper.error_counter(counter);
+                all_definite &= definite(&count);
+                count.ok()
+            }),
+        });
+    }
+    let links: Arc<[NvLinkReadings]> = links.into();
     *cache = Some(NvLinkCache::new(
         uuid,
         now,
         totals,
         all_definite,
-        links.clone(),
+        Arc::clone(&links),
     ));
     links
 }
 
 fn read_processes(device: &Device<'_>, max: usize, seen: &mut u64) -> Option<Vec<GpuProcess>> {
     let running = device.running_compute_processes().ok()?;
+    if running.is_empty() {
+        // Samples of exited processes would be dropped below; `seen` stays, so the next ask
+        // covers the time since.
+        return Some(Vec::new());
+    }
     // NotFound means no new samples since `seen`.
     let utilization = device.process_utilization_stats(*seen).unwrap_or_default();
     if let Some(newest) = utilization.iter().map(|s| s.timestamp).max() {

@@ -563,7 +563,7 @@ pub const FAMILIES: &[Family] = &[
         &[dim("link", "gpulse.nvlink")],
         |c, s| {
             for d in devices(c) {
-                for l in &d.nvlinks {
+                for l in d.nvlinks.iter() {
                     s.gpu(d, [Val::Index(l.link)], Some(flag(l.active)));
                 }
             }
@@ -578,7 +578,7 @@ pub const FAMILIES: &[Family] = &[
         &[dim("link", "gpulse.nvlink"), dim("counter", "error.type")],
         |c, s| {
             for d in devices(c) {
-                for l in &d.nvlinks {
+                for l in d.nvlinks.iter() {
                     for (counter, n) in l.errors() {
                         s.gpu(d, [Val::Index(l.link), counter.val()], Some(n as f64));
                     }

@@ -436,7 +436,7 @@ impl ReportV1 {
                         unmeasured: c.unmeasured.map(|u| u.as_str()),
                         weight: c.weight,
                         effective_weight: c.effective_weight,
-                        detail: c.detail.iter().cloned().collect(),
+                        detail: c.detail.iter().map(|(k, v)| (*k, v.to_string())).collect(),
                     })
                     .collect(),
                 gates: w.gates.iter().map(GateV1::from).collect(),

@@ -260,7 +260,7 @@ impl From<&ComponentScore> for ComponentV1 {
                 total: c.evidence.total,
                 unit: c.evidence.unit,
             },
-            detail: c.detail.iter().cloned().collect(),
+            detail: c.detail.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         }
     }
 }

@@ -126,7 +126,8 @@ fn snapshot() -> Snapshot {
                 active: true,
                 errors: [Some(10), Some(20), Some(30), None],
             },
-        ],
+        ]
+        .into(),
         ..GpuDevice::default()
     };
     let sparse = GpuDevice {
