@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::model::{Sample, XidEvent};
+use crate::model::{GpuSample, Sample, XidEvent};
 use crate::store::{RunReport, Store};
 use paced::{Finished, Paced};
 
@@ -141,7 +141,8 @@ pub async fn run_collector<C: Collector>(
             duration: started.elapsed(),
             finished_at: SystemTime::now(),
         };
-        last_state = Some(store_cycle(name, &store, last_state, finished));
+        let (state, _replaced) = store_cycle(name, &store, last_state, finished);
+        last_state = Some(state);
     }
     tracing::debug!(collector = name, "Collector stopped.");
 }
@@ -212,20 +213,24 @@ impl PacedCollector {
                     }
                 }
             };
-            last_state = Some(store_cycle(name, &store, last_state, finished));
+            let (state, replaced) = store_cycle(name, &store, last_state, finished);
+            last_state = Some(state);
+            if let Some(replaced) = replaced {
+                paced.hand_back(Box::new(replaced));
+            }
         }
         tracing::debug!(collector = name, "Collector stopped.");
     }
 }
 
 /// Publishes a cycle's sample, records the run, and logs a change of state once; returns the
-/// state for the next call.
+/// state for the next call, and the GPU sample the new one replaced.
 fn store_cycle(
     name: &str,
     store: &Store,
     last_state: Option<Result<(), ErrorKind>>,
     finished: Finished<Result<Sample, CollectError>>,
-) -> Result<(), ErrorKind> {
+) -> (Result<(), ErrorKind>, Option<Arc<GpuSample>>) {
     let Finished {
         result,
         duration,
@@ -233,9 +238,10 @@ fn store_cycle(
     } = finished;
     let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
     log_transition(name, last_state, &result);
+    let mut replaced = None;
     let outcome = match result {
         Ok(sample) => {
-            store.publish(sample);
+            replaced = store.publish_replacing(sample);
             Ok(())
         }
         Err(error) => Err((error.kind.as_str(), error.message)),
@@ -248,7 +254,7 @@ fn store_cycle(
             outcome,
         },
     );
-    state
+    (state, replaced)
 }
 
 fn log_transition(

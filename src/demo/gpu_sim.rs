@@ -175,7 +175,8 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
             (TempThreshold::Shutdown, 92.0),
             (TempThreshold::MemoryMax, 95.0),
             (TempThreshold::GpuMax, 85.0),
-        ],
+        ]
+        .into(),
         power_watts: Some((90.0 + 600.0 * util).round()),
         power_limit_watts: Some(700.0),
         energy_joules: None,
@@ -190,7 +191,8 @@ fn simulate(identity: &Arc<GpuIdentity>, t: f64) -> GpuDevice {
             (Clock::Sm, 1980e6),
             (Clock::Memory, 2619e6),
             (Clock::Video, 1755e6),
-        ],
+        ]
+        .into(),
         performance_state: Some(0),
         fan_speed_ratio: Vec::new(),
         throttle: Some(ThrottleReasons {

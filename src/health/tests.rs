@@ -22,7 +22,7 @@ fn device(index: u32) -> GpuDevice {
             ..GpuIdentity::default()
         }),
         temperature_gpu_celsius: Some(50.0),
-        temperature_thresholds: vec![(TempThreshold::Slowdown, 90.0)],
+        temperature_thresholds: vec![(TempThreshold::Slowdown, 90.0)].into(),
         throttle: Some(ThrottleReasons {
             active: 0,
             supported: 0x1FF,

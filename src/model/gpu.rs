@@ -48,7 +48,7 @@ pub struct GpuDevice {
     /// HBM / memory temperature in °C.
     pub temperature_memory_celsius: Option<f64>,
     /// Thresholds in °C, labelled `slowdown`, `shutdown`, `memory_max`, `gpu_max`.
-    pub temperature_thresholds: Vec<(TempThreshold, f64)>,
+    pub temperature_thresholds: Arc<[(TempThreshold, f64)]>,
     pub power_watts: Option<f64>,
     pub power_limit_watts: Option<f64>,
     /// Energy used since the driver was loaded, in joules.
@@ -56,7 +56,7 @@ pub struct GpuDevice {
     /// Current clocks in Hz, labelled `graphics`, `sm`, `memory`, `video`.
     pub clocks_hertz: Vec<(Clock, f64)>,
     /// Maximum clocks in Hz, same labels as `clocks_hertz`.
-    pub max_clocks_hertz: Vec<(Clock, f64)>,
+    pub max_clocks_hertz: Arc<[(Clock, f64)]>,
     /// Performance state 0 (fastest) to 15.
     pub performance_state: Option<u32>,
     /// Fan speed per fan index, 0–1 of the maximum.

@@ -153,8 +153,8 @@ pub(super) struct Statics {
     /// The GPU they belong to; another UUID at the index reads them again.
     uuid: String,
     read_at: Instant,
-    max_clocks: Option<Vec<(model::Clock, f64)>>,
-    thresholds: Option<Vec<(TempThreshold, f64)>>,
+    max_clocks: Option<Arc<[(model::Clock, f64)]>>,
+    thresholds: Option<Arc<[(TempThreshold, f64)]>>,
     /// `Some(None)`: NVML cannot tell (then no clock-event reasons are reported).
     supported_throttle: Option<Option<u64>>,
     fans: Option<u32>,
@@ -207,7 +207,7 @@ fn read_all<K: Copy, L: Copy, V>(
     keys: &[(K, L)],
     call: impl Fn(K) -> Result<V, NvmlError>,
     value: impl Fn(V) -> f64,
-) -> (Vec<(L, f64)>, bool) {
+) -> (Arc<[(L, f64)]>, bool) {
     let mut all_definite = true;
     let mut out = Vec::with_capacity(keys.len());
     for (key, label) in keys {
@@ -217,10 +217,11 @@ fn read_all<K: Copy, L: Copy, V>(
             out.push((*label, value(v)));
         }
     }
-    (out, all_definite)
+    (out.into(), all_definite)
 }
 
 /// `cached` when NVML answered it definitely before; else `read` now, kept when definite.
+/// The readings are `Arc`s shared with every sample, so serving them costs no copy.
 fn cached<T: Clone>(cached: &mut Option<T>, read: impl FnOnce() -> (T, bool)) -> T {
     if let Some(value) = cached {
         return value.clone();

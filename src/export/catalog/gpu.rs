@@ -392,7 +392,7 @@ pub const FAMILIES: &[Family] = &[
         &[dim("threshold", "gpulse.threshold")],
         |c, s| {
             for d in devices(c) {
-                for (threshold, t) in &d.temperature_thresholds {
+                for (threshold, t) in d.temperature_thresholds.iter() {
                     s.gpu(d, [threshold.val()], Some(*t));
                 }
             }
@@ -422,7 +422,7 @@ pub const FAMILIES: &[Family] = &[
         &[dim("clock", "gpulse.clock")],
         |c, s| {
             for d in devices(c) {
-                for (clock, hz) in &d.max_clocks_hertz {
+                for (clock, hz) in d.max_clocks_hertz.iter() {
                     s.gpu(d, [clock.val()], Some(*hz));
                 }
             }
