@@ -509,19 +509,11 @@ impl Store {
 
     /// Adds a fresh sample to its window and makes it the latest.
     pub fn publish(&self, sample: Sample) {
-        drop(self.publish_replacing(sample));
-    }
-
-    /// [`Store::publish`], returning the GPU sample it replaced when `sample` is one, for the
-    /// collector's thread to free (see `collect::paced`). Readers holding an older snapshot
-    /// keep it alive; the last holder frees it.
-    pub fn publish_replacing(&self, sample: Sample) -> Option<Arc<GpuSample>> {
         let mut windows = self.lock_windows();
-        let mut replaced = None;
         self.update(|snap| match sample {
             Sample::Gpu(gpu) => {
                 Arc::make_mut(&mut windows.gpu).push(GpuWindowPoint::from(&gpu));
-                replaced = snap.gpu.replace(Arc::new(gpu));
+                snap.gpu = Some(Arc::new(gpu));
             }
             Sample::Host(host) => {
                 windows.host.push(HostWindowPoint::from(&host));
@@ -529,7 +521,6 @@ impl Store {
             }
             Sample::K8s(k8s) => snap.k8s = Some(Arc::new(k8s)),
         });
-        replaced
     }
 
     /// Records how a collector cycle ended.

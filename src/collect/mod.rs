@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::model::{GpuSample, Sample, XidEvent};
+use crate::model::{Sample, XidEvent};
 use crate::store::{RunReport, Store};
 use paced::{Finished, Paced};
 
@@ -141,8 +141,7 @@ pub async fn run_collector<C: Collector>(
             duration: started.elapsed(),
             finished_at: SystemTime::now(),
         };
-        let (state, _replaced) = store_cycle(name, &store, last_state, finished);
-        last_state = Some(state);
+        last_state = Some(store_cycle(name, &store, last_state, finished));
     }
     tracing::debug!(collector = name, "Collector stopped.");
 }
@@ -213,24 +212,20 @@ impl PacedCollector {
                     }
                 }
             };
-            let (state, replaced) = store_cycle(name, &store, last_state, finished);
-            last_state = Some(state);
-            if let Some(replaced) = replaced {
-                paced.hand_back(Box::new(replaced));
-            }
+            last_state = Some(store_cycle(name, &store, last_state, finished));
         }
         tracing::debug!(collector = name, "Collector stopped.");
     }
 }
 
 /// Publishes a cycle's sample, records the run, and logs a change of state once; returns the
-/// state for the next call, and the GPU sample the new one replaced.
+/// state for the next call.
 fn store_cycle(
     name: &str,
     store: &Store,
     last_state: Option<Result<(), ErrorKind>>,
     finished: Finished<Result<Sample, CollectError>>,
-) -> (Result<(), ErrorKind>, Option<Arc<GpuSample>>) {
+) -> Result<(), ErrorKind> {
     let Finished {
         result,
         duration,
@@ -238,10 +233,9 @@ fn store_cycle(
     } = finished;
     let state = result.as_ref().map(|_| ()).map_err(|e| e.kind);
     log_transition(name, last_state, &result);
-    let mut replaced = None;
     let outcome = match result {
         Ok(sample) => {
-            replaced = store.publish_replacing(sample);
+            store.publish(sample);
             Ok(())
         }
         Err(error) => Err((error.kind.as_str(), error.message)),
@@ -254,7 +248,7 @@ fn store_cycle(
             outcome,
         },
     );
-    (state, replaced)
+    state
 }
 
 fn log_transition(

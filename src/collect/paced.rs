@@ -12,12 +12,6 @@
 //! ([`super::PacedCollector::run`]) reports `deadline` when no cycle finished within
 //! `interval + timeout` of the previous one, and every `interval` after that while the call
 //! stays stuck, serving the last good sample. A late result is still delivered (unless a newer one replaced it).
-//!
-//! The runtime hands the sample a new one replaced back to the thread that built it
-//! ([`Paced::hand_back`]), which frees it before its next cycle: glibc keeps per-thread caches
-//! and arenas, so memory freed where it was allocated serves that thread's next cycle from its
-//! cache, while memory freed on the runtime thread goes back to the collector's arena under its
-//! lock and is sorted and merged again before reuse (half the allocator's work, measured).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,26 +29,10 @@ pub struct Finished<T> {
     pub finished_at: SystemTime,
 }
 
-/// At most this many values wait for the thread to free them; more (a thread stuck in a
-/// call) are freed where they are handed back.
-const HANDED_BACK_MAX: usize = 2;
-
-/// Values the runtime handed back for the thread to free before its next cycle.
-#[derive(Default)]
-struct HandedBack(Vec<Box<dyn Send>>);
-
-impl std::fmt::Debug for HandedBack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HandedBack({})", self.0.len())
-    }
-}
-
 /// The mailbox between the thread and the runtime: the newest unread cycle.
 #[derive(Debug)]
 struct Mailbox<T> {
     slot: Mutex<Option<Finished<T>>>,
-    /// See [`Paced::hand_back`].
-    handed_back: Mutex<HandedBack>,
     ready: Notify,
     /// When the cycle now running started; `None` between cycles.
     running_since: Mutex<Option<Instant>>,
@@ -110,7 +88,6 @@ impl<T: Send + 'static> Paced<T> {
     {
         let mailbox = Arc::new(Mailbox {
             slot: Mutex::new(None),
-            handed_back: Mutex::new(HandedBack::default()),
             ready: Notify::new(),
             running_since: Mutex::new(None),
             stopped: AtomicBool::new(false),
@@ -136,22 +113,6 @@ impl<T: Send + 'static> Paced<T> {
             if let Some(finished) = self.take() {
                 return finished;
             }
-        }
-    }
-
-    /// Gives `value` (what a cycle's result built, now replaced) back to the thread, which frees
-    /// it before its next cycle; freed here when [`HANDED_BACK_MAX`] values already wait.
-    pub fn hand_back(&self, value: Box<dyn Send>) {
-        let mut waiting = self
-            .mailbox
-            .handed_back
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if waiting.0.len() < HANDED_BACK_MAX {
-            waiting.0.push(value);
-        } else {
-            drop(waiting);
-            drop(value);
         }
     }
 
@@ -212,15 +173,6 @@ impl<T> Pacer<T> {
     /// schedules the next: `interval` after this one was due, or at once when the cycle
     /// overran it (a slow cycle delays the schedule, never bursts to catch up).
     pub fn run(&mut self, cycle: impl FnOnce() -> T) {
-        // Freed here, before the cycle allocates: see the module's doc.
-        let handed_back = std::mem::take(
-            &mut *self
-                .mailbox
-                .handed_back
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        drop(handed_back);
         let started = Instant::now();
         self.set_running_since(Some(started));
         let result = cycle();
@@ -336,38 +288,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(paced);
         assert!(ended.recv_timeout(SOON).is_ok(), "the thread kept waiting");
-    }
-
-    /// Records the name of the thread that drops it.
-    struct Dropped(Arc<Mutex<Vec<String>>>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            let name = std::thread::current().name().unwrap_or("").to_owned();
-            self.0.lock().unwrap().push(name);
-        }
-    }
-
-    #[tokio::test]
-    async fn handed_back_values_are_freed_on_the_thread_before_its_next_cycle() {
-        let paced = Paced::spawn("paced-t", Duration::from_millis(20), (), |()| ()).unwrap();
-        tokio::time::timeout(SOON, paced.next()).await.unwrap();
-        let dropped = Arc::new(Mutex::new(Vec::new()));
-        // One more than the bound: that one is freed by the caller at once.
-        for _ in 0..=HANDED_BACK_MAX {
-            paced.hand_back(Box::new(Dropped(Arc::clone(&dropped))));
-        }
-        assert_eq!(dropped.lock().unwrap().len(), 1);
-        // Freed when the next cycle starts (the one after, had it begun in between).
-        for _ in 0..2 {
-            tokio::time::timeout(SOON, paced.next()).await.unwrap();
-        }
-        let names = dropped.lock().unwrap().clone();
-        let on_thread = names.iter().filter(|n| *n == "paced-t").count();
-        assert_eq!(
-            (names.len(), on_thread),
-            (HANDED_BACK_MAX + 1, HANDED_BACK_MAX),
-            "{names:?}"
-        );
     }
 }
