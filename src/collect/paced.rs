@@ -11,7 +11,8 @@
 //! A hang costs one thread, never a second: at most one cycle is in flight. The runtime side
 //! ([`super::PacedCollector::run`]) reports `deadline` when no cycle finished within
 //! `interval + timeout` of the previous one, and every `interval` after that while the call
-//! stays stuck, serving the last good sample. A late result is still delivered (unless a newer one replaced it).
+//! stays stuck, serving the last good sample. A late result is still delivered (unless a
+//! newer one replaced it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

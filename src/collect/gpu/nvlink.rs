@@ -59,12 +59,6 @@ impl NvLinkCache {
         }
     }
 
-    /// The cached readings.
-    #[cfg(test)]
-    pub(super) fn links(&self) -> &[NvLinkReadings] {
-        &self.links
-    }
-
     /// The cached readings, shared (no copy).
     pub(super) fn shared_links(&self) -> Arc<[NvLinkReadings]> {
         Arc::clone(&self.links)
@@ -156,7 +150,7 @@ mod tests {
             reread(Some(&c), UUID, totals, false, at + NVLINK_RECHECK),
             Some(Reread::Recheck)
         );
-        assert_eq!(c.links(), [link(0, true), link(1, false)]);
+        assert_eq!(*c.shared_links(), [link(0, true), link(1, false)]);
     }
 
     #[test]

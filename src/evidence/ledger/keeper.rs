@@ -11,14 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-/// How late a tick may run when no store change wakes the keeper (see [`run`]).
-const TICK_GRACE: Duration = Duration::from_millis(1500);
-
-/// The fallback timer's longest wait: under 4.096 s, the reach of tokio's 1 ms and 64 ms
-/// wheel levels, so a timer re-armed every second is never due (a farther one sits in the
-/// 4 s level, whose slot boundaries wake the runtime to move it down).
-const FALLBACK_MAX: Duration = Duration::from_millis(3500);
-
 use super::account::{Accountant, JobCursor, Slo};
 use super::disk::{self, Write, Writer};
 use super::{Changes, Ledger};
@@ -28,6 +20,14 @@ use crate::health::Policy;
 use crate::model::{Bucket, Evidence, MINUTE_SECONDS};
 use crate::score::{self, Reach, ScoreWindow};
 use crate::store::{ScoreState, Snapshot, Store};
+
+/// How late a tick may run when no store change wakes the keeper (see [`run`]).
+const TICK_GRACE: Duration = Duration::from_millis(1500);
+
+/// The fallback timer's longest wait: under 4.096 s, the reach of tokio's 1 ms and 64 ms
+/// wheel levels, so a timer re-armed every second is never due (a farther one sits in the
+/// 4 s level, whose slot boundaries wake the runtime to move it down).
+const FALLBACK_MAX: Duration = Duration::from_millis(3500);
 
 /// The meta key of the job cursor.
 const JOB_CURSOR: &str = "job_cursor";

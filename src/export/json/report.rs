@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::score::time;
+use super::score::{detail, time};
 use super::{AkashLeaseV1, ClaimV1, ConstantsV1, CostV1, EvidenceV1, GateV1, LatencyV1};
 use super::{IdentityV1, normalised_weights};
 use crate::model::{
@@ -436,7 +436,7 @@ impl ReportV1 {
                         unmeasured: c.unmeasured.map(|u| u.as_str()),
                         weight: c.weight,
                         effective_weight: c.effective_weight,
-                        detail: c.detail.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+                        detail: detail(c),
                     })
                     .collect(),
                 gates: w.gates.iter().map(GateV1::from).collect(),

@@ -260,9 +260,14 @@ impl From<&ComponentScore> for ComponentV1 {
                 total: c.evidence.total,
                 unit: c.evidence.unit,
             },
-            detail: c.detail.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            detail: detail(c),
         }
     }
+}
+
+/// A component's detail figures as the strings the API and the signed reports show.
+pub(super) fn detail(c: &ComponentScore) -> BTreeMap<&'static str, String> {
+    c.detail.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
 impl From<&Gate> for GateV1 {
