@@ -10,7 +10,7 @@ use gpulse::config::GpuConfig;
 
 use crate::agent::{Agent, free_port};
 use crate::fake_nvml::FakeNvml;
-use crate::nvml::wait_for;
+use crate::nvml::{metric_lines as lines, metric_value as value, wait_for};
 
 fn uuid(i: u32) -> String {
     format!("GPU-00000000-fake-4000-8000-{i:012}")
@@ -20,22 +20,6 @@ fn sampler(lib: &Path) -> NvmlSampler {
     let mut options = GpuOptions::from_config(&GpuConfig::default(), Some(lib.to_owned()));
     options.retry_interval = Duration::from_millis(1);
     NvmlSampler::new(options)
-}
-
-/// Lines of one family (exact name, so `gpulse_gpu_info` does not match `_information`).
-fn lines<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .collect()
-}
-
-/// The value of the one series of `name` whose labels contain every `label`.
-fn value(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    lines(body, name)
-        .into_iter()
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn start(fake: &FakeNvml, env: &[(&str, &str)]) -> Agent {

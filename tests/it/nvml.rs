@@ -436,10 +436,20 @@ fn retries_wait_for_the_retry_interval() {
     assert_eq!(sampler.cycle().unwrap_err().kind, ErrorKind::Unavailable);
 }
 
-fn metric_lines<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+/// Lines of one family (exact name, so `gpulse_gpu_info` does not match `_information`).
+pub(crate) fn metric_lines<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
     body.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .collect()
+}
+
+/// The value of the one series of `name` whose labels contain every `label`.
+pub(crate) fn metric_value(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metric_lines(body, name)
+        .into_iter()
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 fn threads(pid: u32) -> usize {

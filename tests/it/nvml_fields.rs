@@ -15,7 +15,7 @@ use gpulse::model::{GpuDevice, LabelValue, NvLinkReadings};
 
 use crate::agent::Agent;
 use crate::fake_nvml::FakeNvml;
-use crate::nvml::wait_for;
+use crate::nvml::{metric_value, wait_for};
 
 const ERROR_COUNTER: &str = "nvmlDeviceGetNvLinkErrorCounter";
 const LINK_STATE: &str = "nvmlDeviceGetNvLinkState";
@@ -256,11 +256,9 @@ fn per_link_counters_follow_the_driver_mid_run() {
     let agent = Agent::on_nvml(&lib, "100ms", std::iter::empty::<(&str, &str)>());
     // crc_data of link `link`, as /metrics shows it.
     let crc_data = |b: &str, link: u32| -> Option<f64> {
-        let labels = format!("link=\"{link}\",counter=\"crc_data\"}} ");
-        b.lines()
-            .filter(|l| l.starts_with("gpulse_gpu_nvlink_errors_total{gpu=\"0\""))
-            .find_map(|l| l.split_once(&labels))
-            .and_then(|(_, v)| v.parse().ok())
+        let link = format!("link=\"{link}\"");
+        let labels = ["gpu=\"0\"", &link, "counter=\"crc_data\""];
+        metric_value(b, "gpulse_gpu_nvlink_errors_total", &labels)
     };
     let has = |n: f64| move |b: &str| (0..2).all(|l| crc_data(b, l) == Some(n));
     wait_for(&agent, "crc_data 0 on both links", has(0.0));
@@ -286,12 +284,7 @@ fn a_link_down_with_an_xid_shows_at_once() {
     let lib = fake.lib_path();
     let agent = Agent::on_nvml(&lib, "100ms", std::iter::empty::<(&str, &str)>());
     // gpulse_gpu_nvlink_active of link 1, as /metrics shows it.
-    let link1 = |b: &str| -> Option<f64> {
-        b.lines()
-            .filter(|l| l.starts_with("gpulse_gpu_nvlink_active{gpu=\"0\""))
-            .find_map(|l| l.split_once("link=\"1\"} "))
-            .and_then(|(_, v)| v.parse().ok())
-    };
+    let link1 = |b: &str| metric_value(b, "gpulse_gpu_nvlink_active", &["gpu=\"0\"", "link=\"1\""]);
     wait_for(&agent, "link 1 active", |b| link1(b) == Some(1.0));
     fake.set_config("gpus=1\nnvlinks=2\ngpu0.nvlink_down=1\nxid=0:74\n");
     let set_at = Instant::now();
